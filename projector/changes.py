@@ -1,0 +1,117 @@
+"""Turn change-stream events and scanned documents into read-model changes (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from bson import Timestamp
+
+from .normalize import Rejection, Rules, document_id, epoch_ms, normalize_balance, normalize_task, to_utc
+from .readmodel import BalanceChange, Change, TaskChange, position
+
+TASKS = "tasks"
+ECONOMY = "economy"
+
+# The learned typical duration of a tool, or None; see projector.durations.
+DurationLookup = Callable[[str | None], int | None]
+
+
+def _no_estimates(_tool_id: str | None) -> int | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A document that could not be projected: what the worker dead-letters."""
+
+    kind: str  # TASKS or ECONOMY
+    doc_id: str | None
+    reason: str
+    document: Any
+
+
+def seq_of(cluster_time: Timestamp) -> str:
+    return position(cluster_time.time, cluster_time.inc)
+
+
+def task_change(
+    doc: Mapping[str, Any] | None,
+    generation_id: str,
+    seq: str,
+    wall_ms: int,
+    rules: Rules,
+    durations: DurationLookup = _no_estimates,
+) -> Change | Rejected:
+    """A generation document's new state (None: gone) as a change."""
+    if doc is None:
+        return TaskChange(generation_id=generation_id, seq=seq, owner=None, task=None)
+    task = normalize_task(doc, rules)
+    if isinstance(task, Rejection):
+        return Rejected(TASKS, generation_id, task.reason, doc)
+    if not task.live:
+        return TaskChange(generation_id=generation_id, seq=seq, owner=task.owner, task=task)
+    last_sign_of_life = task.last_activity_ms if task.last_activity_ms is not None else wall_ms
+    return TaskChange(
+        generation_id=generation_id,
+        seq=seq,
+        owner=task.owner,
+        task=task,
+        expected_duration_ms=durations(task.tool_id),
+        stale_at_ms=last_sign_of_life + rules.stale_after_ms,
+    )
+
+
+def balance_change(doc: Mapping[str, Any] | None, doc_id: str, seq: str, rules: Rules) -> Change | Rejected:
+    """A userEconomy document's new state (None: deleted) as a change."""
+    if doc is None:
+        return BalanceChange(doc_id=doc_id, seq=seq, owner=None, balance=None)
+    balance = normalize_balance(doc, rules)
+    if isinstance(balance, Rejection):
+        return Rejected(ECONOMY, doc_id, balance.reason, doc)
+    return BalanceChange(doc_id=doc_id, seq=seq, owner=balance.owner, balance=balance)
+
+
+def document_change(
+    kind: str,
+    doc: Mapping[str, Any] | None,
+    doc_id: Any,
+    seq: str,
+    wall_ms: int,
+    rules: Rules,
+    durations: DurationLookup = _no_estimates,
+) -> Change | Rejected:
+    """Either collection's document as a change; a document without a usable _id is rejected."""
+    text_id = document_id(doc_id)
+    if text_id is None:
+        return Rejected(kind, None, f"missing or unusable _id: {doc_id!r:.80}", doc)
+    if kind == TASKS:
+        return task_change(doc, text_id, seq, wall_ms, rules, durations)
+    return balance_change(doc, text_id, seq, rules)
+
+
+def event_change(
+    event: Mapping[str, Any],
+    kinds: Mapping[str, str],
+    rules: Rules,
+    durations: DurationLookup = _no_estimates,
+) -> Change | Rejected | None:
+    """A change-stream event as a change; None for events that carry no document change.
+
+    ``kinds`` maps collection names to TASKS or ECONOMY. Updates use the looked-up full document:
+    null means the document is gone by now, and a newer document is fine because positions only
+    move forward.
+    """
+    operation = event.get("operationType")
+    if operation not in ("insert", "update", "replace", "delete"):
+        return None
+    kind = kinds.get((event.get("ns") or {}).get("coll"))
+    if kind is None:
+        return None
+    cluster_time = event.get("clusterTime")
+    if not isinstance(cluster_time, Timestamp):
+        return Rejected(kind, None, "event without clusterTime", dict(event))
+    key = event.get("documentKey") or {}
+    doc = None if operation == "delete" else event.get("fullDocument")
+    wall_ms = epoch_ms(to_utc(event.get("wallTime"))) or cluster_time.time * 1000
+    return document_change(kind, doc, key.get("_id"), seq_of(cluster_time), wall_ms, rules, durations)

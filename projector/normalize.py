@@ -1,0 +1,312 @@
+"""Turn raw MongoDB documents into normalized tasks and balances.
+
+Pure functions: no I/O, no clock reads. Bad input never raises out of here; it comes back as a
+:class:`Rejection` with a reason that the worker dead-letters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import ROUND_FLOOR, Decimal, InvalidOperation
+from typing import Any, Mapping
+
+from bson import Decimal128, Int64, ObjectId
+
+from .progress import read_progress
+
+# Statuses seen in the wild, normalized (lower case, spaces and dashes as underscores).
+QUEUED_STATUSES = frozenset({"pending", "queued", "waiting"})
+RUNNING_STATUSES = frozenset({"processing", "running"})
+TERMINAL_STATUSES = frozenset(
+    {
+        "completed",
+        "success",
+        "succeeded",
+        "failed",
+        "payment_failed",
+        "cancelled",
+        "cancelled_by_user",
+        "timeout",
+        "error",
+    }
+)
+DEFAULT_POINTS_RATE = Decimal("0.00037")
+ACCOUNT_ID_RE = re.compile(r"^[A-Za-z0-9:_.\-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What the normalizer needs to know that is configuration, not data.
+
+    A status in none of the sets is *unknown*: it is shown as live with its own name and no
+    progress (the user sees "something is happening"), and it leaves the snapshot when it goes
+    stale like any other live task.
+    """
+
+    queued: frozenset[str] = QUEUED_STATUSES
+    running: frozenset[str] = RUNNING_STATUSES
+    terminal: frozenset[str] = TERMINAL_STATUSES
+    points_rate: Decimal = DEFAULT_POINTS_RATE
+    stale_after_ms: int = 24 * 3600 * 1000
+
+    def is_terminal(self, status: str) -> bool:
+        return status in self.terminal
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A document that cannot be projected, with the reason why."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Task:
+    """One generation task as every platform shows it."""
+
+    generation_id: str
+    owner: str
+    id_hash: str
+    status: str
+    live: bool
+    progress_percent: float | None
+    progress_source: str | None  # "reported" | "status" | None
+    tool_id: str | None
+    tool_display_name: str | None
+    cost_usd: str | None
+    started_at: str | None
+    updated_at: str | None
+    source_platform: str | None
+    # Milliseconds since the epoch of the last sign of life; None when the document has none.
+    last_activity_ms: int | None = field(default=None, compare=True)
+
+    def visible(self) -> dict[str, Any]:
+        """The fields a reader sees, in the API's naming."""
+        return {
+            "generationId": self.generation_id,
+            "idHash": self.id_hash,
+            "status": self.status,
+            "progressPercent": self.progress_percent,
+            "progressSource": self.progress_source,
+            "toolId": self.tool_id,
+            "toolDisplayName": self.tool_display_name,
+            "costUsd": self.cost_usd,
+            "startedAt": self.started_at,
+            "updatedAt": self.updated_at,
+            "sourcePlatform": self.source_platform,
+        }
+
+
+@dataclass(frozen=True)
+class Balance:
+    """A user's balance: exact USD credit, derived points, experience."""
+
+    owner: str
+    usd_credit: str
+    points: int
+    exp: int
+
+
+# ---------------------------------------------------------------------------- identities
+
+
+def account_id(value: Any) -> str | None:
+    """The string form of a masterAccountId, or None when it is not a usable id."""
+    if isinstance(value, ObjectId):
+        return str(value)
+    if isinstance(value, str):
+        value = value.strip()
+        return value if ACCOUNT_ID_RE.match(value) else None
+    return None
+
+
+def document_id(value: Any) -> str | None:
+    """The string form of a document _id (ObjectId, string or integer)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (ObjectId, str, int, Int64)):
+        text = str(value)
+        return text if 0 < len(text) <= 256 else None
+    return None
+
+
+def id_hash(generation_id: str) -> str:
+    """First five hex characters of sha256 of the id: the short id the bots show."""
+    return hashlib.sha256(generation_id.encode()).hexdigest()[:5]
+
+
+def normalize_status(value: Any) -> str | None:
+    """'  Cancelled by User ' -> 'cancelled_by_user'; None when it is not a status."""
+    if not isinstance(value, str):
+        return None
+    text = re.sub(r"[\s\-]+", "_", value.strip().lower())
+    return text or None
+
+
+# ---------------------------------------------------------------------------- money and numbers
+
+
+def exact_decimal(value: Any) -> Decimal | None:
+    """An exact Decimal from Decimal128, int, float or numeric string; None when unusable.
+
+    Floats go through their shortest repr, so 0.1 becomes Decimal('0.1'), not the binary artefact.
+    """
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        if isinstance(value, Decimal128):
+            number = value.to_decimal()
+        elif isinstance(value, Decimal):
+            number = value
+        elif isinstance(value, (int, Int64)):
+            number = Decimal(int(value))
+        elif isinstance(value, float):
+            number = Decimal(repr(value))
+        elif isinstance(value, str) and value.strip():
+            number = Decimal(value.strip().lstrip("$"))
+        else:
+            return None
+    except (InvalidOperation, ValueError):
+        return None
+    return number if number.is_finite() else None
+
+
+def decimal_text(number: Decimal) -> str:
+    """Plain notation, never exponent: Decimal('1E+2') -> '100', keeping the source's scale."""
+    text = format(number, "f")
+    return "0" if text in ("-0", "") else text
+
+
+def points_for(usd_credit: Decimal, rate: Decimal) -> int:
+    """floor(usdCredit / rate)."""
+    return int((usd_credit / rate).to_integral_value(rounding=ROUND_FLOOR))
+
+
+def whole_number(value: Any) -> int | None:
+    """Experience points from Int64, int, double, Decimal128 or a string; truncates fractions."""
+    number = exact_decimal(value)
+    if number is None:
+        return None
+    return int(number)
+
+
+# ---------------------------------------------------------------------------- time
+
+
+def to_utc(value: Any) -> datetime | None:
+    """A BSON date (naive means UTC), an ISO-8601 string, or epoch seconds/milliseconds."""
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+        return to_utc(parsed)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
+        seconds = value / 1000 if value > 1e11 else value
+        try:
+            return datetime.fromtimestamp(seconds, timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            return None
+    return None
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO-8601 UTC with millisecond precision and a Z: 2026-11-25T08:48:21.123Z."""
+    if moment is None:
+        return None
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def epoch_ms(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp() * 1000)
+
+
+# ---------------------------------------------------------------------------- documents
+
+
+def _text(value: Any, limit: int = 200) -> str | None:
+    if isinstance(value, str) and value.strip():
+        return value.strip()[:limit]
+    return None
+
+
+def normalize_task(doc: Any, rules: Rules = Rules()) -> Task | Rejection:
+    """A ``generationOutputs`` document as a :class:`Task`, or why it cannot be one."""
+    if not isinstance(doc, Mapping):
+        return Rejection(f"document is a {type(doc).__name__}, not a mapping")
+    generation_id = document_id(doc.get("_id"))
+    if generation_id is None:
+        return Rejection("missing or unusable _id")
+    owner = account_id(doc.get("masterAccountId"))
+    if owner is None:
+        return Rejection(f"missing or invalid masterAccountId: {doc.get('masterAccountId')!r:.80}")
+    status = normalize_status(doc.get("status"))
+    if status is None:
+        return Rejection(f"missing or non-text status: {doc.get('status')!r:.80}")
+    cost = None
+    if doc.get("costUsd") is not None:
+        cost_number = exact_decimal(doc.get("costUsd"))
+        if cost_number is None:
+            return Rejection(f"costUsd is not an exact number: {doc.get('costUsd')!r:.80}")
+        cost = decimal_text(cost_number)
+
+    live = not rules.is_terminal(status)
+    percent = read_progress(doc)
+    source = "reported" if percent is not None else None
+    if percent is None:
+        if status in rules.queued:
+            percent, source = 0.0, "status"
+        elif not live:
+            percent, source = 100.0, "status"
+
+    metadata = doc.get("metadata") if isinstance(doc.get("metadata"), Mapping) else {}
+    started = to_utc(doc.get("requestTimestamp"))
+    updated = to_utc(doc.get("updatedAt")) or to_utc(doc.get("responseTimestamp")) or started
+    return Task(
+        generation_id=generation_id,
+        owner=owner,
+        id_hash=id_hash(generation_id),
+        status=status,
+        live=live,
+        progress_percent=percent,
+        progress_source=source,
+        tool_id=_text(doc.get("toolId")),
+        tool_display_name=_text(doc.get("toolDisplayName")) or _text(metadata.get("toolDisplayName")),
+        cost_usd=cost,
+        started_at=iso(started),
+        updated_at=iso(updated),
+        source_platform=_text(doc.get("notificationPlatform")) or _text(doc.get("sourcePlatform")),
+        last_activity_ms=epoch_ms(updated),
+    )
+
+
+def normalize_balance(doc: Any, rules: Rules = Rules()) -> Balance | Rejection:
+    """A ``userEconomy`` document as a :class:`Balance`, or why it cannot be one."""
+    if not isinstance(doc, Mapping):
+        return Rejection(f"document is a {type(doc).__name__}, not a mapping")
+    owner = account_id(doc.get("masterAccountId"))
+    if owner is None:
+        return Rejection(f"missing or invalid masterAccountId: {doc.get('masterAccountId')!r:.80}")
+    raw_credit = doc.get("usdCredit", doc.get("balanceUsd"))
+    if raw_credit is None:
+        credit = Decimal(0)
+    else:
+        credit = exact_decimal(raw_credit)
+        if credit is None:
+            return Rejection(f"usdCredit is not an exact number: {raw_credit!r:.80}")
+    raw_exp = doc.get("exp")
+    exp = 0 if raw_exp is None else whole_number(raw_exp)
+    if exp is None:
+        return Rejection(f"exp is not a number: {raw_exp!r:.80}")
+    return Balance(owner=owner, usd_credit=decimal_text(credit), points=points_for(credit, rules.points_rate), exp=exp)
+
+
+def is_stale(task: Task, now_ms: int, rules: Rules) -> bool:
+    """A live task with no sign of life for longer than the configured age."""
+    return task.last_activity_ms is not None and now_ms - task.last_activity_ms > rules.stale_after_ms

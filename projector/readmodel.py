@@ -1,0 +1,453 @@
+"""The Redis read model: key layout, the scripts that write it, the functions that read it.
+
+Every key livestatus uses is built here; nothing else spells a key. Per user ``U`` (the hash tag
+``{U}`` keeps one user's keys in one Redis Cluster slot, and every script touches one user only):
+
+``ls:{U}:user``     hash: ``version``, ``updatedAt``, ``usdCredit``, ``points``, ``exp``, ``balanceSeq``
+``ls:{U}:tasks``    hash: generation id -> task JSON (live tasks only)
+``ls:{U}:seq``      hash: generation id -> position of the last change applied to it (live *and*
+                    gone tasks: the entries of gone tasks are tombstones, capped per user)
+``ls:{U}:changes``  pub/sub channel: the new version, published in the same script as the change
+
+Shared keys: ``ls:owner:{gen:ID}`` / ``ls:owner:{econ:ID}``: ``"seq|owner|previous owner"`` of
+a task or balance document (delete events carry no masterAccountId; owner is empty once the
+document left; expires a day after that), and ``ls:deadlines`` (sorted set: user -> earliest
+moment one of their live tasks goes stale). See :mod:`projector.state` for the
+worker's own keys (checkpoint, leader lease, dead letters, metrics).
+
+A *position* (``seq``) orders changes: ``"%010d.%010d"`` of the change's cluster time, so string
+order is time order. A change older than what a task or balance already reflects is ignored;
+that makes applying idempotent and makes replaying an older stretch after a crash harmless.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from .normalize import Balance, Task
+
+OWNER_TTL_S = 7 * 24 * 3600  # safety net only: a live task goes stale long before
+GONE_TTL_S = 24 * 3600  # how long the index remembers that a document left (covers any replay)
+TOMBSTONE_CAP = 2000  # per user; pruned to half, oldest first, when exceeded
+
+
+def position(seconds: int, increment: int) -> str:
+    """A sortable position from a cluster time (bson.Timestamp's time and inc)."""
+    return f"{seconds:010d}.{increment:010d}"
+
+
+class Layout:
+    """Key names under one prefix (tests use their own prefix to share one Redis)."""
+
+    def __init__(self, prefix: str = "ls") -> None:
+        self.prefix = prefix
+        self.deadlines = f"{prefix}:deadlines"
+
+    def user(self, uid: str) -> str:
+        return f"{self.prefix}:{{{uid}}}:user"
+
+    def tasks(self, uid: str) -> str:
+        return f"{self.prefix}:{{{uid}}}:tasks"
+
+    def seqs(self, uid: str) -> str:
+        return f"{self.prefix}:{{{uid}}}:seq"
+
+    def channel(self, uid: str) -> str:
+        return f"{self.prefix}:{{{uid}}}:changes"
+
+    def channel_pattern(self) -> str:
+        return f"{self.prefix}:{{*}}:changes"
+
+    def user_of_channel(self, channel: str) -> str:
+        return channel[len(self.prefix) + 2 : -len("}:changes")]
+
+    def user_pattern(self) -> str:
+        return f"{self.prefix}:{{*}}:user"
+
+    def user_of_key(self, key: str) -> str:
+        return key[len(self.prefix) + 2 : -len("}:user")]
+
+    def task_owner(self, generation_id: str) -> str:
+        return f"{self.prefix}:owner:{{gen:{generation_id}}}"
+
+    def balance_owner(self, doc_id: str) -> str:
+        return f"{self.prefix}:owner:{{econ:{doc_id}}}"
+
+    def user_keys(self, uid: str) -> list[str]:
+        return [self.user(uid), self.tasks(uid), self.seqs(uid)]
+
+
+# ---------------------------------------------------------------------------- changes
+
+
+@dataclass(frozen=True)
+class TaskChange:
+    """A generation document changed: ``task`` is its new state, None when it is gone."""
+
+    generation_id: str
+    seq: str
+    owner: str | None
+    task: Task | None
+    expected_duration_ms: int | None = None
+    stale_at_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class BalanceChange:
+    """A userEconomy document changed: ``balance`` is its new state, None when deleted."""
+
+    doc_id: str
+    seq: str
+    owner: str | None
+    balance: Balance | None
+
+
+Change = TaskChange | BalanceChange
+
+
+def task_record(task: Task, expected_duration_ms: int | None, stale_at_ms: int | None) -> str:
+    """The JSON stored for a live task: the visible fields plus when it goes stale."""
+    record = task.visible()
+    record["expectedDurationMs"] = expected_duration_ms
+    if task.progress_source is None and expected_duration_ms:
+        record["progressSource"] = "estimate"
+    record["staleAt"] = stale_at_ms
+    return json.dumps(record, separators=(",", ":"), sort_keys=True)
+
+
+# ---------------------------------------------------------------------------- scripts
+
+# KEYS: user, tasks, seq. ARGV: channel, updatedAt, tombstone cap, then ops of four:
+# kind (t = task put, x = task gone, b = balance put, g = balance gone), id, seq, payload.
+# Returns the new version, or 0 when nothing visible changed.
+APPLY_LUA = """
+local changed = false
+for i = 4, #ARGV, 4 do
+  local kind, id, seq, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  if kind == 't' or kind == 'x' then
+    local cur = redis.call('HGET', KEYS[3], id)
+    if (not cur) or cur <= seq then
+      redis.call('HSET', KEYS[3], id, seq)
+      if kind == 't' then
+        if redis.call('HGET', KEYS[2], id) ~= payload then
+          redis.call('HSET', KEYS[2], id, payload)
+          changed = true
+        end
+      elseif redis.call('HDEL', KEYS[2], id) == 1 then
+        changed = true
+      end
+    end
+  else
+    local cur = redis.call('HGET', KEYS[1], 'balanceSeq')
+    if (not cur) or cur <= seq then
+      redis.call('HSET', KEYS[1], 'balanceSeq', seq)
+      if kind == 'b' then
+        local usd, points, exp = string.match(payload, '^(%S+) (%S+) (%S+)$')
+        local old = redis.call('HMGET', KEYS[1], 'usdCredit', 'points', 'exp')
+        if old[1] ~= usd or old[2] ~= points or old[3] ~= exp then
+          redis.call('HSET', KEYS[1], 'usdCredit', usd, 'points', points, 'exp', exp)
+          changed = true
+        end
+      elseif redis.call('HDEL', KEYS[1], 'usdCredit', 'points', 'exp') > 0 then
+        changed = true
+      end
+    end
+  end
+end
+local cap = tonumber(ARGV[3])
+if redis.call('HLEN', KEYS[3]) > cap then
+  local all = redis.call('HGETALL', KEYS[3])
+  local gone = {}
+  for i = 1, #all, 2 do
+    if redis.call('HEXISTS', KEYS[2], all[i]) == 0 then
+      gone[#gone + 1] = {all[i + 1], all[i]}
+    end
+  end
+  table.sort(gone, function(a, b) return a[1] < b[1] end)
+  local excess = redis.call('HLEN', KEYS[3]) - math.floor(cap / 2)
+  for i = 1, math.min(excess, #gone) do
+    redis.call('HDEL', KEYS[3], gone[i][2])
+  end
+end
+if not changed then return 0 end
+local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('HSET', KEYS[1], 'updatedAt', ARGV[2])
+redis.call('PUBLISH', ARGV[1], version)
+return version
+"""
+
+# KEYS: user, tasks, seq. ARGV: channel, updatedAt, now (ms), min seq ('' for none).
+# Removes live tasks that went stale by now and, when a min seq is given (end of a resync),
+# tasks and the balance last written before it. Returns {version or 0, next deadline or -1,
+# removed generation ids...}.
+SWEEP_LUA = """
+local now = tonumber(ARGV[3])
+local min_seq = ARGV[4]
+local removed = {}
+local next_deadline = -1
+local tasks = redis.call('HGETALL', KEYS[2])
+for i = 1, #tasks, 2 do
+  local id, record = tasks[i], tasks[i + 1]
+  local stale_at = tonumber(string.match(record, '"staleAt":(%d+)'))
+  local seq = redis.call('HGET', KEYS[3], id)
+  if (stale_at and stale_at <= now) or (min_seq ~= '' and ((not seq) or seq < min_seq)) then
+    redis.call('HDEL', KEYS[2], id)
+    removed[#removed + 1] = id
+  elseif stale_at and (next_deadline < 0 or stale_at < next_deadline) then
+    next_deadline = stale_at
+  end
+end
+local changed = #removed > 0
+if min_seq ~= '' then
+  local seq = redis.call('HGET', KEYS[1], 'balanceSeq')
+  if seq and seq < min_seq then
+    redis.call('HDEL', KEYS[1], 'balanceSeq')
+    if redis.call('HDEL', KEYS[1], 'usdCredit', 'points', 'exp') > 0 then changed = true end
+  end
+end
+local version = 0
+if changed then
+  version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+  redis.call('HSET', KEYS[1], 'updatedAt', ARGV[2])
+  redis.call('PUBLISH', ARGV[1], version)
+end
+local result = {version, next_deadline}
+for i = 1, #removed do result[#result + 1] = removed[i] end
+return result
+"""
+
+
+# KEYS: one owner-index entry. ARGV: seq, owner ('' when the document left), ttl (s).
+# The entry is "seq|owner|previous owner"; it only moves forward.
+OWN_LUA = """
+local cur = redis.call('GET', KEYS[1])
+local previous = ''
+if cur then
+  local seq, owner = string.match(cur, '^([^|]*)|([^|]*)|')
+  if seq >= ARGV[1] then return 0 end
+  previous = owner
+end
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2] .. '|' .. previous, 'EX', ARGV[3])
+return 1
+"""
+
+
+def _owner_entry(entry: str | None) -> tuple[str, str | None, str | None]:
+    """(seq, owner, previous owner) of an owner-index entry; ('', None, None) when absent."""
+    if entry is None:
+        return "", None, None
+    seq, owner, previous = (entry.split("|", 2) + ["", ""])[:3]
+    return seq, owner or None, previous or None
+
+
+def _decode(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+@dataclass
+class _UserOps:
+    args: list[str]
+    earliest_stale_at: int | None = None
+
+
+class ReadModel:
+    """Applies changes to the read model with a (sync) redis-py client.
+
+    ``apply`` costs two pipelined round trips per batch however many users it touches: one to
+    look up the owners of the documents in it, one to run one script per user.
+    """
+
+    def __init__(self, redis: Any, layout: Layout | None = None, tombstone_cap: int = TOMBSTONE_CAP) -> None:
+        self.redis = redis
+        self.layout = layout or Layout()
+        self.tombstone_cap = tombstone_cap
+        self._apply = redis.register_script(APPLY_LUA)
+        self._sweep = redis.register_script(SWEEP_LUA)
+        self._own = redis.register_script(OWN_LUA)
+
+    def apply(self, changes: Iterable[Change], now_iso: str) -> dict[str, int]:
+        """Apply a batch; returns {user: new version} for users whose snapshot changed."""
+        latest = _coalesce(changes)
+        if not latest:
+            return {}
+        owner_keys = [self._owner_key(change) for change in latest]
+        entries = self._get_many(owner_keys)
+
+        per_user: dict[str, _UserOps] = {}
+        index_writes: list[tuple[str, str, str]] = []  # (key, seq, owner or '')
+        for change, key, entry in zip(latest, owner_keys, entries):
+            known_seq, known_owner, previous_owner = _owner_entry(entry)
+            if known_seq > change.seq:
+                continue  # the index has seen a newer change to this document: this one is obsolete
+            # Re-applying the change the index recorded (a crash cut the batch short) must reach
+            # the owner that change took the document from, again.
+            old_owner = previous_owner if known_seq == change.seq else known_owner
+            op = _op(change)
+            new_owner = change.owner if op[0] in ("t", "b") else None
+            target = change.owner or old_owner
+            if old_owner and old_owner != target:
+                self._add_op(per_user, old_owner, _gone_op(change))
+            if target:
+                self._add_op(per_user, target, op)
+                if op[0] == "t" and isinstance(change, TaskChange) and change.stale_at_ms is not None:
+                    ops = per_user[target]
+                    if ops.earliest_stale_at is None or change.stale_at_ms < ops.earliest_stale_at:
+                        ops.earliest_stale_at = change.stale_at_ms
+            # Recorded even for a document never seen: an older replay must not resurrect it.
+            index_writes.append((key, change.seq, new_owner or ""))
+
+        pipe = self.redis.pipeline(transaction=False)
+        users = list(per_user)
+        for uid in users:
+            ops = per_user[uid]
+            self._apply(
+                keys=self.layout.user_keys(uid),
+                args=[self.layout.channel(uid), now_iso, self.tombstone_cap, *ops.args],
+                client=pipe,
+            )
+        for uid in users:
+            if per_user[uid].earliest_stale_at is not None:
+                pipe.zadd(self.layout.deadlines, {uid: per_user[uid].earliest_stale_at}, lt=True)
+        for key, seq, owner in index_writes:
+            self._own(keys=[key], args=[seq, owner, OWNER_TTL_S if owner else GONE_TTL_S], client=pipe)
+        results = pipe.execute()
+        return {uid: int(version) for uid, version in zip(users, results) if int(version)}
+
+    def sweep(self, now_ms: int, now_iso: str, users: Iterable[str] | None = None, min_seq: str = "") -> dict[str, int]:
+        """Remove stale tasks (and, with ``min_seq``, whatever a resync did not see).
+
+        Without ``users``, sweeps the users whose earliest deadline has passed. Returns
+        {user: new version} for users whose snapshot changed.
+        """
+        if users is None:
+            users = [_decode(u) for u in self.redis.zrangebyscore(self.layout.deadlines, "-inf", now_ms)]
+        users = list(users)
+        if not users:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for uid in users:
+            self._sweep(
+                keys=self.layout.user_keys(uid),
+                args=[self.layout.channel(uid), now_iso, now_ms, min_seq],
+                client=pipe,
+            )
+        results = pipe.execute()
+        pipe = self.redis.pipeline(transaction=False)
+        versions: dict[str, int] = {}
+        for uid, (version, next_deadline, *removed) in zip(users, results):
+            if int(version):
+                versions[uid] = int(version)
+            for generation_id in removed:
+                pipe.delete(self.layout.task_owner(_decode(generation_id)))
+            if int(next_deadline) < 0:
+                pipe.zrem(self.layout.deadlines, uid)
+            else:
+                pipe.zadd(self.layout.deadlines, {uid: int(next_deadline)})
+        pipe.execute()
+        return versions
+
+    def known_users(self, batch: int = 1000) -> Iterable[str]:
+        """Every user with state in the read model (SCAN; for resync sweeps and tools)."""
+        for key in self.redis.scan_iter(match=self.layout.user_pattern(), count=batch):
+            yield self.layout.user_of_key(_decode(key))
+
+    def _owner_key(self, change: Change) -> str:
+        if isinstance(change, TaskChange):
+            return self.layout.task_owner(change.generation_id)
+        return self.layout.balance_owner(change.doc_id)
+
+    def _get_many(self, keys: list[str]) -> list[str | None]:
+        # Plain GETs in a pipeline rather than MGET: the keys live in different cluster slots.
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(key)
+        return [None if v is None else _decode(v) for v in pipe.execute()]
+
+    @staticmethod
+    def _add_op(per_user: dict[str, _UserOps], uid: str, op: tuple[str, str, str, str]) -> None:
+        per_user.setdefault(uid, _UserOps(args=[])).args.extend(op)
+
+
+def _coalesce(changes: Iterable[Change]) -> list[Change]:
+    """Keep the latest change per document (ties: the later one), in first-seen order."""
+    latest: dict[tuple[str, str], Change] = {}
+    for change in changes:
+        key = ("t", change.generation_id) if isinstance(change, TaskChange) else ("b", change.doc_id)
+        kept = latest.get(key)
+        if kept is None or kept.seq <= change.seq:
+            latest[key] = change
+    return list(latest.values())
+
+
+def _op(change: Change) -> tuple[str, str, str, str]:
+    if isinstance(change, TaskChange):
+        if change.task is None or not change.task.live:
+            return ("x", change.generation_id, change.seq, "")
+        payload = task_record(change.task, change.expected_duration_ms, change.stale_at_ms)
+        return ("t", change.generation_id, change.seq, payload)
+    if change.balance is None:
+        return ("g", change.doc_id, change.seq, "")
+    balance = change.balance
+    return ("b", change.doc_id, change.seq, f"{balance.usd_credit} {balance.points} {balance.exp}")
+
+
+def _gone_op(change: Change) -> tuple[str, str, str, str]:
+    if isinstance(change, TaskChange):
+        return ("x", change.generation_id, change.seq, "")
+    return ("g", change.doc_id, change.seq, "")
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def queue_snapshot_read(pipe: Any, layout: Layout, uid: str) -> None:
+    """Queue the two reads of one user's snapshot on a transactional pipeline (one round trip)."""
+    pipe.hgetall(layout.user(uid))
+    pipe.hgetall(layout.tasks(uid))
+
+
+def decode_snapshot(uid: str, user: dict, tasks: dict, now_ms: int) -> dict[str, Any]:
+    """The snapshot as the API serves it, hiding tasks that went stale since the last sweep."""
+    user = {_decode(k): _decode(v) for k, v in user.items()}
+    live = []
+    for raw in tasks.values():
+        record = json.loads(raw)
+        stale_at = record.pop("staleAt", None)
+        if stale_at is not None and stale_at <= now_ms:
+            continue
+        live.append(record)
+    live.sort(key=lambda t: (t.get("startedAt") or "", t["generationId"]))
+    return {
+        "masterAccountId": uid,
+        "version": int(user.get("version", 0)),
+        "updatedAt": user.get("updatedAt"),
+        "balance": {
+            "usdCredit": user.get("usdCredit", "0"),
+            "points": int(user.get("points", 0)),
+            "exp": int(user.get("exp", 0)),
+        },
+        "liveTasks": live,
+    }
+
+
+def read_snapshot(redis: Any, uid: str, now_ms: int, layout: Layout | None = None) -> dict[str, Any]:
+    """One user's snapshot with a sync client, in one round trip (MULTI/EXEC: never half a change)."""
+    layout = layout or Layout()
+    pipe = redis.pipeline(transaction=True)
+    queue_snapshot_read(pipe, layout, uid)
+    user, tasks = pipe.execute()
+    return decode_snapshot(uid, user, tasks, now_ms)
+
+
+async def aread_snapshot(redis: Any, uid: str, now_ms: int, layout: Layout | None = None) -> dict[str, Any]:
+    """:func:`read_snapshot` for a ``redis.asyncio`` client."""
+    layout = layout or Layout()
+    async with redis.pipeline(transaction=True) as pipe:
+        queue_snapshot_read(pipe, layout, uid)
+        user, tasks = await pipe.execute()
+    return decode_snapshot(uid, user, tasks, now_ms)

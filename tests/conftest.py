@@ -1,0 +1,53 @@
+"""Shared fixtures: a real local Redis (isolated by a key prefix per test) and fakeredis."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import fakeredis
+import pytest
+import redis
+
+from projector.readmodel import Layout
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A key prefix of this test's own, so tests can share one Redis and run in parallel."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def layout(prefix: str) -> Layout:
+    return Layout(prefix)
+
+
+@pytest.fixture
+def real_redis(prefix: str):
+    """The real local Redis; every key under this test's prefix is deleted afterwards."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.fail(f"no Redis answers at {REDIS_URL}: start one (see README)")
+    yield client
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def fake_redis():
+    client = fakeredis.FakeRedis()
+    yield client
+    client.close()
+
+
+@pytest.fixture(params=["fake", "real"])
+def any_redis(request, prefix):
+    """The same scenario against fakeredis and the real Redis."""
+    return request.getfixturevalue("fake_redis" if request.param == "fake" else "real_redis")

@@ -1,0 +1,136 @@
+"""Property: whatever order of duplicates and crash replays the worker delivers changes in, the
+read model ends equal to a plain in-memory projection of the final documents."""
+
+import uuid
+
+import fakeredis
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from projector.changes import ECONOMY, TASKS, document_change
+from projector.normalize import Rules, Task, normalize_balance, normalize_task
+from projector.readmodel import Layout, ReadModel, position, read_snapshot, task_record
+
+from .conftest import REDIS_URL
+
+RULES = Rules()
+USERS = ["u0", "u1", "x402:0xabc"]
+WALL_MS = 1_795_000_000_000
+READ_AT = WALL_MS + 1000  # long before anything goes stale
+
+task_docs = st.fixed_dictionaries(
+    {
+        "masterAccountId": st.sampled_from(USERS),
+        "status": st.sampled_from(["pending", "processing", "Running", "completed", "failed", "brewing"]),
+        "toolId": st.sampled_from(["flux", "sdxl"]),
+        "requestTimestamp": st.just("2026-11-25T08:00:00Z"),
+    },
+    optional={"progress": st.sampled_from([0.3, "47%", 80, None, "junk"]), "costUsd": st.sampled_from(["0.01", 2])},
+)
+task_events = st.tuples(st.just(TASKS), st.sampled_from(["g0", "g1", "g2", "g3"]), st.none() | task_docs)
+# One economy document per user, as on the platform.
+economy_events = st.sampled_from(range(len(USERS))).flatmap(
+    lambda i: st.tuples(
+        st.just(ECONOMY),
+        st.just(f"e{i}"),
+        st.none() | st.fixed_dictionaries({"masterAccountId": st.just(USERS[i]),
+                                           "usdCredit": st.sampled_from(["0", "1.25", "0.012469"]),
+                                           "exp": st.integers(0, 50)}),
+    )
+)
+histories = st.lists(task_events | economy_events, min_size=1, max_size=30)
+
+
+def expected_state(history):
+    """The plain model: the last document per id, projected directly."""
+    docs = {}
+    for kind, doc_id, doc in history:
+        docs[(kind, doc_id)] = None if doc is None else {"_id": doc_id, **doc}
+    state = {uid: {"tasks": {}, "balance": {"usdCredit": "0", "points": 0, "exp": 0}} for uid in USERS}
+    for (kind, doc_id), doc in docs.items():
+        if doc is None:
+            continue
+        if kind == TASKS:
+            task = normalize_task(doc, RULES)
+            if isinstance(task, Task) and task.live:
+                record = __import__("json").loads(task_record(task, None, WALL_MS + RULES.stale_after_ms))
+                record.pop("staleAt")
+                state[task.owner]["tasks"][doc_id] = record
+        else:
+            balance = normalize_balance(doc, RULES)
+            state[balance.owner]["balance"] = {"usdCredit": balance.usd_credit, "points": balance.points,
+                                               "exp": balance.exp}
+    return state
+
+
+def as_changes(history, indexes):
+    changes = []
+    for i in indexes:
+        kind, doc_id, doc = history[i]
+        full = None if doc is None else {"_id": doc_id, **doc}
+        changes.append(document_change(kind, full, doc_id, position(1_795_000_000 + i, 0), WALL_MS, RULES))
+    return changes
+
+
+@st.composite
+def deliveries(draw, history):
+    """Batches of event indexes as a crashing, retrying worker delivers them."""
+    n = len(history)
+    batches, done = [], 0
+    while done < n:
+        size = draw(st.integers(1, n - done))
+        batches.append(list(range(done, done + size)))
+        done += size
+        if draw(st.booleans()):  # crash: replay from an older checkpoint
+            batches.append(list(range(draw(st.integers(0, done - 1)), done)))
+    if draw(st.booleans()):  # a stale worker replays an old prefix after everything
+        batches.append(list(range(0, draw(st.integers(1, n)))))
+    return batches
+
+
+def observed_state(client, layout):
+    state = {}
+    for uid in USERS:
+        snapshot = read_snapshot(client, uid, READ_AT, layout)
+        state[uid] = {"tasks": {t["generationId"]: t for t in snapshot["liveTasks"]}, "balance": snapshot["balance"]}
+    return state
+
+
+def run(client, history, batches):
+    layout = Layout(f"t{uuid.uuid4().hex[:10]}")
+    model = ReadModel(client, layout)
+    try:
+        for batch in batches:
+            changes = [c for c in as_changes(history, batch) if not hasattr(c, "reason")]
+            model.apply(changes, "2026-11-25T09:00:00.000Z")
+        return observed_state(client, layout)
+    finally:
+        keys = list(client.scan_iter(match=f"{layout.prefix}:*"))
+        if keys:
+            client.delete(*keys)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_any_delivery_with_duplicates_and_replays_converges_fakeredis(data):
+    history = data.draw(histories)
+    batches = data.draw(deliveries(history))
+    assert run(fakeredis.FakeRedis(), history, batches) == expected_state(history)
+
+
+@pytest.fixture(scope="module")
+def shared_real_redis():
+    client = redis.Redis.from_url(REDIS_URL)
+    yield client
+    client.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_any_delivery_with_duplicates_and_replays_converges_real_redis(shared_real_redis, data):
+    history = data.draw(histories)
+    batches = data.draw(deliveries(history))
+    assert run(shared_real_redis, history, batches) == expected_state(history)

@@ -1,0 +1,262 @@
+"""Raw generationOutputs / userEconomy documents become tasks and balances, or rejections."""
+
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import pytest
+from bson import Decimal128, Int64, ObjectId
+from hypothesis import given
+from hypothesis import strategies as st
+
+from projector.normalize import (
+    Balance,
+    Rejection,
+    Rules,
+    Task,
+    decimal_text,
+    exact_decimal,
+    id_hash,
+    is_stale,
+    normalize_balance,
+    normalize_status,
+    normalize_task,
+)
+
+OID = ObjectId("65f1c0ffee0000000000abcd")
+USER = ObjectId("65f1c0ffee00000000001234")
+
+
+def task_doc(**fields):
+    doc = {"_id": OID, "masterAccountId": USER, "status": "processing", "toolId": "flux"}
+    doc.update(fields)
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("pending", "pending"), ("  COMPLETED ", "completed"), ("Cancelled by user", "cancelled_by_user"),
+     ("payment-failed", "payment_failed"), ("", None), (3, None), (None, None)],
+)
+def test_status_is_normalized(raw, expected):
+    assert normalize_status(raw) == expected
+
+
+@pytest.mark.parametrize("status", ["pending", "queued", "waiting", "processing", "running", "Brewing"])
+def test_live_statuses_and_unknown_ones_are_live(status):
+    task = normalize_task(task_doc(status=status))
+    assert isinstance(task, Task) and task.live
+
+
+@pytest.mark.parametrize(
+    "status",
+    ["completed", "success", "succeeded", "failed", "payment_failed", "cancelled", "cancelled_by_user",
+     "timeout", "error", " Failed "],
+)
+def test_terminal_statuses_are_not_live(status):
+    task = normalize_task(task_doc(status=status))
+    assert isinstance(task, Task) and not task.live
+
+
+def test_status_sets_are_configurable():
+    rules = Rules(terminal=frozenset({"done"}))
+    assert not normalize_task(task_doc(status="done"), rules).live
+    assert normalize_task(task_doc(status="completed"), rules).live
+
+
+def test_unknown_status_is_shown_by_name_without_progress():
+    task = normalize_task(task_doc(status="Brewing"))
+    assert (task.status, task.progress_percent, task.progress_source) == ("brewing", None, None)
+
+
+@pytest.mark.parametrize(
+    ("fields", "percent", "source"),
+    [
+        ({"status": "pending"}, 0.0, "status"),
+        ({"status": "queued", "progress": 0.3}, 30.0, "reported"),
+        ({"status": "processing"}, None, None),
+        ({"status": "processing", "metadata": {"progress": "47%"}}, 47.0, "reported"),
+        ({"status": "completed"}, 100.0, "status"),
+    ],
+)
+def test_progress_is_reported_or_derived_from_status(fields, percent, source):
+    task = normalize_task(task_doc(**fields))
+    assert (task.progress_percent, task.progress_source) == (percent, source)
+
+
+@pytest.mark.parametrize(
+    ("owner", "expected"),
+    [(USER, str(USER)), ("x402:0x1821abCD", "x402:0x1821abCD"), ("  tg_12345 ", "tg_12345")],
+)
+def test_master_account_id_keys_use_its_string_form(owner, expected):
+    assert normalize_task(task_doc(masterAccountId=owner)).owner == expected
+
+
+@pytest.mark.parametrize(
+    ("doc", "reason"),
+    [
+        ("not a doc", "not a mapping"),
+        (task_doc(_id=None), "_id"),
+        (task_doc(masterAccountId=None), "masterAccountId"),
+        (task_doc(masterAccountId="has spaces inside"), "masterAccountId"),
+        (task_doc(masterAccountId="a" * 200), "masterAccountId"),
+        (task_doc(masterAccountId=12), "masterAccountId"),
+        (task_doc(status=None), "status"),
+        (task_doc(status={"$set": 1}), "status"),
+        (task_doc(costUsd="twelve"), "costUsd"),
+        (task_doc(costUsd=float("nan")), "costUsd"),
+        (task_doc(costUsd=Decimal128("Infinity")), "costUsd"),
+    ],
+)
+def test_bad_documents_are_rejected_with_a_reason(doc, reason):
+    result = normalize_task(doc)
+    assert isinstance(result, Rejection) and reason in result.reason
+
+
+@pytest.mark.parametrize(
+    ("raw", "text"),
+    [
+        (Decimal128("0.012469"), "0.012469"),
+        (0.1, "0.1"),
+        (0.012469, "0.012469"),
+        (3, "3"),
+        (Int64(7), "7"),
+        ("0.50", "0.50"),
+        (Decimal128("1E+2"), "100"),
+        (Decimal128("-0"), "0"),
+        (Decimal128("1.2E-7"), "0.00000012"),
+    ],
+)
+def test_money_is_exact(raw, text):
+    assert normalize_task(task_doc(costUsd=raw)).cost_usd == text
+
+
+def test_absent_cost_is_null():
+    assert normalize_task(task_doc()).cost_usd is None
+
+
+def test_id_hash_is_first_five_hex_of_sha256_of_the_id_string():
+    import hashlib
+
+    task = normalize_task(task_doc())
+    assert task.id_hash == hashlib.sha256(str(OID).encode()).hexdigest()[:5] == id_hash(str(OID))
+    assert task.generation_id == str(OID)
+
+
+def test_timestamps_from_bson_dates_and_iso_strings_come_out_iso_utc():
+    task = normalize_task(
+        task_doc(requestTimestamp=datetime(2026, 11, 25, 8, 0, 0, 123456), updatedAt="2026-11-25T10:30:00+02:00")
+    )
+    assert task.started_at == "2026-11-25T08:00:00.123Z"
+    assert task.updated_at == "2026-11-25T08:30:00.000Z"
+
+
+@pytest.mark.parametrize(
+    ("fields", "updated"),
+    [
+        ({"updatedAt": "2026-01-01T00:00:03Z", "responseTimestamp": "2026-01-01T00:00:02Z"}, "2026-01-01T00:00:03.000Z"),
+        ({"responseTimestamp": "2026-01-01T00:00:02Z"}, "2026-01-01T00:00:02.000Z"),
+        ({"updatedAt": "garbage", "responseTimestamp": "2026-01-01T00:00:02Z"}, "2026-01-01T00:00:02.000Z"),
+        ({}, "2026-01-01T00:00:01.000Z"),
+    ],
+)
+def test_updated_at_falls_back_to_response_then_request_time(fields, updated):
+    task = normalize_task(task_doc(requestTimestamp="2026-01-01T00:00:01Z", **fields))
+    assert task.updated_at == updated
+
+
+def test_platform_tool_and_display_name():
+    task = normalize_task(
+        task_doc(notificationPlatform="telegram", sourcePlatform="web", toolDisplayName="FLUX dev")
+    )
+    assert (task.source_platform, task.tool_id, task.tool_display_name) == ("telegram", "flux", "FLUX dev")
+    assert normalize_task(task_doc(sourcePlatform="discord")).source_platform == "discord"
+
+
+def test_stale_after_the_configured_age_without_a_sign_of_life():
+    task = normalize_task(task_doc(updatedAt=datetime(2026, 1, 1, tzinfo=timezone.utc)))
+    start = task.last_activity_ms
+    rules = Rules(stale_after_ms=1000)
+    assert not is_stale(task, start + 1000, rules)
+    assert is_stale(task, start + 1001, rules)
+
+
+# ---------------------------------------------------------------------------- balances
+
+
+def econ_doc(**fields):
+    doc = {"_id": ObjectId(), "masterAccountId": USER, "usdCredit": Decimal128("1.000000"), "exp": Int64(42)}
+    doc.update(fields)
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("credit", "text", "points"),
+    [
+        (Decimal128("1.000000"), "1.000000", 2702),
+        (Decimal128("0.012469"), "0.012469", 33),
+        (0.00037, "0.00037", 1),
+        (0.00036, "0.00036", 0),
+        ("5", "5", 13513),
+        (10, "10", 27027),
+    ],
+)
+def test_balance_is_exact_and_points_are_floored(credit, text, points):
+    balance = normalize_balance(econ_doc(usdCredit=credit))
+    assert balance == Balance(owner=str(USER), usd_credit=text, points=points, exp=42)
+
+
+def test_points_rate_is_configurable():
+    assert normalize_balance(econ_doc(usdCredit="1"), Rules(points_rate=Decimal("0.5"))).points == 2
+
+
+def test_legacy_balance_usd_is_read_when_usd_credit_is_absent():
+    doc = econ_doc(balanceUsd=Decimal128("2.5"))
+    del doc["usdCredit"]
+    assert normalize_balance(doc).usd_credit == "2.5"
+
+
+def test_missing_credit_and_exp_are_zero():
+    doc = {"_id": 1, "masterAccountId": "x402:0xabc"}
+    assert normalize_balance(doc) == Balance(owner="x402:0xabc", usd_credit="0", points=0, exp=0)
+
+
+@pytest.mark.parametrize(("raw", "exp"), [(Int64(5), 5), (5, 5), (5.9, 5), (Decimal128("12"), 12), ("17", 17)])
+def test_exp_from_every_numeric_shape(raw, exp):
+    assert normalize_balance(econ_doc(exp=raw)).exp == exp
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"usdCredit": "lots"}, "usdCredit"),
+        ({"usdCredit": float("inf")}, "usdCredit"),
+        ({"exp": "many"}, "exp"),
+        ({"exp": True}, "exp"),
+        ({"masterAccountId": None}, "masterAccountId"),
+    ],
+)
+def test_bad_balance_documents_are_rejected(fields, reason):
+    result = normalize_balance(econ_doc(**fields))
+    assert isinstance(result, Rejection) and reason in result.reason
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False, places=8, min_value=-10**6, max_value=10**6))
+def test_decimal128_round_trips_exactly(number):
+    assert exact_decimal(Decimal128(number)) == number
+    assert Decimal(decimal_text(number)) == number
+
+
+ANY = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10)
+    | st.builds(ObjectId) | st.sampled_from([Decimal128("NaN"), Decimal128("-Infinity"), Decimal128("0.5"), Decimal128("-1E+6000")]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=10,
+)
+FIELDS = ["_id", "masterAccountId", "status", "costUsd", "progress", "progressPercent", "metadata",
+          "requestTimestamp", "updatedAt", "responseTimestamp", "usdCredit", "exp", "toolId"]
+
+
+@given(st.dictionaries(st.sampled_from(FIELDS), ANY) | ANY)
+def test_no_input_raises_out_of_the_core(doc):
+    assert isinstance(normalize_task(doc), (Task, Rejection))
+    assert isinstance(normalize_balance(doc), (Balance, Rejection))

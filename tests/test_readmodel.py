@@ -1,0 +1,172 @@
+"""The Redis read model: atomic per-user apply, versions, announcements, removal, sweeps."""
+
+import json
+
+import pytest
+from bson import Decimal128, ObjectId
+
+from projector.changes import balance_change, task_change
+from projector.normalize import Rules
+from projector.readmodel import ReadModel, TaskChange, position, read_snapshot
+
+RULES = Rules(stale_after_ms=60_000)
+NOW_ISO = "2026-11-25T09:00:00.000Z"
+T0 = 1_795_000_000_000  # ms
+
+
+def seq(n):
+    return position(1_795_000_000 + n, 0)
+
+
+def tdoc(gid, owner="u1", status="processing", **fields):
+    doc = {"_id": gid, "masterAccountId": owner, "status": status, "toolId": "flux",
+           "requestTimestamp": "2026-11-25T08:59:00Z"}
+    doc.update(fields)
+    return doc
+
+
+def put(gid, n, owner="u1", **fields):
+    return task_change(tdoc(gid, owner, **fields), gid, seq(n), T0, RULES)
+
+
+def gone(gid, n):
+    return task_change(None, gid, seq(n), T0, RULES)
+
+
+def balance(doc_id, n, owner="u1", credit="1.5", exp=3):
+    return balance_change({"_id": doc_id, "masterAccountId": owner, "usdCredit": Decimal128(credit), "exp": exp},
+                          doc_id, seq(n), RULES)
+
+
+@pytest.fixture
+def model(any_redis, layout):
+    return ReadModel(any_redis, layout)
+
+
+def snap(model, uid="u1", now_ms=T0):
+    return read_snapshot(model.redis, uid, now_ms, model.layout)
+
+
+def test_unknown_user_has_an_empty_snapshot_at_version_zero(model):
+    assert snap(model, "nobody") == {
+        "masterAccountId": "nobody", "version": 0, "updatedAt": None,
+        "balance": {"usdCredit": "0", "points": 0, "exp": 0}, "liveTasks": [],
+    }
+
+
+def test_live_task_and_balance_appear_with_a_version_bump(model):
+    versions = model.apply([put("g1", 1, progress=0.5), balance("e1", 2)], NOW_ISO)
+    assert versions == {"u1": 1}
+    snapshot = snap(model)
+    assert snapshot["version"] == 1 and snapshot["updatedAt"] == NOW_ISO
+    assert snapshot["balance"] == {"usdCredit": "1.5", "points": 4054, "exp": 3}
+    [task] = snapshot["liveTasks"]
+    assert task["generationId"] == "g1" and task["progressPercent"] == 50.0 and "staleAt" not in task
+
+
+def test_same_change_twice_changes_nothing_the_second_time(model):
+    model.apply([put("g1", 1)], NOW_ISO)
+    assert model.apply([put("g1", 1)], NOW_ISO) == {}
+    assert snap(model)["version"] == 1
+
+
+def test_older_change_after_newer_is_ignored(model):
+    model.apply([put("g1", 5, progress=0.9)], NOW_ISO)
+    model.apply([put("g1", 3, progress=0.1)], NOW_ISO)
+    assert snap(model)["liveTasks"][0]["progressPercent"] == 90.0
+
+
+def test_terminal_task_leaves_the_snapshot(model):
+    model.apply([put("g1", 1)], NOW_ISO)
+    model.apply([put("g1", 2, status="completed")], NOW_ISO)
+    assert snap(model)["liveTasks"] == [] and snap(model)["version"] == 2
+
+
+def test_delete_without_owner_removes_the_task_through_the_owner_index(model):
+    model.apply([put("g1", 1), put("g2", 1)], NOW_ISO)
+    assert model.apply([gone("g1", 2)], NOW_ISO) == {"u1": 2}
+    assert [t["generationId"] for t in snap(model)["liveTasks"]] == ["g2"]
+    assert model.redis.get(model.layout.task_owner("g1")).decode() == f"{seq(2)}||u1"
+    assert 0 < model.redis.ttl(model.layout.task_owner("g1")) <= 24 * 3600
+
+
+def test_replayed_insert_after_delete_does_not_resurrect(model):
+    model.apply([put("g1", 1)], NOW_ISO)
+    model.apply([gone("g1", 2)], NOW_ISO)
+    model.apply([put("g1", 1)], NOW_ISO)
+    assert snap(model)["liveTasks"] == []
+
+
+def test_delete_of_a_task_never_seen_is_a_no_op(model):
+    assert model.apply([gone("never", 1)], NOW_ISO) == {}
+
+
+def test_task_moving_to_another_user_leaves_the_first(model):
+    model.apply([put("g1", 1, owner="u1")], NOW_ISO)
+    model.apply([put("g1", 2, owner="u2")], NOW_ISO)
+    assert snap(model, "u1")["liveTasks"] == []
+    assert [t["generationId"] for t in snap(model, "u2")["liveTasks"]] == ["g1"]
+
+
+def test_users_are_isolated(model):
+    model.apply([put("g1", 1, owner="u1"), put("g2", 1, owner="u2"), balance("e2", 1, owner="u2", credit="9")],
+                NOW_ISO)
+    assert [t["generationId"] for t in snap(model, "u1")["liveTasks"]] == ["g1"]
+    assert snap(model, "u1")["balance"]["usdCredit"] == "0"
+    assert snap(model, "u2")["balance"]["usdCredit"] == "9"
+
+
+def test_change_is_announced_with_the_new_version(model):
+    pubsub = model.redis.pubsub()
+    pubsub.subscribe(model.layout.channel("u1"))
+    assert pubsub.get_message(timeout=1)["type"] == "subscribe"
+    model.apply([put("g1", 1)], NOW_ISO)
+    message = pubsub.get_message(timeout=2)
+    assert message["channel"].decode() == model.layout.channel("u1") and int(message["data"]) == 1
+    pubsub.close()
+
+
+def test_keys_of_one_user_share_a_cluster_hash_tag(layout):
+    tags = {key[key.index("{"): key.index("}") + 1] for key in layout.user_keys("x402:0xabc")}
+    assert tags == {"{x402:0xabc}"}
+    assert layout.channel("x402:0xabc").count("{x402:0xabc}") == 1
+
+
+def test_stale_task_is_hidden_on_read_and_swept_with_a_version_bump(model):
+    model.apply([put("g1", 1, updatedAt="2026-11-25T09:00:00Z")], NOW_ISO)
+    stale_at = json.loads(model.redis.hget(model.layout.tasks("u1"), "g1"))["staleAt"]
+    assert len(snap(model, now_ms=stale_at - 1)["liveTasks"]) == 1
+    assert snap(model, now_ms=stale_at)["liveTasks"] == []
+    assert model.sweep(stale_at - 1, NOW_ISO) == {}
+    assert model.sweep(stale_at, NOW_ISO) == {"u1": 2}
+    assert model.redis.hlen(model.layout.tasks("u1")) == 0
+    assert model.redis.zcard(model.layout.deadlines) == 0
+
+
+def test_resync_sweep_removes_what_the_scan_did_not_see(model):
+    model.apply([put("g1", 1), put("g2", 1), balance("e1", 1)], NOW_ISO)
+    assert model.apply([put("g2", 5)], NOW_ISO) == {}  # seen again by the scan: nothing visible changes
+    assert model.sweep(0, NOW_ISO, users=["u1"], min_seq=seq(5)) == {"u1": 2}
+    snapshot = snap(model)
+    assert [t["generationId"] for t in snapshot["liveTasks"]] == ["g2"]
+    assert snapshot["balance"]["usdCredit"] == "0"
+
+
+def test_tombstones_are_capped_per_user(any_redis, layout):
+    model = ReadModel(any_redis, layout, tombstone_cap=10)
+    for n in range(30):
+        model.apply([put(f"g{n}", 2 * n), gone(f"g{n}", 2 * n + 1)], NOW_ISO)
+    assert any_redis.hlen(layout.seqs("u1")) <= 10
+
+
+def test_estimate_is_marked_when_nothing_is_reported(model):
+    change = task_change(tdoc("g1"), "g1", seq(1), T0, RULES, durations=lambda tool: 30_000)
+    model.apply([change], NOW_ISO)
+    [task] = snap(model)["liveTasks"]
+    assert (task["progressSource"], task["expectedDurationMs"], task["progressPercent"]) == ("estimate", 30_000, None)
+
+
+def test_batch_keeps_only_the_latest_change_per_document(model):
+    changes = [put("g1", n, progress=n / 10) for n in range(1, 6)]
+    assert model.apply(changes, NOW_ISO) == {"u1": 1}
+    assert snap(model)["liveTasks"][0]["progressPercent"] == 50.0
