@@ -1,0 +1,29 @@
+# One command per verb. `make demo` runs the product; `make test` runs every test.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test bench redis lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,demo]'
+	@touch $@
+
+redis:
+	@bash scripts/ensure-redis
+
+demo: install
+	$(BIN)/python -m demo
+
+test: install redis
+	$(BIN)/pytest
+
+bench: install redis
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis
