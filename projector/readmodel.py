@@ -44,6 +44,13 @@ class Layout:
     def __init__(self, prefix: str = "ls") -> None:
         self.prefix = prefix
         self.deadlines = f"{prefix}:deadlines"
+        # The worker's own keys share the hash tag {projector}, so its scripts stay in one slot.
+        self.checkpoint = f"{prefix}:{{projector}}:checkpoint"  # hash: resume token, position, fence
+        self.leader = f"{prefix}:{{projector}}:leader"  # string with TTL: the lease holder's id
+        self.fence = f"{prefix}:{{projector}}:fence"  # counter: fencing token of each new lease
+        self.health = f"{prefix}:{{projector}}:health"  # hash: heartbeat, lag, rates, counters
+        self.deadletters = f"{prefix}:deadletters"  # stream: rejected documents with reasons
+        self.durations = f"{prefix}:durations"  # hash: toolId -> typical duration (ms)
 
     def user(self, uid: str) -> str:
         return f"{self.prefix}:{{{uid}}}:user"
