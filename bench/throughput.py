@@ -1,0 +1,224 @@
+"""Projector throughput: change events/s through the real apply path into the local Redis.
+
+The real path is ``projector.changes.event_change`` -> ``ReadModel.apply`` in batches of 1000,
+fed with decoded change events. Baselines, measured in the same run on the same Redis:
+
+* ceiling: redis-py pipelined HSET of one field per event (batches of 1000), the fastest way to
+  put that many fields into Redis from one Python process;
+* naive: a projector doing read-modify-write per event (GET the user's JSON, change it, SET it,
+  PUBLISH), one round trip each, after the same normalization.
+
+Decoding the BSON the cursor receives is measured on its own, and with the whole path.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import bson
+
+from projector.changes import event_change
+from projector.normalize import Rules
+from projector.readmodel import BalanceChange, Layout, ReadModel, TaskChange
+
+from .common import Row, Stopwatch, progress, redis_client, redis_cpu_seconds, scratch_prefix
+from .events import KINDS, Stream, encoded
+
+BENCH = "throughput"
+BATCH = 1000
+NOW_ISO = "2026-11-25T09:00:00.000Z"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    events: int
+    users: int
+    in_flight: int
+    naive_events: int
+
+
+FULL = Sizes(events=200_000, users=20_000, in_flight=20_000, naive_events=20_000)
+QUICK = Sizes(events=10_000, users=1_000, in_flight=1_000, naive_events=2_000)
+TINY = Sizes(events=600, users=50, in_flight=50, naive_events=200)
+
+
+def batches(raw: list[bytes]) -> list[list[bytes]]:
+    return [raw[i : i + BATCH] for i in range(0, len(raw), BATCH)]
+
+
+def measure_decode(raw: list[bytes]) -> float:
+    watch = Stopwatch()
+    for chunk in progress_iter(batches(raw), "decode", len(raw)):
+        with watch:
+            [bson.decode(r) for r in chunk]
+    return len(raw) / watch.elapsed
+
+
+def measure_normalize(raw: list[bytes], rules: Rules) -> float:
+    watch = Stopwatch()
+    for chunk in progress_iter(batches(raw), "event_change", len(raw)):
+        events = [bson.decode(r) for r in chunk]
+        with watch:
+            [event_change(e, KINDS, rules) for e in events]
+    return len(raw) / watch.elapsed
+
+
+def measure_apply(raw: list[bytes], rules: Rules, *, with_decode: bool, precomputed: bool = False,
+                  desc: str = "apply") -> tuple[float, dict[str, Any]]:
+    """events/s through event_change + ReadModel.apply (optionally timing the decode too)."""
+    client = redis_client()
+    with scratch_prefix(client, "tp") as prefix:
+        model = ReadModel(client, Layout(prefix))
+        watch = Stopwatch()
+        versions = 0
+        cpu_before = redis_cpu_seconds(client)
+        for chunk in progress_iter(batches(raw), desc, len(raw)):
+            if with_decode:
+                with watch:
+                    events = [bson.decode(r) for r in chunk]
+                    changes = [event_change(e, KINDS, rules) for e in events]
+                    versions += len(model.apply([c for c in changes if c is not None], NOW_ISO))
+                continue
+            events = [bson.decode(r) for r in chunk]
+            if precomputed:
+                changes = [c for c in (event_change(e, KINDS, rules) for e in events) if c is not None]
+                with watch:
+                    versions += len(model.apply(changes, NOW_ISO))
+            else:
+                with watch:
+                    changes = [event_change(e, KINDS, rules) for e in events]
+                    versions += len(model.apply([c for c in changes if c is not None], NOW_ISO))
+        redis_cpu = redis_cpu_seconds(client) - cpu_before
+        keys = client.dbsize()
+    client.close()
+    extra = {
+        "seconds": round(watch.elapsed, 3),
+        "user_versions_published": versions,
+        "redis_cpu_s_per_1k_events": round(1000 * redis_cpu / len(raw), 4),
+        "redis_cpu_share": round(redis_cpu / watch.elapsed, 3) if watch.elapsed else None,
+        "dbsize_during": keys,
+    }
+    return len(raw) / watch.elapsed, extra
+
+
+def measure_ceiling(raw: list[bytes], rules: Rules) -> tuple[float, dict[str, Any]]:
+    """Pipelined HSET of one field per event (the task's JSON record), batches of 1000."""
+    client = redis_client()
+    with scratch_prefix(client, "hs") as prefix:
+        layout = Layout(prefix)
+        watch = Stopwatch()
+        fields = 0
+        for chunk in progress_iter(batches(raw), "ceiling HSET", len(raw)):
+            writes = [_field_of(event_change(bson.decode(r), KINDS, rules)) for r in chunk]
+            with watch:
+                pipe = client.pipeline(transaction=False)
+                for uid, field, value in writes:
+                    pipe.hset(layout.tasks(uid), field, value)
+                pipe.execute()
+            fields += len(writes)
+    client.close()
+    return fields / watch.elapsed, {"seconds": round(watch.elapsed, 3), "fields": fields}
+
+
+def _field_of(change: Any) -> tuple[str, str, str]:
+    if isinstance(change, TaskChange):
+        record = json.dumps(change.task.visible() if change.task else {}, separators=(",", ":"), sort_keys=True)
+        return change.owner or "gone", change.generation_id, record
+    assert isinstance(change, BalanceChange)
+    balance = change.balance
+    return change.owner or "gone", "balance", f"{balance.usd_credit} {balance.points} {balance.exp}" if balance else ""
+
+
+def measure_naive(raw: list[bytes], rules: Rules) -> tuple[float, dict[str, Any]]:
+    """Read-modify-write per event: GET the user's JSON, change it, SET it, PUBLISH; same normalization."""
+    client = redis_client()
+    with scratch_prefix(client, "nv") as prefix:
+        owners: dict[str, str] = {}  # kept in memory: generous to the baseline (no owner round trip)
+        watch = Stopwatch()
+        for chunk in progress_iter(batches(raw), "naive RMW", len(raw)):
+            events = [bson.decode(r) for r in chunk]
+            with watch:
+                for event in events:
+                    change = event_change(event, KINDS, rules)
+                    if change is None:
+                        continue
+                    doc_key = change.generation_id if isinstance(change, TaskChange) else change.doc_id
+                    uid = change.owner or owners.get(doc_key)
+                    if uid is None:
+                        continue
+                    owners[doc_key] = uid
+                    key = f"{prefix}:{{{uid}}}:snapshot"
+                    current = client.get(key)
+                    snapshot = json.loads(current) if current else {"version": 0, "tasks": {}, "balance": None}
+                    if isinstance(change, TaskChange):
+                        if change.task is not None and change.task.live:
+                            snapshot["tasks"][doc_key] = change.task.visible()
+                        else:
+                            snapshot["tasks"].pop(doc_key, None)
+                    else:
+                        b = change.balance
+                        snapshot["balance"] = [b.usd_credit, b.points, b.exp] if b else None
+                    snapshot["version"] += 1
+                    client.set(key, json.dumps(snapshot, separators=(",", ":")))
+                    client.publish(f"{prefix}:{{{uid}}}:changes", snapshot["version"])
+    client.close()
+    return len(raw) / watch.elapsed, {"seconds": round(watch.elapsed, 3)}
+
+
+def progress_iter(chunks: list[list[bytes]], desc: str, total: int):
+    bar = progress(total=total, desc=desc, unit="ev")
+    for chunk in chunks:
+        yield chunk
+        bar.update(len(chunk))
+    bar.close()
+
+
+def worker_batch_apply() -> Callable[..., Any] | None:
+    """The worker's own batch-apply entry when it exists and needs no MongoDB (see the module doc)."""
+    try:
+        from projector import worker  # noqa: F401  (written in parallel; may not exist yet)
+    except ImportError:
+        return None
+    return None
+
+
+def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
+    sizes = sizes or (QUICK if quick else FULL)
+    rules = Rules()
+    stream = Stream(users=sizes.users, in_flight=sizes.in_flight)
+    bar = progress(total=sizes.events, desc="generate events", unit="ev")
+    raw = []
+    for event in stream.events(sizes.events):
+        raw.append(bson.encode(event))
+        bar.update()
+    bar.close()
+    size_note = f"{sizes.events} events, {sizes.users} users, ~{sizes.in_flight} tasks in flight, " \
+                f"{sum(map(len, raw)) // len(raw)} B/event"
+
+    decode = measure_decode(raw)
+    normalize = measure_normalize(raw, rules)
+    ceiling, ceiling_x = measure_ceiling(raw, rules)
+    apply, apply_x = measure_apply(raw, rules, with_decode=False, desc="apply (changes+readmodel)")
+    apply_only, apply_only_x = measure_apply(raw, rules, with_decode=False, precomputed=True, desc="apply only")
+    whole, whole_x = measure_apply(raw, rules, with_decode=True, desc="decode+changes+apply")
+    naive_raw = raw[: sizes.naive_events]
+    naive, naive_x = measure_naive(naive_raw, rules)
+
+    real = "event_change -> ReadModel.apply, batches of 1000"
+    return [
+        Row(BENCH, f"{real} (vs ceiling)", apply, "ev/s", baseline=ceiling, baseline_name="pipelined HSET",
+            target=50_000, ratio_target=0.35, note=size_note, extra=apply_x),
+        Row(BENCH, f"{real} (vs naive)", apply, "ev/s", baseline=naive, baseline_name="naive RMW per event",
+            ratio_target=10, note=f"naive over the first {len(naive_raw)} events", extra=naive_x),
+        Row(BENCH, "ReadModel.apply alone (changes precomputed)", apply_only, "ev/s", baseline=ceiling,
+            baseline_name="pipelined HSET", extra=apply_only_x),
+        Row(BENCH, "event_change alone (CPU, no Redis)", normalize, "ev/s"),
+        Row(BENCH, "bson.decode of raw change events", decode, "ev/s"),
+        Row(BENCH, "worker path: decode -> event_change -> apply", whole, "ev/s", baseline=ceiling,
+            baseline_name="pipelined HSET", target=50_000, extra=whole_x),
+        Row(BENCH, "baseline: pipelined HSET, 1 field/event", ceiling, "fields/s", extra=ceiling_x),
+        Row(BENCH, "baseline: naive read-modify-write", naive, "ev/s", extra=naive_x),
+    ]
