@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from .normalize import Balance, Task
 
@@ -51,6 +51,7 @@ class Layout:
         self.health = f"{prefix}:{{projector}}:health"  # hash: heartbeat, lag, rates, counters
         self.deadletters = f"{prefix}:deadletters"  # stream: rejected documents with reasons
         self.durations = f"{prefix}:durations"  # hash: toolId -> typical duration (ms)
+        self.resync_request = f"{prefix}:{{projector}}:resync"  # string: set by `projector resync`
 
     def user(self, uid: str) -> str:
         return f"{self.prefix}:{{{uid}}}:user"
@@ -279,9 +280,25 @@ class ReadModel:
 
     def apply(self, changes: Iterable[Change], now_iso: str) -> dict[str, int]:
         """Apply a batch; returns {user: new version} for users whose snapshot changed."""
+        users, steps = self.plan(changes, now_iso)
+        if not steps:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for step in steps:
+            step(pipe)
+        results = pipe.execute()
+        return {uid: int(version) for uid, version in zip(users, results) if int(version)}
+
+    def plan(self, changes: Iterable[Change], now_iso: str) -> tuple[list[str], list[Callable[[Any], Any]]]:
+        """The writes of a batch, in order: one script per user, deadlines, then owner entries.
+
+        Looks up the owners first (one round trip). Returns the users in the order of their
+        scripts and the steps, each queueing one command on a pipeline. The owner entries go
+        last: if a crash cuts the batch short, an entry is never ahead of its user's snapshot.
+        """
         latest = _coalesce(changes)
         if not latest:
-            return {}
+            return [], []
         owner_keys = [self._owner_key(change) for change in latest]
         entries = self._get_many(owner_keys)
 
@@ -291,8 +308,8 @@ class ReadModel:
             known_seq, known_owner, previous_owner = _owner_entry(entry)
             if known_seq > change.seq:
                 continue  # the index has seen a newer change to this document: this one is obsolete
-            # Re-applying the change the index recorded (a crash cut the batch short) must reach
-            # the owner that change took the document from, again.
+            # Re-applying the change the index recorded must reach, again, the owner that change
+            # took the document from.
             old_owner = previous_owner if known_seq == change.seq else known_owner
             op = _op(change)
             new_owner = change.owner if op[0] in ("t", "b") else None
@@ -308,22 +325,20 @@ class ReadModel:
             # Recorded even for a document never seen: an older replay must not resurrect it.
             index_writes.append((key, change.seq, new_owner or ""))
 
-        pipe = self.redis.pipeline(transaction=False)
         users = list(per_user)
+        steps: list[Callable[[Any], Any]] = []
         for uid in users:
-            ops = per_user[uid]
-            self._apply(
-                keys=self.layout.user_keys(uid),
-                args=[self.layout.channel(uid), now_iso, self.tombstone_cap, *ops.args],
-                client=pipe,
-            )
+            keys = self.layout.user_keys(uid)
+            args = [self.layout.channel(uid), now_iso, self.tombstone_cap, *per_user[uid].args]
+            steps.append(lambda pipe, keys=keys, args=args: self._apply(keys=keys, args=args, client=pipe))
         for uid in users:
-            if per_user[uid].earliest_stale_at is not None:
-                pipe.zadd(self.layout.deadlines, {uid: per_user[uid].earliest_stale_at}, lt=True)
+            deadline = per_user[uid].earliest_stale_at
+            if deadline is not None:
+                steps.append(lambda pipe, uid=uid, d=deadline: pipe.zadd(self.layout.deadlines, {uid: d}, lt=True))
         for key, seq, owner in index_writes:
-            self._own(keys=[key], args=[seq, owner, OWNER_TTL_S if owner else GONE_TTL_S], client=pipe)
-        results = pipe.execute()
-        return {uid: int(version) for uid, version in zip(users, results) if int(version)}
+            args = [seq, owner, OWNER_TTL_S if owner else GONE_TTL_S]
+            steps.append(lambda pipe, key=key, args=args: self._own(keys=[key], args=args, client=pipe))
+        return users, steps
 
     def sweep(self, now_ms: int, now_iso: str, users: Iterable[str] | None = None, min_seq: str = "") -> dict[str, int]:
         """Remove stale tasks (and, with ``min_seq``, whatever a resync did not see).
@@ -458,3 +473,15 @@ async def aread_snapshot(redis: Any, uid: str, now_ms: int, layout: Layout | Non
         queue_snapshot_read(pipe, layout, uid)
         user, tasks = await pipe.execute()
     return decode_snapshot(uid, user, tasks, now_ms)
+
+
+async def aread_heartbeat_ms(redis: Any, layout: Layout | None = None) -> int | None:
+    """The projector's last heartbeat (epoch ms, ``heartbeatMs`` of the health hash); None when absent."""
+    layout = layout or Layout()
+    value = await redis.hget(layout.health, "heartbeatMs")
+    if value is None:
+        return None
+    try:
+        return int(_decode(value))
+    except ValueError:
+        return None

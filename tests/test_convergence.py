@@ -76,17 +76,21 @@ def as_changes(history, indexes):
 
 @st.composite
 def deliveries(draw, history):
-    """Batches of event indexes as a crashing, retrying worker delivers them."""
+    """Batches of event indexes as a crashing, retrying worker delivers them: (indexes, cut),
+    where a cut batch had only its first `cut` Redis commands executed before the crash."""
     n = len(history)
     batches, done = [], 0
     while done < n:
         size = draw(st.integers(1, n - done))
-        batches.append(list(range(done, done + size)))
-        done += size
+        if draw(st.integers(0, 3)) == 3:  # crash in the middle of writing this batch
+            batches.append((list(range(done, done + size)), draw(st.integers(0, 3 * size))))
+        else:
+            batches.append((list(range(done, done + size)), None))
+            done += size
         if draw(st.booleans()):  # crash: replay from an older checkpoint
-            batches.append(list(range(draw(st.integers(0, done - 1)), done)))
+            batches.append((list(range(draw(st.integers(0, max(done - 1, 0))), done)), None))
     if draw(st.booleans()):  # a stale worker replays an old prefix after everything
-        batches.append(list(range(0, draw(st.integers(1, n)))))
+        batches.append((list(range(0, draw(st.integers(1, n)))), None))
     return batches
 
 
@@ -102,9 +106,16 @@ def run(client, history, batches):
     layout = Layout(f"t{uuid.uuid4().hex[:10]}")
     model = ReadModel(client, layout)
     try:
-        for batch in batches:
+        for batch, cut in batches:
             changes = [c for c in as_changes(history, batch) if not hasattr(c, "reason")]
-            model.apply(changes, "2026-11-25T09:00:00.000Z")
+            if cut is None:
+                model.apply(changes, "2026-11-25T09:00:00.000Z")
+                continue
+            _users, steps = model.plan(changes, "2026-11-25T09:00:00.000Z")
+            pipe = client.pipeline(transaction=False)
+            for step in steps[:cut]:
+                step(pipe)
+            pipe.execute()
         return observed_state(client, layout)
     finally:
         keys = list(client.scan_iter(match=f"{layout.prefix}:*"))
