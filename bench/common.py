@@ -92,9 +92,14 @@ def redis_client(**kwargs: Any) -> redis.Redis:
     return client
 
 
+PREFIXES_USED: list[str] = []  # every scratch prefix of this process (the smoke test checks they are gone)
+
+
 def new_prefix(tag: str) -> str:
     """A key prefix no one else uses, so a run never touches real (``ls:*``) or test data."""
-    return f"bench{tag}{uuid.uuid4().hex[:8]}"
+    prefix = f"bench{tag}{uuid.uuid4().hex[:8]}"
+    PREFIXES_USED.append(prefix)
+    return prefix
 
 
 def delete_prefix(client: redis.Redis, prefix: str) -> int:

@@ -1,0 +1,28 @@
+"""The throughput benchmark runs end to end on tiny sizes (speed itself is checked by `make bench`)."""
+
+import math
+
+from bench import throughput
+from bench.common import PREFIXES_USED, redis_client
+
+
+def test_throughput_benchmark_yields_a_positive_rate_for_every_measurement():
+    rows = throughput.run(sizes=throughput.TINY)
+
+    names = [row.name for row in rows]
+    assert len(names) == len(set(names)) == 9
+    for row in rows:
+        assert row.value is not None and math.isfinite(row.value) and row.value > 0, (row.name, row.note)
+        if row.baseline is not None:
+            assert row.baseline > 0 and row.ratio > 0
+        assert row.verdict in ("pass", "MISS", "-")
+
+
+def test_throughput_benchmark_leaves_no_keys_behind():
+    throughput.run(sizes=throughput.TINY)
+
+    client = redis_client()
+    assert PREFIXES_USED
+    for prefix in PREFIXES_USED:
+        assert not list(client.scan_iter(match=f"{prefix}:*", count=1000)), prefix
+    client.close()
