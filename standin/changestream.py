@@ -1,0 +1,205 @@
+"""Change-stream cursors: where a stream starts, which entries it sees, how events look."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import bson
+from bson import Timestamp
+from bson.raw_bson import RawBSONDocument
+
+from . import tokens
+from .errors import CommandError, history_lost
+from .query import Predicate, compile_filter
+from .store import DROP, DROP_DATABASE, INSERT, INVALIDATE, REPLACE, UPDATE, Entry, Store
+
+MAX_BATCH_BYTES = 16 * 1024 * 1024 - 64 * 1024
+_SCAN_CHUNK = 4096
+_STAGE_OPTIONS = {
+    "fullDocument",
+    "fullDocumentBeforeChange",
+    "resumeAfter",
+    "startAfter",
+    "startAtOperationTime",
+    "allChangesForCluster",
+    "showExpandedEvents",
+}
+_FULL_DOCUMENT = {"default", "updateLookup", "whenAvailable", "required"}
+_BEFORE_CHANGE = {"off", "whenAvailable", "required"}
+
+
+@dataclass(frozen=True)
+class ChangeStreamOpen:
+    """How a ``$changeStream`` aggregate asked to start (recorded for tests to assert on)."""
+
+    db: str
+    coll: str | None
+    resume_after: dict | None
+    start_after: dict | None
+    start_at_operation_time: Timestamp | None
+    full_document: str
+    pipeline: list
+
+
+def parse_stage(stage: Any) -> dict:
+    """Validate the ``$changeStream`` stage's options."""
+    if not isinstance(stage, Mapping):
+        raise CommandError(2, "$changeStream stage must be an object")
+    unknown = set(stage) - _STAGE_OPTIONS
+    if unknown:
+        raise CommandError(40415, f"unknown $changeStream option(s): {sorted(unknown)}")
+    if sum(k in stage for k in ("resumeAfter", "startAfter", "startAtOperationTime")) > 1:
+        raise CommandError(40674, "Only one type of resume option is allowed, but multiple were found.")
+    if stage.get("fullDocument", "default") not in _FULL_DOCUMENT:
+        raise CommandError(2, f"unknown fullDocument mode {stage['fullDocument']!r}")
+    if stage.get("fullDocumentBeforeChange", "off") not in _BEFORE_CHANGE:
+        raise CommandError(2, f"unknown fullDocumentBeforeChange mode {stage['fullDocumentBeforeChange']!r}")
+    return dict(stage)
+
+
+def compile_match(pipeline: list) -> Predicate | None:
+    """The stages after ``$changeStream``: any number of ``$match`` stages."""
+    predicates = []
+    for stage in pipeline:
+        if not isinstance(stage, Mapping) or list(stage) != ["$match"]:
+            name = next(iter(stage), "?") if isinstance(stage, Mapping) else "?"
+            raise CommandError(40324, f"the stand-in supports only $match after $changeStream, not {name}")
+        predicates.append(compile_filter(stage["$match"]))
+    if not predicates:
+        return None
+    if len(predicates) == 1:
+        return predicates[0]
+    return lambda event: all(p(event) for p in predicates)
+
+
+class ChangeStreamCursor:
+    """An open change stream on a collection, a database (coll None) or the cluster (db None)."""
+
+    awaits_data = True
+
+    def __init__(self, store: Store, db: str | None, coll: str | None, stage: Mapping, match: Predicate | None) -> None:
+        self._store = store
+        self.db = db
+        self.coll = coll
+        self._match = match
+        self._full_document = stage.get("fullDocument", "default")
+        self._before_change = stage.get("fullDocumentBeforeChange", "off")
+        self.position = self._start_position(stage)
+        self.alive = True
+        self.last_used = time.monotonic()
+
+    @property
+    def namespace(self) -> str:
+        if self.db is None:
+            return "admin.$cmd.aggregate"
+        return f"{self.db}.{self.coll}" if self.coll else f"{self.db}.$cmd.aggregate"
+
+    def _start_position(self, stage: Mapping) -> int:
+        if "resumeAfter" in stage:
+            position, kind = tokens.parse_token(stage["resumeAfter"])
+            if kind == tokens.INVALIDATE:
+                raise CommandError(260, "Attempting to resume a change stream using 'resumeAfter' is not allowed from an invalidate notification.")
+        elif "startAfter" in stage:
+            position, _ = tokens.parse_token(stage["startAfter"])
+        elif "startAtOperationTime" in stage:
+            at = stage["startAtOperationTime"]
+            if not isinstance(at, Timestamp):
+                raise CommandError(14, "startAtOperationTime must be a Timestamp")
+            position = tokens.to_int(at) - 1
+        else:
+            return self._store.cluster_time()
+        if position < self._store.earliest_resumable():
+            raise history_lost("Resume of change stream was not possible, as the resume point may no longer be in the oplog.")
+        return position
+
+    def resume_token(self) -> dict:
+        return tokens.token(self.position)
+
+    def next_batch(self, limit: int, wait_seconds: float) -> list[RawBSONDocument]:
+        """Up to ``limit`` matching events, waiting up to ``wait_seconds`` for the first one."""
+        self.last_used = time.monotonic()
+        deadline = self.last_used + wait_seconds
+        batch: list[RawBSONDocument] = []
+        size = 0
+        while self.alive:
+            entries, idle_position = self._store.wait_entries(self.position, deadline, _SCAN_CHUNK)
+            if not entries:
+                self.position = idle_position
+                break
+            for entry in entries:
+                if not self._sees(entry):
+                    self.position = entry.position
+                    continue
+                if entry.op == INVALIDATE:
+                    batch.append(RawBSONDocument(bson.encode(self._invalidate_event(entry))))
+                    self.position = entry.position
+                    self.alive = False
+                    break
+                event = self._render(entry)
+                if self._match is not None and not self._match(event):
+                    self.position = entry.position
+                    continue
+                raw = bson.encode(event)
+                if batch and size + len(raw) > MAX_BATCH_BYTES:
+                    return batch
+                batch.append(RawBSONDocument(raw))
+                size += len(raw)
+                self.position = entry.position
+                if len(batch) >= limit:
+                    return batch
+            if batch:
+                break
+        self.last_used = time.monotonic()
+        return batch
+
+    def post_batch_resume_token(self) -> dict:
+        if not self.alive:
+            return tokens.token(self.position, tokens.INVALIDATE)
+        return tokens.token(self.position)
+
+    def _sees(self, entry: Entry) -> bool:
+        if entry.op == INVALIDATE:
+            if self.db is None:
+                return entry.db is None and entry.coll is None
+            return (entry.db is None or entry.db == self.db) and (entry.coll is None or entry.coll == self.coll)
+        if self.db is None:
+            return True
+        return entry.db == self.db and (self.coll is None or entry.coll == self.coll)
+
+    def _invalidate_event(self, entry: Entry) -> dict:
+        return {
+            "_id": tokens.token(entry.position, tokens.INVALIDATE),
+            "operationType": INVALIDATE,
+            "clusterTime": tokens.to_timestamp(entry.position),
+            "wallTime": entry.wall,
+        }
+
+    def _render(self, entry: Entry) -> dict:
+        op = entry.op
+        event: dict = {
+            "_id": tokens.token(entry.position),
+            "operationType": op,
+            "clusterTime": tokens.to_timestamp(entry.position),
+            "wallTime": entry.wall,
+        }
+        if op == INSERT or op == REPLACE:
+            event["fullDocument"] = entry.post
+        elif op == UPDATE:
+            if self._full_document == "updateLookup":
+                event["fullDocument"] = self._store.lookup(entry.db, entry.coll, entry.key)
+            elif self._full_document != "default":
+                event["fullDocument"] = entry.post
+        if self._before_change != "off" and op in (UPDATE, REPLACE, "delete"):
+            event["fullDocumentBeforeChange"] = entry.pre
+        if op == DROP_DATABASE:
+            event["ns"] = {"db": entry.db}
+        else:
+            event["ns"] = {"db": entry.db, "coll": entry.coll}
+        if op != DROP and op != DROP_DATABASE:
+            event["documentKey"] = {"_id": entry.key}
+        if op == UPDATE:
+            event["updateDescription"] = entry.description
+        return event

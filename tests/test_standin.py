@@ -1,0 +1,366 @@
+"""The MongoDB stand-in, exercised through the real pymongo driver."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import pytest
+from bson import Decimal128, Int64, ObjectId
+from pymongo import DeleteOne, InsertOne, MongoClient, ReplaceOne, UpdateOne
+from pymongo.errors import DuplicateKeyError, OperationFailure
+
+from standin import StandIn
+
+DB = "app"
+WATCHED = ["generationOutputs", "userEconomy"]
+MATCH = [{"$match": {"ns.coll": {"$in": WATCHED}}}]
+
+
+@pytest.fixture
+def mongo():
+    with StandIn() as stand_in:
+        yield stand_in
+
+
+@pytest.fixture
+def client(mongo):
+    client = MongoClient(mongo.url, serverSelectionTimeoutMS=5000)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def db(client):
+    return client[DB]
+
+
+def watch(db, **kwargs):
+    kwargs.setdefault("max_await_time_ms", 100)
+    return db.watch(MATCH, full_document="updateLookup", **kwargs)
+
+
+def next_change(stream, attempts=50):
+    for _ in range(attempts):
+        change = stream.try_next()
+        if change is not None:
+            return change
+    raise AssertionError("no change arrived")
+
+
+def drain(stream, attempts=3):
+    """Changes until ``attempts`` consecutive empty getMores."""
+    changes, empty = [], 0
+    while empty < attempts:
+        change = stream.try_next()
+        if change is None:
+            empty += 1
+        else:
+            changes.append(change)
+            empty = 0
+    return changes
+
+
+# ---------------------------------------------------------------- basics
+
+
+def test_handshake_advertises_a_replica_set_primary_with_sessions(client):
+    hello = client.admin.command("hello")
+    assert hello["isWritablePrimary"] is True
+    assert hello["setName"] == "rs0"
+    assert hello["maxWireVersion"] >= 17
+    assert hello["logicalSessionTimeoutMinutes"] > 0
+    assert "operationTime" in hello and "$clusterTime" in hello
+
+
+def test_bson_types_survive_a_round_trip_through_pymongo(mongo, db):
+    doc = {
+        "_id": ObjectId(),
+        "credits": Decimal128("10.25"),
+        "big": Int64(2**40),
+        "at": datetime(2026, 1, 2, 3, 4, 5, 6000, tzinfo=timezone.utc),
+        "nested": {"list": [1, "two", None]},
+    }
+    db.generationOutputs.insert_one(doc)
+    found = db.generationOutputs.find_one({"_id": doc["_id"]})
+    assert found["credits"] == Decimal128("10.25")
+    assert isinstance(found["big"], Int64) and found["big"] == 2**40
+    assert found["at"] == datetime(2026, 1, 2, 3, 4, 5, 6000)
+    assert found["nested"] == {"list": [1, "two", None]}
+    assert mongo.get(DB, "generationOutputs", doc["_id"])["credits"] == Decimal128("10.25")
+
+
+def test_inc_of_decimal128_is_exact(mongo, db):
+    db.userEconomy.insert_one({"_id": "u1", "balance": Decimal128("0.1")})
+    db.userEconomy.update_one({"_id": "u1"}, {"$inc": {"balance": Decimal128("0.2")}})
+    mongo.update(DB, "userEconomy", "u1", inc={"balance": Decimal128("-0.0000000000000000000000000000001")})
+    balance = db.userEconomy.find_one({"_id": "u1"})["balance"]
+    assert balance.to_decimal() == Decimal("0.2999999999999999999999999999999")
+
+
+def test_find_returns_more_than_one_batch_in_order(mongo, db):
+    db.generationOutputs.insert_many([{"_id": i, "n": i} for i in range(1500)])
+    docs = list(db.generationOutputs.find({}, batch_size=400).sort("_id", 1))
+    assert [d["_id"] for d in docs] == list(range(1500))
+    assert mongo.command_count("getMore") == 3
+
+
+def test_find_filters_by_equality_and_in(db):
+    db.userEconomy.insert_many([{"_id": i, "tier": "gold" if i % 3 == 0 else "free"} for i in range(30)])
+    assert len(list(db.userEconomy.find({"tier": "gold"}))) == 10
+    assert [d["_id"] for d in db.userEconomy.find({"_id": {"$in": [4, 2, 99]}}).sort("_id", 1)] == [2, 4]
+
+
+def test_count_and_estimated_count_agree_with_the_store(mongo, db):
+    db.userEconomy.insert_many([{"_id": i, "even": i % 2 == 0} for i in range(25)])
+    assert db.userEconomy.estimated_document_count() == 25
+    assert db.userEconomy.count_documents({"even": True}) == 13
+    assert mongo.count(DB, "userEconomy") == 25
+
+
+def test_duplicate_id_is_a_duplicate_key_error(db):
+    db.userEconomy.insert_one({"_id": "u1"})
+    with pytest.raises(DuplicateKeyError):
+        db.userEconomy.insert_one({"_id": "u1"})
+
+
+def test_upsert_inserts_a_document_built_from_the_filter(db):
+    result = db.userEconomy.update_one({"_id": "u9"}, {"$set": {"credits": 5}}, upsert=True)
+    assert result.upserted_id == "u9"
+    assert db.userEconomy.find_one({"_id": "u9"}) == {"_id": "u9", "credits": 5}
+
+
+# ---------------------------------------------------------------- change streams
+
+
+def test_watch_sees_new_changes_but_nothing_written_before_it_opened(mongo, db):
+    db.generationOutputs.insert_one({"_id": "old"})
+    with watch(db) as stream:
+        assert stream.try_next() is None
+        db.generationOutputs.insert_one({"_id": "new"})
+        change = next_change(stream)
+    assert change["operationType"] == "insert"
+    assert change["documentKey"] == {"_id": "new"}
+    assert change["ns"] == {"db": DB, "coll": "generationOutputs"}
+    assert change["fullDocument"] == {"_id": "new"}
+
+
+def test_the_match_stage_keeps_unwatched_collections_out(mongo, db):
+    with watch(db) as stream:
+        mongo.insert(DB, "sessions", {"_id": 1})
+        mongo.insert(DB, "userEconomy", {"_id": 2})
+        assert [c["ns"]["coll"] for c in drain(stream)] == ["userEconomy"]
+
+
+def test_writes_through_pymongo_produce_the_matching_events(db):
+    with watch(db) as stream:
+        db.generationOutputs.insert_many([{"_id": 1, "s": "queued"}, {"_id": 2, "s": "queued"}])
+        db.generationOutputs.update_one({"_id": 1}, {"$set": {"s": "done"}, "$unset": {"x": ""}})
+        db.generationOutputs.replace_one({"_id": 2}, {"s": "replaced"})
+        db.generationOutputs.bulk_write(
+            [InsertOne({"_id": 3}), UpdateOne({"_id": 3}, {"$inc": {"n": 1}}), ReplaceOne({"_id": 3}, {"n": 9}), DeleteOne({"_id": 1})]
+        )
+        db.generationOutputs.delete_one({"_id": 2})
+        changes = drain(stream)
+    assert [(c["operationType"], c["documentKey"]["_id"]) for c in changes] == [
+        ("insert", 1), ("insert", 2), ("update", 1), ("replace", 2),
+        ("insert", 3), ("update", 3), ("replace", 3), ("delete", 1), ("delete", 2),
+    ]  # fmt: skip
+    update = changes[2]
+    assert update["updateDescription"] == {"updatedFields": {"s": "done"}, "removedFields": [], "truncatedArrays": []}
+
+
+def test_resume_tokens_sort_in_event_order(mongo, db):
+    with watch(db) as stream:
+        for i in range(300):
+            mongo.insert(DB, "userEconomy", {"_id": i})
+        tokens = [c["_id"]["_data"] for c in drain(stream)]
+    assert len(tokens) == 300
+    assert tokens == sorted(tokens) and len(set(tokens)) == 300
+
+
+def test_resume_after_continues_exactly_after_the_token(mongo, db):
+    with watch(db) as stream:
+        for i in range(5):
+            mongo.insert(DB, "userEconomy", {"_id": i})
+        changes = drain(stream)
+    with watch(db, resume_after=changes[1]["_id"]) as resumed:
+        assert [c["documentKey"]["_id"] for c in drain(resumed)] == [2, 3, 4]
+
+
+def test_start_at_operation_time_includes_the_event_at_that_time(mongo, db):
+    with watch(db) as stream:
+        for i in range(3):
+            mongo.insert(DB, "userEconomy", {"_id": i})
+        changes = drain(stream)
+    with watch(db, start_at_operation_time=changes[1]["clusterTime"]) as resumed:
+        assert [c["documentKey"]["_id"] for c in drain(resumed)] == [1, 2]
+
+
+def test_post_batch_resume_token_advances_on_idle_getmore(mongo, db):
+    with watch(db) as stream:
+        assert stream.try_next() is None
+        before = stream.resume_token
+        mongo.insert(DB, "unwatched", {"_id": 1})
+        assert stream.try_next() is None
+        after = stream.resume_token
+    assert after["_data"] > before["_data"]
+    # and resuming from it skips the unwatched write without losing anything after it
+    mongo.insert(DB, "userEconomy", {"_id": "next"})
+    with watch(db, resume_after=after) as resumed:
+        assert [c["documentKey"]["_id"] for c in drain(resumed)] == ["next"]
+
+
+def test_update_lookup_returns_null_once_the_document_is_deleted(mongo, db):
+    mongo.insert(DB, "generationOutputs", {"_id": "g1", "s": "queued"})
+    with watch(db) as stream:
+        mongo.update(DB, "generationOutputs", "g1", set={"s": "done"})
+        mongo.delete(DB, "generationOutputs", "g1")
+        update, delete = drain(stream)
+    assert update["operationType"] == "update"
+    assert update["fullDocument"] is None
+    assert delete["operationType"] == "delete"
+
+
+def test_update_lookup_shows_the_current_document_not_the_one_at_event_time(mongo, db):
+    mongo.insert(DB, "generationOutputs", {"_id": "g1", "s": "queued"})
+    with watch(db) as stream:
+        mongo.update(DB, "generationOutputs", "g1", set={"s": "running"})
+        mongo.update(DB, "generationOutputs", "g1", set={"s": "done"})
+        first, second = drain(stream)
+    assert first["updateDescription"]["updatedFields"] == {"s": "running"}
+    assert first["fullDocument"]["s"] == "done"
+
+
+def test_resuming_after_truncated_history_fails_with_code_286(mongo, db):
+    with watch(db) as stream:
+        mongo.insert(DB, "userEconomy", {"_id": 1})
+        token = next_change(stream)["_id"]
+    mongo.insert(DB, "userEconomy", {"_id": 2})
+    mongo.truncate_history()
+    with pytest.raises(OperationFailure) as failure:
+        watch(db, resume_after=token)
+    assert failure.value.code == 286
+    assert failure.value.has_error_label("NonResumableChangeStreamError")
+
+
+@pytest.mark.parametrize("code", [91, 10107, 43])
+def test_resumable_getmore_error_is_resumed_by_pymongo_without_losing_events(mongo, db, code):
+    with watch(db) as stream:
+        mongo.insert(DB, "userEconomy", {"_id": 1})
+        token = next_change(stream)["_id"]
+        mongo.fail_next("getMore", code=code)
+        mongo.insert(DB, "userEconomy", {"_id": 2})
+        mongo.insert(DB, "userEconomy", {"_id": 3})
+        changes = drain(stream)
+    assert mongo.pending_faults() == 0
+    assert [c["documentKey"]["_id"] for c in changes] == [2, 3]
+    assert mongo.change_stream_opens[-1].resume_after == token
+
+
+def test_dropped_connection_is_resumed_by_pymongo_without_losing_events(mongo, db):
+    with watch(db) as stream:
+        mongo.insert(DB, "userEconomy", {"_id": 1})
+        next_change(stream)
+        mongo.hangup_next("getMore")
+        mongo.insert(DB, "userEconomy", {"_id": 2})
+        changes = drain(stream)
+    assert mongo.pending_faults() == 0
+    assert [c["documentKey"]["_id"] for c in changes] == [2]
+    assert len(mongo.change_stream_opens) == 2
+
+
+def test_retryable_write_error_is_retried_by_pymongo(mongo, db):
+    mongo.fail_next("insert", code=91)
+    db.userEconomy.insert_one({"_id": "once"})
+    assert mongo.pending_faults() == 0
+    assert mongo.count(DB, "userEconomy") == 1
+
+
+def test_invalidate_ends_the_stream_with_an_invalidate_event(mongo, db):
+    with watch(db) as stream:
+        mongo.insert(DB, "userEconomy", {"_id": 1})
+        mongo.invalidate(DB)
+        changes = drain(stream)
+        assert not stream.alive
+    assert [c["operationType"] for c in changes] == ["insert", "invalidate"]
+    with pytest.raises(OperationFailure) as failure:
+        watch(db, resume_after=changes[-1]["_id"])
+    assert failure.value.code == 260
+    mongo.insert(DB, "userEconomy", {"_id": 2})
+    with watch(db, start_after=changes[-1]["_id"]) as restarted:
+        assert [c["documentKey"]["_id"] for c in drain(restarted)] == [2]
+
+
+def test_dropping_a_collection_invalidates_its_collection_stream(mongo, db):
+    mongo.insert(DB, "userEconomy", {"_id": 1})
+    with db.userEconomy.watch(max_await_time_ms=100) as stream:
+        db.userEconomy.drop()
+        assert [c["operationType"] for c in drain(stream)] == ["drop", "invalidate"]
+
+
+@pytest.mark.timeout(10)
+def test_a_waiting_getmore_does_not_block_another_clients_writes(mongo, client):
+    writer = MongoClient(mongo.url, serverSelectionTimeoutMS=5000)
+    try:
+        with client[DB].watch(MATCH, max_await_time_ms=60_000) as stream:
+            waiting = threading.Thread(target=stream.try_next)
+            waiting.start()  # its getMore now waits up to 60 s for an event
+            writer[DB].unwatched.insert_one({"_id": 1})
+            assert writer[DB].unwatched.count_documents({}) == 1
+            writer[DB].userEconomy.insert_one({"_id": 2})  # wakes the getMore
+            waiting.join()
+    finally:
+        writer.close()
+
+
+@pytest.mark.timeout(5)
+def test_stop_is_quick_with_a_getmore_waiting():
+    stand_in = StandIn().start()
+    client = MongoClient(stand_in.url, serverSelectionTimeoutMS=300)  # its resume attempt gives up fast
+    try:
+        stream = client[DB].watch(MATCH, max_await_time_ms=60_000)
+        outcome = []
+        waiting = threading.Thread(target=lambda: outcome.append(_outcome(stream.try_next)))
+        waiting.start()
+        while stand_in.command_count("getMore") == 0:
+            threading.Event().wait(0.01)
+        stand_in.stop()
+        stand_in.stop()  # idempotent
+        waiting.join()
+        assert outcome == ["failed"]  # the waiting getMore is interrupted, not left hanging
+    finally:
+        client.close()
+
+
+def _outcome(call):
+    try:
+        call()
+    except Exception:
+        return "failed"
+    return "returned"
+
+
+@pytest.mark.timeout(15)
+def test_runs_as_a_process_until_sigterm(tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "standin", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    try:
+        line = process.stdout.readline()
+        url = line.split()[line.split().index("serving") + 1]
+        with MongoClient(url, serverSelectionTimeoutMS=5000) as client:
+            assert client.admin.command("ping")["ok"] == 1
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=5) == 0
+    finally:
+        process.kill()
+        process.stdout.close()
