@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable
 from .normalize import Balance, Task
 
 OWNER_TTL_S = 7 * 24 * 3600  # safety net only: a live task goes stale long before
+PAST_OWNERS_CAP = 8  # a generation practically never changes owner; a cap keeps entries small
 GONE_TTL_S = 24 * 3600  # how long the index remembers that a document left (covers any replay)
 TOMBSTONE_CAP = 2000  # per user; pruned to half, oldest first, when exceeded
 
@@ -227,27 +228,22 @@ return result
 """
 
 
-# KEYS: one owner-index entry. ARGV: seq, owner ('' when the document left), ttl (s).
-# The entry is "seq|owner|previous owner"; it only moves forward.
+# KEYS: one owner-index entry. ARGV: seq, owner ('' once the document left), past owners
+# (comma-separated), ttl (s). The entry is "seq|owner|past owners"; it only moves forward.
 OWN_LUA = """
 local cur = redis.call('GET', KEYS[1])
-local previous = ''
-if cur then
-  local seq, owner = string.match(cur, '^([^|]*)|([^|]*)|')
-  if seq >= ARGV[1] then return 0 end
-  previous = owner
-end
-redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2] .. '|' .. previous, 'EX', ARGV[3])
+if cur and string.match(cur, '^([^|]*)') > ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2] .. '|' .. ARGV[3], 'EX', ARGV[4])
 return 1
 """
 
 
-def _owner_entry(entry: str | None) -> tuple[str, str | None, str | None]:
-    """(seq, owner, previous owner) of an owner-index entry; ('', None, None) when absent."""
+def _owner_entry(entry: str | None) -> tuple[str, list[str]]:
+    """(seq, every user recorded for the document: owner first) of an owner-index entry."""
     if entry is None:
-        return "", None, None
-    seq, owner, previous = (entry.split("|", 2) + ["", ""])[:3]
-    return seq, owner or None, previous or None
+        return "", []
+    seq, owner, past = (entry.split("|", 2) + ["", ""])[:3]
+    return seq, [u for u in dict.fromkeys([owner, *past.split(",")]) if u]
 
 
 def _decode(value: Any) -> str:
@@ -255,6 +251,15 @@ def _decode(value: Any) -> str:
 
 
 # ---------------------------------------------------------------------------- writing
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A batch's writes: ``steps`` each queue one command; user scripts start at ``first_script``."""
+
+    users: list[str]
+    steps: list[Callable[[Any], Any]]
+    first_script: int
 
 
 @dataclass
@@ -280,53 +285,56 @@ class ReadModel:
 
     def apply(self, changes: Iterable[Change], now_iso: str) -> dict[str, int]:
         """Apply a batch; returns {user: new version} for users whose snapshot changed."""
-        users, steps = self.plan(changes, now_iso)
-        if not steps:
+        plan = self.plan(changes, now_iso)
+        if not plan.steps:
             return {}
         pipe = self.redis.pipeline(transaction=False)
-        for step in steps:
+        for step in plan.steps:
             step(pipe)
         results = pipe.execute()
-        return {uid: int(version) for uid, version in zip(users, results) if int(version)}
+        scripts = results[plan.first_script : plan.first_script + len(plan.users)]
+        return {uid: int(version) for uid, version in zip(plan.users, scripts) if int(version)}
 
-    def plan(self, changes: Iterable[Change], now_iso: str) -> tuple[list[str], list[Callable[[Any], Any]]]:
-        """The writes of a batch, in order: one script per user, deadlines, then owner entries.
+    def plan(self, changes: Iterable[Change], now_iso: str) -> "Plan":
+        """The writes of a batch, in order: owner entries, one script per user, deadlines.
 
         Looks up the owners first (one round trip). Returns the users in the order of their
-        scripts and the steps, each queueing one command on a pipeline. The owner entries go
-        last: if a crash cuts the batch short, an entry is never ahead of its user's snapshot.
+        scripts and the steps, each queueing one command on a pipeline.
         """
         latest = _coalesce(changes)
         if not latest:
-            return [], []
+            return Plan([], [], 0)
         owner_keys = [self._owner_key(change) for change in latest]
         entries = self._get_many(owner_keys)
 
         per_user: dict[str, _UserOps] = {}
-        index_writes: list[tuple[str, str, str]] = []  # (key, seq, owner or '')
+        steps: list[Callable[[Any], Any]] = []
         for change, key, entry in zip(latest, owner_keys, entries):
-            known_seq, known_owner, previous_owner = _owner_entry(entry)
+            known_seq, owners = _owner_entry(entry)
             if known_seq > change.seq:
                 continue  # the index has seen a newer change to this document: this one is obsolete
-            # Re-applying the change the index recorded must reach, again, the owner that change
-            # took the document from.
-            old_owner = previous_owner if known_seq == change.seq else known_owner
             op = _op(change)
-            new_owner = change.owner if op[0] in ("t", "b") else None
-            target = change.owner or old_owner
-            if old_owner and old_owner != target:
-                self._add_op(per_user, old_owner, _gone_op(change))
+            target = change.owner
+            # Every user the document was ever recorded under, but its owner now, must not show
+            # it: a crash may have cut the batch that recorded a move or a removal short.
+            for old_owner in owners:
+                if old_owner != target:
+                    self._add_op(per_user, old_owner, _gone_op(change))
             if target:
                 self._add_op(per_user, target, op)
                 if op[0] == "t" and isinstance(change, TaskChange) and change.stale_at_ms is not None:
                     ops = per_user[target]
                     if ops.earliest_stale_at is None or change.stale_at_ms < ops.earliest_stale_at:
                         ops.earliest_stale_at = change.stale_at_ms
-            # Recorded even for a document never seen: an older replay must not resurrect it.
-            index_writes.append((key, change.seq, new_owner or ""))
+            # Owner entries go first and are recorded even for documents never seen: a replay must
+            # find every owner again, and an older replay must not resurrect a deleted document.
+            owner_now = target if op[0] in ("t", "b") else ""
+            past = [o for o in dict.fromkeys([*owners, *([target] if target else [])]) if o != owner_now]
+            args = [change.seq, owner_now, ",".join(past[-PAST_OWNERS_CAP:]), OWNER_TTL_S if owner_now else GONE_TTL_S]
+            steps.append(lambda pipe, key=key, args=args: self._own(keys=[key], args=args, client=pipe))
 
         users = list(per_user)
-        steps: list[Callable[[Any], Any]] = []
+        first_script = len(steps)
         for uid in users:
             keys = self.layout.user_keys(uid)
             args = [self.layout.channel(uid), now_iso, self.tombstone_cap, *per_user[uid].args]
@@ -335,10 +343,7 @@ class ReadModel:
             deadline = per_user[uid].earliest_stale_at
             if deadline is not None:
                 steps.append(lambda pipe, uid=uid, d=deadline: pipe.zadd(self.layout.deadlines, {uid: d}, lt=True))
-        for key, seq, owner in index_writes:
-            args = [seq, owner, OWNER_TTL_S if owner else GONE_TTL_S]
-            steps.append(lambda pipe, key=key, args=args: self._own(keys=[key], args=args, client=pipe))
-        return users, steps
+        return Plan(users, steps, first_script)
 
     def sweep(self, now_ms: int, now_iso: str, users: Iterable[str] | None = None, min_seq: str = "") -> dict[str, int]:
         """Remove stale tasks (and, with ``min_seq``, whatever a resync did not see).

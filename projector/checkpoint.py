@@ -1,0 +1,68 @@
+"""The stored resume point: written only after the writes it covers, and only by the leader."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from bson import json_util
+
+from .readmodel import Layout
+
+log = logging.getLogger(__name__)
+
+# KEYS: fence, checkpoint. ARGV: the caller's fencing token, resume token (extended JSON),
+# position, written at (ms). Writes only while the caller's fencing token is the current one.
+SAVE_LUA = """
+local current = redis.call('GET', KEYS[1])
+if current ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[2], 'token', ARGV[2], 'position', ARGV[3], 'atMs', ARGV[4], 'fence', ARGV[1])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where tailing resumes: the resume token (None: resume at ``position`` by cluster time)."""
+
+    token: Mapping[str, Any] | None
+    position: str
+    at_ms: int
+    fence: int = 0
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class CheckpointStore:
+    """Loads and (fenced) saves the checkpoint hash of one layout."""
+
+    def __init__(self, redis: Any, layout: Layout) -> None:
+        self.redis = redis
+        self.layout = layout
+        self._save = redis.register_script(SAVE_LUA)
+
+    def load(self) -> Checkpoint | None:
+        """The stored checkpoint; None when there is none or it cannot be read (then: resync)."""
+        raw = {_text(k): _text(v) for k, v in self.redis.hgetall(self.layout.checkpoint).items()}
+        if not raw:
+            return None
+        try:
+            token = json_util.loads(raw["token"]) if raw.get("token") else None
+            if token is not None and not isinstance(token, Mapping):
+                raise ValueError("token is not a document")
+            return Checkpoint(token, raw["position"], int(raw.get("atMs", 0)), int(raw.get("fence", 0)))
+        except (KeyError, ValueError, TypeError) as exc:
+            log.warning("ignoring an unreadable checkpoint (%s): a resync will rebuild the read model", exc)
+            return None
+
+    def save(self, token: Mapping[str, Any] | None, position: str, fence: int, now_ms: int) -> bool:
+        """Record the resume point; False when ``fence`` is no longer current (leadership lost)."""
+        encoded = "" if token is None else json_util.dumps(token)
+        done = self._save(keys=[self.layout.fence, self.layout.checkpoint], args=[fence, encoded, position, now_ms])
+        return bool(int(done))
+
+    def clear(self) -> None:
+        self.redis.delete(self.layout.checkpoint)

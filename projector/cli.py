@@ -1,0 +1,297 @@
+"""``projector``: run the capture worker, and the ops commands around it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from typing import Any, Sequence
+
+import redis as redis_lib
+from redis.exceptions import RedisError
+
+from . import health
+from .checkpoint import CheckpointStore
+from .deadletters import DeadLetters
+from .lease import Lease
+from .readmodel import Layout, read_snapshot
+from .settings import Settings, SettingsError
+from .source import SourceError, connect, hosts_of, preflight
+
+log = logging.getLogger("projector")
+
+
+class Misconfigured(Exception):
+    """A setting or a dependency is unusable; the message is one sentence for stderr."""
+
+
+# ---------------------------------------------------------------------------- plumbing
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {
+        name: getattr(args, name, None)
+        for name in ("mongo_url", "mongo_db", "tasks_collection", "economy_collection", "redis_url", "key_prefix",
+                     "batch_size", "metrics_port")
+    }
+    try:
+        return Settings.from_env(**overrides)
+    except SettingsError as exc:
+        raise Misconfigured(str(exc)) from None
+
+
+def _redis(settings: Settings) -> Any:
+    where = settings.redis_url.rsplit("@", 1)[-1]
+    try:
+        client = redis_lib.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=10,
+                                          health_check_interval=30)
+        client.ping()
+    except ValueError as exc:
+        raise Misconfigured(f"REDIS_URL is not usable: {exc}.") from None
+    except RedisError as exc:
+        raise Misconfigured(f"cannot reach Redis at {where}: {exc}.") from None
+    return client
+
+
+def _mongo(settings: Settings) -> Any:
+    try:
+        client = connect(settings.mongo_url)
+        preflight(client, settings.mongo_url, settings.mongo_db, settings.tasks_collection)
+    except SourceError as exc:
+        raise Misconfigured(str(exc)) from None
+    return client
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .worker import Worker
+
+    settings = _settings(args)
+    redis = _redis(settings)
+    mongo = _mongo(settings)
+    worker = Worker(settings, redis, mongo, lease_ttl_ms=args.lease_ttl_ms, progress=not args.no_progress)
+    if settings.metrics_port:
+        try:
+            worker.serve_metrics(settings.metrics_port)
+        except OSError as exc:
+            raise Misconfigured(f"cannot serve metrics on port {settings.metrics_port}: {exc.strerror}.") from None
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("%s received: finishing the batch in hand", signal.Signals(signum).name)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("projector %s watching %s/%s (%s, %s) into %s, prefix %s", worker.lease.holder,
+             hosts_of(settings.mongo_url), settings.mongo_db, settings.tasks_collection,
+             settings.economy_collection, settings.redis_url.rsplit("@", 1)[-1], settings.key_prefix)
+    try:
+        worker.run()
+    finally:
+        mongo.close()
+        redis.close()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    redis = _redis(settings)
+    layout = Layout(settings.key_prefix)
+    now_ms = int(time.time() * 1000)
+    report = health.read(redis, layout)
+    lease = Lease.current(redis, layout)
+    checkpoint = CheckpointStore(redis, layout).load()
+    status = {
+        "health": report,
+        "leader": {"holder": lease[0], "fence": lease[1]} if lease else None,
+        "checkpoint": None if checkpoint is None else {
+            "position": checkpoint.position, "ageMs": now_ms - checkpoint.at_ms, "fence": checkpoint.fence,
+        },
+        "deadLetters": DeadLetters(redis, layout).total(),
+        "problem": health.evaluate(report, now_ms),
+    }
+    if args.json:
+        _print_json(status)
+        return 0
+    rows = [
+        ("leader", f"{lease[0]} (fence {lease[1]})" if lease else "none"),
+        ("state", report.get("state", "-")),
+        ("heartbeat", f"{(now_ms - int(report['heartbeatMs'])) / 1000:.1f} s ago" if report.get("heartbeatMs") else "-"),
+        ("lag", f"{int(report.get('lagMs', 0)) / 1000:.1f} s"),
+        ("events", f"{report.get('eventsTotal', 0)} ({report.get('eventsPerSec', '0')}/s)"),
+        ("checkpoint", f"{checkpoint.position}, {(now_ms - checkpoint.at_ms) / 1000:.1f} s old" if checkpoint else "none"),
+        ("resyncs", report.get("resyncs", "0")),
+        ("dead letters", str(status["deadLetters"])),
+        ("errors", report.get("errors", "0")),
+        ("last error", report.get("lastError") or "-"),
+        ("health", status["problem"] or "ok"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    redis = _redis(settings)
+    problem = health.evaluate(health.read(redis, Layout(settings.key_prefix)), int(time.time() * 1000),
+                              max_lag_ms=int(args.max_lag_s * 1000))
+    if problem:
+        print(f"unhealthy: {problem}", file=sys.stderr)
+        return 1
+    print("healthy")
+    return 0
+
+
+def cmd_resync(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    redis = _redis(settings)
+    layout = Layout(settings.key_prefix)
+    lease = Lease.current(redis, layout)
+    if lease is not None:
+        redis.set(layout.resync_request, str(int(time.time() * 1000)))
+        print(f"asked the leader {lease[0]} to resync; follow it with `projector status`")
+        return 0
+    from .worker import Worker
+
+    mongo = _mongo(settings)
+    worker = Worker(settings, redis, mongo, progress=True)
+    try:
+        if not worker.lease.acquire():
+            redis.set(layout.resync_request, str(int(time.time() * 1000)))
+            print("a leader appeared meanwhile; asked it to resync")
+            return 0
+        worker.resync("requested by an operator")
+        print(f"resync done: position {worker.stats.position}")
+    finally:
+        worker.close()
+        mongo.close()
+    return 0
+
+
+def cmd_deadletters(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    entries = DeadLetters(_redis(settings), Layout(settings.key_prefix)).recent(args.limit)
+    if args.json:
+        _print_json(entries)
+        return 0
+    if not entries:
+        print("no dead letters")
+    for entry in entries:
+        print(f"{entry.get('at')}  {entry.get('collection')}  {entry.get('id') or '-'}  {entry.get('reason')}")
+        print(f"    {entry.get('document', '')[:200]}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    redis = _redis(settings)
+    layout = Layout(settings.key_prefix)
+    snapshot = read_snapshot(redis, args.user, int(time.time() * 1000), layout)
+
+    def text(value: Any) -> str:
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    raw = {
+        layout.user(args.user): {text(k): text(v) for k, v in redis.hgetall(layout.user(args.user)).items()},
+        layout.tasks(args.user): {text(k): json.loads(v) for k, v in redis.hgetall(layout.tasks(args.user)).items()},
+        layout.seqs(args.user): {text(k): text(v) for k, v in redis.hgetall(layout.seqs(args.user)).items()},
+    }
+    deadline = redis.zscore(layout.deadlines, args.user)
+    if args.json:
+        _print_json({"snapshot": snapshot, "keys": raw, "deadline": deadline})
+        return 0
+    balance = snapshot["balance"]
+    print(f"user {args.user}  version {snapshot['version']}  updated {snapshot['updatedAt'] or '-'}")
+    print(f"balance  usdCredit {balance['usdCredit']}  points {balance['points']}  exp {balance['exp']}")
+    print(f"live tasks ({len(snapshot['liveTasks'])}):")
+    for task in snapshot["liveTasks"]:
+        percent = "-" if task["progressPercent"] is None else f"{task['progressPercent']:.1f}%"
+        print(f"  {task['idHash']}  {task['generationId']}  {task['status']:<12} {percent:>6} "
+              f"({task['progressSource'] or 'none'})  {task.get('toolId') or '-'}  since {task.get('startedAt') or '-'}")
+    print("raw keys:")
+    for key, value in raw.items():
+        print(f"  {key}: {json.dumps(value, sort_keys=True)[:2000]}")
+    print(f"  {layout.deadlines} score: {deadline}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="projector", description=__doc__)
+    root.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    def redis_options(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument("--redis-url", help="REDIS_URL (default redis://127.0.0.1:6379/0)")
+        cmd.add_argument("--key-prefix", help="KEY_PREFIX (default ls)")
+
+    def mongo_options(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument("--mongo-url", help="MONGO_URL")
+        cmd.add_argument("--mongo-db", help="MONGO_DB (default app)")
+        cmd.add_argument("--tasks-collection", help="TASKS_COLLECTION (default generationOutputs)")
+        cmd.add_argument("--economy-collection", help="ECONOMY_COLLECTION (default userEconomy)")
+        cmd.add_argument("--batch-size", type=int, help="BATCH_SIZE: events per Redis batch (default 1000)")
+
+    run = commands.add_parser("run", help="tail MongoDB into the read model (one leader per Redis)")
+    mongo_options(run)
+    redis_options(run)
+    run.add_argument("--metrics-port", type=int, help="METRICS_PORT: serve Prometheus text on this port")
+    run.add_argument("--lease-ttl-ms", type=int, default=5000, help="leader lease TTL (default 5000)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar during a resync")
+    run.set_defaults(handler=cmd_run)
+
+    status = commands.add_parser("status", help="the worker's health, lease and checkpoint")
+    redis_options(status)
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=cmd_status)
+
+    check = commands.add_parser("check", help="exit 0 when the worker is healthy, 1 otherwise")
+    redis_options(check)
+    check.add_argument("--max-lag-s", type=float, default=health.LAG_LIMIT_MS / 1000)
+    check.set_defaults(handler=cmd_check)
+
+    resync = commands.add_parser("resync", help="rebuild the read model from the collections")
+    mongo_options(resync)
+    redis_options(resync)
+    resync.set_defaults(handler=cmd_resync)
+
+    dead = commands.add_parser("deadletters", help="documents that could not be projected, newest first")
+    redis_options(dead)
+    dead.add_argument("--limit", type=int, default=20)
+    dead.add_argument("--json", action="store_true")
+    dead.set_defaults(handler=cmd_deadletters)
+
+    inspect = commands.add_parser("inspect", help="one user's snapshot and raw Redis keys")
+    redis_options(inspect)
+    inspect.add_argument("user")
+    inspect.add_argument("--json", action="store_true")
+    inspect.set_defaults(handler=cmd_inspect)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pymongo").setLevel(logging.WARNING)
+    try:
+        return args.handler(args)
+    except Misconfigured as exc:
+        print(f"projector: {exc}", file=sys.stderr)
+        return 2
+    except RedisError as exc:
+        print(f"projector: Redis failed: {exc}.", file=sys.stderr)
+        return 2

@@ -1,0 +1,74 @@
+"""Learned typical durations per tool, so live tasks without reported progress get an estimate.
+
+Each task that completes successfully contributes its end-minus-start to an exponentially
+weighted moving average per ``toolId``. The averages live in memory (the lookup passed to
+:func:`projector.changes.event_change`) and in the ``durations`` Redis hash, so a restarted or
+new leader starts with what the previous one learned.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from .normalize import epoch_ms, to_utc
+from .readmodel import Change, Layout, TaskChange
+
+SUCCESS_STATUSES = frozenset({"completed", "success", "succeeded"})
+MAX_DURATION_MS = 24 * 3600 * 1000
+ALPHA = 0.2  # weight of the newest observation
+
+
+def observed_duration(change: Change) -> tuple[str, int] | None:
+    """(toolId, end - start in ms) for a successfully completed task with usable times."""
+    if not isinstance(change, TaskChange) or change.task is None:
+        return None
+    task = change.task
+    if task.live or task.status not in SUCCESS_STATUSES or not task.tool_id:
+        return None
+    started = epoch_ms(to_utc(task.started_at))
+    ended = task.last_activity_ms
+    if started is None or ended is None or not 0 < ended - started <= MAX_DURATION_MS:
+        return None
+    return task.tool_id, ended - started
+
+
+class Durations:
+    """toolId -> typical duration (ms); call the instance to look one up."""
+
+    def __init__(self, known: dict[str, int] | None = None, alpha: float = ALPHA) -> None:
+        self.alpha = alpha
+        self.known: dict[str, int] = dict(known or {})
+
+    def __call__(self, tool_id: str | None) -> int | None:
+        return self.known.get(tool_id) if tool_id else None
+
+    def observe(self, tool_id: str, duration_ms: int) -> int:
+        previous = self.known.get(tool_id)
+        value = duration_ms if previous is None else round(previous + self.alpha * (duration_ms - previous))
+        self.known[tool_id] = value
+        return value
+
+    def learn(self, changes: Iterable[Change]) -> dict[str, int]:
+        """Fold in the successful completions among ``changes``; returns the tools that moved."""
+        updated: dict[str, int] = {}
+        for change in changes:
+            observed = observed_duration(change)
+            if observed is not None:
+                updated[observed[0]] = self.observe(*observed)
+        return updated
+
+    @classmethod
+    def load(cls, redis: Any, layout: Layout) -> "Durations":
+        raw = redis.hgetall(layout.durations)
+        known = {}
+        for key, value in raw.items():
+            try:
+                known[key.decode() if isinstance(key, bytes) else key] = int(value)
+            except ValueError:
+                continue
+        return cls(known)
+
+    @staticmethod
+    def save(redis: Any, layout: Layout, updated: dict[str, int]) -> None:
+        if updated:
+            redis.hset(layout.durations, mapping=updated)

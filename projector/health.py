@@ -1,0 +1,135 @@
+"""What the worker reports about itself: the ``health`` hash, Prometheus metrics, the check."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .readmodel import Layout
+
+HEARTBEAT_LIMIT_MS = 10_000  # older: the worker is gone or stuck
+LAG_LIMIT_MS = 60_000
+CHECKPOINT_LIMIT_MS = 60_000  # while tailing
+
+
+@dataclass
+class Stats:
+    """Counters and gauges of one worker process."""
+
+    holder: str = ""
+    state: str = "starting"  # starting | standby | resyncing | tailing | stopped
+    events_total: int = 0
+    batches_total: int = 0
+    resyncs: int = 0
+    dead_letters: int = 0
+    errors: int = 0
+    last_error: str = ""
+    lag_ms: int = 0
+    last_event_ms: int = 0  # cluster time (ms) of the last applied event
+    checkpoint_ms: int = 0  # wall clock of the last checkpoint write
+    position: str = ""
+    events_per_sec: float = 0.0
+    _rate_mark: tuple[float, int] = field(default=(0.0, 0), repr=False)
+
+    def update_rate(self, now_s: float) -> None:
+        mark_s, mark_events = self._rate_mark
+        if mark_s and now_s > mark_s:
+            self.events_per_sec = (self.events_total - mark_events) / (now_s - mark_s)
+        self._rate_mark = (now_s, self.events_total)
+
+    def error(self, message: str) -> None:
+        self.errors += 1
+        self.last_error = message[:300]
+
+    def summary(self) -> str:
+        return (
+            f"events={self.events_total} batches={self.batches_total} resyncs={self.resyncs} "
+            f"deadLetters={self.dead_letters} errors={self.errors} position={self.position or '-'}"
+        )
+
+    def fields(self, now_ms: int) -> dict[str, str]:
+        return {
+            "leader": self.holder,
+            "state": self.state,
+            "heartbeatMs": str(now_ms),
+            "lagMs": str(self.lag_ms),
+            "eventsTotal": str(self.events_total),
+            "eventsPerSec": f"{self.events_per_sec:.1f}",
+            "checkpointAgeMs": str(now_ms - self.checkpoint_ms if self.checkpoint_ms else -1),
+            "position": self.position,
+            "resyncs": str(self.resyncs),
+            "deadLetters": str(self.dead_letters),
+            "errors": str(self.errors),
+            "lastError": self.last_error,
+        }
+
+
+def publish(redis: Any, layout: Layout, stats: Stats, now_ms: int) -> None:
+    redis.hset(layout.health, mapping=stats.fields(now_ms))
+
+
+def read(redis: Any, layout: Layout) -> dict[str, str]:
+    raw = redis.hgetall(layout.health)
+    return {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in raw.items()
+    }
+
+
+def evaluate(health: dict[str, str], now_ms: int, max_lag_ms: int = LAG_LIMIT_MS) -> str | None:
+    """None when healthy, else the reason in one sentence."""
+    if not health:
+        return "no projector has reported health yet"
+    beat = int(health.get("heartbeatMs", 0) or 0)
+    if now_ms - beat > HEARTBEAT_LIMIT_MS:
+        return f"no heartbeat for {(now_ms - beat) / 1000:.0f} s (last state {health.get('state', '?')})"
+    state = health.get("state", "")
+    if state not in ("tailing", "resyncing"):
+        return f"the projector is {state or 'in an unknown state'}, not applying changes"
+    lag = int(health.get("lagMs", 0) or 0)
+    if lag > max_lag_ms:
+        return f"lag is {lag / 1000:.1f} s (limit {max_lag_ms / 1000:.0f} s)"
+    checkpoint_age = int(health.get("checkpointAgeMs", -1) or -1)
+    if state == "tailing" and (checkpoint_age < 0 or checkpoint_age > CHECKPOINT_LIMIT_MS):
+        return f"the checkpoint has not advanced for {checkpoint_age / 1000:.0f} s"
+    return None
+
+
+class Metrics:
+    """Prometheus text on a port of its own (only when a metrics port is configured)."""
+
+    def __init__(self, port: int, stats: Stats) -> None:
+        from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+        self.registry = CollectorRegistry()
+        self.stats = stats
+        names = {
+            "events_total": "change events applied",
+            "batches_total": "batches applied",
+            "resyncs": "resyncs (initial syncs and rebuilds after lost history or invalidation)",
+            "dead_letters": "documents dead-lettered",
+            "errors": "errors survived",
+            "lag_seconds": "now minus the cluster time of the last applied event (0 when caught up)",
+            "checkpoint_age_seconds": "time since the checkpoint was last written",
+            "events_per_second": "recent apply rate",
+            "leader": "1 while this process holds the lease and applies",
+        }
+        self.gauges = {
+            name: Gauge(f"livestatus_projector_{name}", doc, registry=self.registry) for name, doc in names.items()
+        }
+        self.server, self.thread = start_http_server(port, registry=self.registry)
+
+    def update(self, now_ms: int | None = None) -> None:
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        s, g = self.stats, self.gauges
+        for name in ("events_total", "batches_total", "resyncs", "dead_letters", "errors"):
+            g[name].set(getattr(s, name))
+        g["lag_seconds"].set(s.lag_ms / 1000)
+        g["checkpoint_age_seconds"].set((now_ms - s.checkpoint_ms) / 1000 if s.checkpoint_ms else -1)
+        g["events_per_second"].set(s.events_per_sec)
+        g["leader"].set(1 if s.state in ("tailing", "resyncing") else 0)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,121 @@
+"""Leader lease: one applying worker per Redis, with a fencing token per acquisition."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from typing import Any, Callable
+
+from .readmodel import Layout
+
+# KEYS: leader, fence. ARGV: holder id, ttl (ms). Returns the fencing token, or 0 when someone
+# else holds the lease. A new acquisition increments the fence, so older holders are refused.
+ACQUIRE_LUA = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local holder, token = string.match(current, '^(.*)|(%d+)$')
+  if holder == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return tonumber(token)
+  end
+  return 0
+end
+local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. token, 'PX', ARGV[2])
+return token
+"""
+
+# KEYS: leader. ARGV: holder value ("id|token"), ttl (ms). 1 when renewed, 0 when lost.
+RENEW_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def holder_id() -> str:
+    """host:pid:random, unique per process start."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Lease:
+    """The leader lease as seen by one process.
+
+    ``held()`` is a local judgement: the lease counts as held only until ``ttl * safety`` after
+    the start of the last successful renewal, so a process that was paused longer than that
+    stops applying before it even talks to Redis again.
+    """
+
+    def __init__(
+        self,
+        redis: Any,
+        layout: Layout,
+        holder: str | None = None,
+        ttl_ms: int = 5000,
+        safety: float = 0.8,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.redis = redis
+        self.layout = layout
+        self.holder = holder or holder_id()
+        self.ttl_ms = ttl_ms
+        self.safety = safety
+        self.token: int | None = None
+        self._monotonic = monotonic
+        self._valid_until = 0.0
+        self._acquire = redis.register_script(ACQUIRE_LUA)
+        self._renew = redis.register_script(RENEW_LUA)
+        self._release = redis.register_script(RELEASE_LUA)
+
+    @property
+    def value(self) -> str:
+        return f"{self.holder}|{self.token}"
+
+    def acquire(self) -> bool:
+        """Take (or keep) the lease; True when this process is the leader."""
+        started = self._monotonic()
+        token = int(self._acquire(keys=[self.layout.leader, self.layout.fence], args=[self.holder, self.ttl_ms]))
+        if not token:
+            self.token = None
+            return False
+        self.token = token
+        self._valid_until = started + self.ttl_ms / 1000 * self.safety
+        return True
+
+    def renew(self) -> bool:
+        """Extend the lease; False (and no longer held) when another process took it."""
+        if self.token is None:
+            return False
+        started = self._monotonic()
+        if int(self._renew(keys=[self.layout.leader], args=[self.value, self.ttl_ms])):
+            self._valid_until = started + self.ttl_ms / 1000 * self.safety
+            return True
+        self.token = None
+        return False
+
+    def held(self) -> bool:
+        return self.token is not None and self._monotonic() < self._valid_until
+
+    def release(self) -> None:
+        """Give the lease up at once (clean shutdown), so a standby takes over without waiting."""
+        if self.token is not None:
+            self._release(keys=[self.layout.leader], args=[self.value])
+        self.token = None
+
+    @staticmethod
+    def current(redis: Any, layout: Layout) -> tuple[str, int] | None:
+        """(holder, fencing token) of the current lease, or None."""
+        raw = redis.get(layout.leader)
+        if raw is None:
+            return None
+        holder, _, token = (raw.decode() if isinstance(raw, bytes) else raw).rpartition("|")
+        return holder, int(token or 0)

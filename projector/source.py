@@ -1,0 +1,200 @@
+"""MongoDB through pymongo: one database-level change stream over both collections, and scans."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Iterator, Mapping
+
+from bson import Timestamp
+from pymongo import MongoClient
+from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError, ServerSelectionTimeoutError
+from pymongo.uri_parser import parse_uri
+
+from .changes import ECONOMY, TASKS
+from .checkpoint import Checkpoint
+from .readmodel import position
+
+log = logging.getLogger(__name__)
+
+# Server errors after which the stream cannot continue from where it was: rebuild instead.
+RESYNC_CODES = frozenset({260, 280, 286})  # InvalidResumeToken, ChangeStreamFatalError, ChangeStreamHistoryLost
+# Events after which the collections may hold anything: rebuild instead of guessing.
+RESYNC_EVENTS = frozenset({"invalidate", "drop", "dropDatabase", "rename"})
+
+
+class SourceError(Exception):
+    """MongoDB is unreachable or unusable for change streams; the message is one sentence."""
+
+
+def needs_resync(exc: BaseException) -> bool:
+    """True when ``exc`` means the stored resume point can no longer be used."""
+    return isinstance(exc, OperationFailure) and exc.code in RESYNC_CODES
+
+
+def token_position(token: Mapping[str, Any] | None) -> str | None:
+    """The cluster time inside a resume token (its ``_data`` starts with 0x82 and 8 bytes of
+    timestamp, on a real server as in the stand-in); None when it cannot be read."""
+    data = token.get("_data") if isinstance(token, Mapping) else None
+    if not isinstance(data, str) or len(data) < 18 or data[:2] != "82":
+        return None
+    try:
+        return position(int(data[2:10], 16), int(data[10:18], 16))
+    except ValueError:
+        return None
+
+
+def hosts_of(url: str) -> str:
+    """host:port list of a URL, without credentials."""
+    try:
+        return ",".join(f"{host}:{port}" for host, port in parse_uri(url, validate=False)["nodelist"])
+    except (ConfigurationError, ValueError):
+        return "the configured address"
+
+
+def connect(url: str, timeout_ms: int = 5000) -> MongoClient:
+    """A client that gives up on an unreachable server after ``timeout_ms``."""
+    try:
+        return MongoClient(
+            url,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+            appname="livestatus-projector",
+        )
+    except ConfigurationError as exc:
+        raise SourceError(f"MONGO_URL is not usable: {exc}") from None
+
+
+def preflight(client: MongoClient, url: str, db_name: str, collection: str) -> None:
+    """Fail fast, in one sentence, when the server cannot serve change streams to us."""
+    where = hosts_of(url)
+    try:
+        hello = client.admin.command("hello")
+        if not hello.get("setName") and hello.get("msg") != "isdbgrid":
+            raise SourceError(
+                f"MongoDB at {where} is not a replica set; change streams need a replica set or a sharded cluster."
+            )
+        client[db_name].command("count", collection)
+    except ServerSelectionTimeoutError:
+        raise SourceError(f"cannot reach MongoDB at {where} (gave up after a few seconds).") from None
+    except OperationFailure as exc:
+        if exc.code == 18 or "auth" in str(exc).lower():
+            raise SourceError(f"MongoDB at {where} rejected the credentials in MONGO_URL.") from None
+        raise SourceError(f"MongoDB at {where} refused to serve {db_name}.{collection}: {exc}.") from None
+    except PyMongoError as exc:
+        raise SourceError(f"MongoDB at {where} is not usable: {exc}.") from None
+
+
+class Stream:
+    """An open change stream and the position it started at."""
+
+    def __init__(self, stream: Any, session: Any, start: str) -> None:
+        self._stream = stream
+        self._session = session
+        self.start = start  # position before any event this stream will return
+
+    @property
+    def token(self) -> Mapping[str, Any] | None:
+        """The resume token covering every event returned so far (post-batch when idle)."""
+        return self._stream.resume_token
+
+    def poll(self, max_events: int, max_wait_s: float) -> tuple[list[Mapping[str, Any]], bool]:
+        """Up to ``max_events`` events, for at most about ``max_wait_s``; and whether the stream
+        is caught up (the last read returned nothing). Stops after an event that ends the stream."""
+        events: list[Mapping[str, Any]] = []
+        deadline = time.monotonic() + max_wait_s
+        while len(events) < max_events:
+            event = self._stream.try_next()
+            if event is None:
+                return events, True
+            events.append(event)
+            if event.get("operationType") in RESYNC_EVENTS or time.monotonic() >= deadline:
+                break
+        return events, False
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        except PyMongoError:
+            pass
+        try:
+            self._session.end_session()
+        except PyMongoError:
+            pass
+
+
+class Source:
+    """The two collections of one database."""
+
+    def __init__(
+        self,
+        client: MongoClient,
+        db_name: str,
+        tasks: str,
+        economy: str,
+        batch_size: int = 1000,
+        max_await_ms: int = 100,
+    ) -> None:
+        self.client = client
+        self.db = client[db_name]
+        self.collections = {TASKS: tasks, ECONOMY: economy}
+        self.kinds = {tasks: TASKS, economy: ECONOMY}
+        self.batch_size = batch_size
+        self.max_await_ms = max_await_ms
+
+    def pipeline(self) -> list[dict[str, Any]]:
+        names = list(self.kinds)
+        return [
+            {
+                "$match": {
+                    "$or": [
+                        {"ns.coll": {"$in": names}},
+                        {"operationType": {"$in": ["dropDatabase", "invalidate"]}},
+                    ]
+                }
+            }
+        ]
+
+    def open(self, checkpoint: Checkpoint | None = None) -> Stream:
+        """A stream from ``checkpoint`` (raises an OperationFailure that :func:`needs_resync`
+        recognizes when it is unusable), or from now when None."""
+        options: dict[str, Any] = {}
+        if checkpoint is not None:
+            if checkpoint.token is not None:
+                options["resume_after"] = checkpoint.token
+            else:
+                seconds, increment = (int(part) for part in checkpoint.position.split("."))
+                options["start_at_operation_time"] = Timestamp(seconds, increment)
+        session = self.client.start_session(causal_consistency=False)
+        try:
+            stream = self.db.watch(
+                self.pipeline(),
+                full_document="updateLookup",
+                max_await_time_ms=self.max_await_ms,
+                batch_size=self.batch_size,
+                session=session,
+                **options,
+            )
+        except BaseException:
+            session.end_session()
+            raise
+        if checkpoint is not None:
+            start = checkpoint.position
+        else:
+            start = token_position(stream.resume_token) or _operation_position(session)
+        return Stream(stream, session, start)
+
+    def estimated_total(self) -> int:
+        return sum(self.db[name].estimated_document_count() for name in self.collections.values())
+
+    def scan(self, kind: str) -> Iterator[Mapping[str, Any]]:
+        """Every document of one collection, in server batches."""
+        with self.db[self.collections[kind]].find({}, batch_size=self.batch_size) as cursor:
+            yield from cursor
+
+
+def _operation_position(session: Any) -> str:
+    operation_time = session.operation_time
+    if not isinstance(operation_time, Timestamp):
+        raise SourceError("the server reported no operationTime for the change stream; cannot take a start point.")
+    return position(operation_time.time, operation_time.inc)

@@ -1,0 +1,384 @@
+"""The capture loop: lease, resync, tail in batches, checkpoint, sweep, report.
+
+One :meth:`Worker.step` is one unit of work (tests drive it directly); :meth:`Worker.run` loops
+until :meth:`Worker.stop`. Every failure is handled the same way: drop the stream and reopen it
+from the last checkpoint that was stored, which only ever covers writes already in Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping
+
+from pymongo.errors import PyMongoError
+from redis.exceptions import RedisError
+from tqdm import tqdm
+
+from .changes import ECONOMY, TASKS, Rejected, document_change, event_change, seq_of
+from .checkpoint import Checkpoint, CheckpointStore
+from .deadletters import DeadLetters
+from .durations import Durations
+from .health import Metrics, Stats, publish
+from .lease import Lease
+from .normalize import iso
+from .readmodel import Change, Layout, ReadModel, TaskChange
+from .settings import Settings
+from .source import RESYNC_EVENTS, Source, Stream, needs_resync, token_position
+
+log = logging.getLogger(__name__)
+
+EVERY_S = 1.0  # lease renewal, stale sweep, health report, idle checkpoint
+SWEEP_CHUNK = 1000
+
+
+class LeaseLost(Exception):
+    """Another process holds the lease now: stop applying."""
+
+
+class Stopped(Exception):
+    """Asked to stop in the middle of a long operation (a resync)."""
+
+
+class Worker:
+    """The projector's capture loop over one Redis and one MongoDB database."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis: Any,
+        mongo: Any,
+        *,
+        holder: str | None = None,
+        lease_ttl_ms: int = 5000,
+        max_wait_s: float = 0.05,
+        progress: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.layout = Layout(settings.key_prefix)
+        self.model = ReadModel(redis, self.layout)
+        self.source = Source(mongo, settings.mongo_db, settings.tasks_collection, settings.economy_collection,
+                             batch_size=settings.batch_size)
+        self.lease = Lease(redis, self.layout, holder, ttl_ms=lease_ttl_ms)
+        self.checkpoints = CheckpointStore(redis, self.layout)
+        self.dead_letters = DeadLetters(redis, self.layout)
+        self.durations = Durations()
+        self.stats = Stats(holder=self.lease.holder)
+        self.metrics: Metrics | None = None
+        self.max_wait_s = max_wait_s
+        self.progress = progress
+        self.clock = clock
+        self.stream: Stream | None = None
+        self.saved: Checkpoint | None = None
+        self.backoff_s = 0.0
+        self._stop = threading.Event()
+        self._due = {"renew": 0.0, "periodic": 0.0}
+        self._closed = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    def serve_metrics(self, port: int) -> None:
+        self.metrics = Metrics(port, self.stats)
+
+    def stop(self) -> None:
+        """Ask the loop to finish the batch in hand and return (safe from a signal handler)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> Stats:
+        """Loop until :meth:`stop`; returns the counters."""
+        try:
+            while not self._stop.is_set():
+                state = self.step()
+                if state == "standby":
+                    self._stop.wait(0.5)
+                elif self.backoff_s:
+                    self._stop.wait(self.backoff_s)
+        finally:
+            self.close()
+        return self.stats
+
+    def close(self) -> None:
+        """Release the lease and the stream; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._drop_stream()
+        was_leader = self.lease.token is not None
+        self.stats.state = "stopped"
+        try:
+            if was_leader:
+                publish(self.redis, self.layout, self.stats, self._now_ms())
+            self.lease.release()
+        except RedisError as exc:
+            log.warning("could not release the lease: %s", exc)
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+        log.info("projector stopped: %s", self.stats.summary())
+
+    # ------------------------------------------------------------ one step
+
+    def step(self) -> str:
+        """Hold the lease, (re)open the stream if needed, apply one batch, do periodic chores."""
+        try:
+            if not self._ensure_lease():
+                self.stats.state = "standby"
+                return "standby"
+            if self.stream is None:
+                self._open()
+            self._tail_once()
+            self._periodic()
+            self.backoff_s = 0.0
+        except LeaseLost as exc:
+            log.warning("lost the lease (%s): standing by", exc)
+            self._drop_stream()
+            self.lease.token = None
+            self.stats.state = "standby"
+        except Stopped:
+            log.info("stopping in the middle of a resync; the next start resyncs again")
+            self._drop_stream()
+        except (PyMongoError, RedisError) as exc:
+            if needs_resync(exc) and self.stream is not None:
+                self._safely_resync(f"the stream cannot continue: {exc}")
+            else:
+                self._failed(exc)
+        return self.stats.state
+
+    def _safely_resync(self, reason: str) -> None:
+        try:
+            self.resync(reason)
+        except Stopped:
+            self._drop_stream()
+        except LeaseLost as exc:
+            log.warning("lost the lease during a resync (%s): standing by", exc)
+            self._drop_stream()
+            self.lease.token = None
+            self.stats.state = "standby"
+        except (PyMongoError, RedisError) as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        self.stats.error(message)
+        self.backoff_s = min(5.0, self.backoff_s * 2 or 0.2)
+        log.warning("%s; reopening from the last checkpoint in %.1f s", message, self.backoff_s)
+        self._drop_stream()
+
+    def _ensure_lease(self) -> bool:
+        now = time.monotonic()
+        if self.lease.token is not None and now < self._due["renew"] and self.lease.held():
+            return True
+        self._due["renew"] = now + EVERY_S
+        if self.lease.token is not None:
+            if self.lease.renew():
+                return True
+            log.warning("the lease was taken over: standing by")
+            self._drop_stream()
+            return False
+        if not self.lease.acquire():
+            return False
+        log.info("leader now (holder %s, fencing token %d)", self.lease.holder, self.lease.token)
+        self._drop_stream()
+        self.durations = Durations.load(self.redis, self.layout)
+        return True
+
+    def _open(self) -> None:
+        checkpoint = self.checkpoints.load()
+        if checkpoint is None:
+            self.resync("no checkpoint")
+            return
+        try:
+            self.stream = self.source.open(checkpoint)
+        except PyMongoError as exc:
+            if not needs_resync(exc):
+                raise
+            self.resync(f"cannot resume from the checkpoint: {exc}")
+            return
+        self.saved = checkpoint
+        self.stats.state = "tailing"
+        self.stats.position = checkpoint.position
+        log.info("tailing from position %s", checkpoint.position)
+
+    def _drop_stream(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+
+    # ------------------------------------------------------------ tailing
+
+    def _tail_once(self) -> None:
+        assert self.stream is not None
+        events, caught_up = self.stream.poll(self.settings.batch_size, self.max_wait_s)
+        changes: list[Change] = []
+        rejected: list[Rejected] = []
+        resync_reason = None
+        last_time = None
+        for event in events:
+            operation = event.get("operationType")
+            if operation in RESYNC_EVENTS:
+                resync_reason = f"{operation} event on {(event.get('ns') or {}).get('coll') or 'the database'}"
+                break
+            change = event_change(event, self.source.kinds, self.settings.rules, self.durations)
+            last_time = event.get("clusterTime") or last_time
+            if change is None:
+                continue
+            if isinstance(change, Rejected):
+                rejected.append(change)
+            else:
+                changes.append(change)
+        self._apply(changes, rejected, len(events))
+        if resync_reason:
+            self.resync(resync_reason)
+            return
+        now_ms = self._now_ms()
+        if last_time is not None:
+            self.stats.lag_ms = max(0, now_ms - last_time.time * 1000)
+            self.stats.last_event_ms = last_time.time * 1000
+        elif caught_up:
+            self.stats.lag_ms = 0
+        token = self.stream.token
+        position = token_position(token) or (seq_of(last_time) if last_time else None)
+        position = position or (self.saved.position if self.saved else self.stream.start)
+        idle_due = self.saved is None or now_ms - self.saved.at_ms >= EVERY_S * 1000
+        if events or idle_due:
+            self._checkpoint(token, position, now_ms)
+
+    def _apply(self, changes: list[Change], rejected: list[Rejected], events: int) -> None:
+        if not (changes or rejected):
+            self.stats.events_total += events
+            return
+        if not self.lease.held():
+            raise LeaseLost("the lease lapsed before the batch could be applied")
+        now_iso = self._now_iso()
+        if changes:
+            self.model.apply(changes, now_iso)
+            Durations.save(self.redis, self.layout, self.durations.learn(changes))
+        if rejected:
+            self.stats.dead_letters += self.dead_letters.add(rejected, self.source.collections, now_iso)
+            for item in rejected[:3]:
+                log.warning("dead-lettered %s %s: %s", item.kind, item.doc_id, item.reason)
+        self.stats.events_total += events
+        self.stats.batches_total += 1
+
+    def _checkpoint(self, token: Mapping[str, Any] | None, position: str, now_ms: int) -> None:
+        assert self.lease.token is not None
+        if not self.checkpoints.save(token, position, self.lease.token, now_ms):
+            raise LeaseLost("the checkpoint write was fenced off")
+        self.saved = Checkpoint(token, position, now_ms, self.lease.token)
+        self.stats.checkpoint_ms = now_ms
+        self.stats.position = position
+
+    # ------------------------------------------------------------ resync
+
+    def resync(self, reason: str) -> None:
+        """Rebuild the read model from the collections without ever emptying it for readers.
+
+        The stream is opened first, so its start position P precedes the scan; scanned
+        documents are written at P; whatever was not written at P or later is swept; tailing
+        then continues from P, replaying whatever changed during the scan.
+        """
+        log.warning("resync: %s", reason)
+        self.stats.resyncs += 1
+        self.stats.state = "resyncing"
+        self._drop_stream()
+        started = time.monotonic()
+        self._report()
+        stream = self.source.open(None)
+        try:
+            scanned = self._scan(stream.start)
+            self._keep_lease()
+            users = list(self.model.known_users())
+            now_ms, now_iso = self._now_ms(), self._now_iso()
+            for i in range(0, len(users), SWEEP_CHUNK):
+                self.model.sweep(now_ms, now_iso, users=users[i : i + SWEEP_CHUNK], min_seq=stream.start)
+            self._checkpoint(stream.token, stream.start, self._now_ms())
+        except BaseException:
+            stream.close()
+            raise
+        self.stream = stream
+        self.stats.state = "tailing"
+        self._report()
+        log.info("resync done: %d documents, %d users checked, position %s, %.1f s",
+                 scanned, len(users), stream.start, time.monotonic() - started)
+
+    def _scan(self, seq: str) -> int:
+        rules = self.settings.rules
+        total = self.source.estimated_total()
+        done = 0
+        with tqdm(total=total, desc="resync", unit="doc", file=sys.stderr, disable=not self.progress,
+                  mininterval=0.5, dynamic_ncols=True) as bar:
+            for kind in (TASKS, ECONOMY):
+                changes: list[Change] = []
+                rejected: list[Rejected] = []
+                learned: dict[str, int] = {}
+                count = 0
+                for doc in self.source.scan(kind):
+                    change = document_change(kind, doc, doc.get("_id"), seq, self._now_ms(), rules, self.durations)
+                    count += 1
+                    if isinstance(change, Rejected):
+                        rejected.append(change)
+                    elif isinstance(change, TaskChange) and (change.task is None or not change.task.live):
+                        # Finished tasks: nothing to show (the sweep removes any earlier live state),
+                        # but they teach typical durations.
+                        learned.update(self.durations.learn([change]))
+                    else:
+                        changes.append(change)
+                    if count >= self.settings.batch_size:
+                        self._scan_batch(changes, rejected, learned, count, bar)
+                        done += count
+                        changes, rejected, learned, count = [], [], {}, 0
+                self._scan_batch(changes, rejected, learned, count, bar)
+                done += count
+        return done
+
+    def _scan_batch(
+        self, changes: list[Change], rejected: list[Rejected], learned: dict[str, int], count: int, bar: tqdm
+    ) -> None:
+        self._keep_lease()
+        self._apply(changes, rejected, 0)
+        Durations.save(self.redis, self.layout, learned)
+        bar.update(count)
+        self._periodic(sweep=False)
+
+    def _keep_lease(self) -> None:
+        if self._stop.is_set():
+            raise Stopped()
+        if time.monotonic() >= self._due["renew"] or not self.lease.held():
+            self._due["renew"] = time.monotonic() + EVERY_S
+            if not self.lease.renew():
+                raise LeaseLost("taken over during a resync")
+
+    # ------------------------------------------------------------ chores
+
+    def _periodic(self, sweep: bool = True) -> None:
+        now = time.monotonic()
+        if now < self._due["periodic"]:
+            return
+        self._due["periodic"] = now + EVERY_S
+        self._report()
+        if sweep and self.lease.held():
+            self.model.sweep(self._now_ms(), self._now_iso())
+            if self.redis.getdel(self.layout.resync_request) is not None:
+                self.resync("requested by an operator")
+
+    def _report(self) -> None:
+        now_ms = self._now_ms()
+        self.stats.update_rate(now_ms / 1000)
+        publish(self.redis, self.layout, self.stats, now_ms)
+        if self.metrics is not None:
+            self.metrics.update(now_ms)
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def _now_iso(self) -> str:
+        return iso(datetime.fromtimestamp(self.clock(), timezone.utc)) or ""
