@@ -9,7 +9,7 @@ Every key livestatus uses is built here; nothing else spells a key. Per user ``U
                     gone tasks: the entries of gone tasks are tombstones, capped per user)
 ``ls:{U}:changes``  pub/sub channel: the new version, published in the same script as the change
 
-Shared keys: ``ls:owner:{gen:ID}`` / ``ls:owner:{econ:ID}``: ``"seq|owner|previous owner"`` of
+Shared keys: ``ls:owner:{gen:ID}`` / ``ls:owner:{econ:ID}``: ``"seq|owner|past owners"`` of
 a task or balance document (delete events carry no masterAccountId; owner is empty once the
 document left; expires a day after that), and ``ls:deadlines`` (sorted set: user -> earliest
 moment one of their live tasks goes stale). See :mod:`projector.state` for the

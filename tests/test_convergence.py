@@ -111,9 +111,9 @@ def run(client, history, batches):
             if cut is None:
                 model.apply(changes, "2026-11-25T09:00:00.000Z")
                 continue
-            _users, steps = model.plan(changes, "2026-11-25T09:00:00.000Z")
+            plan = model.plan(changes, "2026-11-25T09:00:00.000Z")
             pipe = client.pipeline(transaction=False)
-            for step in steps[:cut]:
+            for step in plan.steps[:cut]:
                 step(pipe)
             pipe.execute()
         return observed_state(client, layout)
