@@ -1,0 +1,82 @@
+"""``python -m api`` serves the API; ``python -m api token USER [--ttl S]`` mints a user token."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from .auth import DEFAULT_TTL_S, mint_token
+from .settings import Settings, SettingsError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .main import create_app
+
+    env = dict(os.environ)
+    if args.insecure_dev:
+        env["API_INSECURE_DEV"] = "1"
+    try:
+        settings = Settings.from_env(env, host=args.host, port=args.port)
+        app = create_app(settings)
+    except SettingsError as exc:
+        print(f"livestatus-api: {exc}", file=sys.stderr)
+        return 2
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        # A backstop: streams close by themselves on SIGTERM; nothing may keep the process up.
+        timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s) + 2),
+        proxy_headers=True,
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    secret = os.environ.get("AUTH_SECRET")
+    try:
+        Settings(auth_secret=secret)
+    except SettingsError as exc:
+        print(f"livestatus-api: {exc}", file=sys.stderr)
+        return 2
+    if not secret:
+        print("livestatus-api: AUTH_SECRET is not set", file=sys.stderr)
+        return 2
+    from .deps import USER_ID_PATTERN
+
+    import re
+
+    if not re.fullmatch(USER_ID_PATTERN.strip("^$"), args.user):
+        print(f"livestatus-api: not a valid masterAccountId: {args.user!r}", file=sys.stderr)
+        return 2
+    print(mint_token(secret, args.user, args.ttl))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m api", description=__doc__)
+    parser.add_argument("--host", default=None, help="bind address (API_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="port (API_PORT, default 8000)")
+    parser.add_argument(
+        "--insecure-dev", action="store_true", help="serve without API_KEYS/AUTH_SECRET (API_INSECURE_DEV=1); never in production"
+    )
+    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    sub = parser.add_subparsers(dest="command")
+    token = sub.add_parser("token", help="mint a user token (reads AUTH_SECRET)")
+    token.add_argument("user", help="masterAccountId")
+    token.add_argument("--ttl", type=int, default=DEFAULT_TTL_S, help=f"seconds until it expires (default {DEFAULT_TTL_S})")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "token":
+        return _token(args)
+    return _serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

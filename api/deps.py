@@ -1,0 +1,79 @@
+"""What routes depend on, as ``Annotated`` aliases: settings, clients, the caller, the user id."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Path, Request
+from fastapi.security import APIKeyCookie, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
+
+from projector.readmodel import Layout
+
+from .auth import Principal, authenticate, authorize
+from .fanout import Fanout
+from .metrics import Metrics
+from .settings import Settings
+
+USER_ID_PATTERN = r"^[A-Za-z0-9:_.\-]{1,128}$"
+TOKEN_COOKIE = "livestatus_token"
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def _redis(request: Request) -> Any:
+    return request.app.state.redis
+
+
+def _layout(request: Request) -> Layout:
+    return request.app.state.layout
+
+
+def _fanout(request: Request) -> Fanout:
+    return request.app.state.fanout
+
+
+def _metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+RedisDep = Annotated[Any, Depends(_redis)]
+LayoutDep = Annotated[Layout, Depends(_layout)]
+FanoutDep = Annotated[Fanout, Depends(_fanout)]
+MetricsDep = Annotated[Metrics, Depends(_metrics)]
+
+_bearer = HTTPBearer(auto_error=False, description="A service key (any user) or a user token (that user).")
+_query_token = APIKeyQuery(name="token", auto_error=False, description="A user token, for clients that cannot set headers.")
+_cookie_token = APIKeyCookie(name=TOKEN_COOKIE, auto_error=False, description="A user token in a cookie.")
+
+
+def _principal(
+    settings: SettingsDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    query_token: Annotated[str | None, Depends(_query_token)],
+    cookie_token: Annotated[str | None, Depends(_cookie_token)],
+) -> Principal:
+    return authenticate(settings, bearer.credentials if bearer else None, query_token, cookie_token)
+
+
+PrincipalDep = Annotated[Principal, Depends(_principal)]
+
+UserIdPath = Annotated[
+    str,
+    Path(
+        pattern=USER_ID_PATTERN,
+        max_length=128,
+        description="masterAccountId: letters, digits and `:_.-`, at most 128 characters.",
+        examples=["x402:0x1821ab"],
+    ),
+]
+
+
+def _readable_user(masterAccountId: UserIdPath, principal: PrincipalDep) -> str:  # noqa: N803 (the API's name)
+    authorize(principal, masterAccountId)
+    return masterAccountId
+
+
+ReadableUser = Annotated[str, Depends(_readable_user)]

@@ -1,0 +1,127 @@
+"""Named API errors, and the handlers that turn every failure into {"error": {"code", "message"}}."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("api")
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error the API returns has this shape; `code` is stable, `message` is for people."""
+
+    error: ErrorDetail
+
+
+class ApiError(Exception):
+    """Base of the errors the API answers with; each subclass has one status and one code."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers
+
+
+class InvalidRequest(ApiError):
+    """A parameter is missing or malformed."""
+
+    status, code = 400, "invalid_request"
+
+
+class InvalidUserId(ApiError):
+    """The masterAccountId has characters other than letters, digits and :_.- or is too long."""
+
+    status, code = 400, "invalid_user_id"
+
+
+class MissingCredentials(ApiError):
+    """No service key or user token was sent."""
+
+    status, code = 401, "missing_credentials"
+
+
+class InvalidCredentials(ApiError):
+    """The key or token is unknown, malformed or badly signed."""
+
+    status, code = 401, "invalid_credentials"
+
+
+class TokenExpired(ApiError):
+    """The user token was valid but its `exp` has passed: mint a new one."""
+
+    status, code = 401, "token_expired"
+
+
+class Forbidden(ApiError):
+    """A user token may only read its own user's status."""
+
+    status, code = 403, "forbidden"
+
+
+class StoreUnavailable(ApiError):
+    """Redis did not answer."""
+
+    status, code = 503, "store_unavailable"
+
+
+class NotReady(ApiError):
+    """Redis or the projector is not healthy enough to serve fresh data."""
+
+    status, code = 503, "not_ready"
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"code": code, "message": message}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 406: "not_acceptable", 413: "too_large"}
+
+
+def install_handlers(app: FastAPI) -> None:
+    """Map every failure to the JSON error shape; nothing escapes as an HTML or plain-text 500."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        code = InvalidRequest.code
+        for err in exc.errors():
+            where = ".".join(str(part) for part in err.get("loc", ()))
+            if tuple(err.get("loc", ()))[:2] == ("path", "masterAccountId"):
+                code = InvalidUserId.code
+            problems.append(f"{where}: {err.get('msg', 'invalid')}")
+        return error_response(400, code, "; ".join(problems) or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RedisError)
+    async def _redis(request: Request, exc: RedisError) -> JSONResponse:
+        log.warning("redis error on %s: %s", request.url.path, exc)
+        return error_response(StoreUnavailable.status, StoreUnavailable.code, "the status store is unavailable; retry shortly")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        return error_response(500, "internal_error", "unexpected error; it has been logged")

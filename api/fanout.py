@@ -1,0 +1,267 @@
+"""One Redis pub/sub connection per process, fanned out to every open stream.
+
+The projector publishes a user's new version on ``Layout.channel(uid)`` in the same script that
+changes the snapshot. This process subscribes to a user's channel while at least one stream of
+that user is open here, and unsubscribes when the last one closes. A notification makes *one*
+snapshot read per user and version, whatever the number of streams; each stream has a
+:class:`Listener` that keeps only the newest snapshot it has not sent yet, so a slow client is
+never queued for: an undelivered state is replaced by the next one (and counted as dropped).
+
+A subscription confirmation also triggers a read: it closes the gap between a stream's first
+read and its subscription, and after a reconnect (redis-py re-subscribes by itself) it catches
+up on anything published while the connection was down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Awaitable, Callable
+
+from redis.exceptions import RedisError
+
+from projector.readmodel import Layout
+
+from .metrics import Metrics
+
+log = logging.getLogger("api.fanout")
+
+Reader = Callable[[str], Awaitable[dict[str, Any]]]
+
+
+@dataclass
+class Snapshot:
+    """A snapshot read once and shared by every stream of its user; its JSON is encoded once."""
+
+    data: dict[str, Any]
+
+    @property
+    def version(self) -> int:
+        return int(self.data["version"])
+
+    @cached_property
+    def json(self) -> str:
+        return json.dumps(self.data, separators=(",", ":"))
+
+
+@dataclass(eq=False)
+class Listener:
+    """One stream's mailbox: at most one pending snapshot, the newest."""
+
+    uid: str
+    metrics: Metrics
+    sent_version: int = -1  # the newest version this stream's client has (or was told it has)
+    closed: bool = False
+    dropped: int = 0
+    _pending: Snapshot | None = None
+    _ready: asyncio.Event = field(default_factory=asyncio.Event)
+    _on_close: Callable[["Listener"], None] | None = None
+
+    def offer(self, snapshot: Snapshot) -> None:
+        """Make ``snapshot`` the next one to send if it is newer than anything sent or pending."""
+        newest = self._pending.version if self._pending is not None else self.sent_version
+        if self.closed or snapshot.version <= newest:
+            return
+        if self._pending is not None:
+            self.dropped += 1
+            self.metrics.dropped_states.inc()
+        self._pending = snapshot
+        self._ready.set()
+
+    async def next(self) -> Snapshot | None:
+        """The newest unsent snapshot, waiting for one; None once the listener is closed."""
+        while self._pending is None and not self.closed:
+            self._ready.clear()
+            await self._ready.wait()
+        if self.closed:
+            return None
+        snapshot, self._pending = self._pending, None
+        return snapshot
+
+    def close(self) -> None:
+        """Stop listening (idempotent); the fan-out forgets this listener."""
+        if self.closed:
+            return
+        self.closed = True
+        self._pending = None
+        self._ready.set()
+        if self._on_close is not None:
+            self._on_close(self)
+
+
+class Fanout:
+    """Subscribes per user with live listeners and delivers each new version to them."""
+
+    def __init__(self, redis: Any, layout: Layout, read: Reader, metrics: Metrics, poll_s: float = 1.0) -> None:
+        self._redis = redis
+        self._pubsub = redis.pubsub()
+        self.layout = layout
+        self._read = read
+        self.metrics = metrics
+        self.poll_s = poll_s
+        self._listeners: dict[str, set[Listener]] = {}
+        self._known: dict[str, int] = {}  # uid -> newest version read by the fan-out
+        self._reading: dict[str, asyncio.Task] = {}
+        self._dirty: set[str] = set()
+        self._channels: set[str] = set()  # channels this process asked Redis for
+        self._confirmed: set[str] = set()  # channels whose subscription Redis confirmed
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+        self._runner: asyncio.Task | None = None
+
+    # ------------------------------------------------------------------ listeners
+
+    def listen(self, uid: str) -> Listener:
+        """A listener for ``uid``'s new versions; close it when the stream ends."""
+        listener = Listener(uid, self.metrics, _on_close=self._release)
+        first = uid not in self._listeners
+        self._listeners.setdefault(uid, set()).add(listener)
+        if first:
+            self._spawn(self._reconcile())
+        return listener
+
+    def listener_count(self, uid: str | None = None) -> int:
+        if uid is not None:
+            return len(self._listeners.get(uid, ()))
+        return sum(len(group) for group in self._listeners.values())
+
+    @property
+    def subscribed_users(self) -> set[str]:
+        return {self.layout.user_of_channel(channel) for channel in self._confirmed}
+
+    def _release(self, listener: Listener) -> None:
+        group = self._listeners.get(listener.uid)
+        if group is None:
+            return
+        group.discard(listener)
+        if not group:
+            del self._listeners[listener.uid]
+            self._known.pop(listener.uid, None)
+            self._spawn(self._reconcile())
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self._runner = asyncio.create_task(self._run(), name="fanout")
+
+    async def close(self) -> None:
+        """Close every listener, stop reading and release the pub/sub connection (idempotent)."""
+        for group in list(self._listeners.values()):
+            for listener in list(group):
+                listener.close()
+        tasks = [t for t in (self._runner, *self._tasks, *self._reading.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._runner = None
+        try:
+            await self._pubsub.aclose()
+        except (RedisError, OSError):
+            pass
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ subscriptions
+
+    async def _reconcile(self) -> None:
+        """Subscribe to users with listeners, unsubscribe from users without (serialized)."""
+        async with self._lock:
+            wanted = {self.layout.channel(uid) for uid in self._listeners}
+            add, remove = sorted(wanted - self._channels), sorted(self._channels - wanted)
+            try:
+                if add:
+                    await self._pubsub.subscribe(*add)
+                    self._channels.update(add)
+                    self._wake.set()
+                if remove:
+                    await self._pubsub.unsubscribe(*remove)
+                    self._channels.difference_update(remove)
+            except RedisError as exc:
+                log.warning("pub/sub (un)subscribe failed, retrying in 1s: %s", exc)
+                self._spawn(self._reconcile_later(1.0))
+            self.metrics.subscribed_users.set(len(self._channels))
+
+    async def _reconcile_later(self, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        await self._reconcile()
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            if not self._channels or self._pubsub.connection is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            try:
+                message = await self._pubsub.get_message(timeout=self.poll_s)
+            except (RedisError, OSError) as exc:
+                self.metrics.pubsub_reconnects.inc()
+                self._confirmed.clear()
+                log.warning("pub/sub connection lost (%s); reconnecting in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
+            if message is not None:
+                self._handle(message)
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        channel = _text(message.get("channel") or b"")
+        if not channel.startswith(self.layout.prefix + ":{"):
+            return
+        uid = self.layout.user_of_channel(channel)
+        if kind == "subscribe":
+            if channel in self._confirmed:
+                self.metrics.resubscribes.inc()
+            self._confirmed.add(channel)
+            self._want_read(uid)  # a publish may have happened before this confirmation
+        elif kind == "unsubscribe":
+            self._confirmed.discard(channel)
+        elif kind == "message":
+            try:
+                version = int(_text(message.get("data") or b""))
+            except ValueError:
+                version = None
+            if version is None or version > self._known.get(uid, -1):
+                self._want_read(uid)
+
+    # ------------------------------------------------------------------ reads
+
+    def _want_read(self, uid: str) -> None:
+        if uid not in self._listeners:
+            return
+        if uid in self._reading:
+            self._dirty.add(uid)  # read again once the read in flight is done
+            return
+        self._reading[uid] = asyncio.create_task(self._read_loop(uid))
+
+    async def _read_loop(self, uid: str) -> None:
+        try:
+            while uid in self._listeners:
+                self._dirty.discard(uid)
+                try:
+                    snapshot = Snapshot(await self._read(uid))
+                except RedisError as exc:
+                    log.warning("snapshot read for %s failed (%s); retrying", uid, exc)
+                    await asyncio.sleep(0.5)
+                    continue
+                self.metrics.snapshot_reads.inc()
+                self._known[uid] = max(self._known.get(uid, -1), snapshot.version)
+                for listener in list(self._listeners.get(uid, ())):
+                    listener.offer(snapshot)
+                if uid not in self._dirty:
+                    return
+        finally:
+            self._reading.pop(uid, None)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,88 @@
+"""The ASGI app factory: ``api.main:create_app()`` (``uvicorn --factory api.main:create_app``)."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from redis.asyncio import Redis
+
+from projector.readmodel import Layout
+
+from . import snapshots
+from .errors import install_handlers
+from .fanout import Fanout
+from .metrics import LatencyMiddleware, Metrics
+from .routes import ops, users
+from .settings import Settings
+from .stream import router as stream_router
+
+log = logging.getLogger("api")
+
+INSECURE_BANNER = (
+    "\n" + "!" * 78 + "\n"
+    "!!  INSECURE DEV MODE: every user's status is served WITHOUT authentication.   !!\n"
+    "!!  Never expose this server. Set API_KEYS and AUTH_SECRET for anything else.  !!\n" + "!" * 78
+)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; refuses (InsecureConfig) to build without credentials unless in dev mode."""
+    settings = settings or Settings.from_env()
+    settings.check_secure()
+    if settings.insecure_dev:
+        log.warning(INSECURE_BANNER)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = Redis.from_url(settings.redis_url, socket_keepalive=True)
+        # The pub/sub connection has its own client so its health checks never touch the pool.
+        pubsub_redis = Redis.from_url(
+            settings.redis_url, socket_keepalive=True, health_check_interval=10, client_name="livestatus-api-fanout"
+        )
+        layout = Layout(settings.key_prefix)
+
+        async def read(uid: str) -> dict:
+            return await snapshots.read(redis, layout, uid, settings.estimate_cap_percent)
+
+        fanout = Fanout(pubsub_redis, layout, read, metrics)
+        await fanout.start()
+        app.state.redis, app.state.layout, app.state.fanout = redis, layout, fanout
+        try:
+            yield
+        finally:
+            await fanout.close()
+            await pubsub_redis.aclose()
+            await redis.aclose()
+
+    app = FastAPI(
+        title="livestatus API",
+        version="0.1.0",
+        description=(
+            "Per-user live status: snapshots for bots, Server-Sent Events for the web panel. "
+            "Authenticate with `Authorization: Bearer <service key>` (any user) or a user token "
+            "(header, `token` query parameter or `livestatus_token` cookie; that user only)."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    install_handlers(app)
+    app.include_router(users)
+    app.include_router(stream_router)
+    app.include_router(ops)
+    if settings.cors_origins:
+        wildcard = "*" in settings.cors_origins
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_credentials=not wildcard,
+            allow_methods=["GET"],
+            allow_headers=["Authorization", "Last-Event-ID"],
+        )
+    app.add_middleware(LatencyMiddleware, metrics=metrics)
+    return app

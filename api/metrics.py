@@ -1,0 +1,74 @@
+"""Prometheus metrics of one app instance (its own registry, so tests can build many apps)."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class Metrics:
+    """The API's counters; names start with ``livestatus_api_``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.open_streams = Gauge("livestatus_api_open_streams", "SSE streams open now", registry=r)
+        self.subscribed_users = Gauge(
+            "livestatus_api_subscribed_users", "users this process is subscribed to in Redis", registry=r
+        )
+        self.events_sent = Counter("livestatus_api_events_sent_total", "snapshot events sent on streams", registry=r)
+        self.resumes = Counter(
+            "livestatus_api_stream_resumes_total",
+            "streams opened with a Last-Event-ID; caught_up=true when a newer snapshot had to be sent",
+            ["caught_up"],
+            registry=r,
+        )
+        self.dropped_states = Counter(
+            "livestatus_api_dropped_states_total",
+            "intermediate snapshots a slow client never saw because a newer one replaced them",
+            registry=r,
+        )
+        self.snapshot_reads = Counter(
+            "livestatus_api_fanout_reads_total", "snapshot reads made by the fan-out (one per user and version)", registry=r
+        )
+        self.pubsub_reconnects = Counter(
+            "livestatus_api_pubsub_reconnects_total", "times the Redis pub/sub connection failed and was re-established", registry=r
+        )
+        self.resubscribes = Counter(
+            "livestatus_api_pubsub_resubscribes_total",
+            "channel subscriptions confirmed again after a reconnect (each triggers a re-read)",
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "livestatus_api_request_seconds",
+            "time to the first response byte, by route",
+            ["method", "route", "status"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
+
+
+class LatencyMiddleware:
+    """Observe the time from request to response start (streams are measured to their first byte)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def timed_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                route = scope.get("route")
+                self.metrics.request_seconds.labels(
+                    scope["method"], getattr(route, "path", "unmatched"), str(message["status"])
+                ).observe(time.perf_counter() - started)
+            await send(message)
+
+        await self.app(scope, receive, timed_send)

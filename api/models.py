@@ -1,0 +1,75 @@
+"""Response shapes, for the OpenAPI page and for response validation."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class Balance(BaseModel):
+    usdCredit: str = Field(description="exact decimal string, e.g. '1.250000'", examples=["1.250000"])
+    points: int
+    exp: int
+
+
+class LiveTask(BaseModel):
+    generationId: str
+    idHash: str = Field(description="first 5 hex characters of sha256(generationId)")
+    status: str
+    progressPercent: float | None = Field(description="0..100; for an estimate, computed at read time and capped")
+    progressSource: Literal["reported", "status", "estimate"] | None
+    toolId: str | None
+    toolDisplayName: str | None
+    costUsd: str | None = Field(description="exact decimal string")
+    startedAt: str | None
+    updatedAt: str | None
+    sourcePlatform: str | None
+    expectedDurationMs: int | None = Field(default=None, description="the tool's typical duration, when known")
+
+
+class Snapshot(BaseModel):
+    """One user's status: what every stream event carries too."""
+
+    masterAccountId: str
+    version: int = Field(description="increases with every visible change; 0 when nothing is known")
+    updatedAt: str | None
+    balance: Balance
+    liveTasks: list[LiveTask]
+
+
+class ReportTask(BaseModel):
+    idHash: str
+    status: str
+    costUsd: float | None
+    progress: float | None
+    sourcePlatform: str | None
+    updatedAt: str | None
+    startedAt: str | None
+    toolId: str | None
+
+
+class StatusReport(BaseModel):
+    """The shape the bots consume today."""
+
+    points: int
+    exp: int
+    walletAddress: None = None
+    liveTasks: list[ReportTask]
+
+
+class StatusText(BaseModel):
+    masterAccountId: str
+    version: int
+    platform: Literal["telegram", "discord"]
+    parseMode: str | None = Field(description="Telegram's parse_mode to send the text with; null for Discord")
+    text: str
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Ready(BaseModel):
+    status: str
+    projectorHeartbeatAgeMs: int

@@ -1,0 +1,102 @@
+"""API settings from the environment, validated once when the app is built (never at import)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+MIN_SECRET_BYTES = 32  # HS256 wants a key at least as long as its hash
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message says which and why."""
+
+
+class InsecureConfig(SettingsError):
+    """No service keys or no token secret, and the insecure dev mode was not asked for."""
+
+
+def _csv(raw: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
+
+
+def _number(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not value >= minimum or value == float("inf"):
+        raise SettingsError(f"{name} must be a finite number >= {minimum}, got {raw!r}")
+    return value
+
+
+def _flag(raw: str | None) -> bool:
+    return (raw or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the API reads from its environment (see the README's configuration table)."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "ls"
+    api_keys: tuple[str, ...] = ()
+    auth_secret: str | None = None
+    insecure_dev: bool = False
+    cors_origins: tuple[str, ...] = ()
+    heartbeat_s: float = 15.0  # SSE comment lines that keep proxies from closing idle streams
+    retry_ms: int = 2000  # the EventSource reconnect delay the server asks for
+    send_timeout_s: float = 60.0  # a client that accepts nothing for this long is dropped
+    shutdown_grace_s: float = 1.0  # streams get this long to say goodbye on SIGTERM
+    ready_max_heartbeat_age_s: float = 10.0  # /readyz: the projector's heartbeat must be this fresh
+    estimate_cap_percent: float = 95.0  # an estimated bar never claims to be done
+    text_task_limit: int = 5  # /status/text lists this many tasks, then "…and N more"
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+        env = os.environ if env is None else env
+        port_raw = env.get("API_PORT", str(cls.port))
+        if not port_raw.isdigit() or not 0 < int(port_raw) < 65536:
+            raise SettingsError(f"API_PORT must be a port number, got {port_raw!r}")
+        values: dict[str, object] = dict(
+            redis_url=env.get("REDIS_URL", cls.redis_url),
+            key_prefix=env.get("KEY_PREFIX", cls.key_prefix) or cls.key_prefix,
+            api_keys=_csv(env.get("API_KEYS")),
+            auth_secret=env.get("AUTH_SECRET") or None,
+            insecure_dev=_flag(env.get("API_INSECURE_DEV")),
+            cors_origins=_csv(env.get("CORS_ORIGINS")),
+            heartbeat_s=_number(env, "SSE_HEARTBEAT_S", cls.heartbeat_s, 0.05),
+            retry_ms=int(_number(env, "SSE_RETRY_MS", cls.retry_ms, 0)),
+            send_timeout_s=_number(env, "SSE_SEND_TIMEOUT_S", cls.send_timeout_s, 0.1),
+            shutdown_grace_s=_number(env, "SSE_SHUTDOWN_GRACE_S", cls.shutdown_grace_s, 0),
+            ready_max_heartbeat_age_s=_number(env, "READY_MAX_HEARTBEAT_AGE_S", cls.ready_max_heartbeat_age_s, 0.1),
+            estimate_cap_percent=_number(env, "ESTIMATE_CAP_PERCENT", cls.estimate_cap_percent, 0),
+            text_task_limit=int(_number(env, "TEXT_TASK_LIMIT", cls.text_task_limit, 1)),
+            host=env.get("API_HOST", cls.host),
+            port=int(port_raw),
+        )
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+    def __post_init__(self) -> None:
+        if self.auth_secret is not None and len(self.auth_secret.encode()) < MIN_SECRET_BYTES:
+            raise SettingsError(f"AUTH_SECRET must be at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`)")
+        if self.estimate_cap_percent > 100:
+            raise SettingsError("ESTIMATE_CAP_PERCENT must be at most 100")
+
+    def check_secure(self) -> None:
+        """Refuse to serve without both kinds of credentials unless insecure dev mode is on."""
+        if self.insecure_dev:
+            return
+        missing = [name for name, value in (("API_KEYS", self.api_keys), ("AUTH_SECRET", self.auth_secret)) if not value]
+        if missing:
+            raise InsecureConfig(
+                f"refusing to start: {' and '.join(missing)} not set. Set them, or pass --insecure-dev "
+                "(API_INSECURE_DEV=1) to serve every user's status without authentication on a dev machine."
+            )
