@@ -1,0 +1,56 @@
+"""The README's first command works: the demo starts every piece, shows live data, stops cleanly."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port):
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.timeout(180)
+def test_demo_runs_the_pipeline_and_stops_cleanly_on_sigint():
+    api_port, mongo_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "demo", "--api-port", str(api_port), "--mongo-port", str(mongo_port), "--speed", "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    lines = []
+    try:
+        deadline = time.monotonic() + 120
+        summaries = 0
+        while time.monotonic() < deadline and summaries < 4:
+            line = process.stdout.readline()
+            assert line, "demo exited early:\n" + "".join(lines)
+            lines.append(line)
+            summaries += " live tasks " in line
+        output = "".join(lines)
+        assert summaries == 4, output
+        panel = re.search(r"web panel\s+(\S+)", output).group(1)
+        assert urllib.request.urlopen(panel, timeout=5).status == 200
+        key = re.search(r"Authorization: Bearer (\S+)' (\S+/status)\n", output)
+        request = urllib.request.Request(key.group(2), headers={"Authorization": f"Bearer {key.group(1)}"})
+        snapshot = urllib.request.urlopen(request, timeout=5).read().decode()
+        assert '"masterAccountId":"demo-alice"' in snapshot.replace(" ", "")
+        assert re.search(r"tasks started [1-9]", output), output
+    finally:
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, rest
+    assert "stopped" in rest
+    assert not port_open(api_port) and not port_open(mongo_port)
