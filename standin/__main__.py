@@ -15,7 +15,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=27017, help="port to listen on, 0 for any free port (default 27017)")
     parser.add_argument("--replica-set", default="rs0", help="replica set name to advertise (default rs0)")
-    parser.add_argument("--oplog-limit", type=int, default=None, help="keep at most this many change events")
+    parser.add_argument(
+        "--oplog-limit", type=int, default=1_000_000, help="keep at most this many change events (default 1000000)"
+    )
     args = parser.parse_args(argv)
 
     done = threading.Event()

@@ -119,6 +119,16 @@ def id_key(value: Any) -> Any:
 
 def resolve(doc: Any, parts: list[str]) -> list:
     """Every value a dotted path reaches, descending into arrays like MongoDB does."""
+    node = doc
+    for part in parts:  # fast path: plain sub-documents all the way down
+        if isinstance(node, Mapping):
+            if part not in node:
+                return []
+            node = node[part]
+        else:
+            break
+    else:
+        return [node]
     out: list = []
     _resolve(doc, parts, 0, out)
     return out
@@ -208,11 +218,28 @@ def _compile_condition(cond: Any) -> ValuesTest:
 
 
 def _eq_test(target: Any) -> ValuesTest:
+    if type(target) is str:
+        return _in_strings_test(frozenset([target]))
     if target is None:
         return lambda values: not values or any(v is None for v in _expanded(values))
     if isinstance(target, (Regex, re.Pattern)):
         return _regex_test(target)
     return lambda values: any(values_equal(v, target) for v in _expanded(values))
+
+
+def _in_strings_test(targets: frozenset) -> ValuesTest:
+    """Equality with one of some strings: a set lookup (strings equal only strings)."""
+
+    def test(values: list) -> bool:
+        for v in values:
+            if type(v) is str:
+                if v in targets:
+                    return True
+            elif isinstance(v, list) and any(type(e) is str and e in targets for e in v):
+                return True
+        return False
+
+    return test
 
 
 def _regex_test(pattern: Any, options: str = "") -> ValuesTest:
@@ -244,6 +271,9 @@ def _compile_operator(op: str, arg: Any, cond: Mapping) -> ValuesTest:
     if op in ("$in", "$nin"):
         if not isinstance(arg, list):
             raise CommandError(2, f"{op} needs an array")
+        if all(type(target) is str for target in arg):
+            member = _in_strings_test(frozenset(arg))
+            return member if op == "$in" else lambda values: not member(values)
         tests = [_eq_test(target) for target in arg]
         if op == "$in":
             return lambda values: any(test(values) for test in tests)

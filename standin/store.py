@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from bson import ObjectId
+
 from .errors import RESUMABLE, CommandError, DuplicateKey, history_lost
 from .query import compile_filter, id_key, sort_documents
 from .update import apply_operators, apply_replacement, ensure_id, is_operator_update, same_value, seed_from_filter
@@ -248,10 +250,13 @@ class Store:
         return result
 
     def _matching(self, db: str, coll: str, filter_doc: Mapping | None, multi: bool) -> list[dict]:
-        predicate = compile_filter(filter_doc)
         docs = self._dbs.get(db, {}).get(coll)
         if not docs:
             return []
+        if filter_doc and len(filter_doc) == 1 and _is_plain_id(filter_doc.get("_id", [])):
+            doc = docs.get(id_key(filter_doc["_id"]))  # the common update/delete by _id
+            return [doc] if doc is not None else []
+        predicate = compile_filter(filter_doc)
         found = []
         for doc in self._candidates(docs, filter_doc):
             if predicate(doc):
@@ -374,6 +379,10 @@ class Store:
                 return False
             self._collection(db, coll)
             return True
+
+
+def _is_plain_id(value: Any) -> bool:
+    return isinstance(value, (str, int, ObjectId)) and not isinstance(value, bool)
 
 
 def snapshot(docs: Iterable[dict]) -> list[dict]:
