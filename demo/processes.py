@@ -19,7 +19,7 @@ from projector.readmodel import Layout, read_snapshot
 
 from .simulator import DEMO_USERS, Simulator
 
-LOCAL_REDIS = "redis://127.0.0.1:6379/0"
+LOCAL_REDIS = os.environ.get("DEMO_LOCAL_REDIS", "redis://127.0.0.1:6379/0")  # probed first
 LOG_DIR = Path("demo-logs")
 DB = "app"
 PREFIX = "lsdemo"  # the demo's own keys, cleared at start; never the production prefix

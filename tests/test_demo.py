@@ -24,11 +24,15 @@ def port_open(port):
 
 
 @pytest.mark.timeout(180)
-def test_demo_runs_the_pipeline_and_stops_cleanly_on_sigint():
+@pytest.mark.parametrize(("redis_probe", "says"), [
+    ("redis://127.0.0.1:6379/0", "Redis: using the one at redis://127.0.0.1:6379/0"),
+    ("redis://127.0.0.1:1/0", "started an embedded one (fakeredis)"),
+], ids=["local-redis", "embedded-redis"])
+def test_demo_runs_the_pipeline_and_stops_cleanly_on_sigint(redis_probe, says):
     api_port, mongo_port = free_port(), free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "demo", "--api-port", str(api_port), "--mongo-port", str(mongo_port), "--speed", "4"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", "DEMO_LOCAL_REDIS": redis_probe},
     )
     lines = []
     try:
@@ -41,6 +45,7 @@ def test_demo_runs_the_pipeline_and_stops_cleanly_on_sigint():
             summaries += " live tasks " in line
         output = "".join(lines)
         assert summaries == 4, output
+        assert says in output
         panel = re.search(r"web panel\s+(\S+)", output).group(1)
         assert urllib.request.urlopen(panel, timeout=5).status == 200
         key = re.search(r"Authorization: Bearer (\S+)' (\S+/status)\n", output)
