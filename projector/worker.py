@@ -76,6 +76,7 @@ class Worker:
         self.stream: Stream | None = None
         self.saved: Checkpoint | None = None
         self.backoff_s = 0.0
+        self.caught_up = False  # the last read found nothing new
         self._stop = threading.Event()
         self._due = {"renew": 0.0, "periodic": 0.0}
         self._closed = False
@@ -218,8 +219,10 @@ class Worker:
     def _tail_once(self) -> None:
         assert self.stream is not None
         events, caught_up = self.stream.poll(self.settings.batch_size, self.max_wait_s)
+        self.caught_up = caught_up and not events
         changes: list[Change] = []
         rejected: list[Rejected] = []
+        learned: dict[str, int] = {}
         resync_reason = None
         last_time = None
         for event in events:
@@ -235,7 +238,8 @@ class Worker:
                 rejected.append(change)
             else:
                 changes.append(change)
-        self._apply(changes, rejected, len(events))
+                learned.update(self.durations.learn([change]))  # a later live task in this batch benefits
+        self._apply(changes, rejected, len(events), learned)
         if resync_reason:
             self.resync(resync_reason)
             return
@@ -252,8 +256,8 @@ class Worker:
         if events or idle_due:
             self._checkpoint(token, position, now_ms)
 
-    def _apply(self, changes: list[Change], rejected: list[Rejected], events: int) -> None:
-        if not (changes or rejected):
+    def _apply(self, changes: list[Change], rejected: list[Rejected], events: int, learned: dict[str, int]) -> None:
+        if not (changes or rejected or learned):
             self.stats.events_total += events
             return
         if not self.lease.held():
@@ -261,7 +265,7 @@ class Worker:
         now_iso = self._now_iso()
         if changes:
             self.model.apply(changes, now_iso)
-            Durations.save(self.redis, self.layout, self.durations.learn(changes))
+        Durations.save(self.redis, self.layout, learned)
         if rejected:
             self.stats.dead_letters += self.dead_letters.add(rejected, self.source.collections, now_iso)
             for item in rejected[:3]:
@@ -344,8 +348,7 @@ class Worker:
         self, changes: list[Change], rejected: list[Rejected], learned: dict[str, int], count: int, bar: tqdm
     ) -> None:
         self._keep_lease()
-        self._apply(changes, rejected, 0)
-        Durations.save(self.redis, self.layout, learned)
+        self._apply(changes, rejected, 0, learned)
         bar.update(count)
         self._periodic(sweep=False)
 

@@ -1,0 +1,76 @@
+"""Shared pieces of the capture tests: a stand-in, workers on it, and the expected projection."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from projector.normalize import Balance, Rules, Task, normalize_balance, normalize_task
+from projector.readmodel import Layout, ReadModel, read_snapshot
+
+DB = "app"
+TASKS = "generationOutputs"
+ECONOMY = "userEconomy"
+
+
+def task_doc(gid: str, owner: str = "u1", status: str = "processing", **fields: Any) -> dict:
+    doc = {"_id": gid, "masterAccountId": owner, "status": status, "toolId": "flux",
+           "requestTimestamp": "2026-11-25T09:00:00Z"}
+    doc.update(fields)
+    return doc
+
+
+def economy_doc(doc_id: str, owner: str, credit: str = "1.5", exp: int = 3) -> dict:
+    return {"_id": doc_id, "masterAccountId": owner, "usdCredit": credit, "exp": exp}
+
+
+def drive(worker: Any, until: Callable[[], bool], timeout: float = 15.0, what: str = "the condition") -> None:
+    """Step the worker until ``until()`` holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        worker.step()
+        if until():
+            return
+    raise AssertionError(f"{what} did not happen within {timeout} s (state {worker.stats.state})")
+
+
+def settle(worker: Any, timeout: float = 15.0) -> None:
+    """Step until the worker has applied everything written so far."""
+    drive(worker, lambda: worker.stats.state == "tailing" and worker.caught_up, timeout, "catching up")
+
+
+def snapshot(redis: Any, layout: Layout, uid: str) -> dict:
+    return read_snapshot(redis, uid, int(time.time() * 1000), layout)
+
+
+def expected_state(standin: Any, rules: Rules = Rules()) -> dict[str, dict]:
+    """The projection of the stand-in's current documents: user -> {tasks, balance}."""
+    state: dict[str, dict] = {}
+    for doc in standin.documents(DB, TASKS):
+        task = normalize_task(doc, rules)
+        if isinstance(task, Task) and task.live:
+            entry = state.setdefault(task.owner, {"tasks": {}, "balance": ("0", 0, 0)})
+            entry["tasks"][task.generation_id] = (task.status, task.progress_percent)
+    for doc in standin.documents(DB, ECONOMY):
+        balance = normalize_balance(doc, rules)
+        if isinstance(balance, Balance):
+            entry = state.setdefault(balance.owner, {"tasks": {}, "balance": ("0", 0, 0)})
+            entry["balance"] = (balance.usd_credit, balance.points, balance.exp)
+    return state
+
+
+def actual_state(redis: Any, layout: Layout) -> dict[str, dict]:
+    """The read model in the same shape; users with nothing to show are left out."""
+    state: dict[str, dict] = {}
+    for uid in ReadModel(redis, layout).known_users():
+        snap = snapshot(redis, layout, uid)
+        tasks = {t["generationId"]: (t["status"], t["progressPercent"]) for t in snap["liveTasks"]}
+        balance = snap["balance"]
+        entry = {"tasks": tasks, "balance": (balance["usdCredit"], balance["points"], balance["exp"])}
+        if tasks or entry["balance"] != ("0", 0, 0):
+            state[uid] = entry
+    return state
+
+
+def without_empty(state: dict[str, dict]) -> dict[str, dict]:
+    return {uid: entry for uid, entry in state.items() if entry["tasks"] or entry["balance"] != ("0", 0, 0)}

@@ -1,0 +1,49 @@
+"""Learned durations: successful completions teach each tool's typical duration."""
+
+from projector.changes import task_change
+from projector.durations import Durations, observed_duration
+from projector.normalize import Rules
+
+RULES = Rules()
+
+
+def done(gid, tool="flux", status="completed", start="2026-11-25T09:00:00Z", end="2026-11-25T09:00:30Z"):
+    doc = {"_id": gid, "masterAccountId": "u1", "status": status, "toolId": tool,
+           "requestTimestamp": start, "responseTimestamp": end}
+    return task_change(doc, gid, "0000000001.0000000000", 0, RULES)
+
+
+def test_completed_task_contributes_end_minus_start():
+    assert observed_duration(done("g1")) == ("flux", 30_000)
+
+
+def test_failed_or_live_tasks_teach_nothing():
+    assert observed_duration(done("g1", status="failed")) is None
+    assert observed_duration(done("g1", status="processing")) is None
+
+
+def test_nonsense_durations_are_ignored():
+    assert observed_duration(done("g1", end="2026-11-25T08:59:00Z")) is None  # ends before it started
+    assert observed_duration(done("g1", end="2026-11-28T09:00:00Z")) is None  # more than a day
+
+
+def test_average_moves_toward_new_observations():
+    durations = Durations()
+    durations.learn([done("g1")])
+    assert durations("flux") == 30_000
+    durations.learn([done("g2", end="2026-11-25T09:01:00Z")])  # 60 s
+    assert durations("flux") == 36_000
+    assert durations("sdxl") is None and durations(None) is None
+
+
+def test_durations_persist_in_redis_for_the_next_leader(any_redis, layout):
+    durations = Durations()
+    Durations.save(any_redis, layout, durations.learn([done("g1")]))
+    assert Durations.load(any_redis, layout)("flux") == 30_000
+
+
+def test_live_task_of_a_known_tool_gets_an_expected_duration():
+    durations = Durations({"flux": 30_000})
+    doc = {"_id": "g9", "masterAccountId": "u1", "status": "processing", "toolId": "flux",
+           "requestTimestamp": "2026-11-25T09:00:00Z"}
+    assert task_change(doc, "g9", "0000000001.0000000000", 0, RULES, durations).expected_duration_ms == 30_000

@@ -1,0 +1,313 @@
+"""The capture worker in-process, through real pymongo and the wire-level MongoDB stand-in."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from pymongo import MongoClient
+
+from projector.checkpoint import CheckpointStore
+from projector.deadletters import DeadLetters
+from projector.health import read as read_health
+from projector.normalize import Rules
+from projector.settings import Settings
+from projector.worker import Worker
+from standin import StandIn
+
+from .capture_helpers import (
+    DB, ECONOMY, TASKS, actual_state, drive, economy_doc, expected_state, settle, snapshot, task_doc,
+    without_empty,
+)
+
+
+@pytest.fixture
+def standin():
+    with StandIn() as server:
+        yield server
+
+
+@pytest.fixture
+def make_worker(standin, real_redis, prefix):
+    made = []
+
+    def make(batch_size=1000, rules=None, holder=None, **kwargs):
+        settings = Settings(mongo_url=standin.url, key_prefix=prefix, batch_size=batch_size,
+                            rules=rules or Rules())
+        mongo = MongoClient(standin.url, serverSelectionTimeoutMS=3000)
+        worker = Worker(settings, real_redis, mongo, holder=holder, progress=False, **kwargs)
+        made.append((worker, mongo))
+        return worker
+
+    yield make
+    for worker, mongo in made:
+        worker.close()
+        mongo.close()
+
+
+def seed(standin, tasks=3, users=("u1", "u2")):
+    for i, uid in enumerate(users):
+        standin.insert(DB, ECONOMY, economy_doc(f"e{i}", uid, credit=f"{i + 1}.25", exp=i))
+        for n in range(tasks):
+            standin.insert(DB, TASKS, task_doc(f"{uid}-g{n}", uid, progress=0.1 * n))
+
+
+def converged(standin, real_redis, layout):
+    return actual_state(real_redis, layout) == without_empty(expected_state(standin))
+
+
+def test_initial_sync_builds_the_read_model_then_tailing_applies_new_writes(standin, make_worker, real_redis, layout):
+    seed(standin)
+    standin.insert(DB, TASKS, task_doc("done", "u1", status="completed"))
+    worker = make_worker()
+    settle(worker)
+    assert worker.stats.resyncs == 1
+    assert converged(standin, real_redis, layout)
+    assert len(snapshot(real_redis, layout, "u1")["liveTasks"]) == 3
+
+    standin.insert(DB, TASKS, task_doc("new", "u2", status="queued"))
+    standin.update(DB, TASKS, "u1-g0", set={"status": "completed"})
+    standin.update(DB, ECONOMY, "e0", set={"usdCredit": "9.5"})
+    settle(worker)
+    assert converged(standin, real_redis, layout)
+    assert snapshot(real_redis, layout, "u1")["balance"]["usdCredit"] == "9.5"
+    assert worker.stats.resyncs == 1
+
+
+def test_writes_during_the_scan_are_not_lost(standin, make_worker, real_redis, layout):
+    seed(standin, tasks=5)
+    worker = make_worker(batch_size=2)
+    scan = worker.source.scan
+
+    def scan_with_writes(kind):
+        for i, doc in enumerate(scan(kind)):
+            if kind == "tasks" and i == 1:
+                standin.insert(DB, TASKS, task_doc("born-during-scan", "u1"))
+                standin.update(DB, TASKS, "u2-g4", set={"progress": 0.99})  # not scanned yet
+                standin.delete(DB, TASKS, "u2-g3")  # not scanned yet: never seen by the scan
+                standin.update(DB, TASKS, "u1-g0", set={"status": "failed"})  # already scanned
+                standin.update(DB, ECONOMY, "e1", set={"exp": 77})
+            yield doc
+
+    worker.source.scan = scan_with_writes
+    settle(worker)
+    assert converged(standin, real_redis, layout)
+    tasks = {t["generationId"]: t for t in snapshot(real_redis, layout, "u2")["liveTasks"]}
+    assert tasks["u2-g4"]["progressPercent"] == 99.0 and "u2-g3" not in tasks
+    assert "born-during-scan" in {t["generationId"] for t in snapshot(real_redis, layout, "u1")["liveTasks"]}
+
+
+def test_restart_resumes_from_the_checkpoint_without_rescanning(standin, make_worker, real_redis, layout):
+    seed(standin)
+    first = make_worker()
+    settle(first)
+    standin.insert(DB, TASKS, task_doc("before-restart", "u1"))
+    settle(first)
+    first.close()
+    saved = CheckpointStore(real_redis, layout).load()
+    standin.insert(DB, TASKS, task_doc("while-down", "u1"))
+    finds = standin.command_count("find")
+
+    second = make_worker()
+    settle(second)
+    assert second.stats.resyncs == 0
+    assert standin.command_count("find") == finds  # no scan
+    assert standin.change_stream_opens[-1].resume_after == saved.token
+    assert second.stats.events_total == 1  # only what happened while it was down
+    assert converged(standin, real_redis, layout)
+
+
+def test_quiet_period_still_advances_the_checkpoint(standin, make_worker, real_redis, layout):
+    seed(standin, tasks=1)
+    worker = make_worker()
+    settle(worker)
+    first = CheckpointStore(real_redis, layout).load()
+    drive(worker, lambda: CheckpointStore(real_redis, layout).load().position > first.position, timeout=5,
+          what="the checkpoint advancing with no events")
+    assert worker.stats.events_total == 0
+
+
+def test_lost_history_resyncs_automatically_and_readers_never_see_an_empty_snapshot(
+    standin, make_worker, real_redis, layout
+):
+    seed(standin, tasks=300, users=("u1", "u2", "u3"))
+    worker = make_worker(batch_size=50)
+    settle(worker)
+    standin.update(DB, TASKS, "u1-g1", set={"status": "completed"})
+    standin.delete(DB, TASKS, "u1-g2")
+    standin.insert(DB, TASKS, task_doc("after-loss", "u1"))
+    standin.truncate_history()  # the events above are no longer in the oplog
+
+    seen_empty, stop = [], threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            if not snapshot(real_redis, layout, "u1")["liveTasks"]:
+                seen_empty.append(time.monotonic())
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        drive(worker, lambda: worker.stats.resyncs == 2 and worker.caught_up, what="a resync after lost history")
+    finally:
+        stop.set()
+        thread.join()
+    assert seen_empty == []
+    assert converged(standin, real_redis, layout)
+    live = {t["generationId"] for t in snapshot(real_redis, layout, "u1")["liveTasks"]}
+    assert "after-loss" in live and "u1-g1" not in live and "u1-g2" not in live
+    worker.step()
+    worker._report()
+    assert read_health(real_redis, layout)["resyncs"] == "2"
+
+
+def test_resume_from_a_checkpoint_whose_history_is_gone_resyncs(standin, make_worker, real_redis, layout):
+    seed(standin)
+    first = make_worker()
+    settle(first)
+    first.close()
+    standin.delete(DB, TASKS, "u1-g0")
+    standin.truncate_history()
+    second = make_worker()
+    settle(second)
+    assert second.stats.resyncs == 1
+    assert converged(standin, real_redis, layout)
+
+
+def test_invalid_resume_token_resyncs(standin, make_worker, real_redis, layout):
+    seed(standin)
+    first = make_worker()
+    settle(first)
+    first.close()
+    real_redis.hset(layout.checkpoint, "token", '{"_data": "not-a-token"}')
+    second = make_worker()
+    settle(second)
+    assert second.stats.resyncs == 1
+    assert converged(standin, real_redis, layout)
+
+
+def test_invalidate_event_triggers_a_resync(standin, make_worker, real_redis, layout):
+    seed(standin)
+    worker = make_worker()
+    settle(worker)
+    standin.insert(DB, TASKS, task_doc("before-invalidate", "u2"))
+    standin.invalidate(DB)
+    drive(worker, lambda: worker.stats.resyncs == 2 and worker.caught_up, what="a resync after invalidate")
+    standin.insert(DB, TASKS, task_doc("after-invalidate", "u2"))
+    settle(worker)
+    assert converged(standin, real_redis, layout)
+
+
+def test_dropped_connections_and_resumable_errors_lose_nothing(standin, make_worker, real_redis, layout):
+    seed(standin)
+    worker = make_worker(batch_size=3)
+    settle(worker)
+    for round_ in range(4):
+        for n in range(5):
+            standin.update(DB, TASKS, f"u1-g{n % 3}", set={"progress": round(0.1 + 0.2 * round_ + 0.01 * n, 2)})
+            standin.insert(DB, TASKS, task_doc(f"r{round_}-{n}", "u2"))
+        if round_ == 0:
+            standin.hangup_next("getMore")
+        elif round_ == 1:
+            standin.fail_next("getMore", 91)  # ShutdownInProgress: resumable
+        elif round_ == 2:
+            standin.fail_next("getMore", 43)  # CursorNotFound
+        else:
+            standin.hangup_next("getMore", times=3)  # more than pymongo's one automatic resume
+        settle(worker)
+    assert standin.pending_faults() == 0
+    assert worker.stats.resyncs == 1
+    assert converged(standin, real_redis, layout)
+
+
+def test_update_whose_lookup_finds_nothing_removes_the_task(standin, make_worker, real_redis, layout):
+    seed(standin, tasks=2, users=("u1",))
+    worker = make_worker(batch_size=1)
+    settle(worker)
+    standin.update(DB, TASKS, "u1-g0", set={"progress": 0.5})
+    standin.delete(DB, TASKS, "u1-g0")
+    worker.step()  # applies the update alone: its lookup finds the document gone
+    assert worker.stats.events_total == 1
+    assert "u1-g0" not in {t["generationId"] for t in snapshot(real_redis, layout, "u1")["liveTasks"]}
+    settle(worker)
+    assert converged(standin, real_redis, layout)
+
+
+def test_bad_documents_are_dead_lettered_and_the_worker_goes_on(standin, make_worker, real_redis, layout):
+    seed(standin, tasks=1, users=("u1",))
+    standin.insert(DB, TASKS, {"_id": "bad-at-scan", "status": "processing"})  # no owner
+    worker = make_worker()
+    settle(worker)
+    standin.insert(DB, TASKS, task_doc("bad-live", "u1", status=42))
+    standin.update(DB, ECONOMY, "e0", set={"usdCredit": "lots"})
+    standin.insert(DB, TASKS, task_doc("good-after", "u1"))
+    settle(worker)
+    letters = DeadLetters(real_redis, layout).recent()
+    assert {(e["collection"], e["id"]) for e in letters} == {
+        (TASKS, "bad-at-scan"), (TASKS, "bad-live"), (ECONOMY, "e0")}
+    assert worker.stats.dead_letters == 3
+    assert any("lots" in e["document"] and "usdCredit" in e["reason"] for e in letters)
+    assert "good-after" in {t["generationId"] for t in snapshot(real_redis, layout, "u1")["liveTasks"]}
+
+
+def test_stale_task_disappears_without_new_events_with_a_version_bump(standin, make_worker, real_redis, layout):
+    now_iso = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    standin.insert(DB, TASKS, task_doc("stale-soon", "u1", requestTimestamp=now_iso))
+    worker = make_worker(rules=Rules(stale_after_ms=1500))
+    settle(worker)
+    pubsub = real_redis.pubsub()
+    pubsub.subscribe(worker.layout.channel("u1"))
+    before = snapshot(real_redis, layout, "u1")["version"]
+    assert real_redis.hlen(layout.tasks("u1")) == 1
+    drive(worker, lambda: real_redis.hlen(layout.tasks("u1")) == 0, timeout=6, what="the stale sweep")
+    assert snapshot(real_redis, layout, "u1")["version"] == before + 1
+    messages = [m for m in iter(lambda: pubsub.get_message(timeout=0.5), None) if m["type"] == "message"]
+    assert [int(m["data"]) for m in messages] == [before + 1]
+    pubsub.close()
+
+
+def test_learned_duration_gives_live_tasks_an_estimate(standin, make_worker, real_redis, layout):
+    worker = make_worker()
+    settle(worker)
+    standin.insert(DB, TASKS, task_doc("t1", "u1", status="completed", toolId="flux",
+                                       requestTimestamp="2026-11-25T09:00:00Z",
+                                       responseTimestamp="2026-11-25T09:00:40Z"))
+    standin.insert(DB, TASKS, task_doc("t2", "u1", status="processing", toolId="flux"))
+    standin.insert(DB, TASKS, task_doc("t3", "u1", status="processing", toolId="flux", progress=0.3))
+    settle(worker)
+    tasks = {t["generationId"]: t for t in snapshot(real_redis, layout, "u1")["liveTasks"]}
+    assert tasks["t2"]["expectedDurationMs"] == 40_000 and tasks["t2"]["progressSource"] == "estimate"
+    assert tasks["t3"]["progressSource"] == "reported" and tasks["t3"]["progressPercent"] == 30.0
+    assert real_redis.hget(layout.durations, "flux") == b"40000"
+
+
+def test_operator_resync_request_is_honoured_by_the_leader(standin, make_worker, real_redis, layout):
+    seed(standin)
+    worker = make_worker()
+    settle(worker)
+    real_redis.set(layout.resync_request, "1")
+    drive(worker, lambda: worker.stats.resyncs == 2 and worker.caught_up, what="the requested resync")
+    assert real_redis.exists(layout.resync_request) == 0
+    assert converged(standin, real_redis, layout)
+
+
+def test_only_the_lease_holder_applies_and_a_paused_leader_cannot_write_its_checkpoint(
+    standin, make_worker, real_redis, layout
+):
+    seed(standin, tasks=1, users=("u1",))
+    a, b = make_worker(holder="a"), make_worker(holder="b")
+    settle(a)
+    assert b.step() == "standby"
+    # a is paused past its lease; b takes over and moves on.
+    a.lease._valid_until = 0.0
+    real_redis.delete(layout.leader)
+    standin.update(DB, TASKS, "u1-g0", set={"progress": 0.9})
+    settle(b)
+    b_fence = CheckpointStore(real_redis, layout).load().fence
+    assert b_fence == b.lease.token > 1
+    # a wakes up: it must notice, not apply, and its checkpoint write is fenced off.
+    assert a.checkpoints.save({"_data": "old"}, "0000000001.0000000000", 1, 0) is False
+    assert a.step() == "standby"
+    assert CheckpointStore(real_redis, layout).load().fence == b_fence
+    assert snapshot(real_redis, layout, "u1")["liveTasks"][0]["progressPercent"] == 90.0
