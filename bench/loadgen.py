@@ -113,10 +113,39 @@ async def _stream(cfg: dict[str, Any], uid: str, local_ip: str | None, stats: Ss
             writer.close()
 
 
+async def _pubsub(cfg: dict[str, Any], records: list[tuple[str, int, int]], stop: asyncio.Event,
+                  subscribed: asyncio.Event) -> None:
+    """The baseline listener: the read model's channels straight from Redis, no API in between."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(cfg["url"])
+    pubsub = client.pubsub()
+    await pubsub.psubscribe(cfg["pattern"])
+    start, end = len(cfg["prefix"]) + 2, -len("}:changes")
+    try:
+        while not stop.is_set():
+            message = await pubsub.get_message(ignore_subscribe_messages=False, timeout=0.2)
+            if message is None:
+                continue
+            if message["type"] == "psubscribe":
+                subscribed.set()
+            elif message["type"] == "pmessage":
+                records.append((message["channel"].decode()[start:end], int(message["data"]), time.monotonic_ns()))
+    finally:
+        await pubsub.aclose()
+        await client.aclose()
+
+
 async def run_sse(cfg: dict[str, Any]) -> None:
     stats = SseStats()
     stop = asyncio.Event()
-    gate = asyncio.Semaphore(cfg.get("connect_concurrency", 256))
+    pubsub_records: list[tuple[str, int, int]] = []
+    pubsub_task = None
+    if cfg.get("pubsub"):
+        subscribed = asyncio.Event()
+        pubsub_task = asyncio.create_task(_pubsub(cfg["pubsub"], pubsub_records, stop, subscribed))
+        await asyncio.wait_for(subscribed.wait(), 30)
+    gate = asyncio.Semaphore(cfg.get("connect_concurrency", 50))
     ips = cfg.get("local_ips") or [None]
     record = bool(cfg.get("records"))
     tasks = [asyncio.create_task(_stream(cfg, uid, ips[i % len(ips)], stats, gate, stop, record))
@@ -132,6 +161,10 @@ async def run_sse(cfg: dict[str, Any]) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    if pubsub_task is not None:
+        await pubsub_task
+        with open(cfg["pubsub"]["records"], "w") as out:
+            json.dump(pubsub_records, out)
     if record:
         with open(cfg["records"], "w") as out:
             json.dump(stats.records, out)

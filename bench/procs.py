@@ -23,6 +23,9 @@ from .common import REDIS_URL, rss_kb
 HOST = "127.0.0.1"
 SERVICE_KEY = "bench-service-key"
 LOGS = Path(__file__).parent / "results" / "logs"
+# Where the servers' code is imported from: this checkout, or (for before/after experiments) a
+# patched copy of it named by BENCH_APP_ROOT.
+APP_ROOT = Path(os.environ.get("BENCH_APP_ROOT") or Path(__file__).parent.parent)
 
 
 def free_port() -> int:
@@ -64,8 +67,7 @@ class Server:
         else:
             command = [sys.executable, "-m", "bench.bare", "--host", HOST, "--port", str(self.port)]
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     cwd=Path(__file__).parent.parent)
+        self.proc = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=APP_ROOT)
         self._wait_ready()
 
     @property
