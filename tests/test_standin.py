@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -266,13 +267,14 @@ def test_resumable_getmore_error_is_resumed_by_pymongo_without_losing_events(mon
 def test_dropped_connection_is_resumed_by_pymongo_without_losing_events(mongo, db):
     with watch(db) as stream:
         mongo.insert(DB, "userEconomy", {"_id": 1})
-        next_change(stream)
+        token = next_change(stream)["_id"]
         mongo.hangup_next("getMore")
         mongo.insert(DB, "userEconomy", {"_id": 2})
         changes = drain(stream)
     assert mongo.pending_faults() == 0
     assert [c["documentKey"]["_id"] for c in changes] == [2]
     assert len(mongo.change_stream_opens) == 2
+    assert mongo.change_stream_opens[-1].resume_after == token
 
 
 def test_retryable_write_error_is_retried_by_pymongo(mongo, db):
@@ -310,7 +312,9 @@ def test_a_waiting_getmore_does_not_block_another_clients_writes(mongo, client):
     try:
         with client[DB].watch(MATCH, max_await_time_ms=60_000) as stream:
             waiting = threading.Thread(target=stream.try_next)
-            waiting.start()  # its getMore now waits up to 60 s for an event
+            waiting.start()
+            while mongo.command_count("getMore") == 0:
+                time.sleep(0.01)  # its getMore now waits up to 60 s for an event
             writer[DB].unwatched.insert_one({"_id": 1})
             assert writer[DB].unwatched.count_documents({}) == 1
             writer[DB].userEconomy.insert_one({"_id": 2})  # wakes the getMore
@@ -329,7 +333,7 @@ def test_stop_is_quick_with_a_getmore_waiting():
         waiting = threading.Thread(target=lambda: outcome.append(_outcome(stream.try_next)))
         waiting.start()
         while stand_in.command_count("getMore") == 0:
-            threading.Event().wait(0.01)
+            time.sleep(0.01)
         stand_in.stop()
         stand_in.stop()  # idempotent
         waiting.join()
