@@ -36,12 +36,13 @@ class Row:
     target: float | None = None
     ratio_target: float | None = None
     higher_is_better: bool = True
+    baseline_unit: str | None = None  # set when the baseline is in another unit (then no ratio)
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float | None:
-        if self.value is None or not self.baseline:
+        if self.value is None or not self.baseline or self.baseline_unit is not None:
             return None
         return self.value / self.baseline
 
