@@ -1,0 +1,176 @@
+"""Resync: rebuild the read model of 100k users and 50k live tasks from the MongoDB stand-in.
+
+The stand-in runs as its own process (``python -m standin``) and real pymongo talks to it. The
+measurement is the projector's first ``Worker.step()`` on an empty read model: it finds no
+checkpoint and resyncs (scan both collections, project, sweep, checkpoint). Baseline in the same
+run: pymongo reading the same two collections with nothing done to the documents, i.e. what
+the stand-in and the driver alone cost.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from bson import Decimal128, Int64, ObjectId
+
+from .common import REDIS_URL, Row, progress, redis_client, scratch_prefix, skipped
+from .events import DB, ECONOMY, PLATFORMS, TASKS, TOOLS, Stream, _Task
+from .procs import HOST, LOGS, free_port
+
+BENCH = "resync"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    users: int
+    live_tasks: int
+
+
+FULL = Sizes(users=100_000, live_tasks=50_000)
+QUICK = Sizes(users=2_000, live_tasks=1_000)
+
+
+def available() -> str | None:
+    try:
+        import standin  # noqa: F401
+        from projector.worker import Worker  # noqa: F401
+    except Exception as exc:
+        return f"the stand-in or the worker is not importable yet ({exc.__class__.__name__}: {exc})"
+    return None
+
+
+class StandInProcess:
+    def __init__(self) -> None:
+        self.port = free_port()
+        LOGS.mkdir(parents=True, exist_ok=True)
+        self._log = open(LOGS / f"standin-{self.port}.log", "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "standin", "--host", HOST, "--port", str(self.port)],
+                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=Path(__file__).parent.parent)
+        self.url = f"mongodb://{HOST}:{self.port}/?directConnection=true"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def fill(mongo, sizes: Sizes) -> None:
+    """userEconomy for every user, and live (recently active) tasks spread over them."""
+    stream = Stream(users=sizes.users, in_flight=1)
+    db = mongo[DB]
+    now = datetime.now(timezone.utc)
+    bar = progress(total=sizes.users + sizes.live_tasks, desc="fill the stand-in", unit="doc")
+    batch = []
+    for i, uid in enumerate(stream.user_ids):
+        batch.append({"_id": ObjectId(), "masterAccountId": uid, "usdCredit": Decimal128(f"{i % 97}.{i % 1000:06d}"),
+                      "exp": Int64(i % 5000), "createdAt": now.replace(tzinfo=None), "updatedAt": now.replace(tzinfo=None)})
+        if len(batch) == 1000:
+            db[ECONOMY].insert_many(batch, ordered=False)
+            bar.update(len(batch))
+            batch = []
+    if batch:
+        db[ECONOMY].insert_many(batch, ordered=False)
+        bar.update(len(batch))
+        batch = []
+    for i in range(sizes.live_tasks):
+        task = _Task(ObjectId(), stream.user_ids[(i * 7919) % sizes.users], TOOLS[i % len(TOOLS)],
+                     PLATFORMS[i % len(PLATFORMS)], now - timedelta(seconds=30 + i % 600), steps=4, step=i % 4,
+                     status="processing" if i % 3 else "pending")
+        batch.append(stream.task_document(task, now - timedelta(seconds=i % 30)))
+        if len(batch) == 1000:
+            db[TASKS].insert_many(batch, ordered=False)
+            bar.update(len(batch))
+            batch = []
+    if batch:
+        db[TASKS].insert_many(batch, ordered=False)
+        bar.update(len(batch))
+    bar.close()
+
+
+def scan_only(mongo, total: int) -> float:
+    """Seconds for pymongo to read both collections, documents decoded and dropped."""
+    db = mongo[DB]
+    bar = progress(total=total, desc="baseline: plain scan", unit="doc")
+    started = time.perf_counter()
+    for name in (TASKS, ECONOMY):
+        for _ in db[name].find({}, batch_size=1000):
+            bar.update()
+    elapsed = time.perf_counter() - started
+    bar.close()
+    return elapsed
+
+
+def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
+    reason = available()
+    if reason:
+        return [skipped(BENCH, "resync", reason)]
+    from pymongo import MongoClient
+
+    from projector.settings import Settings
+    from projector.source import connect
+    from projector.worker import Worker
+
+    sizes = sizes or (QUICK if quick else FULL)
+    total = sizes.users + sizes.live_tasks
+    redis = redis_client()
+    standin = StandInProcess()
+    try:
+        setup = MongoClient(standin.url, serverSelectionTimeoutMS=30_000)
+        setup.admin.command("ping")
+        fill(setup, sizes)
+        baseline_s = scan_only(setup, total)
+        setup.close()
+        with scratch_prefix(redis, "rs") as prefix:
+            settings = Settings(mongo_url=standin.url, mongo_db=DB, redis_url=REDIS_URL, key_prefix=prefix)
+            mongo = connect(standin.url)
+            worker = Worker(settings, redis, mongo, progress=True)
+            started = time.perf_counter()
+            try:
+                state = worker.step()  # no checkpoint: this step is the resync
+                elapsed = time.perf_counter() - started
+            finally:
+                worker.close()
+                mongo.close()
+            users, tasks = count_model(redis, prefix)
+    finally:
+        standin.stop()
+        redis.close()
+    note = (f"{sizes.users} users' balances + {sizes.live_tasks} live tasks; state after: {state}; "
+            f"read model holds {users} users, {tasks} live tasks")
+    if users != sizes.users or tasks != sizes.live_tasks:
+        note += " (MISMATCH)"
+    return [
+        Row(BENCH, f"rebuild {sizes.users:,} users + {sizes.live_tasks:,} live tasks", elapsed, "s",
+            baseline=baseline_s, baseline_name="pymongo scan alone, s", higher_is_better=False, note=note,
+            extra={"users": users, "tasks": tasks}),
+        Row(BENCH, "resync rate", total / elapsed, "docs/s", baseline=total / baseline_s,
+            baseline_name="pymongo scan alone"),
+    ]
+
+
+def count_model(redis, prefix: str) -> tuple[int, int]:
+    """(users with a snapshot, live tasks) in the rebuilt read model."""
+    users = 0
+    tasks = 0
+    pipe = redis.pipeline(transaction=False)
+    for key in redis.scan_iter(match=f"{prefix}:{{*}}:tasks", count=5000):
+        pipe.hlen(key)
+        if len(pipe) >= 5000:
+            tasks += sum(pipe.execute())
+    tasks += sum(pipe.execute())
+    for _ in redis.scan_iter(match=f"{prefix}:{{*}}:user", count=5000):
+        users += 1
+    return users, tasks
+
+
