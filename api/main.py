@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 
 from projector.readmodel import Layout
 
@@ -39,10 +42,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = Redis.from_url(settings.redis_url, socket_keepalive=True)
-        # The pub/sub connection has its own client so its health checks never touch the pool.
+        # Fail fast: a request answers 503 within about a second rather than hanging on Redis.
+        retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2)
+        redis = Redis.from_url(
+            settings.redis_url, socket_keepalive=True, socket_connect_timeout=2, socket_timeout=5, retry=retry
+        )
+        # The pub/sub connection has its own client (and name, to find it in CLIENT LIST).
         pubsub_redis = Redis.from_url(
-            settings.redis_url, socket_keepalive=True, health_check_interval=10, client_name="livestatus-api-fanout"
+            settings.redis_url,
+            socket_keepalive=True,
+            socket_connect_timeout=2,
+            health_check_interval=10,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2),
+            client_name=f"livestatus-api-fanout-{settings.key_prefix}-{os.getpid()}",
         )
         layout = Layout(settings.key_prefix)
 

@@ -1,0 +1,207 @@
+"""Helpers for the API tests: read-model writes, a real uvicorn subprocess, an SSE line reader."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+
+from projector.normalize import Balance, Task, id_hash
+from projector.readmodel import BalanceChange, ReadModel, TaskChange
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "test-secret-" + "x" * 40
+KEY = "bot-key-0123456789"
+_seq = [0]
+
+
+def next_seq() -> str:
+    _seq[0] += 1
+    return f"{int(time.time()):010d}.{_seq[0]:010d}"
+
+
+def iso_ms(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
+
+
+def task_change(
+    owner: str,
+    generation_id: str,
+    status: str = "processing",
+    progress: float | None = 47.0,
+    source: str | None = "reported",
+    tool: str = "flux",
+    tool_name: str | None = "FLUX Schnell",
+    cost: str | None = "0.012469",
+    started_ms: int | None = None,
+    expected_ms: int | None = None,
+    live: bool = True,
+) -> TaskChange:
+    started_ms = started_ms if started_ms is not None else int(time.time() * 1000) - 5000
+    task = Task(
+        generation_id=generation_id,
+        owner=owner,
+        id_hash=id_hash(generation_id),
+        status=status,
+        live=live,
+        progress_percent=progress,
+        progress_source=source if progress is not None else None,
+        tool_id=tool,
+        tool_display_name=tool_name,
+        cost_usd=cost,
+        started_at=iso_ms(started_ms),
+        updated_at=iso_ms(started_ms),
+        source_platform="telegram",
+        last_activity_ms=started_ms,
+    )
+    return TaskChange(generation_id, next_seq(), owner, task, expected_duration_ms=expected_ms)
+
+
+def gone_change(owner: str, generation_id: str) -> TaskChange:
+    return TaskChange(generation_id, next_seq(), owner, None)
+
+
+def balance_change(owner: str, usd: str = "1.250000", points: int = 3378, exp: int = 42) -> BalanceChange:
+    return BalanceChange(f"econ-{owner}", next_seq(), owner, Balance(owner, usd, points, exp))
+
+
+def apply(readmodel: ReadModel, *changes: Any) -> dict[str, int]:
+    return readmodel.apply(list(changes), iso_ms(int(time.time() * 1000)))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """``python -m api`` in a subprocess on a loopback port."""
+
+    prefix: str
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    proc: subprocess.Popen | None = None
+    stderr: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 15) -> "Server":
+        self.port = self.port or free_port()
+        env = {
+            **os.environ,
+            "KEY_PREFIX": self.prefix,
+            "API_KEYS": KEY,
+            "AUTH_SECRET": SECRET,
+            "SSE_HEARTBEAT_S": "0.3",
+            "SSE_RETRY_MS": "200",
+            "PYTHONUNBUFFERED": "1",
+            **self.env,
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"api exited: {self.proc.stderr.read().decode()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=0.5).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError("api did not come up")
+
+    def stop(self, timeout_s: float = 10) -> float:
+        """SIGTERM, wait; returns how long the exit took."""
+        if self.proc is None or self.proc.poll() is not None:
+            return 0.0
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        finally:
+            if self.proc.stderr:
+                self.stderr = self.proc.stderr.read().decode(errors="replace")
+                self.proc.stderr.close()
+        return time.monotonic() - started
+
+    def metric(self, name: str, **labels: str) -> float:
+        text = httpx.get(self.url + "/metrics", timeout=5).text
+        wanted = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+        for line in text.splitlines():
+            if line.startswith(wanted + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+
+def auth(token: str = KEY) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@dataclass
+class Event:
+    event: str | None = None
+    id: str | None = None
+    data: str = ""
+    retry: int | None = None
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+class SSE:
+    """Reads a text/event-stream response line by line (heartbeats keep reads short)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.lines: Iterator[str] = response.iter_lines()
+        self.comments: list[str] = []
+
+    def next(self, timeout_s: float = 5.0, kinds: tuple[str, ...] = ("snapshot", "sync")) -> Event:
+        deadline = time.monotonic() + timeout_s
+        current = Event()
+        started = False
+        for line in self.lines:
+            if line == "":
+                if started and (current.event in kinds):
+                    return current
+                current, started = Event(), False
+            elif line.startswith(":"):
+                self.comments.append(line[1:].strip())
+            else:
+                name, _, value = line.partition(":")
+                value = value[1:] if value.startswith(" ") else value
+                started = True
+                if name == "data":
+                    current.data = current.data + "\n" + value if current.data else value
+                elif name == "retry":
+                    current.retry = int(value)
+                else:
+                    setattr(current, name, value)
+            if time.monotonic() > deadline:
+                break
+        raise TimeoutError(f"no {kinds} event within {timeout_s}s")
+
+    def snapshot(self, timeout_s: float = 5.0) -> Event:
+        return self.next(timeout_s, kinds=("snapshot",))

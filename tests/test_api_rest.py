@@ -1,0 +1,202 @@
+"""REST endpoints in-process (ASGI transport + lifespan) against the real Redis: shapes and errors."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from api.auth import mint_token
+from api.main import create_app
+from api.settings import Settings
+from projector.readmodel import ReadModel
+from tests.apiserver import KEY, SECRET, apply, auth, balance_change, gone_change, task_change
+from tests.conftest import REDIS_URL
+
+USER = "x402:0x1821ab"
+
+
+@pytest.fixture
+def settings(prefix: str) -> Settings:
+    return Settings(redis_url=REDIS_URL, key_prefix=prefix, api_keys=(KEY,), auth_secret=SECRET, text_task_limit=3)
+
+
+@pytest.fixture
+async def client(settings: Settings, real_redis):
+    app = create_app(settings)
+    async with LifespanManager(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
+            yield c
+
+
+@pytest.fixture
+def readmodel(real_redis, layout) -> ReadModel:
+    return ReadModel(real_redis, layout)
+
+
+async def test_status_serves_the_snapshot_with_exact_usd_and_every_task_field(client, readmodel):
+    apply(readmodel, balance_change(USER, "1.250000", 3378, 42), task_change(USER, "gen-1", progress=47.0))
+    response = await client.get(f"/users/{USER}/status", headers=auth())
+    assert response.status_code == 200
+    body = response.json()
+    assert body["masterAccountId"] == USER and body["version"] == 1
+    assert body["balance"] == {"usdCredit": "1.250000", "points": 3378, "exp": 42}
+    (task,) = body["liveTasks"]
+    assert set(task) == {
+        "generationId", "idHash", "status", "progressPercent", "progressSource", "toolId", "toolDisplayName",
+        "costUsd", "startedAt", "updatedAt", "sourcePlatform", "expectedDurationMs",
+    }
+    assert task["costUsd"] == "0.012469" and task["progressPercent"] == 47.0 and task["progressSource"] == "reported"
+
+
+async def test_unknown_well_formed_user_gets_an_empty_snapshot_at_version_zero(client):
+    body = (await client.get("/users/nobody.here_1-2:3/status", headers=auth())).json()
+    assert body["version"] == 0 and body["liveTasks"] == [] and body["balance"]["usdCredit"] == "0"
+
+
+async def test_estimated_progress_is_computed_at_read_time_from_start_and_typical_duration(client, readmodel):
+    now = int(time.time() * 1000)
+    apply(
+        readmodel,
+        task_change(USER, "half", progress=None, started_ms=now - 30_000, expected_ms=60_000),
+        task_change(USER, "overdue", progress=None, started_ms=now - 600_000, expected_ms=60_000),
+    )
+    tasks = {t["generationId"]: t for t in (await client.get(f"/users/{USER}/status", headers=auth())).json()["liveTasks"]}
+    assert tasks["half"]["progressSource"] == "estimate"
+    assert 49 <= tasks["half"]["progressPercent"] <= 53
+    assert tasks["overdue"]["progressPercent"] == 95.0  # capped below done
+
+
+async def test_status_report_keeps_the_legacy_bot_shape(client, readmodel):
+    apply(readmodel, balance_change(USER, "2.5", 6756, 7), task_change(USER, "gen-1", progress=10.0, cost="0.5"))
+    body = (await client.get(f"/users/{USER}/status-report", headers=auth())).json()
+    assert body["points"] == 6756 and body["exp"] == 7 and body["walletAddress"] is None
+    (task,) = body["liveTasks"]
+    assert set(task) == {"idHash", "status", "costUsd", "progress", "sourcePlatform", "updatedAt", "startedAt", "toolId"}
+    assert task["costUsd"] == 0.5 and task["progress"] == 10.0
+
+
+async def test_status_text_for_telegram_is_html_escaped_with_bars_and_a_more_line(client, readmodel):
+    apply(
+        readmodel,
+        balance_change(USER, "1.250000", 3378, 42),
+        *[task_change(USER, f"gen-{i}", tool_name=f"<Tool & {i}>", progress=50.0) for i in range(5)],
+    )
+    body = (await client.get(f"/users/{USER}/status/text", params={"platform": "telegram"}, headers=auth())).json()
+    assert body["parseMode"] == "HTML" and body["version"] == 1
+    text = body["text"]
+    assert "<b>Balance</b>: $1.25 · 3,378 points · 42 exp" in text
+    assert "&lt;Tool &amp; 0&gt;" in text and "<Tool" not in text
+    assert "▰▰▰▰▰▱▱▱▱▱" in text and "…and 2 more" in text
+
+
+async def test_status_text_for_discord_is_markdown_and_idle_users_get_a_friendly_line(client):
+    body = (await client.get(f"/users/{USER}/status/text", params={"platform": "discord"}, headers=auth())).json()
+    assert body["parseMode"] is None
+    assert body["text"].startswith("**Balance**") and "Nothing running right now" in body["text"]
+
+
+async def test_a_task_that_ended_is_no_longer_served(client, readmodel):
+    apply(readmodel, task_change(USER, "gen-1"))
+    apply(readmodel, gone_change(USER, "gen-1"))
+    body = (await client.get(f"/users/{USER}/status", headers=auth())).json()
+    assert body["version"] == 2 and body["liveTasks"] == []
+
+
+@pytest.mark.parametrize("bad_id", ["a b", "x" * 129, "ü", "a%0A", "semi;colon", "%00"])
+async def test_a_malformed_user_id_is_a_400_json_error(client, bad_id):
+    response = await client.get(f"/users/{bad_id}/status", headers=auth())
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_user_id"
+
+
+async def test_a_128_character_id_is_accepted(client):
+    assert (await client.get(f"/users/{'a' * 128}/status", headers=auth())).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path, status, code",
+    [("/nope", 404, "not_found"), ("/users/a/status/text?platform=myspace", 400, "invalid_request")],
+)
+async def test_unknown_routes_and_bad_parameters_answer_json_errors(client, path, status, code):
+    response = await client.get(path, headers=auth())
+    assert response.status_code == status and response.json()["error"]["code"] == code
+
+
+async def test_a_wrong_method_is_a_405_json_error(client):
+    response = await client.post(f"/users/{USER}/status", headers=auth())
+    assert response.status_code == 405 and response.json()["error"]["code"] == "method_not_allowed"
+
+
+async def test_redis_down_is_a_503_json_error(prefix):
+    settings = Settings(redis_url="redis://127.0.0.1:1/0", key_prefix=prefix, api_keys=(KEY,), auth_secret=SECRET)
+    app = create_app(settings)
+    async with LifespanManager(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
+            response = await c.get(f"/users/{USER}/status", headers=auth())
+            ready = await c.get("/readyz")
+    assert response.status_code == 503 and response.json()["error"]["code"] == "store_unavailable"
+    assert ready.status_code == 503 and ready.json()["error"]["code"] == "not_ready"
+
+
+async def test_readyz_needs_a_fresh_projector_heartbeat(client, real_redis, layout):
+    assert (await client.get("/readyz")).json()["error"]["code"] == "not_ready"  # no heartbeat yet
+    real_redis.hset(layout.health, "heartbeatMs", int(time.time() * 1000) - 60_000)
+    stale = await client.get("/readyz")
+    assert stale.status_code == 503 and "old" in stale.json()["error"]["message"]
+    real_redis.hset(layout.health, "heartbeatMs", int(time.time() * 1000))
+    fresh = await client.get("/readyz")
+    assert fresh.status_code == 200 and fresh.json()["status"] == "ready"
+
+
+async def test_healthz_answers_without_credentials(client):
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+
+
+async def test_metrics_expose_stream_fanout_and_latency_series(client):
+    await client.get(f"/users/{USER}/status", headers=auth())
+    text = (await client.get("/metrics")).text
+    for name in (
+        "livestatus_api_open_streams",
+        "livestatus_api_events_sent_total",
+        "livestatus_api_stream_resumes_total",
+        "livestatus_api_dropped_states_total",
+        "livestatus_api_pubsub_reconnects_total",
+    ):
+        assert name in text
+    assert 'livestatus_api_request_seconds_count{method="GET",route="/users/{masterAccountId}/status",status="200"} 1.0' in text
+
+
+async def test_openapi_docs_are_served(client):
+    assert (await client.get("/docs")).status_code == 200
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    assert "/users/{masterAccountId}/status/stream" in paths
+
+
+async def test_cors_allows_only_configured_origins(prefix, real_redis):
+    settings = Settings(
+        redis_url=REDIS_URL, key_prefix=prefix, api_keys=(KEY,), auth_secret=SECRET, cors_origins=("https://panel.example",)
+    )
+    app = create_app(settings)
+    async with LifespanManager(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
+            good = await c.get("/healthz", headers={"Origin": "https://panel.example"})
+            bad = await c.get("/healthz", headers={"Origin": "https://evil.example"})
+    assert good.headers["access-control-allow-origin"] == "https://panel.example"
+    assert "access-control-allow-origin" not in bad.headers
+
+
+async def test_panel_page_is_served_self_contained(client):
+    response = await client.get("/panel")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    assert response.headers["referrer-policy"] == "no-referrer"
+    html = response.text
+    assert "EventSource" in html and 'role="progressbar"' in html or "progressbar" in html
+    assert "http://" not in html and "https://" not in html  # no CDN: works offline
+
+
+async def test_user_token_reads_own_status_via_query_parameter(client):
+    token = mint_token(SECRET, USER, 60)
+    assert (await client.get(f"/users/{USER}/status", params={"token": token})).status_code == 200

@@ -1,0 +1,232 @@
+"""The SSE stream against a real uvicorn on a loopback port, with the real Redis."""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+
+import httpx
+import pytest
+import redis
+
+from api.auth import mint_token
+from projector.readmodel import Layout, ReadModel
+from tests.apiserver import SECRET, SSE, Server, apply, auth, balance_change, task_change
+from tests.conftest import REDIS_URL
+
+
+@pytest.fixture(scope="module")
+def module_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="module")
+def server(module_prefix):
+    server = Server(module_prefix).start()
+    yield server
+    server.stop()
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"{module_prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def readmodel(module_prefix):
+    client = redis.Redis.from_url(REDIS_URL)
+    yield ReadModel(client, Layout(module_prefix))
+    client.close()
+
+
+@pytest.fixture
+def user() -> str:
+    return f"u:{uuid.uuid4().hex[:8]}"
+
+
+def stream(server: Server, user: str, headers: dict[str, str] | None = None, **params: str):
+    return httpx.stream(
+        "GET", f"{server.url}/users/{user}/status/stream", headers={**auth(), **(headers or {})}, params=params, timeout=5
+    )
+
+
+def wait_for(predicate, timeout_s: float = 5.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_first_event_is_the_current_snapshot_with_its_version_as_id(server, readmodel, user):
+    apply(readmodel, balance_change(user, "3.5", 9459, 1))
+    with stream(server, user) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-store"
+        assert response.headers["x-accel-buffering"] == "no"
+        sse = SSE(response)
+        event = sse.next()
+        assert event.event == "snapshot" and event.id == "1"
+        assert event.json()["balance"]["usdCredit"] == "3.5"
+        assert "livestatus" in sse.comments  # the opening comment that carries retry:
+
+
+def test_the_stream_sets_the_reconnect_delay(server, user):
+    with stream(server, user) as response:
+        lines = response.iter_lines()
+        first_lines = [next(lines) for _ in range(2)]
+    assert first_lines == [": livestatus", "retry: 200"]
+
+
+def test_a_new_version_is_pushed_after_the_read_model_changes(server, readmodel, user):
+    with stream(server, user) as response:
+        sse = SSE(response)
+        assert sse.snapshot().id == "0"
+        assert sse.next().event == "sync"
+        apply(readmodel, task_change(user, "gen-1", progress=12.0))
+        event = sse.snapshot()
+        assert event.id == "1" and event.json()["liveTasks"][0]["progressPercent"] == 12.0
+        apply(readmodel, task_change(user, "gen-1", progress=80.0))
+        assert sse.snapshot().json()["liveTasks"][0]["progressPercent"] == 80.0
+
+
+@pytest.mark.parametrize("via", ["header", "query"])
+def test_resuming_from_an_older_version_sends_the_current_snapshot_once(server, readmodel, user, via):
+    apply(readmodel, balance_change(user, "1", 2702, 0))
+    apply(readmodel, balance_change(user, "2", 5405, 0))
+    caught_up_before = server.metric("livestatus_api_stream_resumes_total", caught_up="true")
+    kwargs = {"headers": {"Last-Event-ID": "1"}} if via == "header" else {"lastEventId": "1"}
+    with stream(server, user, **kwargs) as response:
+        sse = SSE(response)
+        event = sse.next()
+        assert event.event == "snapshot" and event.id == "2"
+        sync = sse.next()
+        assert sync.event == "sync" and sync.json() == {"version": 2, "resumedFrom": 1, "sentSnapshot": True}
+    assert server.metric("livestatus_api_stream_resumes_total", caught_up="true") == caught_up_before + 1
+
+
+def test_resuming_at_the_current_version_sends_no_snapshot_until_the_next_change(server, readmodel, user):
+    apply(readmodel, balance_change(user, "1", 2702, 0))
+    not_needed_before = server.metric("livestatus_api_stream_resumes_total", caught_up="false")
+    with stream(server, user, headers={"Last-Event-ID": "1"}) as response:
+        sse = SSE(response)
+        first = sse.next()
+        assert first.event == "sync" and first.json()["sentSnapshot"] is False
+        apply(readmodel, balance_change(user, "5", 13513, 0))
+        assert sse.snapshot().id == "2"
+    assert server.metric("livestatus_api_stream_resumes_total", caught_up="false") == not_needed_before + 1
+
+
+def test_a_malformed_last_event_id_is_a_400_json_error(server, user):
+    response = httpx.get(f"{server.url}/users/{user}/status/stream", headers={**auth(), "Last-Event-ID": "abc"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_request"
+
+
+def test_heartbeat_comments_flow_while_nothing_changes(server, user):
+    with stream(server, user) as response:
+        sse = SSE(response)
+        sse.next()
+        started = time.monotonic()
+        lines = sse.lines
+        pings = 0
+        while pings < 2 and time.monotonic() - started < 3:
+            if next(lines).startswith(": ping"):
+                pings += 1
+        assert pings == 2  # at SSE_HEARTBEAT_S=0.3, two within ~0.6 s
+
+
+def test_the_panel_token_in_the_query_opens_the_stream(server, user):
+    token = mint_token(SECRET, user, 60)
+    with httpx.stream("GET", f"{server.url}/users/{user}/status/stream", params={"token": token}, timeout=5) as response:
+        sse = SSE(response)
+        assert response.status_code == 200 and sse.next().event == "snapshot"
+
+
+def test_a_vanished_client_is_cleaned_up_and_its_subscription_dropped(server, user):
+    assert server.metric("livestatus_api_open_streams") == 0
+    with stream(server, user) as response:
+        sse = SSE(response)  # keep it: dropping the line iterator closes the response
+        sse.next()
+        assert server.metric("livestatus_api_open_streams") == 1
+        wait_for(lambda: server.metric("livestatus_api_subscribed_users") == 1, what="subscription")
+    wait_for(lambda: server.metric("livestatus_api_open_streams") == 0, what="stream cleanup")
+    wait_for(lambda: server.metric("livestatus_api_subscribed_users") == 0, what="unsubscribe")
+
+
+def test_many_streams_of_one_user_share_one_read_per_version(server, readmodel, user):
+    streams = [stream(server, user) for _ in range(5)]
+    readers = [SSE(s.__enter__()) for s in streams]
+    try:
+        for reader in readers:
+            reader.next()
+        wait_for(lambda: server.metric("livestatus_api_subscribed_users") == 1, what="subscription")
+        time.sleep(0.3)  # let the subscription confirmation's catch-up read finish
+        reads_before = server.metric("livestatus_api_fanout_reads_total")
+        apply(readmodel, task_change(user, "gen-1"))
+        assert all(reader.snapshot().id == "1" for reader in readers)
+        assert server.metric("livestatus_api_fanout_reads_total") == reads_before + 1
+    finally:
+        for s in streams:
+            s.__exit__(None, None, None)
+
+
+def test_a_stalled_client_gets_only_the_latest_state_when_it_reads_again(server, readmodel, user):
+    """A client that stops reading is not queued for: undelivered states are replaced."""
+    dropped_before = server.metric("livestatus_api_dropped_states_total")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a tiny window fills fast
+    sock.connect(("127.0.0.1", server.port))
+    sock.sendall(
+        f"GET /users/{user}/status/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {auth()['Authorization'][7:]}\r\n\r\n".encode()
+    )
+    wait_for(lambda: server.metric("livestatus_api_open_streams") >= 1, what="stream open")
+    # ~200 KB snapshots, 12 MB in all: more than the kernel's and uvicorn's buffers hold.
+    name = "T" * 1900
+    apply(readmodel, *[task_change(user, f"gen-{i}", tool_name=name) for i in range(100)])
+    versions = 60
+    for n in range(1, versions):
+        apply(readmodel, task_change(user, "gen-0", progress=float(n), tool_name=name))
+        time.sleep(0.03)  # slow enough for the fan-out to read each version: the listener must drop
+    final = versions  # one version per apply
+    wait_for(lambda: server.metric("livestatus_api_dropped_states_total") > dropped_before, what="a dropped state")
+    # Catch up: read everything that was buffered and whatever comes next.
+    sock.settimeout(0.5)
+    received = b""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and f"id: {final}\r\n".encode() not in received:
+        try:
+            chunk = sock.recv(1 << 20)
+        except TimeoutError:
+            continue
+        if not chunk:
+            break
+        received += chunk
+    sock.close()
+    ids = [int(line[4:]) for line in received.decode(errors="replace").split("\r\n") if line.startswith("id: ")]
+    assert ids[-1] == final  # the latest state arrives
+    assert len(ids) < versions  # intermediate states were replaced, not queued
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)  # never out of order, never repeated
+
+
+def test_sigterm_closes_open_streams_promptly(module_prefix, user):
+    server = Server(module_prefix).start()
+    try:
+        with stream(server, user) as response:
+            sse = SSE(response)
+            sse.next()
+            exit_s = server.stop()
+            ended = False
+            try:
+                for _ in sse.lines:
+                    pass
+                ended = True
+            except httpx.HTTPError:
+                ended = True
+            assert ended
+        assert exit_s < 5.0, f"took {exit_s:.1f}s to exit with an open stream"
+        assert server.proc.returncode in (0, -15)  # uvicorn re-raises the signal once it has shut down
+        assert "Traceback" not in server.stderr, server.stderr
+    finally:
+        server.stop()
