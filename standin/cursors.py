@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import bson
+from bson import Int64
 from bson.raw_bson import RawBSONDocument
 
 from .errors import CommandError
@@ -89,6 +90,14 @@ class Cursors:
     def clear(self) -> None:
         with self._lock:
             self._open.clear()
+
+
+def cursor_reply(cursors: Cursors, cursor: Any, field: str, batch: list, single_batch: bool) -> dict:
+    """A ``{"cursor": {...}}`` reply; registers the cursor if more batches may follow."""
+    cursor_id = 0
+    if cursor.alive and not single_batch:
+        cursor_id = cursors.add(cursor)
+    return {"cursor": {field: batch, "id": Int64(cursor_id), "ns": cursor.namespace}}
 
 
 def batch_size(value: Any, default: int) -> int:

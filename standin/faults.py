@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 
@@ -15,6 +16,7 @@ class Fault:
     code: int | None = None
     message: str | None = None
     labels: list[str] | None = None
+    when: Callable[[Mapping], bool] | None = None  # only commands this returns True for
 
 
 class Faults:
@@ -30,14 +32,14 @@ class Faults:
         with self._lock:
             self._armed.append(fault)
 
-    def take(self, command: str) -> Fault | None:
-        """The fault to apply to this command, if one is armed for its name."""
+    def take(self, command: str, document: Mapping) -> Fault | None:
+        """The fault to apply to this command, if one is armed for it."""
         if not self._armed:
             return None
         name = command.lower()
         with self._lock:
             for fault in self._armed:
-                if fault.command.lower() == name:
+                if fault.command.lower() == name and (fault.when is None or fault.when(document)):
                     fault.remaining -= 1
                     if fault.remaining == 0:
                         self._armed.remove(fault)

@@ -11,7 +11,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import CommandError
-from .query import compile_filter, id_key, projector, resolve, sort_documents, sort_key, type_rank
+from .projection import projector, sort_documents
+from .query import compile_filter
+from .values import id_key, resolve, sort_key, type_rank
 from .update import arith
 
 

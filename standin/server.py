@@ -73,6 +73,10 @@ class StandIn:
         self._server.stop()
         self._dispatcher.cursors.clear()
 
+    def __repr__(self) -> str:
+        state = "stopped" if self._stopped else "serving" if self._started else "not started"
+        return f"<StandIn {self.address if self._started else ''} {state}>"
+
     def __enter__(self) -> StandIn:
         return self.start()
 
@@ -193,18 +197,21 @@ class StandIn:
         labels: list[str] | None = None,
         message: str | None = None,
         times: int = 1,
+        when: Callable[[Mapping], bool] | None = None,
     ) -> None:
         """Make the next ``times`` commands named ``command`` fail with ``code``.
 
         ``labels=None`` labels the error like a real server would: ResumableChangeStreamError
         on a change-stream getMore with a resumable code, RetryableWriteError on writes with
         a retryable code, NonResumableChangeStreamError on 286. Pass a list to override.
+        ``when`` narrows the fault to commands whose document it accepts, e.g.
+        ``when=lambda cmd: cmd.get("collection") == "$cmd.aggregate"`` for db-level streams.
         """
-        self._faults.arm(Fault(command, times, code=code, message=message, labels=labels))
+        self._faults.arm(Fault(command, times, code=code, message=message, labels=labels, when=when))
 
-    def hangup_next(self, command: str, *, times: int = 1) -> None:
+    def hangup_next(self, command: str, *, times: int = 1, when: Callable[[Mapping], bool] | None = None) -> None:
         """Drop the connection instead of answering the next ``times`` ``command`` commands."""
-        self._faults.arm(Fault(command, times))
+        self._faults.arm(Fault(command, times, when=when))
 
     def clear_faults(self) -> None:
         self._faults.clear()

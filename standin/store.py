@@ -19,7 +19,9 @@ from typing import Any
 from bson import ObjectId
 
 from .errors import RESUMABLE, CommandError, DuplicateKey, history_lost
-from .query import compile_filter, id_key, sort_documents
+from .projection import sort_documents
+from .query import compile_filter
+from .values import id_key
 from .update import apply_operators, apply_replacement, ensure_id, is_operator_update, same_value, seed_from_filter
 
 INSERT, UPDATE, REPLACE, DELETE = "insert", "update", "replace", "delete"

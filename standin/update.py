@@ -18,7 +18,7 @@ from bson import Int64, ObjectId, Timestamp
 from bson.decimal128 import Decimal128, create_decimal128_context
 
 from .errors import CommandError
-from .query import resolve, sort_key, type_rank, values_equal
+from .values import resolve, sort_key, type_rank, values_equal
 
 _DECIMAL128 = create_decimal128_context()
 _INT32 = range(-(2**31), 2**31)

@@ -277,6 +277,13 @@ def test_dropped_connection_is_resumed_by_pymongo_without_losing_events(mongo, d
     assert mongo.change_stream_opens[-1].resume_after == token
 
 
+def test_a_fault_can_be_narrowed_to_change_stream_getmores(mongo, db):
+    db.userEconomy.insert_many([{"_id": i} for i in range(10)])
+    mongo.fail_next("getMore", code=43, when=lambda command: command["collection"] == "$cmd.aggregate")
+    assert len(list(db.userEconomy.find(batch_size=3))) == 10  # its getMores are not failed
+    assert mongo.pending_faults() == 1
+
+
 def test_retryable_write_error_is_retried_by_pymongo(mongo, db):
     mongo.fail_next("insert", code=91)
     db.userEconomy.insert_one({"_id": "once"})

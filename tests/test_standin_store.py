@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from standin import tokens
 from standin.changestream import ChangeStreamCursor
 from standin.errors import CommandError
-from standin.query import compile_filter, sort_documents
+from standin.projection import sort_documents
+from standin.query import compile_filter
 from standin.store import Store
 from standin.update import apply_operators
 
