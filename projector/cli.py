@@ -44,15 +44,16 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _redis(settings: Settings) -> Any:
-    where = settings.redis_url.rsplit("@", 1)[-1]
     try:
         client = redis_lib.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=10,
                                           health_check_interval=30)
-        client.ping()
     except ValueError as exc:
         raise Misconfigured(f"REDIS_URL is not usable: {exc}.") from None
+    where = "{host}:{port}".format(**{"host": "?", "port": "?", **client.connection_pool.connection_kwargs})
+    try:
+        client.ping()
     except RedisError as exc:
-        raise Misconfigured(f"cannot reach Redis at {where}: {exc}.") from None
+        raise Misconfigured(f"cannot reach Redis at {where} ({str(exc).rstrip('.')}).") from None
     return client
 
 
