@@ -1,0 +1,121 @@
+"""The fan-out: latest-only mailboxes, one read per version, catch-up after a pub/sub reconnect."""
+
+from __future__ import annotations
+
+import asyncio
+
+import fakeredis
+import pytest
+import redis
+import redis.asyncio
+
+from api.fanout import Fanout, Listener, Snapshot
+from api.metrics import Metrics
+from projector.readmodel import Layout, aread_snapshot
+from tests.conftest import REDIS_URL
+
+
+def snap(version: int) -> Snapshot:
+    return Snapshot({"version": version})
+
+
+def test_a_listener_keeps_only_the_newest_unsent_snapshot_and_counts_the_replaced():
+    metrics = Metrics()
+    listener = Listener("u", metrics)
+    for version in (1, 2, 3):
+        listener.offer(snap(version))
+    listener.offer(snap(2))  # older than what is pending: ignored, not a drop
+    assert listener.dropped == 2
+    assert metrics.dropped_states._value.get() == 2
+    assert asyncio.run(listener.next()).version == 3
+
+
+def test_a_listener_ignores_versions_its_client_already_has():
+    listener = Listener("u", Metrics(), sent_version=5)
+    listener.offer(snap(5))
+    listener.offer(snap(4))
+    assert listener._pending is None and listener.dropped == 0
+
+
+async def test_a_closed_listener_wakes_its_stream_with_none():
+    listener = Listener("u", Metrics())
+    waiting = asyncio.create_task(listener.next())
+    await asyncio.sleep(0)
+    listener.close()
+    assert await asyncio.wait_for(waiting, 1) is None
+
+
+async def _until(predicate, timeout_s: float = 5.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def fake_fanout():
+    server = fakeredis.FakeServer()
+    client = fakeredis.FakeAsyncRedis(server=server)
+    layout = Layout("f")
+    reads: list[str] = []
+
+    async def read(uid: str) -> dict:
+        reads.append(uid)
+        return await aread_snapshot(client, uid, 0, layout)
+
+    fanout = Fanout(client, layout, read, Metrics(), poll_s=0.05)
+    await fanout.start()
+    yield fanout, client, layout, reads
+    await fanout.close()
+    await client.aclose()
+
+
+async def test_one_notification_makes_one_read_for_all_listeners_of_a_user(fake_fanout):
+    fanout, client, layout, reads = fake_fanout
+    listeners = [fanout.listen("u1") for _ in range(10)]
+    await _until(lambda: "u1" in fanout.subscribed_users and len(reads) == 1)  # the confirmation's catch-up read
+    assert [(await l.next()).version for l in listeners] == [0] * 10
+    await client.hset(layout.user("u1"), mapping={"version": 1})
+    await client.publish(layout.channel("u1"), 1)
+    results = await asyncio.wait_for(asyncio.gather(*(l.next() for l in listeners)), 5)
+    assert {s.version for s in results} == {1}
+    assert len(reads) == 2
+
+
+async def test_the_last_listener_leaving_unsubscribes_the_user(fake_fanout):
+    fanout, *_ = fake_fanout
+    first, second = fanout.listen("u1"), fanout.listen("u1")
+    await _until(lambda: "u1" in fanout.subscribed_users)
+    first.close()
+    await asyncio.sleep(0.1)
+    assert "u1" in fanout.subscribed_users
+    second.close()
+    await _until(lambda: not fanout.subscribed_users)
+    assert fanout.listener_count() == 0
+
+
+async def test_after_a_pubsub_reconnect_subscribed_users_are_read_again(prefix, real_redis):
+    """A publish lost while the connection was down is made up for by the re-read after reconnecting."""
+    layout = Layout(prefix)
+    name = f"fanout-test-{prefix}"
+    client = redis.asyncio.Redis.from_url(REDIS_URL, client_name=name)
+    metrics = Metrics()
+
+    async def read(uid: str) -> dict:
+        return await aread_snapshot(client, uid, 0, layout)
+
+    fanout = Fanout(client, layout, read, metrics, poll_s=0.05)
+    await fanout.start()
+    try:
+        listener = fanout.listen("u1")
+        assert (await asyncio.wait_for(listener.next(), 5)).version == 0  # the subscription's catch-up read
+        # The change happens with no publish reaching us: written without PUBLISH, then the
+        # pub/sub connection (found by its own name) is killed.
+        real_redis.hset(layout.user("u1"), mapping={"version": 7, "usdCredit": "9"})
+        (conn,) = [c for c in real_redis.client_list() if c["name"] == name and "subscribe" in c["cmd"]]
+        real_redis.client_kill_filter(_id=conn["id"])
+        got = await asyncio.wait_for(listener.next(), 10)
+        assert got.version == 7 and got.data["balance"]["usdCredit"] == "9"
+        assert metrics.resubscribes._value.get() + metrics.pubsub_reconnects._value.get() >= 1
+    finally:
+        await fanout.close()
+        await client.aclose()
