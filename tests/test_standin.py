@@ -158,6 +158,23 @@ def test_the_match_stage_keeps_unwatched_collections_out(mongo, db):
         assert [c["ns"]["coll"] for c in drain(stream)] == ["userEconomy"]
 
 
+@pytest.mark.parametrize(
+    "match, expected",
+    [
+        ({"ns.coll": "userEconomy"}, [("insert", 1), ("update", 1), ("delete", 1)]),
+        ({"operationType": {"$in": ["insert", "delete"]}}, [("insert", 1), ("insert", 2), ("delete", 1)]),
+        ({"ns.coll": {"$in": WATCHED}, "operationType": "update"}, [("update", 1)]),
+    ],
+)
+def test_match_stages_filter_on_namespace_and_operation_type(mongo, db, match, expected):
+    with db.watch([{"$match": match}], max_await_time_ms=100) as stream:
+        mongo.insert(DB, "userEconomy", {"_id": 1})
+        mongo.insert(DB, "sessions", {"_id": 2})
+        mongo.update(DB, "userEconomy", 1, set={"a": 1})
+        mongo.delete(DB, "userEconomy", 1)
+        assert [(c["operationType"], c["documentKey"]["_id"]) for c in drain(stream)] == expected
+
+
 def test_writes_through_pymongo_produce_the_matching_events(db):
     with watch(db) as stream:
         db.generationOutputs.insert_many([{"_id": 1, "s": "queued"}, {"_id": 2, "s": "queued"}])
@@ -248,6 +265,16 @@ def test_resuming_after_truncated_history_fails_with_code_286(mongo, db):
         watch(db, resume_after=token)
     assert failure.value.code == 286
     assert failure.value.has_error_label("NonResumableChangeStreamError")
+
+
+def test_an_open_stream_behind_a_truncation_fails_with_code_286(mongo, db):
+    with watch(db) as stream:
+        assert stream.try_next() is None
+        mongo.insert(DB, "userEconomy", {"_id": 1})  # forgotten before the stream reads it
+        mongo.truncate_history()
+        with pytest.raises(OperationFailure) as failure:
+            stream.try_next()
+    assert failure.value.code == 286
 
 
 @pytest.mark.parametrize("code", [91, 10107, 43])
