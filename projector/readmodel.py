@@ -12,8 +12,8 @@ Every key livestatus uses is built here; nothing else spells a key. Per user ``U
 Shared keys: ``ls:owner:{gen:ID}`` / ``ls:owner:{econ:ID}``: ``"seq|owner|past owners"`` of
 a task or balance document (delete events carry no masterAccountId; owner is empty once the
 document left; expires a day after that), and ``ls:deadlines`` (sorted set: user -> earliest
-moment one of their live tasks goes stale). See :mod:`projector.state` for the
-worker's own keys (checkpoint, leader lease, dead letters, metrics).
+moment one of their live tasks goes stale). :class:`Layout` also names the
+worker's own keys (checkpoint, leader lease, fence, health, dead letters, durations, resync request).
 
 A *position* (``seq``) orders changes: ``"%010d.%010d"`` of the change's cluster time, so string
 order is time order. A change older than what a task or balance already reflects is ignored;

@@ -269,7 +269,7 @@ class Worker:
         if rejected:
             self.stats.dead_letters += self.dead_letters.add(rejected, self.source.collections, now_iso)
             for item in rejected[:3]:
-                log.warning("dead-lettered %s %s: %s", item.kind, item.doc_id, item.reason)
+                log.warning("dead-lettered %s %s: %s", self.source.collections.get(item.kind), item.doc_id, item.reason)
         self.stats.events_total += events
         self.stats.batches_total += 1
 

@@ -1,0 +1,131 @@
+"""Ops commands: status, check, deadletters, inspect, resync; and the Prometheus endpoint."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.request
+
+import pytest
+from pymongo import MongoClient
+
+from projector.cli import main
+from projector.settings import Settings
+from projector.worker import Worker
+from standin import StandIn
+
+from .capture_helpers import DB, ECONOMY, TASKS, economy_doc, settle, task_doc
+from .conftest import REDIS_URL
+
+
+@pytest.fixture
+def standin():
+    with StandIn() as server:
+        server.insert(DB, TASKS, task_doc("g1", "u1", progress=0.25))
+        server.insert(DB, TASKS, {"_id": "bad", "status": "processing"})
+        server.insert(DB, ECONOMY, economy_doc("e1", "u1", credit="2.5", exp=7))
+        yield server
+
+
+@pytest.fixture
+def worker(standin, real_redis, prefix):
+    mongo = MongoClient(standin.url, serverSelectionTimeoutMS=3000)
+    worker = Worker(Settings(mongo_url=standin.url, key_prefix=prefix), real_redis, mongo, progress=False)
+    yield worker
+    worker.close()
+    mongo.close()
+
+
+def run(capsys, *args):
+    code = main([*args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def common(prefix):
+    return ["--redis-url", REDIS_URL, "--key-prefix", prefix]
+
+
+def test_check_fails_with_a_reason_when_no_worker_ever_ran(capsys, real_redis, prefix):
+    code, _, err = run(capsys, "check", *common(prefix))
+    assert code == 1 and err.strip() == "unhealthy: no projector has reported health yet"
+
+
+def test_check_passes_while_the_worker_tails_and_fails_after_it_stopped(capsys, worker, prefix):
+    settle(worker)
+    worker._report()
+    assert run(capsys, "check", *common(prefix))[0] == 0
+    worker.close()
+    code, _, err = run(capsys, "check", *common(prefix))
+    assert code == 1 and "stopped" in err
+
+
+def test_status_shows_leader_checkpoint_and_counters(capsys, worker, prefix):
+    settle(worker)
+    worker._report()
+    code, out, _ = run(capsys, "status", "--json", *common(prefix))
+    status = json.loads(out)
+    assert code == 0
+    assert status["leader"]["holder"] == worker.lease.holder
+    assert status["health"]["state"] == "tailing" and status["health"]["resyncs"] == "1"
+    assert status["checkpoint"]["position"] == worker.saved.position
+    assert status["deadLetters"] == 1 and status["problem"] is None
+    code, out, _ = run(capsys, "status", *common(prefix))
+    rows = dict(line.split(None, 1) if not line.startswith(("last error", "dead letters")) else
+                line.rsplit(None, 1) for line in out.splitlines())
+    assert rows["state"].strip() == "tailing" and rows["health"].strip() == "ok"
+
+
+def test_deadletters_lists_reason_and_document(capsys, worker, prefix):
+    settle(worker)
+    code, out, _ = run(capsys, "deadletters", "--json", "--limit", "5", *common(prefix))
+    [entry] = json.loads(out)
+    assert entry["collection"] == TASKS and entry["id"] == "bad" and "masterAccountId" in entry["reason"]
+    code, out, _ = run(capsys, "deadletters", *common(prefix))
+    assert "generationOutputs  bad  missing or invalid masterAccountId" in out
+
+
+def test_inspect_shows_the_snapshot_and_the_raw_keys(capsys, worker, prefix):
+    settle(worker)
+    code, out, _ = run(capsys, "inspect", "u1", "--json", *common(prefix))
+    report = json.loads(out)
+    assert report["snapshot"]["balance"] == {"usdCredit": "2.5", "points": 6756, "exp": 7}
+    assert report["keys"][f"{prefix}:{{u1}}:tasks"]["g1"]["progressPercent"] == 25.0
+    code, out, _ = run(capsys, "inspect", "u1", *common(prefix))
+    assert "usdCredit 2.5" in out and "25.0%" in out and f"{prefix}:{{u1}}:seq" in out
+
+
+def test_resync_without_a_leader_rebuilds_the_read_model_itself(capsys, standin, real_redis, prefix):
+    code, out, err = run(capsys, "resync", "--mongo-url", standin.url, *common(prefix))
+    assert code == 0 and out.startswith("resync done: position ")
+    assert "resync" in err  # the progress bar
+    assert real_redis.hget(f"{prefix}:{{u1}}:user", "usdCredit") == b"2.5"
+    assert real_redis.exists(f"{prefix}:{{projector}}:leader") == 0
+
+
+def test_resync_with_a_leader_asks_it_to_resync(capsys, worker, real_redis, prefix):
+    settle(worker)
+    code, out, _ = run(capsys, "resync", *common(prefix))
+    assert code == 0 and "asked the leader" in out
+    assert real_redis.exists(worker.layout.resync_request) == 1
+
+
+def test_metrics_port_serves_prometheus_text(worker):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    worker.serve_metrics(port)
+    settle(worker)
+    worker._report()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    assert "livestatus_projector_resyncs 1.0" in text
+    assert "livestatus_projector_dead_letters 1.0" in text
+    assert "livestatus_projector_leader 1.0" in text
+    worker.close()
+
+
+def test_bad_setting_exits_with_one_sentence(capsys, prefix, monkeypatch):
+    monkeypatch.setenv("STALE_AFTER_HOURS", "soon")
+    code, _, err = run(capsys, "check", *common(prefix))
+    assert code == 2 and err.strip() == "projector: STALE_AFTER_HOURS must be a number, got 'soon'"
