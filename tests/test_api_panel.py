@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -18,6 +19,14 @@ from tests.conftest import REDIS_URL
 
 pytestmark = pytest.mark.browser
 SCREENSHOT = ROOT / "docs" / "panel.png"
+
+
+def screenshot_path(tmp_path: Path) -> Path:
+    """docs/panel.png when asked for (UPDATE_SCREENSHOTS=1) or missing; else a temporary file."""
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1" or not SCREENSHOT.exists():
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        return SCREENSHOT
+    return tmp_path / "panel.png"
 
 
 @pytest.fixture
@@ -60,7 +69,7 @@ def text(driver, element_id: str) -> str:
     return driver.execute_script(f"return document.getElementById('{element_id}').textContent")
 
 
-def test_the_panel_shows_live_changes_and_catches_up_after_a_forced_reconnect(browser, prefix, real_redis):
+def test_the_panel_shows_live_changes_and_catches_up_after_a_forced_reconnect(browser, prefix, real_redis, tmp_path):
     readmodel = ReadModel(real_redis, Layout(prefix))
     user = f"x402:0x{uuid.uuid4().hex[:8]}"
     apply(readmodel, balance_change(user, "1.250000", 3378, 42))
@@ -87,8 +96,8 @@ def test_the_panel_shows_live_changes_and_catches_up_after_a_forced_reconnect(br
         assert 25 <= int(estimate.find_element("css selector", "[role=progressbar]").get_attribute("aria-valuenow")) <= 95
         apply(readmodel, task_change(user, "gen-a", progress=65.0, tool_name="FLUX Schnell", started_ms=now - 42_000))
         wait_for(browser, "document.querySelector(\"li[data-id='gen-a'] [role=progressbar]\").getAttribute('aria-valuenow') === '65'")
-        SCREENSHOT.parent.mkdir(exist_ok=True)
-        browser.save_screenshot(str(SCREENSHOT))
+        shot = screenshot_path(tmp_path)
+        assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
 
         # Forced reconnect: the server goes away, a change happens meanwhile, the server returns.
         server.stop()
