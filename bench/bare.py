@@ -2,12 +2,16 @@
 
 ``python -m bench.bare --host H --port P`` serves ``GET /users/{uid}/status`` with
 ``projector.readmodel.aread_snapshot`` and nothing else (no auth, validation, estimates or
-metrics), under the same uvicorn settings as the API.
+metrics), under the same uvicorn settings as the API. ``GET /users/{uid}/status/stream`` is the
+leanest SSE stream we know how to write on the same stack (the capacity floor): one task per
+stream, the snapshot as the first event, then heartbeats until the client leaves; no fan-out.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
 import time
 from contextlib import asynccontextmanager
@@ -38,7 +42,27 @@ def create_app() -> Starlette:
     async def healthz(request: Request) -> PlainTextResponse:
         return PlainTextResponse("ok")
 
-    return Starlette(routes=[Route("/users/{uid}/status", status), Route("/healthz", healthz)], lifespan=lifespan)
+    class Stream:
+        """A raw ASGI SSE endpoint: no extra tasks, the request's own task waits for the client."""
+
+        async def __call__(self, scope, receive, send) -> None:
+            uid = scope["path_params"]["uid"]
+            snapshot = await aread_snapshot(scope["app"].state.redis, uid, int(time.time() * 1000), layout)
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", b"text/event-stream"), (b"cache-control", b"no-store")]})
+            body = f"id: {snapshot['version']}\nevent: snapshot\ndata: {json.dumps(snapshot)}\n\n".encode()
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            while True:
+                try:
+                    message = await asyncio.wait_for(receive(), 15)
+                except asyncio.TimeoutError:
+                    await send({"type": "http.response.body", "body": b": ping\n\n", "more_body": True})
+                    continue
+                if message["type"] == "http.disconnect":
+                    return
+
+    return Starlette(routes=[Route("/users/{uid}/status", status), Route("/users/{uid}/status/stream", Stream()),
+                             Route("/healthz", healthz)], lifespan=lifespan)
 
 
 def main() -> None:

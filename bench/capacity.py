@@ -3,7 +3,8 @@
 For each level a fresh API process (its idle RSS is the baseline) gets that many streams, one
 per user, from load-client processes (each under its own open-files limit and loopback source
 address); once every stream has its first event, the server's RSS delta / streams is the cost of
-a stream. Open files cannot exceed the hard RLIMIT_NOFILE this process inherited (an unprivileged
+a stream. The same is measured on the bare app's leanest possible stream (``bench.bare``) as the
+floor of this stack. Open files cannot exceed the hard RLIMIT_NOFILE this process inherited (an unprivileged
 container cannot raise it), so a level above it is capped and says so.
 """
 
@@ -32,11 +33,11 @@ FULL = Sizes(levels=(1000, 5000, 20000), settle_s=3)
 QUICK = Sizes(levels=(200, 1000), settle_s=1)
 
 
-def hold(level: int, prefix: str, settle_s: float) -> dict:
+def hold(kind: str, level: int, prefix: str, settle_s: float) -> dict:
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     streams = min(level, limit - FD_RESERVE)
     users = [f"cap-{i}" for i in range(streams)]
-    with Server("api", prefix) as api:
+    with Server(kind, prefix) as api:
         time.sleep(settle_s)
         idle_kb = api.rss_kb()
         clients = []
@@ -48,7 +49,7 @@ def hold(level: int, prefix: str, settle_s: float) -> dict:
                                        "users": users[first : first + PER_CLIENT],
                                        "local_ips": [f"127.0.{n + 1}.{i + 1}" for i in range(4)],
                                        "ready_timeout_s": 300}))
-            bar = progress(total=streams, desc=f"open {streams} streams", unit="stream")
+            bar = progress(total=streams, desc=f"{kind}: open {streams} streams", unit="stream")
             ready = failed = 0
             errors: dict[str, int] = {}
             for client in clients:
@@ -83,18 +84,23 @@ def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
     rows = []
     with scratch_prefix(redis, "cap") as prefix:
         for level in sizes.levels:
-            result = hold(level, prefix, sizes.settle_s)
-            per_stream = (result["held_kb"] - result["idle_kb"]) / max(1, result["ready"])
-            cap = f"; capped at {result['streams']} by the hard open-files limit {result['nofile_hard']}" \
-                if result["capped_by_nofile"] else ""
-            errors = f"; errors {result['errors']}" if result["errors"] else ""
-            note = (f"{result['ready']} of {result['streams']} streams got their first event in {result['open_s']}s, "
-                    f"server {result['held_kb'] // 1024} MiB RSS, {result['server_fds']} fds{cap}{errors}")
+            api = hold("api", level, prefix, sizes.settle_s)
+            bare = hold("bare", level, prefix, sizes.settle_s)
+            per_stream = (api["held_kb"] - api["idle_kb"]) / max(1, api["ready"])
+            bare_per_stream = (bare["held_kb"] - bare["idle_kb"]) / max(1, bare["ready"])
+            cap = f"; capped at {api['streams']} by the hard open-files limit {api['nofile_hard']}" \
+                if api["capped_by_nofile"] else ""
+            errors = f"; errors {api['errors']}" if api["errors"] else ""
+            note = (f"{api['ready']} of {api['streams']} streams got their first event in {api['open_s']}s "
+                    f"(bare: {bare['ready']} in {bare['open_s']}s), {api['server_fds']} server fds{cap}{errors}")
             top = level == max(sizes.levels)
-            rows.append(Row(BENCH, f"streams held at {level:,}", result["ready"], "streams",
-                            target=level if top else None, note=note, extra=result))
-            rows.append(Row(BENCH, f"RSS per stream at {level:,}", per_stream, "KiB",
-                            baseline=result["idle_kb"], baseline_name="idle server RSS, KiB", baseline_unit="KiB",
-                            target=TARGET_KB if top else None, higher_is_better=False))
+            rows.append(Row(BENCH, f"streams held at {level:,}", api["ready"], "streams", baseline=bare["ready"],
+                            baseline_name="bare SSE endpoint", target=level if top else None, note=note,
+                            extra={"api": api, "bare": bare}))
+            rows.append(Row(BENCH, f"server RSS with {api['ready']:,} streams", api["held_kb"] / 1024, "MiB",
+                            baseline=api["idle_kb"] / 1024, baseline_name="idle API server"))
+            rows.append(Row(BENCH, f"RSS per stream at {level:,}", per_stream, "KiB", baseline=bare_per_stream,
+                            baseline_name="bare SSE endpoint", target=TARGET_KB if top else None,
+                            higher_is_better=False))
     redis.close()
     return rows
