@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test bench redis lint clean
+.PHONY: install demo test bench redis chromium clean
 
 install: $(VENV)/.installed
 
@@ -16,10 +16,13 @@ $(VENV)/.installed: pyproject.toml
 redis:
 	@bash scripts/ensure-redis
 
+chromium:
+	@bash scripts/ensure-chromium
+
 demo: install
 	$(BIN)/python -m demo
 
-test: install redis
+test: install redis chromium
 	$(BIN)/pytest
 
 bench: install redis
