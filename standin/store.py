@@ -67,7 +67,7 @@ class Store:
         self._clock = clock
         self._dbs: dict[str, dict[str, dict]] = {}
         self._position = int(clock()) << 32
-        self._lost_upto = self._position  # history at or before this position is gone
+        self._lost_upto = self._position - 1  # history at or before this position is gone
         self._log: list[Entry] = []
         self._log_positions: list[int] = []
         self._oplog_limit = oplog_limit
@@ -86,7 +86,8 @@ class Store:
             self._position = seconds << 32 | 1
         else:
             self._position += 1
-        return self._position, datetime.fromtimestamp(now, timezone.utc)
+        # naive UTC: encodes faster than an aware datetime and decodes the same
+        return self._position, datetime.fromtimestamp(now, timezone.utc).replace(tzinfo=None)
 
     def _append(self, op: str, db: str | None, coll: str | None, **fields: Any) -> Entry:
         position, wall = self._tick()

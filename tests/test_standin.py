@@ -220,6 +220,13 @@ def test_start_at_operation_time_includes_the_event_at_that_time(mongo, db):
         assert [c["documentKey"]["_id"] for c in drain(resumed)] == [1, 2]
 
 
+def test_start_at_the_first_operation_time_sees_every_write(mongo, client, db):
+    start = client.admin.command("ping")["operationTime"]  # before any write
+    mongo.insert(DB, "userEconomy", {"_id": 1})
+    with watch(db, start_at_operation_time=start) as stream:
+        assert [c["documentKey"]["_id"] for c in drain(stream)] == [1]
+
+
 def test_post_batch_resume_token_advances_on_idle_getmore(mongo, db):
     with watch(db) as stream:
         assert stream.try_next() is None
