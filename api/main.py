@@ -9,7 +9,7 @@ from typing import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
@@ -44,9 +44,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Fail fast: a request answers 503 within about a second rather than hanging on Redis.
         retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2)
-        redis = Redis.from_url(
-            settings.redis_url, socket_keepalive=True, socket_connect_timeout=2, socket_timeout=5, retry=retry
+        # A bounded pool: a burst of stream opens waits for a connection instead of opening
+        # thousands of them.
+        pool = BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=settings.redis_max_connections,
+            timeout=5,
+            socket_keepalive=True,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            retry=retry,
         )
+        redis = Redis(connection_pool=pool)
         # The pub/sub connection has its own client (and name, to find it in CLIENT LIST).
         pubsub_redis = Redis.from_url(
             settings.redis_url,
@@ -70,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await fanout.close()
             await pubsub_redis.aclose()
             await redis.aclose()
+            await pool.aclose()
 
     app = FastAPI(
         title="livestatus API",

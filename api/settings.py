@@ -44,6 +44,7 @@ class Settings:
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "ls"
+    redis_max_connections: int = 64  # per process; requests beyond it wait for a free connection
     api_keys: tuple[str, ...] = ()
     auth_secret: str | None = None
     insecure_dev: bool = False
@@ -67,6 +68,7 @@ class Settings:
         values: dict[str, object] = dict(
             redis_url=env.get("REDIS_URL", cls.redis_url),
             key_prefix=env.get("KEY_PREFIX", cls.key_prefix) or cls.key_prefix,
+            redis_max_connections=int(_number(env, "REDIS_MAX_CONNECTIONS", cls.redis_max_connections, 1)),
             api_keys=_csv(env.get("API_KEYS")),
             auth_secret=env.get("AUTH_SECRET") or None,
             insecure_dev=_flag(env.get("API_INSECURE_DEV")),
