@@ -12,11 +12,11 @@ from bson import Timestamp
 from bson.raw_bson import RawBSONDocument
 
 from . import tokens
+from .cursors import MAX_BATCH_BYTES
 from .errors import CommandError, history_lost
 from .query import Predicate, compile_filter
-from .store import DROP, DROP_DATABASE, INSERT, INVALIDATE, REPLACE, UPDATE, Entry, Store
+from .store import DELETE, DROP, DROP_DATABASE, INSERT, INVALIDATE, REPLACE, UPDATE, Entry, Store
 
-MAX_BATCH_BYTES = 16 * 1024 * 1024 - 64 * 1024
 _SCAN_CHUNK = 4096
 _STAGE_OPTIONS = {
     "fullDocument",
@@ -112,11 +112,8 @@ class ChangeStreamCursor:
         else:
             return self._store.cluster_time()
         if position < self._store.earliest_resumable():
-            raise history_lost("Resume of change stream was not possible, as the resume point may no longer be in the oplog.")
+            raise history_lost()
         return position
-
-    def resume_token(self) -> dict:
-        return tokens.token(self.position)
 
     def next_batch(self, limit: int, wait_seconds: float) -> list[RawBSONDocument]:
         """Up to ``limit`` matching events, waiting up to ``wait_seconds`` for the first one."""
@@ -192,7 +189,7 @@ class ChangeStreamCursor:
                 event["fullDocument"] = self._store.lookup(entry.db, entry.coll, entry.key)
             elif self._full_document != "default":
                 event["fullDocument"] = entry.post
-        if self._before_change != "off" and op in (UPDATE, REPLACE, "delete"):
+        if self._before_change != "off" and op in (UPDATE, REPLACE, DELETE):
             event["fullDocumentBeforeChange"] = entry.pre
         if op == DROP_DATABASE:
             event["ns"] = {"db": entry.db}

@@ -174,8 +174,8 @@ class DataCommands:
             ChangeStreamOpen(
                 db=db,
                 coll=scope_coll,
-                resume_after=stage.get("resumeAfter"),
-                start_after=stage.get("startAfter"),
+                resume_after=_plain(stage.get("resumeAfter")),
+                start_after=_plain(stage.get("startAfter")),
                 start_at_operation_time=stage.get("startAtOperationTime"),
                 full_document=stage.get("fullDocument", "default"),
                 pipeline=list(pipeline[1:]),
@@ -187,6 +187,10 @@ class DataCommands:
         reply = cursor_reply(self.cursors, cursor, "firstBatch", first, False)
         reply["cursor"]["postBatchResumeToken"] = cursor.post_batch_resume_token()
         return reply
+
+
+def _plain(token: Mapping | None) -> dict | None:
+    return dict(token) if token is not None else None
 
 
 def _write_reply(result: WriteResult) -> dict:

@@ -85,6 +85,8 @@ class DuplicateKey(CommandError):
         self.key_value = {"_id": _id}
 
 
-def history_lost(message: str) -> CommandError:
+def history_lost() -> CommandError:
     """Resuming from a point the oplog no longer holds (code 286)."""
-    return CommandError(286, message, [NON_RESUMABLE])
+    return CommandError(
+        286, "Resume of change stream was not possible, as the resume point may no longer be in the oplog.", [NON_RESUMABLE]
+    )

@@ -121,9 +121,7 @@ class Store:
                 if self.closed:
                     raise CommandError(11600, "interrupted at shutdown", [RESUMABLE])
                 if after < self._lost_upto:
-                    raise history_lost(
-                        "Resume of change stream was not possible, as the resume point may no longer be in the oplog."
-                    )
+                    raise history_lost()
                 index = bisect.bisect_right(self._log_positions, after)
                 if index < len(self._log):
                     return self._log[index : index + limit], after
