@@ -119,6 +119,7 @@ class Metrics:
             name: Gauge(f"livestatus_projector_{name}", doc, registry=self.registry) for name, doc in names.items()
         }
         self.server, self.thread = start_http_server(port, registry=self.registry)
+        self.port = self.server.server_port
 
     def update(self, now_ms: int | None = None) -> None:
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms

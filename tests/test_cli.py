@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import urllib.request
 
 import pytest
@@ -111,10 +110,8 @@ def test_resync_with_a_leader_asks_it_to_resync(capsys, worker, real_redis, pref
 
 
 def test_metrics_port_serves_prometheus_text(worker):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    worker.serve_metrics(port)
+    worker.serve_metrics(0)  # any free port
+    port = worker.metrics.port
     settle(worker)
     worker._report()
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
