@@ -30,10 +30,11 @@ class Sizes:
     warmup_s: float
     duration_s: float
     rate: int
+    rounds: int  # alternating bare/api rounds; the best of each is kept (the machine is shared)
 
 
-FULL = Sizes(users=10_000, events=60_000, connections=32, warmup_s=2, duration_s=10, rate=1000)
-QUICK = Sizes(users=500, events=3_000, connections=16, warmup_s=0.5, duration_s=2, rate=1000)
+FULL = Sizes(users=10_000, events=60_000, connections=32, warmup_s=2, duration_s=10, rate=1000, rounds=2)
+QUICK = Sizes(users=500, events=3_000, connections=16, warmup_s=0.5, duration_s=2, rate=1000, rounds=1)
 
 
 def populate(prefix: str, sizes: Sizes) -> list[str]:
@@ -72,6 +73,12 @@ def load(server: Server, users: list[str], sizes: Sizes, rate: int) -> dict:
     return report
 
 
+def best(reports: list[dict], phase: str) -> dict:
+    """The least disturbed round: most requests/s (closed loop) or lowest p99 (fixed rate)."""
+    chosen = max(reports, key=lambda r: r["rps"]) if phase == "max" else min(reports, key=lambda r: r["p99"])
+    return {**chosen, "rounds": [{k: r[k] for k in ("rps", "p50", "p99")} for r in reports]}
+
+
 def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
     reason = api_available()
     if reason:
@@ -81,21 +88,25 @@ def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
     with scratch_prefix(redis, "rd") as prefix:
         users = populate(prefix, sizes)
         with Server("api", prefix) as api, Server("bare", prefix) as bare:
-            results = {}
-            bar = progress(total=4, desc="reads: closed loop, then fixed rate", unit="phase")
+            rounds: dict[tuple[str, str], list[dict]] = {}
+            bar = progress(total=4 * sizes.rounds, desc="reads: closed loop, then fixed rate", unit="phase")
             for phase, rate in (("max", 0), ("fixed", sizes.rate)):
-                for name, server in (("bare", bare), ("api", api)):
-                    results[(name, phase)] = load(server, users, sizes, rate)
-                    bar.update()
+                for n in range(sizes.rounds):
+                    order = (("bare", bare), ("api", api)) if n % 2 == 0 else (("api", api), ("bare", bare))
+                    for name, server in order:
+                        rounds.setdefault((name, phase), []).append(load(server, users, sizes, rate))
+                        bar.update()
             bar.close()
     redis.close()
-    for (name, phase), report in results.items():
-        if report["ok"] != report["requests"]:
-            raise RuntimeError(f"{name} {phase}: non-200 answers {report['statuses']}")
+    for (name, phase), reports in rounds.items():
+        for report in reports:
+            if report["ok"] != report["requests"]:
+                raise RuntimeError(f"{name} {phase}: non-200 answers {report['statuses']}")
+    results = {key: best(reports, key[1]) for key, reports in rounds.items()}
     api_max, bare_max = results[("api", "max")], results[("bare", "max")]
     api_fixed, bare_fixed = results[("api", "fixed")], results[("bare", "fixed")]
     note = (f"{len(users)} users, {sizes.connections} keep-alive connections from one client process, "
-            f"{sizes.duration_s:g}s after {sizes.warmup_s:g}s warm-up")
+            f"{sizes.duration_s:g}s after {sizes.warmup_s:g}s warm-up, best of {sizes.rounds} alternating rounds")
     fixed_note = f"scheduler max late {api_fixed.get('scheduler_max_late_ms')} ms (api run)"
     return [
         Row(BENCH, "API GET /status, closed loop", api_max["rps"], "req/s", baseline=bare_max["rps"],
