@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 
 from .auth import DEFAULT_TTL_S, mint_token
+from .deps import USER_ID_PATTERN
 from .settings import Settings, SettingsError
 
 
@@ -48,11 +50,7 @@ def _token(args: argparse.Namespace) -> int:
     if not secret:
         print("livestatus-api: AUTH_SECRET is not set", file=sys.stderr)
         return 2
-    from .deps import USER_ID_PATTERN
-
-    import re
-
-    if not re.fullmatch(USER_ID_PATTERN.strip("^$"), args.user):
+    if not re.fullmatch(USER_ID_PATTERN, args.user):
         print(f"livestatus-api: not a valid masterAccountId: {args.user!r}", file=sys.stderr)
         return 2
     print(mint_token(secret, args.user, args.ttl))
