@@ -19,7 +19,7 @@ from .procs import HOST, SERVICE_KEY, Client, Server, api_available
 
 BENCH = "capacity"
 PER_CLIENT = 7000  # streams per load-client process
-FD_RESERVE = 64  # the server's own files: listening socket, Redis connections, logs, epoll...
+FD_RESERVE = 128  # the server's own files: listening socket, up to 100 pooled Redis connections, logs, epoll
 TARGET_KB = 24
 
 
@@ -91,6 +91,7 @@ def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
             cap = f"; capped at {api['streams']} by the hard open-files limit {api['nofile_hard']}" \
                 if api["capped_by_nofile"] else ""
             errors = f"; errors {api['errors']}" if api["errors"] else ""
+            errors += f"; bare errors {bare['errors']}" if bare["errors"] else ""
             note = (f"{api['ready']} of {api['streams']} streams got their first event in {api['open_s']}s "
                     f"(bare: {bare['ready']} in {bare['open_s']}s), {api['server_fds']} server fds{cap}{errors}")
             top = level == max(sizes.levels)
