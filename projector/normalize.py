@@ -130,7 +130,7 @@ def document_id(value: Any) -> str | None:
         return None
     if isinstance(value, (ObjectId, str, int, Int64)):
         text = str(value)
-        return text if 0 < len(text) <= 256 else None
+        return text if 0 < len(text) <= 256 and text.isprintable() else None
     return None
 
 

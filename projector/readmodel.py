@@ -128,13 +128,13 @@ def task_record(task: Task, expected_duration_ms: int | None, stale_at_ms: int |
 
 # ---------------------------------------------------------------------------- scripts
 
-# KEYS: user, tasks, seq. ARGV: channel, updatedAt, tombstone cap, then ops of four:
-# kind (t = task put, x = task gone, b = balance put, g = balance gone), id, seq, payload.
-# Returns the new version, or 0 when nothing visible changed.
+# KEYS: user, tasks, seq. ARGV: channel, updatedAt, tombstone cap, then one op per argument:
+# "kind US id US seq US payload" (US = \x1f; kind t = task put, x = task gone, b = balance put,
+# g = balance gone). Returns the new version, or 0 when nothing visible changed.
 APPLY_LUA = """
 local changed = false
-for i = 4, #ARGV, 4 do
-  local kind, id, seq, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+for i = 4, #ARGV do
+  local kind, id, seq, payload = string.match(ARGV[i], '^(%a)\\31([^\\31]*)\\31([^\\31]*)\\31(.*)$')
   if kind == 't' or kind == 'x' then
     local cur = redis.call('HGET', KEYS[3], id)
     if (not cur) or cur <= seq then
@@ -238,12 +238,12 @@ return 1
 """
 
 
-def _owner_entry(entry: str | None) -> tuple[str, list[str]]:
-    """(seq, every user recorded for the document: owner first) of an owner-index entry."""
+def _owner_entry(entry: str | None) -> tuple[str, str, list[str]]:
+    """(seq, owner or '', past owners) of an owner-index entry; ('', '', []) when absent."""
     if entry is None:
-        return "", []
+        return "", "", []
     seq, owner, past = (entry.split("|", 2) + ["", ""])[:3]
-    return seq, [u for u in dict.fromkeys([owner, *past.split(",")]) if u]
+    return seq, owner, [u for u in past.split(",") if u]
 
 
 def _decode(value: Any) -> str:
@@ -310,28 +310,33 @@ class ReadModel:
         per_user: dict[str, _UserOps] = {}
         steps: list[Callable[[Any], Any]] = []
         for change, key, entry in zip(latest, owner_keys, entries):
-            known_seq, owners = _owner_entry(entry)
+            known_seq, known_owner, known_past = _owner_entry(entry)
             if known_seq > change.seq:
                 continue  # the index has seen a newer change to this document: this one is obsolete
             op = _op(change)
             target = change.owner
             # Every user the document was ever recorded under, but its owner now, must not show
             # it: a crash may have cut the batch that recorded a move or a removal short.
-            for old_owner in owners:
-                if old_owner != target:
+            for old_owner in (known_owner, *known_past):
+                if old_owner and old_owner != target:
                     self._add_op(per_user, old_owner, _gone_op(change))
+            owner_now = target if op[0] in ("t", "b") and target else ""
+            past = [o for o in dict.fromkeys([known_owner, *known_past, target or ""]) if o and o != owner_now]
+            past = past[-PAST_OWNERS_CAP:]
+            # The common case, a live task changing under the same owner, writes no entry at all.
+            recorded = entry is not None and known_owner == owner_now and past == known_past
             if target:
                 self._add_op(per_user, target, op)
-                if op[0] == "t" and isinstance(change, TaskChange) and change.stale_at_ms is not None:
+                # A task already in the snapshot only moves its deadline later: no ZADD needed.
+                if op[0] == "t" and not recorded and isinstance(change, TaskChange) and change.stale_at_ms:
                     ops = per_user[target]
                     if ops.earliest_stale_at is None or change.stale_at_ms < ops.earliest_stale_at:
                         ops.earliest_stale_at = change.stale_at_ms
-            # Owner entries go first and are recorded even for documents never seen: a replay must
-            # find every owner again, and an older replay must not resurrect a deleted document.
-            owner_now = target if op[0] in ("t", "b") else ""
-            past = [o for o in dict.fromkeys([*owners, *([target] if target else [])]) if o != owner_now]
-            args = [change.seq, owner_now, ",".join(past[-PAST_OWNERS_CAP:]), OWNER_TTL_S if owner_now else GONE_TTL_S]
-            steps.append(lambda pipe, key=key, args=args: self._own(keys=[key], args=args, client=pipe))
+            if not recorded:
+                # Entries go first and are recorded even for documents never seen: a replay must
+                # find every owner again, and an older replay must not resurrect a deleted document.
+                args = [change.seq, owner_now, ",".join(past), OWNER_TTL_S if owner_now else GONE_TTL_S]
+                steps.append(lambda pipe, key=key, args=args: self._own(keys=[key], args=args, client=pipe))
 
         users = list(per_user)
         first_script = len(steps)
@@ -389,15 +394,16 @@ class ReadModel:
         return self.layout.balance_owner(change.doc_id)
 
     def _get_many(self, keys: list[str]) -> list[str | None]:
-        # Plain GETs in a pipeline rather than MGET: the keys live in different cluster slots.
-        pipe = self.redis.pipeline(transaction=False)
-        for key in keys:
-            pipe.get(key)
-        return [None if v is None else _decode(v) for v in pipe.execute()]
+        # The keys live in different cluster slots: a cluster client splits the MGET by slot.
+        mget = getattr(self.redis, "mget_nonatomic", self.redis.mget)
+        return [None if v is None else _decode(v) for v in mget(keys)]
 
     @staticmethod
     def _add_op(per_user: dict[str, _UserOps], uid: str, op: tuple[str, str, str, str]) -> None:
-        per_user.setdefault(uid, _UserOps(args=[])).args.extend(op)
+        ops = per_user.get(uid)
+        if ops is None:
+            ops = per_user[uid] = _UserOps(args=[])
+        ops.args.append("\x1f".join(op))
 
 
 def _coalesce(changes: Iterable[Change]) -> list[Change]:
