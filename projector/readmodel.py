@@ -296,10 +296,12 @@ class ReadModel:
         return {uid: int(version) for uid, version in zip(plan.users, scripts) if int(version)}
 
     def plan(self, changes: Iterable[Change], now_iso: str) -> "Plan":
-        """The writes of a batch, in order: owner entries, one script per user, deadlines.
+        """The writes of a batch, in order: deadlines, owner entries, one script per user.
 
         Looks up the owners first (one round trip). Returns the users in the order of their
-        scripts and the steps, each queueing one command on a pipeline.
+        scripts and the steps, each queueing one command on a pipeline. The order makes a batch
+        cut short by a crash harmless: a replay writes whatever an owner entry does not show as
+        done, and a deadline or entry ahead of its user's snapshot only costs a needless look.
         """
         latest = _coalesce(changes)
         if not latest:
@@ -308,7 +310,7 @@ class ReadModel:
         entries = self._get_many(owner_keys)
 
         per_user: dict[str, _UserOps] = {}
-        steps: list[Callable[[Any], Any]] = []
+        entry_steps: list[Callable[[Any], Any]] = []
         for change, key, entry in zip(latest, owner_keys, entries):
             known_seq, known_owner, known_past = _owner_entry(entry)
             if known_seq > change.seq:
@@ -336,18 +338,20 @@ class ReadModel:
                 # Entries go first and are recorded even for documents never seen: a replay must
                 # find every owner again, and an older replay must not resurrect a deleted document.
                 args = [change.seq, owner_now, ",".join(past), OWNER_TTL_S if owner_now else GONE_TTL_S]
-                steps.append(lambda pipe, key=key, args=args: self._own(keys=[key], args=args, client=pipe))
+                entry_steps.append(lambda pipe, key=key, args=args: self._own(keys=[key], args=args, client=pipe))
 
         users = list(per_user)
+        steps: list[Callable[[Any], Any]] = []
+        for uid in users:
+            deadline = per_user[uid].earliest_stale_at
+            if deadline is not None:
+                steps.append(lambda pipe, uid=uid, d=deadline: pipe.zadd(self.layout.deadlines, {uid: d}, lt=True))
+        steps.extend(entry_steps)
         first_script = len(steps)
         for uid in users:
             keys = self.layout.user_keys(uid)
             args = [self.layout.channel(uid), now_iso, self.tombstone_cap, *per_user[uid].args]
             steps.append(lambda pipe, keys=keys, args=args: self._apply(keys=keys, args=args, client=pipe))
-        for uid in users:
-            deadline = per_user[uid].earliest_stale_at
-            if deadline is not None:
-                steps.append(lambda pipe, uid=uid, d=deadline: pipe.zadd(self.layout.deadlines, {uid: d}, lt=True))
         return Plan(users, steps, first_script)
 
     def sweep(self, now_ms: int, now_iso: str, users: Iterable[str] | None = None, min_seq: str = "") -> dict[str, int]:

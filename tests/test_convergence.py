@@ -1,6 +1,7 @@
 """Property: whatever order of duplicates and crash replays the worker delivers changes in, the
 read model ends equal to a plain in-memory projection of the final documents."""
 
+import json
 import uuid
 
 import fakeredis
@@ -55,7 +56,7 @@ def expected_state(history):
         if kind == TASKS:
             task = normalize_task(doc, RULES)
             if isinstance(task, Task) and task.live:
-                record = __import__("json").loads(task_record(task, None, WALL_MS + RULES.stale_after_ms))
+                record = json.loads(task_record(task, None, WALL_MS + RULES.stale_after_ms))
                 record.pop("staleAt")
                 state[task.owner]["tasks"][doc_id] = record
         else:
@@ -102,6 +103,15 @@ def observed_state(client, layout):
     return state
 
 
+def assert_every_live_task_has_a_deadline(client, layout):
+    """The sweeper wakes for a user no later than their earliest live task goes stale."""
+    for uid in USERS:
+        stale_ats = [json.loads(v)["staleAt"] for v in client.hvals(layout.tasks(uid))]
+        if stale_ats:
+            deadline = client.zscore(layout.deadlines, uid)
+            assert deadline is not None and deadline <= min(stale_ats), uid
+
+
 def run(client, history, batches):
     layout = Layout(f"t{uuid.uuid4().hex[:10]}")
     model = ReadModel(client, layout)
@@ -116,6 +126,7 @@ def run(client, history, batches):
             for step in plan.steps[:cut]:
                 step(pipe)
             pipe.execute()
+        assert_every_live_task_has_a_deadline(client, layout)
         return observed_state(client, layout)
     finally:
         keys = list(client.scan_iter(match=f"{layout.prefix}:*"))
