@@ -24,7 +24,7 @@ from .deadletters import DeadLetters
 from .durations import Durations
 from .health import Metrics, Stats, publish
 from .lease import Lease
-from .normalize import iso
+from .normalize import epoch_ms, iso, to_utc
 from .readmodel import Change, Layout, ReadModel, TaskChange
 from .settings import Settings
 from .source import RESYNC_EVENTS, Source, Stream, needs_resync, token_position
@@ -225,6 +225,7 @@ class Worker:
         learned: dict[str, int] = {}
         resync_reason = None
         last_time = None
+        last_wall_ms = None
         for event in events:
             operation = event.get("operationType")
             if operation in RESYNC_EVENTS:
@@ -232,6 +233,7 @@ class Worker:
                 break
             change = event_change(event, self.source.kinds, self.settings.rules, self.durations)
             last_time = event.get("clusterTime") or last_time
+            last_wall_ms = epoch_ms(to_utc(event.get("wallTime"))) or last_wall_ms
             if change is None:
                 continue
             if isinstance(change, Rejected):
@@ -245,8 +247,10 @@ class Worker:
             return
         now_ms = self._now_ms()
         if last_time is not None:
-            self.stats.lag_ms = max(0, now_ms - last_time.time * 1000)
-            self.stats.last_event_ms = last_time.time * 1000
+            # wallTime has milliseconds; the cluster time only seconds.
+            event_ms = last_wall_ms or last_time.time * 1000
+            self.stats.lag_ms = max(0, now_ms - event_ms)
+            self.stats.last_event_ms = event_ms
         elif caught_up:
             self.stats.lag_ms = 0
         token = self.stream.token
