@@ -99,7 +99,8 @@ def notes(rows: list[Row]) -> str:
 
 def machine_text(info: dict) -> str:
     return (f"{info['nproc']} × {info['cpu']}, Python {info['python']}, Redis {info['redis']}, "
-            f"redis-py {info['redis_py']}, Linux {info['kernel']}, load at start {info['loadavg_at_start']}, "
+            f"redis-py {info['redis_py']} (C speed-ups: {info['accelerators']}), Linux {info['kernel']}, "
+            f"load at start {info['loadavg_at_start']}, "
             f"commit {info['git']}")
 
 

@@ -195,9 +195,18 @@ def machine() -> dict[str, Any]:
         "redis": redis_version,
         "redis_py": redis.__version__,
         "kernel": platform.release(),
+        "accelerators": _accelerators(),
         "loadavg_at_start": [round(x, 2) for x in load],
         "git": _git_head(),
     }
+
+
+def _accelerators() -> str:
+    """Optional C speed-ups that redis-py and uvicorn pick up by themselves when installed."""
+    import importlib.util
+
+    found = [name for name in ("hiredis", "httptools", "uvloop") if importlib.util.find_spec(name)]
+    return ", ".join(found) or "none"
 
 
 def _git_head() -> str:
