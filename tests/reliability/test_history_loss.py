@@ -1,0 +1,80 @@
+"""Lost change history under a running projector: it resyncs by itself, and a reader polling
+users with live tasks never sees them empty (nor missing a task that stayed live)."""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+import time
+
+from tests.capture_helpers import DB, TASKS, snapshot, task_doc
+from tests.test_worker_process import caught_up, output, wait_for
+
+from .conftest import size
+from .helpers import MixedWriter, compare, now_iso, resync_seconds
+
+RUN = ("--batch-size", "200", "--lease-ttl-ms", "3000", "--no-progress")
+WATCHED = [f"w{i}" for i in range(5)]  # users the writer never touches: their anchors stay live
+
+
+def test_lost_history_mid_run_resyncs_with_no_empty_window_and_converges(standin, spawn, real_redis, layout):
+    losses, events, anchors = size(3, 15), size(3_000, 50_000), size(1_500, 20_000)
+    seed = random.randrange(1 << 30)
+    print(f"SEED={seed} losses={losses} events={events}")
+    writer = MixedWriter(standin, seed, limit=events, pause_s=0.002)
+    writer.seed()
+    for n in range(anchors):  # plenty of documents, so each resync's scan takes a while
+        standin.insert(DB, TASKS, task_doc(f"anchor-{n}", WATCHED[n % len(WATCHED)], progress=0.3, requestTimestamp=now_iso()))
+    expected = {uid: {f"anchor-{n}" for n in range(anchors) if WATCHED[n % len(WATCHED)] == uid} for uid in WATCHED}
+    proc = spawn("--mongo-url", standin.url, *RUN)
+    wait_for(lambda: caught_up(real_redis, layout, standin), 30, "the initial sync")
+
+    polls, empty, missing, stop = [0], [], [], threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            for uid in WATCHED:
+                live = {t["generationId"] for t in snapshot(real_redis, layout, uid)["liveTasks"]}
+                polls[0] += 1
+                if not live:
+                    empty.append((uid, time.monotonic()))
+                elif expected[uid] - live:
+                    missing.append((uid, len(expected[uid] - live)))
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    writer.start()
+    try:
+        for n in range(losses):
+            wait_for(lambda: writer.count >= (n + 1) * events // (losses + 1) or writer.stop.is_set(), 600, "writes")
+            before = len(resync_seconds(output(proc)))
+            # The projector falls behind (paused, as by a GC pause or a slow host) while writes go
+            # on, and the oplog drops what it had not read yet.
+            proc.send_signal(signal.SIGSTOP)
+            try:
+                time.sleep(0.3)
+                standin.truncate_history()
+            finally:
+                proc.send_signal(signal.SIGCONT)
+            wait_for(lambda: len(resync_seconds(output(proc))) > before, 60, f"the resync after loss {n}")
+        writer.join(timeout=900)
+        wait_for(lambda: caught_up(real_redis, layout, standin), 60, "catching up after the last write")
+    finally:
+        writer.stop.set()
+        writer.join()
+        stop.set()
+        thread.join(10)
+    log = output(proc)
+    diff = compare(standin, real_redis, layout)
+    print(f"{polls[0]} polls, empty {len(empty)}, missing {len(missing)}; resync durations {resync_seconds(log)}; {diff}")
+    assert polls[0] > 100
+    assert empty == [], empty[:10]
+    assert missing == [], missing[:10]
+    assert len(resync_seconds(log)) == losses + 1
+    assert len(diff.lost) == 0 and len(diff.phantom) == 0, str(diff)
+    assert diff.clean, str(diff)
+    assert "Traceback" not in log, log[-3000:]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
