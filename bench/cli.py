@@ -145,7 +145,17 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}")
     parser.add_argument("--record", action="store_true",
                         help="also add this run's table and machine to docs/performance.md")
+    parser.add_argument("--record-from", metavar="RESULTS.json", action="append",
+                        help="record a finished run's results file in docs/performance.md instead of running")
     args = parser.parse_args(argv)
+    if args.record_from:
+        for path in args.record_from:
+            report = json.loads(Path(path).read_text())
+            rows = [Row(**{k: v for k, v in item.items() if k in Row.__dataclass_fields__})
+                    for item in report["results"]]
+            record(report, rows)
+            print(f"[bench] recorded {path} in {DOC}", file=sys.stderr)
+        return 0
     names = args.only or list(BENCHMARKS)
     raise_nofile()
     info = machine()

@@ -210,6 +210,8 @@ def _accelerators() -> str:
 
 
 def _git_head() -> str:
+    if os.environ.get("BENCH_COMMIT"):  # a run from an exported tree (git archive) says what it is
+        return os.environ["BENCH_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               timeout=5).stdout.strip()
