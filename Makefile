@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test bench redis chromium clean
+.PHONY: install demo test soak bench redis chromium clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,10 @@ demo: install
 
 test: install redis chromium
 	$(BIN)/pytest
+
+# The reliability suite at soak sizes (20 kill -9 over 50k events, 100k fuzzed documents, ...).
+soak: install redis
+	SOAK=1 $(BIN)/pytest tests/reliability -m soak
 
 bench: install redis
 	$(BIN)/python -m bench

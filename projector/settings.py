@@ -46,6 +46,7 @@ class Settings:
     rules: Rules = field(default_factory=Rules)
     batch_size: int = 1000
     metrics_port: int | None = None
+    deadletter_max: int = 10_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
@@ -71,6 +72,7 @@ class Settings:
             key_prefix=env.get("KEY_PREFIX", cls.key_prefix),
             rules=rules,
             batch_size=int(_positive_number(env, "BATCH_SIZE", "1000")),
+            deadletter_max=int(_positive_number(env, "DEADLETTER_MAX", "10000")),
             metrics_port=int(metrics_port) if metrics_port and metrics_port.isdigit() else None,
         )
         values.update({k: v for k, v in overrides.items() if v is not None})

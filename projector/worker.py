@@ -66,7 +66,7 @@ class Worker:
                              batch_size=settings.batch_size)
         self.lease = Lease(redis, self.layout, holder, ttl_ms=lease_ttl_ms)
         self.checkpoints = CheckpointStore(redis, self.layout)
-        self.dead_letters = DeadLetters(redis, self.layout)
+        self.dead_letters = DeadLetters(redis, self.layout, maxlen=settings.deadletter_max)
         self.durations = Durations()
         self.stats = Stats(holder=self.lease.holder)
         self.metrics: Metrics | None = None

@@ -1,0 +1,55 @@
+"""Projector settings come from the environment, validated once, with clear errors."""
+
+from decimal import Decimal
+
+import pytest
+
+from projector.settings import Settings, SettingsError
+
+
+def test_defaults_match_the_platform():
+    settings = Settings.from_env({})
+    assert (settings.tasks_collection, settings.economy_collection) == ("generationOutputs", "userEconomy")
+    assert settings.rules.points_rate == Decimal("0.00037")
+    assert settings.rules.stale_after_ms == 24 * 3600 * 1000
+    assert settings.deadletter_max == 10_000
+
+
+def test_status_sets_are_read_normalized_and_terminal_wins():
+    settings = Settings.from_env({"TERMINAL_STATUSES": "Done, Cancelled by user", "QUEUED_STATUSES": "queued,done"})
+    assert settings.rules.terminal == {"done", "cancelled_by_user"}
+    assert settings.rules.queued == {"queued"}
+
+
+def test_numbers_are_read():
+    settings = Settings.from_env({"POINTS_RATE": "0.5", "STALE_AFTER_HOURS": "0.5", "DEADLETTER_MAX": "250",
+                                  "BATCH_SIZE": "10", "METRICS_PORT": "9108"})
+    assert (settings.rules.points_rate, settings.rules.stale_after_ms) == (Decimal("0.5"), 1_800_000)
+    assert (settings.deadletter_max, settings.batch_size, settings.metrics_port) == (250, 10, 9108)
+
+
+@pytest.mark.parametrize(("name", "value"), [("POINTS_RATE", "free"), ("POINTS_RATE", "0"),
+                                             ("STALE_AFTER_HOURS", "-1"), ("DEADLETTER_MAX", "NaN"),
+                                             ("METRICS_PORT", "http")])
+def test_bad_values_are_refused_with_the_name(name, value):
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_flags_override_the_environment():
+    assert Settings.from_env({"MONGO_DB": "a"}, mongo_db="b").mongo_db == "b"
+
+
+def test_the_worker_caps_dead_letters_as_configured():
+    import fakeredis
+    from pymongo import MongoClient
+
+    from projector.worker import Worker
+
+    mongo = MongoClient("mongodb://127.0.0.1:1/?directConnection=true", connect=False)
+    worker = Worker(Settings.from_env({"DEADLETTER_MAX": "7"}), fakeredis.FakeRedis(), mongo, progress=False)
+    try:
+        assert worker.dead_letters.maxlen == 7
+    finally:
+        worker.close()
+        mongo.close()
