@@ -59,6 +59,8 @@ class Dispatcher:
             "createIndexes": self.create_indexes,
             "drop": self.drop,
             "dropDatabase": self.drop_database,
+            "saslStart": self.authenticate,
+            "authenticate": self.authenticate,
             **DataCommands(store, self.cursors, self.record_open).handlers(),
         }
 
@@ -123,6 +125,10 @@ class Dispatcher:
             return self.command_counts[name]
 
     # ------------------------------------------------------------ handshake and admin
+
+    def authenticate(self, command: Mapping, db: str) -> dict:
+        # The stand-in has no users: every login fails, as with unknown credentials on a real server.
+        raise CommandError(18, "Authentication failed.")
 
     def hello(self, command: Mapping, db: str) -> dict:
         # No topologyVersion: clients then poll hello instead of expecting a streaming one.

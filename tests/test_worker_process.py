@@ -120,6 +120,15 @@ def test_standalone_mongodb_exits_nonzero_saying_it_is_not_a_replica_set(spawn):
     assert line.startswith("projector: MongoDB at") and "is not a replica set" in line
 
 
+def test_bad_credentials_exit_nonzero_with_one_sentence(standin, spawn):
+    url = standin.url.replace("mongodb://", "mongodb://someone:wrong@")
+    proc = spawn("--mongo-url", url)
+    assert proc.wait(20) != 0
+    [line] = output(proc).strip().splitlines()
+    assert line == f"projector: MongoDB at 127.0.0.1:{standin.port} rejected the credentials in MONGO_URL."
+    assert "wrong" not in line
+
+
 def test_unreachable_redis_exits_nonzero_with_one_sentence(standin, spawn):
     proc = spawn("--mongo-url", standin.url, "--redis-url", f"redis://127.0.0.1:{free_port()}/0")
     assert proc.wait(20) != 0
