@@ -74,24 +74,32 @@ def _print_json(value: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # Signals first: a SIGTERM while connecting must still end in a clean exit 0.
+    workers: list[Any] = []
+    stop_requested: list[bool] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("%s received: finishing the batch in hand", signal.Signals(signum).name)
+        stop_requested.append(True)
+        for running in workers:
+            running.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     from .worker import Worker
 
     settings = _settings(args)
     redis = _redis(settings)
     mongo = _mongo(settings)
     worker = Worker(settings, redis, mongo, lease_ttl_ms=args.lease_ttl_ms, progress=not args.no_progress)
+    workers.append(worker)
+    if stop_requested:
+        worker.stop()
     if settings.metrics_port:
         try:
             worker.serve_metrics(settings.metrics_port)
         except OSError as exc:
             raise Misconfigured(f"cannot serve metrics on port {settings.metrics_port}: {exc.strerror}.") from None
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.info("%s received: finishing the batch in hand", signal.Signals(signum).name)
-        worker.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     log.info("projector %s watching %s/%s (%s, %s) into %s, prefix %s", worker.lease.holder,
              hosts_of(settings.mongo_url), settings.mongo_db, settings.tasks_collection,
              settings.economy_collection, settings.redis_url.rsplit("@", 1)[-1], settings.key_prefix)

@@ -49,5 +49,6 @@ def test_random_kill_9_during_mixed_writes_ends_with_no_lost_and_no_phantom_task
     assert len(diff.phantom) == 0, str(diff)
     assert diff.clean, str(diff)
     assert all("Traceback" not in output(p) for p in procs), output(procs[-1])
+    wait_for(lambda: "leader now" in output(procs[-1]), 20, "the last process taking the lease")
     procs[-1].send_signal(signal.SIGTERM)
     assert procs[-1].wait(15) == 0
