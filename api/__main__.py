@@ -7,15 +7,37 @@ import logging
 import os
 import re
 import sys
+from typing import Any
 
 from .auth import DEFAULT_TTL_S, mint_token
 from .deps import USER_ID_PATTERN
 from .settings import Settings, SettingsError
 
 
-def _serve(args: argparse.Namespace) -> int:
+def server(app: Any, settings: Settings, **options: Any) -> Any:
+    """A uvicorn server for ``app`` whose shutdown first ends the open SSE streams."""
     import uvicorn
 
+    from .main import end_streams
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            end_streams(app)  # streams never end by themselves; uvicorn would wait for them
+            await super().shutdown(sockets)
+
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        # A backstop: streams close by themselves on SIGTERM; nothing may keep the process up.
+        timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s) + 2),
+        proxy_headers=True,
+        **options,
+    )
+    return Server(config)
+
+
+def _serve(args: argparse.Namespace) -> int:
     from .main import create_app
 
     env = dict(os.environ)
@@ -27,16 +49,7 @@ def _serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"livestatus-api: {exc}", file=sys.stderr)
         return 2
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=args.log_level,
-        # A backstop: streams close by themselves on SIGTERM; nothing may keep the process up.
-        timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s) + 2),
-        proxy_headers=True,
-    )
-    uvicorn.Server(config).run()
+    server(app, settings, log_level=args.log_level).run()
     return 0
 
 

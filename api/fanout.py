@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any, Awaitable, Callable
 
 from redis.exceptions import RedisError
@@ -32,33 +30,60 @@ log = logging.getLogger("api.fanout")
 Reader = Callable[[str], Awaitable[dict[str, Any]]]
 
 
-@dataclass
 class Snapshot:
-    """A snapshot read once and shared by every stream of its user; its JSON is encoded once."""
+    """A snapshot read once and shared by every stream of its user; its JSON and SSE frame are encoded once."""
 
-    data: dict[str, Any]
+    __slots__ = ("data", "version", "_json", "_frame")
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+        self.version = int(data["version"])
+        self._json: str | None = None
+        self._frame: bytes | None = None
 
     @property
-    def version(self) -> int:
-        return int(self.data["version"])
-
-    @cached_property
     def json(self) -> str:
-        return json.dumps(self.data, separators=(",", ":"))
+        if self._json is None:
+            self._json = json.dumps(self.data, separators=(",", ":"))
+        return self._json
+
+    @property
+    def frame(self) -> bytes:
+        """The ``event: snapshot`` SSE frame, ``id:`` = version (JSON has no raw newlines)."""
+        if self._frame is None:
+            self._frame = f"id: {self.version}\r\nevent: snapshot\r\ndata: {self.json}\r\n\r\n".encode()
+        return self._frame
 
 
-@dataclass(eq=False)
+def _time_out(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
+
+
 class Listener:
-    """One stream's mailbox: at most one pending snapshot, the newest."""
+    """One stream's mailbox: at most one pending snapshot, the newest.
 
-    uid: str
-    metrics: Metrics
-    sent_version: int = -1  # the newest version this stream's client has (or was told it has)
-    closed: bool = False
-    dropped: int = 0
-    _pending: Snapshot | None = None
-    _ready: asyncio.Event = field(default_factory=asyncio.Event)
-    _on_close: Callable[["Listener"], None] | None = None
+    It is the only per-stream object the fan-out holds, so it is kept small: slots, no
+    ``asyncio.Event`` (a future exists only while its stream waits) and no snapshot it has sent.
+    """
+
+    __slots__ = ("uid", "metrics", "sent_version", "closed", "dropped", "_pending", "_waiter", "_on_close")
+
+    def __init__(
+        self,
+        uid: str,
+        metrics: Metrics,
+        sent_version: int = -1,
+        on_close: Callable[["Listener"], None] | None = None,
+    ) -> None:
+        self.uid = uid
+        self.metrics = metrics
+        self.sent_version = sent_version  # the newest version this stream's client has (or was told it has)
+        self.closed = False
+        self.dropped = 0
+        self._pending: Snapshot | None = None
+        self._waiter: asyncio.Future[bool] | None = None
+        self._on_close = on_close
 
     def offer(self, snapshot: Snapshot) -> None:
         """Make ``snapshot`` the next one to send if it is newer than anything sent or pending."""
@@ -69,27 +94,47 @@ class Listener:
             self.dropped += 1
             self.metrics.dropped_states.inc()
         self._pending = snapshot
-        self._ready.set()
+        self._wake()
+
+    async def wait(self, timeout_s: float | None = None) -> bool:
+        """Wait for a pending snapshot or the close; False if ``timeout_s`` passed first."""
+        if self._pending is not None or self.closed:
+            return True
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(timeout_s, _time_out, waiter) if timeout_s is not None else None
+        try:
+            return await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    def take(self) -> Snapshot | None:
+        """The pending snapshot (now no longer pending), or None; None too once closed."""
+        snapshot, self._pending = self._pending, None
+        return None if self.closed else snapshot
 
     async def next(self) -> Snapshot | None:
         """The newest unsent snapshot, waiting for one; None once the listener is closed."""
         while self._pending is None and not self.closed:
-            self._ready.clear()
-            await self._ready.wait()
-        if self.closed:
-            return None
-        snapshot, self._pending = self._pending, None
-        return snapshot
+            await self.wait()
+        return self.take()
 
     def close(self) -> None:
-        """Stop listening (idempotent); the fan-out forgets this listener."""
+        """Stop listening (idempotent); the fan-out forgets this listener and its stream ends."""
         if self.closed:
             return
         self.closed = True
         self._pending = None
-        self._ready.set()
+        self._wake()
         if self._on_close is not None:
             self._on_close(self)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
 
 
 class Fanout:
@@ -112,17 +157,32 @@ class Fanout:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._runner: asyncio.Task | None = None
+        self._reconcile_queued = False  # a reconcile is spawned and has not looked at the listeners yet
+        self.ending = False  # the server is shutting down: no stream may stay open
 
     # ------------------------------------------------------------------ listeners
 
     def listen(self, uid: str) -> Listener:
-        """A listener for ``uid``'s new versions; close it when the stream ends."""
-        listener = Listener(uid, self.metrics, _on_close=self._release)
+        """A listener for ``uid``'s new versions; close it when the stream ends.
+
+        Once :meth:`end_streams` was called it is closed from the start (its stream ends at once).
+        """
+        listener = Listener(uid, self.metrics, on_close=self._release)
+        if self.ending:
+            listener.close()
+            return listener
         first = uid not in self._listeners
         self._listeners.setdefault(uid, set()).add(listener)
         if first:
-            self._spawn(self._reconcile())
+            self._queue_reconcile()
         return listener
+
+    def end_streams(self) -> None:
+        """Close every listener and every later one: each open stream ends (server shutdown)."""
+        self.ending = True
+        for group in list(self._listeners.values()):
+            for listener in list(group):
+                listener.close()
 
     def listener_count(self, uid: str | None = None) -> int:
         if uid is not None:
@@ -141,7 +201,7 @@ class Fanout:
         if not group:
             del self._listeners[listener.uid]
             self._known.pop(listener.uid, None)
-            self._spawn(self._reconcile())
+            self._queue_reconcile()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -150,9 +210,7 @@ class Fanout:
 
     async def close(self) -> None:
         """Close every listener, stop reading and release the pub/sub connection (idempotent)."""
-        for group in list(self._listeners.values()):
-            for listener in list(group):
-                listener.close()
+        self.end_streams()
         tasks = [t for t in (self._runner, *self._tasks, *self._reading.values()) if t is not None]
         for task in tasks:
             task.cancel()
@@ -170,9 +228,17 @@ class Fanout:
 
     # ------------------------------------------------------------------ subscriptions
 
+    def _queue_reconcile(self) -> None:
+        # One queued reconcile serves every change made before it runs: opening 20k streams of
+        # 20k users spawns a handful of reconciles, not 20k (each one reads every user).
+        if not self._reconcile_queued:
+            self._reconcile_queued = True
+            self._spawn(self._reconcile())
+
     async def _reconcile(self) -> None:
         """Subscribe to users with listeners, unsubscribe from users without (serialized)."""
         async with self._lock:
+            self._reconcile_queued = False
             wanted = {self.layout.channel(uid) for uid in self._listeners}
             add, remove = sorted(wanted - self._channels), sorted(self._channels - wanted)
             try:

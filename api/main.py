@@ -1,4 +1,9 @@
-"""The ASGI app factory: ``api.main:create_app()`` (``uvicorn --factory api.main:create_app``)."""
+"""The ASGI app factory: ``api.main:create_app()`` (``uvicorn --factory api.main:create_app``).
+
+Serve it with ``python -m api``: its server ends every open SSE stream as soon as it starts
+shutting down (:func:`end_streams`). Plain uvicorn knows nothing of open streams and waits for
+them until ``--timeout-graceful-shutdown`` runs out.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from .fanout import Fanout
 from .metrics import LatencyMiddleware, Metrics
 from .routes import ops, users
 from .settings import Settings
+from .stream import StreamHandoff
 from .stream import router as stream_router
 
 log = logging.getLogger("api")
@@ -30,6 +36,13 @@ INSECURE_BANNER = (
     "!!  INSECURE DEV MODE: every user's status is served WITHOUT authentication.   !!\n"
     "!!  Never expose this server. Set API_KEYS and AUTH_SECRET for anything else.  !!\n" + "!" * 78
 )
+
+
+def end_streams(app: FastAPI) -> None:
+    """End every open SSE stream of ``app`` and every one opened later (the server is stopping)."""
+    fanout = getattr(app.state, "fanout", None)
+    if fanout is not None:
+        fanout.end_streams()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -107,4 +120,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Last-Event-ID"],
         )
     app.add_middleware(LatencyMiddleware, metrics=metrics)
+    app.add_middleware(StreamHandoff)  # outermost: streams run after the stack that opened them returned
     return app

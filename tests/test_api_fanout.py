@@ -119,3 +119,24 @@ async def test_after_a_pubsub_reconnect_subscribed_users_are_read_again(prefix, 
     finally:
         await fanout.close()
         await client.aclose()
+
+
+async def test_a_listener_waits_at_most_its_timeout_and_wakes_at_once_on_an_offer():
+    """The stream's heartbeat is the wait's timeout; an offer ends the wait early."""
+    listener = Listener("u", Metrics())
+    assert await listener.wait(0.01) is False
+    waiting = asyncio.create_task(listener.wait(30))
+    await asyncio.sleep(0)
+    listener.offer(snap(1))
+    assert await asyncio.wait_for(waiting, 1) is True
+    assert listener.take().version == 1 and listener.take() is None
+
+
+async def test_ending_the_streams_closes_every_listener_and_every_later_one(fake_fanout):
+    """Server shutdown: one call ends every stream, and a stream opened during shutdown ends at once."""
+    fanout, *_ = fake_fanout
+    listeners = [fanout.listen(f"u{i % 3}") for i in range(6)]
+    fanout.end_streams()
+    assert all(listener.closed for listener in listeners)
+    assert fanout.listen("u9").closed
+    assert fanout.listener_count() == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 import uuid
@@ -10,9 +11,12 @@ import httpx
 import pytest
 import redis
 
+from api.__main__ import server as api_server
 from api.auth import mint_token
+from api.main import create_app
+from api.settings import Settings
 from projector.readmodel import Layout, ReadModel
-from tests.apiserver import SECRET, SSE, Server, apply, auth, balance_change, task_change
+from tests.apiserver import KEY, SECRET, SSE, Server, apply, auth, balance_change, free_port, task_change
 from tests.conftest import REDIS_URL
 
 
@@ -231,3 +235,76 @@ def test_sigterm_closes_open_streams_promptly(module_prefix, user):
         assert "Traceback" not in server.stderr, server.stderr
     finally:
         server.stop()
+
+
+def _stalled_stream(server: Server, user: str) -> socket.socket:
+    """A stream whose client never reads (a tiny receive window fills fast)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    sock.sendall(f"GET /users/{user}/status/stream HTTP/1.1\r\nHost: x\r\n{_auth_line()}\r\n".encode())
+    return sock
+
+
+def _auth_line() -> str:
+    return f"Authorization: Bearer {KEY}\r\n"
+
+
+def test_a_client_that_accepts_nothing_for_the_send_timeout_is_dropped(module_prefix, readmodel, user):
+    server = Server(module_prefix, env={"SSE_SEND_TIMEOUT_S": "0.5"}).start()
+    try:
+        sock = _stalled_stream(server, user)
+        wait_for(lambda: server.metric("livestatus_api_open_streams") == 1, what="stream open")
+        name = "T" * 1900  # ~200 KB snapshots: the kernel's and uvicorn's buffers fill within a few MB
+        apply(readmodel, *[task_change(user, f"gen-{i}", tool_name=name) for i in range(100)])
+        deadline = time.monotonic() + 20
+        n = 0
+        while server.metric("livestatus_api_open_streams") != 0 and time.monotonic() < deadline:
+            n += 1
+            apply(readmodel, task_change(user, "gen-0", progress=float(n % 100), tool_name=name))
+            time.sleep(0.05)
+        assert server.metric("livestatus_api_open_streams") == 0
+        sock.close()
+    finally:
+        server.stop()
+    assert "accepted nothing" in server.stderr and "Traceback" not in server.stderr, server.stderr
+
+
+async def test_an_open_stream_costs_its_request_task_and_one_disconnect_waiter_only(module_prefix):
+    """No task group, ping task or shutdown watcher per stream: 20k streams must fit in one process."""
+    settings = Settings(redis_url=REDIS_URL, key_prefix=module_prefix, api_keys=(KEY,), auth_secret=SECRET,
+                        host="127.0.0.1", port=free_port())
+    app = create_app(settings)
+    uvicorn_server = api_server(app, settings, log_level="warning")
+    serving = asyncio.create_task(uvicorn_server.serve())
+    clients = []
+    try:
+        async with asyncio.timeout(10):
+            while not uvicorn_server.started:
+                await asyncio.sleep(0.02)
+        fanout = app.state.fanout
+
+        async def settled_tasks() -> int:
+            async with asyncio.timeout(5):  # the fan-out's subscribe and read tasks come and go
+                while fanout._tasks or fanout._reading:
+                    await asyncio.sleep(0.01)
+            return len(asyncio.all_tasks())
+
+        idle = await settled_tasks()
+        for i in range(10):
+            reader, writer = await asyncio.open_connection("127.0.0.1", settings.port)
+            writer.write(f"GET /users/tasks-{i % 4}/status/stream HTTP/1.1\r\nHost: x\r\n{_auth_line()}\r\n".encode())
+            async with asyncio.timeout(5):
+                await reader.readuntil(b"event: sync")
+            clients.append(writer)
+        assert await settled_tasks() - idle == 2 * 10
+        for writer in clients:
+            writer.close()
+        async with asyncio.timeout(5):
+            while fanout.listener_count() or await settled_tasks() != idle:
+                await asyncio.sleep(0.02)
+    finally:
+        for writer in clients:
+            writer.close()
+        uvicorn_server.should_exit = True
+        await asyncio.wait_for(serving, 10)
