@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from bson import Decimal128, Int64, ObjectId
 
@@ -220,7 +221,7 @@ def iso(moment: datetime | None) -> str | None:
     """ISO-8601 UTC with millisecond precision and a Z: 2026-11-25T08:48:21.123Z."""
     if moment is None:
         return None
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def epoch_ms(moment: datetime | None) -> int | None:
