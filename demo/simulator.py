@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal

@@ -9,7 +9,7 @@ import fakeredis
 import pytest
 import redis
 
-from projector.readmodel import Layout
+from projector.readmodel import Layout, ReadModel
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -44,6 +44,35 @@ def real_redis(prefix: str):
 def fake_redis():
     client = fakeredis.FakeRedis()
     yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def module_prefix() -> str:
+    """A key prefix shared by one module's tests (for a server that the module shares)."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="module")
+def server(module_prefix):
+    """``python -m api`` on a loopback port, shared by the module; its keys deleted afterwards."""
+    from .apiserver import Server
+
+    api = Server(module_prefix).start()
+    yield api
+    api.stop()
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"{module_prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def readmodel(module_prefix):
+    """A ReadModel writing under the module's prefix into the real Redis."""
+    client = redis.Redis.from_url(REDIS_URL)
+    yield ReadModel(client, Layout(module_prefix))
     client.close()
 
 

@@ -10,12 +10,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-import redis
 
 from api.auth import mint_token
 from projector.readmodel import Layout, ReadModel
 from tests.apiserver import ROOT, SECRET, Server, apply, balance_change, task_change
-from tests.conftest import REDIS_URL
 
 pytestmark = pytest.mark.browser
 SCREENSHOT = ROOT / "docs" / "panel.png"

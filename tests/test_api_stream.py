@@ -9,39 +9,13 @@ import uuid
 
 import httpx
 import pytest
-import redis
 
 from api.__main__ import server as api_server
 from api.auth import mint_token
 from api.main import create_app
 from api.settings import Settings
-from projector.readmodel import Layout, ReadModel
 from tests.apiserver import KEY, SECRET, SSE, Server, apply, auth, balance_change, free_port, task_change
 from tests.conftest import REDIS_URL
-
-
-@pytest.fixture(scope="module")
-def module_prefix() -> str:
-    return f"t{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture(scope="module")
-def server(module_prefix):
-    server = Server(module_prefix).start()
-    yield server
-    server.stop()
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=f"{module_prefix}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def readmodel(module_prefix):
-    client = redis.Redis.from_url(REDIS_URL)
-    yield ReadModel(client, Layout(module_prefix))
-    client.close()
 
 
 @pytest.fixture

@@ -3,11 +3,11 @@
 import json
 
 import pytest
-from bson import Decimal128, ObjectId
+from bson import Decimal128
 
 from projector.changes import balance_change, task_change
 from projector.normalize import Rules
-from projector.readmodel import ReadModel, TaskChange, position, read_snapshot
+from projector.readmodel import ReadModel, position, read_snapshot
 
 RULES = Rules(stale_after_ms=60_000)
 NOW_ISO = "2026-11-25T09:00:00.000Z"

@@ -10,39 +10,12 @@ import time
 import uuid
 
 import httpx
-import pytest
-import redis
 
-from projector.readmodel import Layout, ReadModel, read_snapshot
+from projector.readmodel import read_snapshot
 from tests.apiserver import SSE, Server, apply, auth, task_change
-from tests.conftest import REDIS_URL
 from tests.test_worker_process import wait_for
 
 from .conftest import size
-
-
-@pytest.fixture(scope="module")
-def module_prefix() -> str:
-    return f"t{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture(scope="module")
-def server(module_prefix):
-    server = Server(module_prefix).start()
-    yield server
-    server.stop()
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=f"{module_prefix}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def readmodel(module_prefix):
-    client = redis.Redis.from_url(REDIS_URL)
-    yield ReadModel(client, Layout(module_prefix))
-    client.close()
 
 
 def rss_kb(pid: int) -> int:
