@@ -28,6 +28,19 @@ class LiveTask(BaseModel):
     expectedDurationMs: int | None = Field(default=None, description="the tool's typical duration, when known")
 
 
+class FinishedTask(BaseModel):
+    """A task that reached a terminal status in the last ten minutes (newest first, at most 10)."""
+
+    generationId: str
+    idHash: str
+    status: str = Field(description="the final status, e.g. completed, failed, payment_failed")
+    toolId: str | None
+    toolDisplayName: str | None
+    costUsd: str | None = Field(description="exact decimal string")
+    startedAt: str | None
+    finishedAt: str | None
+
+
 class Snapshot(BaseModel):
     """One user's status: what every stream event carries too."""
 
@@ -36,6 +49,9 @@ class Snapshot(BaseModel):
     updatedAt: str | None
     balance: Balance
     liveTasks: list[LiveTask]
+    recentlyFinished: list[FinishedTask] = Field(
+        default_factory=list, description="how recent tasks ended, so a client that was away never misses it"
+    )
 
 
 class ReportTask(BaseModel):

@@ -7,6 +7,7 @@ Every key livestatus uses is built here; nothing else spells a key. Per user ``U
 ``ls:{U}:tasks``    hash: generation id -> task JSON (live tasks only)
 ``ls:{U}:seq``      hash: generation id -> position of the last change applied to it (live *and*
                     gone tasks: the entries of gone tasks are tombstones, capped per user)
+``ls:{U}:finished`` list: the user's last tasks to finish, newest first (JSON with the final status)
 ``ls:{U}:changes``  pub/sub channel: the new version, published in the same script as the change
 
 Shared keys: ``ls:owner:{gen:ID}`` / ``ls:owner:{econ:ID}``: ``"seq|owner|past owners"`` of
@@ -31,7 +32,9 @@ from .normalize import Balance, Task
 OWNER_TTL_S = 7 * 24 * 3600  # safety net only: a live task goes stale long before
 PAST_OWNERS_CAP = 8  # a generation practically never changes owner; a cap keeps entries small
 GONE_TTL_S = 24 * 3600  # how long the index remembers that a document left (covers any replay)
-TOMBSTONE_CAP = 2000  # per user; pruned to half, oldest first, when exceeded
+TOMBSTONE_CAP = 2000
+FINISHED_CAP = 10  # finished tasks remembered per user
+FINISHED_SHOWN_MS = 10 * 60 * 1000  # how long a finished task stays in the snapshot  # per user; pruned to half, oldest first, when exceeded
 
 
 def position(seconds: int, increment: int) -> str:
@@ -84,8 +87,11 @@ class Layout:
     def balance_owner(self, doc_id: str) -> str:
         return f"{self.prefix}:owner:{{econ:{doc_id}}}"
 
+    def finished(self, uid: str) -> str:
+        return f"{self.prefix}:{{{uid}}}:finished"
+
     def user_keys(self, uid: str) -> list[str]:
-        return [self.user(uid), self.tasks(uid), self.seqs(uid)]
+        return [self.user(uid), self.tasks(uid), self.seqs(uid), self.finished(uid)]
 
 
 # ---------------------------------------------------------------------------- changes
@@ -126,12 +132,31 @@ def task_record(task: Task, expected_duration_ms: int | None, stale_at_ms: int |
     return json.dumps(record, separators=(",", ":"), sort_keys=True)
 
 
+def finished_record(task: Task) -> str:
+    """The JSON remembered for a task that reached a terminal status: its outcome."""
+    record = {
+        "generationId": task.generation_id,
+        "idHash": task.id_hash,
+        "status": task.status,
+        "toolId": task.tool_id,
+        "toolDisplayName": task.tool_display_name,
+        "costUsd": task.cost_usd,
+        "startedAt": task.started_at,
+        "finishedAt": task.updated_at,
+        "finishedAtMs": task.last_activity_ms,
+    }
+    return json.dumps(record, separators=(",", ":"))
+
+
 # ---------------------------------------------------------------------------- scripts
 
-# KEYS: user, tasks, seq. ARGV: channel, updatedAt, tombstone cap, then one op per argument:
-# "kind US id US seq US payload" (US = \x1f; kind t = task put, x = task gone, b = balance put,
-# g = balance gone). Returns the new version, or 0 when nothing visible changed.
+# KEYS: user, tasks, seq, finished. ARGV: channel, updatedAt, tombstone cap, then one op per
+# argument: "kind US id US seq US payload" (US = \x1f; kind t = task put, x = task gone with its
+# final state as payload ('' when unknown), b = balance put, g = balance gone). A task that
+# finishes is remembered in the finished list once: when it leaves the snapshot, or when it was
+# never seen live. Returns the new version, or 0 when nothing visible changed.
 APPLY_LUA = """
+local FINISHED_CAP = $FINISHED_CAP
 local changed = false
 for i = 4, #ARGV do
   local kind, id, seq, payload = string.match(ARGV[i], '^(%a)\\31([^\\31]*)\\31([^\\31]*)\\31(.*)$')
@@ -144,8 +169,14 @@ for i = 4, #ARGV do
           redis.call('HSET', KEYS[2], id, payload)
           changed = true
         end
-      elseif redis.call('HDEL', KEYS[2], id) == 1 then
-        changed = true
+      else
+        local was_live = redis.call('HDEL', KEYS[2], id) == 1
+        if was_live then changed = true end
+        if payload ~= '' and (was_live or not cur) then
+          redis.call('LPUSH', KEYS[4], payload)
+          redis.call('LTRIM', KEYS[4], 0, FINISHED_CAP - 1)
+          changed = true
+        end
       end
     end
   else
@@ -185,7 +216,7 @@ local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HSET', KEYS[1], 'updatedAt', ARGV[2])
 redis.call('PUBLISH', ARGV[1], version)
 return version
-"""
+""".replace("$FINISHED_CAP", str(FINISHED_CAP))
 
 # KEYS: user, tasks, seq. ARGV: channel, updatedAt, now (ms), min seq ('' for none).
 # Removes live tasks that went stale by now and, when a min seq is given (end of a resync),
@@ -262,6 +293,27 @@ class Plan:
     first_script: int
 
 
+class _Draft:
+    """One document's change in a batch, read against its owner entry.
+
+    The entry is rewritten whenever what it records changes, and on every change to a document
+    that left (it is then the only record of its position): only a live document changing under
+    the same owner leaves it alone, which is the common case.
+    """
+
+    def __init__(self, change: Change, key: str, entry: str | None) -> None:
+        self.change, self.key = change, key
+        self.newest_seq, self.known_owner, self.known_past = _owner_entry(entry)
+        self.op = _op(change)
+        target = change.owner or ""
+        self.owner_now = target if self.op[0] in ("t", "b") else ""
+        past = dict.fromkeys([self.known_owner, *self.known_past, target])
+        self.past = [o for o in past if o and o != self.owner_now][-PAST_OWNERS_CAP:]
+        self.unchanged = (entry is not None and self.known_owner != "" and self.known_owner == self.owner_now
+                          and self.past == self.known_past)
+        self.needs_owner_check = self.known_owner != "" and not self.unchanged
+
+
 @dataclass
 class _UserOps:
     args: list[str]
@@ -307,38 +359,31 @@ class ReadModel:
         if not latest:
             return Plan([], [], 0)
         owner_keys = [self._owner_key(change) for change in latest]
-        entries = self._get_many(owner_keys)
+        drafts = [_Draft(change, key, entry) for change, key, entry in zip(latest, owner_keys, self._get_many(owner_keys))]
+        self._check_with_current_owner([d for d in drafts if d.needs_owner_check])
 
         per_user: dict[str, _UserOps] = {}
         entry_steps: list[Callable[[Any], Any]] = []
-        for change, key, entry in zip(latest, owner_keys, entries):
-            known_seq, known_owner, known_past = _owner_entry(entry)
-            if known_seq > change.seq:
-                continue  # the index has seen a newer change to this document: this one is obsolete
-            op = _op(change)
+        for draft in drafts:
+            change = draft.change
+            if draft.newest_seq > change.seq:
+                continue  # a newer change to this document was applied: this one is obsolete
             target = change.owner
             # Every user the document was ever recorded under, but its owner now, must not show
             # it: a crash may have cut the batch that recorded a move or a removal short.
-            for old_owner in (known_owner, *known_past):
+            for old_owner in (draft.known_owner, *draft.known_past):
                 if old_owner and old_owner != target:
                     self._add_op(per_user, old_owner, _gone_op(change))
-            owner_now = target if op[0] in ("t", "b") and target else ""
-            past = [o for o in dict.fromkeys([known_owner, *known_past, target or ""]) if o and o != owner_now]
-            past = past[-PAST_OWNERS_CAP:]
-            # The common case, a live task changing under the same owner, writes no entry at all.
-            recorded = entry is not None and known_owner == owner_now and past == known_past
             if target:
-                self._add_op(per_user, target, op)
+                self._add_op(per_user, target, draft.op)
                 # A task already in the snapshot only moves its deadline later: no ZADD needed.
-                if op[0] == "t" and not recorded and isinstance(change, TaskChange) and change.stale_at_ms:
+                if draft.op[0] == "t" and not draft.unchanged and isinstance(change, TaskChange) and change.stale_at_ms:
                     ops = per_user[target]
                     if ops.earliest_stale_at is None or change.stale_at_ms < ops.earliest_stale_at:
                         ops.earliest_stale_at = change.stale_at_ms
-            if not recorded:
-                # Entries go first and are recorded even for documents never seen: a replay must
-                # find every owner again, and an older replay must not resurrect a deleted document.
-                args = [change.seq, owner_now, ",".join(past), OWNER_TTL_S if owner_now else GONE_TTL_S]
-                entry_steps.append(lambda pipe, key=key, args=args: self._own(keys=[key], args=args, client=pipe))
+            if not draft.unchanged:
+                args = [change.seq, draft.owner_now, ",".join(draft.past), OWNER_TTL_S if draft.owner_now else GONE_TTL_S]
+                entry_steps.append(lambda pipe, key=draft.key, args=args: self._own(keys=[key], args=args, client=pipe))
 
         users = list(per_user)
         steps: list[Callable[[Any], Any]] = []
@@ -353,6 +398,25 @@ class ReadModel:
             args = [self.layout.channel(uid), now_iso, self.tombstone_cap, *per_user[uid].args]
             steps.append(lambda pipe, keys=keys, args=args: self._apply(keys=keys, args=args, client=pipe))
         return Plan(users, steps, first_script)
+
+    def _check_with_current_owner(self, drafts: list["_Draft"]) -> None:
+        """Fill in the position the current owner holds for documents that leave or move.
+
+        An owner entry is not rewritten while a live document changes under the same owner, so
+        its position can lag behind; whether a change that takes the document away is obsolete
+        is decided on the owner's own position instead. One round trip, for batches with any.
+        """
+        if not drafts:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for draft in drafts:
+            if isinstance(draft.change, TaskChange):
+                pipe.hget(self.layout.seqs(draft.known_owner), draft.change.generation_id)
+            else:
+                pipe.hget(self.layout.user(draft.known_owner), "balanceSeq")
+        for draft, seq in zip(drafts, pipe.execute()):
+            if seq is not None:
+                draft.newest_seq = max(draft.newest_seq, _decode(seq))
 
     def sweep(self, now_ms: int, now_iso: str, users: Iterable[str] | None = None, min_seq: str = "") -> dict[str, int]:
         """Remove stale tasks (and, with ``min_seq``, whatever a resync did not see).
@@ -423,8 +487,10 @@ def _coalesce(changes: Iterable[Change]) -> list[Change]:
 
 def _op(change: Change) -> tuple[str, str, str, str]:
     if isinstance(change, TaskChange):
-        if change.task is None or not change.task.live:
+        if change.task is None:
             return ("x", change.generation_id, change.seq, "")
+        if not change.task.live:
+            return ("x", change.generation_id, change.seq, finished_record(change.task))
         payload = task_record(change.task, change.expected_duration_ms, change.stale_at_ms)
         return ("t", change.generation_id, change.seq, payload)
     if change.balance is None:
@@ -443,14 +509,22 @@ def _gone_op(change: Change) -> tuple[str, str, str, str]:
 
 
 def queue_snapshot_read(pipe: Any, layout: Layout, uid: str) -> None:
-    """Queue the two reads of one user's snapshot on a transactional pipeline (one round trip)."""
+    """Queue the three reads of one user's snapshot on a transactional pipeline (one round trip)."""
     pipe.hgetall(layout.user(uid))
     pipe.hgetall(layout.tasks(uid))
+    pipe.lrange(layout.finished(uid), 0, -1)
 
 
-def decode_snapshot(uid: str, user: dict, tasks: dict, now_ms: int) -> dict[str, Any]:
-    """The snapshot as the API serves it, hiding tasks that went stale since the last sweep."""
+def decode_snapshot(uid: str, user: dict, tasks: dict, finished: list, now_ms: int) -> dict[str, Any]:
+    """The snapshot as the API serves it, hiding tasks that went stale since the last sweep and
+    finished tasks older than ``FINISHED_SHOWN_MS``."""
     user = {_decode(k): _decode(v) for k, v in user.items()}
+    recent = []
+    for raw in finished:
+        record = json.loads(raw)
+        finished_ms = record.pop("finishedAtMs", None)
+        if finished_ms is None or now_ms - finished_ms <= FINISHED_SHOWN_MS:
+            recent.append(record)
     live = []
     for raw in tasks.values():
         record = json.loads(raw)
@@ -469,6 +543,7 @@ def decode_snapshot(uid: str, user: dict, tasks: dict, now_ms: int) -> dict[str,
             "exp": int(user.get("exp", 0)),
         },
         "liveTasks": live,
+        "recentlyFinished": recent,
     }
 
 
@@ -477,8 +552,8 @@ def read_snapshot(redis: Any, uid: str, now_ms: int, layout: Layout | None = Non
     layout = layout or Layout()
     pipe = redis.pipeline(transaction=True)
     queue_snapshot_read(pipe, layout, uid)
-    user, tasks = pipe.execute()
-    return decode_snapshot(uid, user, tasks, now_ms)
+    user, tasks, finished = pipe.execute()
+    return decode_snapshot(uid, user, tasks, finished, now_ms)
 
 
 async def aread_snapshot(redis: Any, uid: str, now_ms: int, layout: Layout | None = None) -> dict[str, Any]:
@@ -486,8 +561,8 @@ async def aread_snapshot(redis: Any, uid: str, now_ms: int, layout: Layout | Non
     layout = layout or Layout()
     async with redis.pipeline(transaction=True) as pipe:
         queue_snapshot_read(pipe, layout, uid)
-        user, tasks = await pipe.execute()
-    return decode_snapshot(uid, user, tasks, now_ms)
+        user, tasks, finished = await pipe.execute()
+    return decode_snapshot(uid, user, tasks, finished, now_ms)
 
 
 async def aread_heartbeat_ms(redis: Any, layout: Layout | None = None) -> int | None:

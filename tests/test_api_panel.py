@@ -101,14 +101,20 @@ def test_the_panel_shows_live_changes_and_catches_up_after_a_forced_reconnect(br
         server.stop()
         wait_for(browser, "document.getElementById('conn').dataset.state === 'reconnecting'")
         apply(readmodel, balance_change(user, "2.500000", 6756, 43))
+        apply(readmodel, task_change(user, "gen-b", status="payment_failed", live=False, progress=None))
         server.start()
         wait_for(browser, "document.getElementById('conn').dataset.state === 'caught-up'", timeout_s=15)
         assert text(browser, "usd") == "$2.50"
         assert "missed changes applied" in text(browser, "conn")
+        # ... and how a task ended while the panel was away is not missed.
+        failed = browser.find_element("css selector", "li[data-id='gen-b']")
+        assert "leaving" in failed.get_attribute("class") and "failed" in failed.get_attribute("class")
+        assert "payment failed" in failed.text.lower()
 
-        # A task that ends shows a final state, then leaves.
+        # A task that ends shows its final state, then leaves.
         apply(readmodel, task_change(user, "gen-c", status="completed", live=False, progress=100.0, source="status"))
         wait_for(browser, "document.querySelector(\"li[data-id='gen-c']\")?.classList.contains('leaving')")
+        assert "completed" in browser.find_element("css selector", "li[data-id='gen-c']").text.lower()
         wait_for(browser, "document.querySelector(\"li[data-id='gen-c']\") === null", timeout_s=10)
     finally:
         server.stop()

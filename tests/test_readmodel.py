@@ -50,7 +50,7 @@ def snap(model, uid="u1", now_ms=T0):
 def test_unknown_user_has_an_empty_snapshot_at_version_zero(model):
     assert snap(model, "nobody") == {
         "masterAccountId": "nobody", "version": 0, "updatedAt": None,
-        "balance": {"usdCredit": "0", "points": 0, "exp": 0}, "liveTasks": [],
+        "balance": {"usdCredit": "0", "points": 0, "exp": 0}, "liveTasks": [], "recentlyFinished": [],
     }
 
 
@@ -170,3 +170,46 @@ def test_batch_keeps_only_the_latest_change_per_document(model):
     changes = [put("g1", n, progress=n / 10) for n in range(1, 6)]
     assert model.apply(changes, NOW_ISO) == {"u1": 1}
     assert snap(model)["liveTasks"][0]["progressPercent"] == 50.0
+
+
+def finished(model, uid="u1", now_ms=T0):
+    return [(t["generationId"], t["status"]) for t in snap(model, uid, now_ms)["recentlyFinished"]]
+
+
+def test_a_finished_task_leaves_the_live_list_with_its_final_status(model):
+    model.apply([put("g1", 1)], NOW_ISO)
+    assert model.apply([put("g1", 2, status="payment_failed", updatedAt="2026-11-25T09:00:05Z")], NOW_ISO) == {"u1": 2}
+    [record] = snap(model, now_ms=T0)["recentlyFinished"]
+    assert (record["generationId"], record["status"], record["finishedAt"]) == ("g1", "payment_failed",
+                                                                                 "2026-11-25T09:00:05.000Z")
+    assert snap(model)["liveTasks"] == []
+
+
+def test_a_finished_task_is_remembered_once_whatever_is_replayed_or_updated_later(model):
+    model.apply([put("g1", 1)], NOW_ISO)
+    model.apply([put("g1", 2, status="completed")], NOW_ISO)
+    model.apply([put("g1", 2, status="completed")], NOW_ISO)  # replay
+    model.apply([put("g1", 3, status="completed", responseTimestamp="2026-11-25T09:00:09Z")], NOW_ISO)
+    assert finished(model) == [("g1", "completed")]
+
+
+def test_a_task_that_finished_before_it_was_ever_seen_live_is_remembered(model):
+    model.apply([put("g1", 1), put("g1", 2, status="failed")], NOW_ISO)  # coalesced in one batch
+    assert finished(model) == [("g1", "failed")]
+
+
+def test_a_deleted_task_has_no_final_status_to_show(model):
+    model.apply([put("g1", 1)], NOW_ISO)
+    model.apply([gone("g1", 2)], NOW_ISO)
+    assert finished(model) == []
+
+
+def test_finished_tasks_are_capped_newest_first_and_age_out(model):
+    for n in range(12):
+        model.apply([put(f"g{n}", 2 * n + 1), put(f"g{n}", 2 * n + 2, status="completed",
+                                                  updatedAt="2026-11-25T09:00:00Z")], NOW_ISO)
+    shown = finished(model, now_ms=T0)
+    assert [gid for gid, _ in shown] == [f"g{n}" for n in range(11, 1, -1)]
+    finished_ms = 1_795_597_200_000  # 2026-11-25T09:00:00Z
+    assert len(finished(model, now_ms=finished_ms + 10 * 60 * 1000)) == 10
+    assert finished(model, now_ms=finished_ms + 10 * 60 * 1000 + 1) == []
