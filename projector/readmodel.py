@@ -129,7 +129,7 @@ def task_record(task: Task, expected_duration_ms: int | None, stale_at_ms: int |
     if task.progress_source is None and expected_duration_ms:
         record["progressSource"] = "estimate"
     record["staleAt"] = stale_at_ms
-    return json.dumps(record, separators=(",", ":"), sort_keys=True)
+    return json.dumps(record, separators=(",", ":"))
 
 
 def finished_record(task: Task) -> str:

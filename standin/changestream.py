@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +14,8 @@ from bson.raw_bson import RawBSONDocument
 from . import tokens
 from .cursors import MAX_BATCH_BYTES
 from .errors import CommandError, history_lost
-from .query import Predicate, compile_filter
+from .projection import truthy, projector
+from .query import compile_filter
 from .store import DELETE, DROP, DROP_DATABASE, INSERT, INVALIDATE, REPLACE, UPDATE, Entry, Store
 
 _SCAN_CHUNK = 4096
@@ -60,19 +61,35 @@ def parse_stage(stage: Any) -> dict:
     return dict(stage)
 
 
-def compile_match(pipeline: list) -> Predicate | None:
-    """The stages after ``$changeStream``: any number of ``$match`` stages."""
-    predicates = []
+def compile_match(pipeline: list) -> Callable[[dict], dict | None] | None:
+    """The stages after ``$changeStream``, in order: ``$match`` and inclusion ``$project``
+    stages. Returns a function giving the event as the pipeline leaves it, or None when a
+    ``$match`` drops it; None for an empty pipeline."""
+    steps: list[Callable[[dict], dict | None]] = []
     for stage in pipeline:
-        if not isinstance(stage, Mapping) or list(stage) != ["$match"]:
-            name = next(iter(stage), "?") if isinstance(stage, Mapping) else "?"
-            raise CommandError(40324, f"the stand-in supports only $match after $changeStream, not {name}")
-        predicates.append(compile_filter(stage["$match"]))
-    if not predicates:
+        name = next(iter(stage), "?") if isinstance(stage, Mapping) else "?"
+        if name == "$match" and len(stage) == 1:
+            predicate = compile_filter(stage["$match"])
+            steps.append(lambda event, p=predicate: event if p(event) else None)
+        elif name == "$project" and len(stage) == 1 and isinstance(stage["$project"], Mapping):
+            spec = stage["$project"]
+            if any(not truthy(v) for k, v in spec.items()):
+                # Real servers refuse to drop the resume token (error 280 on the next batch).
+                raise CommandError(40324, "the stand-in supports only inclusion $project after $changeStream")
+            steps.append(projector(spec))
+        else:
+            raise CommandError(40324, f"the stand-in supports only $match and $project after $changeStream, not {name}")
+    if not steps:
         return None
-    if len(predicates) == 1:
-        return predicates[0]
-    return lambda event: all(p(event) for p in predicates)
+
+    def run(event: dict) -> dict | None:
+        for step in steps:
+            event = step(event)
+            if event is None:
+                return None
+        return event
+
+    return run
 
 
 class ChangeStreamCursor:
@@ -80,7 +97,7 @@ class ChangeStreamCursor:
 
     awaits_data = True
 
-    def __init__(self, store: Store, db: str | None, coll: str | None, stage: Mapping, match: Predicate | None) -> None:
+    def __init__(self, store: Store, db: str | None, coll: str | None, stage: Mapping, match: Callable[[dict], dict | None] | None) -> None:
         self._store = store
         self.db = db
         self.coll = coll
@@ -136,7 +153,9 @@ class ChangeStreamCursor:
                     self.alive = False
                     break
                 event = self._render(entry)
-                if self._match is not None and not self._match(event):
+                if self._match is not None:
+                    event = self._match(event)
+                if event is None:
                     self.position = entry.position
                     continue
                 raw = bson.encode(event)

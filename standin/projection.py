@@ -39,8 +39,8 @@ def projector(spec: Mapping | None) -> Callable[[Mapping], Mapping] | None:
     """A function applying an inclusion or exclusion projection, or None for no projection."""
     if not spec:
         return None
-    keep_id = _truthy(spec.get("_id", 1))
-    fields = {k: _truthy(v) for k, v in spec.items() if k != "_id"}
+    keep_id = truthy(spec.get("_id", 1))
+    fields = {k: truthy(v) for k, v in spec.items() if k != "_id"}
     included = [k for k, on in fields.items() if on]
     excluded = [k for k, on in fields.items() if not on]
     if included and excluded:
@@ -56,7 +56,7 @@ def projector(spec: Mapping | None) -> Callable[[Mapping], Mapping] | None:
     return lambda doc: _exclude(doc, tree)
 
 
-def _truthy(value: Any) -> bool:
+def truthy(value: Any) -> bool:
     if isinstance(value, (bool, int, float)):
         return bool(value)
     raise CommandError(2, f"projection values must be 0/1 or booleans, not {value!r}")

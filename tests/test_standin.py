@@ -409,3 +409,21 @@ def test_runs_as_a_process_until_sigterm(tmp_path):
     finally:
         process.kill()
         process.stdout.close()
+
+
+def test_an_inclusion_project_stage_trims_events_but_keeps_the_resume_token(mongo, db):
+    pipeline = [{"$match": {"ns.coll": "generationOutputs"}},
+                {"$project": {"operationType": 1, "documentKey": 1, "fullDocument.status": 1, "fullDocument.metadata.progress": 1}}]
+    with db.watch(pipeline, max_await_time_ms=100) as stream:
+        mongo.insert(DB, "generationOutputs", {"_id": 1, "status": "pending", "prompt": "x" * 500,
+                                               "metadata": {"progress": 0.5, "seed": 7}})
+        change = next_change(stream)
+        assert change["_id"] == stream.resume_token
+    assert change["fullDocument"] == {"status": "pending", "metadata": {"progress": 0.5}}  # nested _id is not implied
+    assert set(change) == {"_id", "operationType", "documentKey", "fullDocument"}
+
+
+def test_an_exclusion_project_stage_is_refused(db):
+    with pytest.raises(OperationFailure) as failure:
+        db.watch([{"$project": {"fullDocument.prompt": 0}}]).close()
+    assert failure.value.code == 40324
