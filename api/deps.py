@@ -1,4 +1,8 @@
-"""What routes depend on, as ``Annotated`` aliases: settings, clients, the caller, the user id."""
+"""What routes depend on, as ``Annotated`` aliases: settings, clients, the caller, the user id.
+
+Every dependency is ``async def``: none of them blocks, and FastAPI runs a plain ``def``
+dependency in the thread pool (a thread hop each, about five per request).
+"""
 
 from __future__ import annotations
 
@@ -18,23 +22,23 @@ USER_ID_PATTERN = r"^[A-Za-z0-9:_.\-]{1,128}$"
 TOKEN_COOKIE = "livestatus_token"
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def _redis(request: Request) -> Any:
+async def _redis(request: Request) -> Any:
     return request.app.state.redis
 
 
-def _layout(request: Request) -> Layout:
+async def _layout(request: Request) -> Layout:
     return request.app.state.layout
 
 
-def _fanout(request: Request) -> Fanout:
+async def _fanout(request: Request) -> Fanout:
     return request.app.state.fanout
 
 
-def _metrics(request: Request) -> Metrics:
+async def _metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
@@ -49,7 +53,7 @@ _query_token = APIKeyQuery(name="token", auto_error=False, description="A user t
 _cookie_token = APIKeyCookie(name=TOKEN_COOKIE, auto_error=False, description="A user token in a cookie.")
 
 
-def _principal(
+async def _principal(
     settings: SettingsDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     query_token: Annotated[str | None, Depends(_query_token)],
@@ -71,7 +75,7 @@ UserIdPath = Annotated[
 ]
 
 
-def _readable_user(masterAccountId: UserIdPath, principal: PrincipalDep) -> str:  # noqa: N803 (the API's name)
+async def _readable_user(masterAccountId: UserIdPath, principal: PrincipalDep) -> str:  # noqa: N803 (the API's name)
     authorize(principal, masterAccountId)
     return masterAccountId
 

@@ -7,6 +7,10 @@ snapshot read per user and version, whatever the number of streams; each stream 
 :class:`Listener` that keeps only the newest snapshot it has not sent yet, so a slow client is
 never queued for: an undelivered state is replaced by the next one (and counted as dropped).
 
+Reads are batched: notifications only mark a user as wanting a read, and one reader task reads
+up to ``batch_size`` waiting users per round trip (each user's three reads in MULTI/EXEC, so every
+snapshot is whole). Under load, the users notified while a batch is in flight make the next batch.
+
 A subscription confirmation also triggers a read: it closes the gap between a stream's first
 read and its subscription, and after a reconnect (redis-py re-subscribes by itself) it catches
 up on anything published while the connection was down.
@@ -17,9 +21,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import deque
 from typing import Any, Awaitable, Callable
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from projector.readmodel import Layout
 
@@ -28,6 +33,7 @@ from .metrics import Metrics
 log = logging.getLogger("api.fanout")
 
 Reader = Callable[[str], Awaitable[dict[str, Any]]]
+ManyReader = Callable[[list[str]], Awaitable[list[dict[str, Any]]]]
 
 
 class Snapshot:
@@ -140,17 +146,34 @@ class Listener:
 class Fanout:
     """Subscribes per user with live listeners and delivers each new version to them."""
 
-    def __init__(self, redis: Any, layout: Layout, read: Reader, metrics: Metrics, poll_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        layout: Layout,
+        read: Reader,
+        metrics: Metrics,
+        poll_s: float = 1.0,
+        read_many: ManyReader | None = None,
+        batch_size: int = 200,
+    ) -> None:
+        """``read`` reads one user's snapshot; ``read_many`` several in one round trip, in order
+        (without it, a batch is read with concurrent ``read`` calls)."""
         self._redis = redis
         self._pubsub = redis.pubsub()
         self.layout = layout
         self._read = read
+        self._read_many = read_many or self._read_each
+        self.batch_size = batch_size
         self.metrics = metrics
         self.poll_s = poll_s
         self._listeners: dict[str, set[Listener]] = {}
         self._known: dict[str, int] = {}  # uid -> newest version read by the fan-out
-        self._reading: dict[str, asyncio.Task] = {}
-        self._dirty: set[str] = set()
+        # Users waiting for a read, in arrival order: uid -> the version notified (None: read
+        # whatever the version, e.g. after a (re)subscription).
+        self._wanted: dict[str, int | None] = {}
+        self._wanted_order: deque[str] = deque()
+        self._want = asyncio.Event()
+        self._reader: asyncio.Task | None = None
         self._channels: set[str] = set()  # channels this process asked Redis for
         self._confirmed: set[str] = set()  # channels whose subscription Redis confirmed
         self._lock = asyncio.Lock()
@@ -207,15 +230,16 @@ class Fanout:
 
     async def start(self) -> None:
         self._runner = asyncio.create_task(self._run(), name="fanout")
+        self._reader = asyncio.create_task(self._read_batches(), name="fanout-reader")
 
     async def close(self) -> None:
         """Close every listener, stop reading and release the pub/sub connection (idempotent)."""
         self.end_streams()
-        tasks = [t for t in (self._runner, *self._tasks, *self._reading.values()) if t is not None]
+        tasks = [t for t in (self._runner, self._reader, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._runner = None
+        self._runner = self._reader = None
         try:
             await self._pubsub.aclose()
         except (RedisError, OSError):
@@ -297,36 +321,106 @@ class Fanout:
             except ValueError:
                 version = None
             if version is None or version > self._known.get(uid, -1):
-                self._want_read(uid)
+                self._want_read(uid, version)
 
     # ------------------------------------------------------------------ reads
 
-    def _want_read(self, uid: str) -> None:
+    def _want_read(self, uid: str, version: int | None = None) -> None:
+        """Queue a read of ``uid``: for ``version`` (skipped if a read already saw it), or, with
+        None, whatever the version. A user already waiting is not queued twice."""
         if uid not in self._listeners:
             return
-        if uid in self._reading:
-            self._dirty.add(uid)  # read again once the read in flight is done
+        if uid in self._wanted:
+            queued = self._wanted[uid]
+            if queued is not None and (version is None or version > queued):
+                self._wanted[uid] = version
             return
-        self._reading[uid] = asyncio.create_task(self._read_loop(uid))
+        self._wanted[uid] = version
+        self._wanted_order.append(uid)
+        self._want.set()
 
-    async def _read_loop(self, uid: str) -> None:
+    def _take_batch(self) -> list[str]:
+        """Up to ``batch_size`` waiting users that still have listeners and a version to read."""
+        batch: list[str] = []
+        while self._wanted_order and len(batch) < self.batch_size:
+            uid = self._wanted_order.popleft()
+            version = self._wanted.pop(uid)
+            if uid not in self._listeners:
+                continue
+            if version is not None and version <= self._known.get(uid, -1):
+                continue  # a read made after this notification already saw it
+            batch.append(uid)
+        return batch
+
+    async def _read_batches(self) -> None:
+        """The one reader: reads the waiting users, a batch per round trip, until none waits.
+
+        A user notified while its read is in flight waits again and is read in a later batch,
+        so the newest version is never missed.
+        """
+        while True:
+            await self._want.wait()
+            self._want.clear()
+            while self._wanted_order:
+                batch = self._take_batch()
+                if batch:
+                    await self._read_batch(batch)
+
+    async def _read_batch(self, uids: list[str]) -> None:
         try:
-            while uid in self._listeners:
-                self._dirty.discard(uid)
-                try:
-                    snapshot = Snapshot(await self._read(uid))
-                except RedisError as exc:
-                    log.warning("snapshot read for %s failed (%s); retrying", uid, exc)
-                    await asyncio.sleep(0.5)
-                    continue
-                self.metrics.snapshot_reads.inc()
-                self._known[uid] = max(self._known.get(uid, -1), snapshot.version)
-                for listener in list(self._listeners.get(uid, ())):
-                    listener.offer(snapshot)
-                if uid not in self._dirty:
-                    return
-        finally:
-            self._reading.pop(uid, None)
+            datas = await self._read_many(uids)
+        except ResponseError as exc:
+            if len(uids) == 1:
+                self._retry_later(uids, exc)
+                return
+            # One user's keys may be broken (e.g. a wrong type): read them one by one so that
+            # every other user still gets their snapshot.
+            results = await asyncio.gather(*(self._read(uid) for uid in uids), return_exceptions=True)
+            self.metrics.snapshot_read_batches.inc(1 + len(uids))  # the failed round trip and one each
+            failed = []
+            for uid, result in zip(uids, results):
+                if isinstance(result, RedisError):
+                    failed.append(uid)
+                elif isinstance(result, BaseException):
+                    log.error("snapshot read for %s failed", uid, exc_info=result)
+                else:
+                    self._deliver(uid, result)
+            if failed:
+                self._retry_later(failed, exc)
+            return
+        except RedisError as exc:
+            self._retry_later(uids, exc)
+            return
+        except Exception:  # noqa: BLE001 - the reader serves every user: it must not die
+            log.exception("snapshot read of %d users failed", len(uids))
+            return
+        self.metrics.snapshot_read_batches.inc()
+        for uid, data in zip(uids, datas):
+            self._deliver(uid, data)
+
+    def _deliver(self, uid: str, data: dict[str, Any]) -> None:
+        """Offer one read snapshot to every listener of its user (one :class:`Snapshot` shared)."""
+        snapshot = Snapshot(data)
+        self.metrics.snapshot_reads.inc()
+        group = self._listeners.get(uid)
+        if not group:
+            return  # the user's last stream closed while the read was in flight
+        self._known[uid] = max(self._known.get(uid, -1), snapshot.version)
+        for listener in list(group):
+            listener.offer(snapshot)
+
+    def _retry_later(self, uids: list[str], exc: Exception, delay_s: float = 0.5) -> None:
+        log.warning("snapshot read of %d user(s) failed (%s); retrying in %.1fs", len(uids), exc, delay_s)
+        self._spawn(self._want_later(uids, delay_s))
+
+    async def _want_later(self, uids: list[str], delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        for uid in uids:
+            self._want_read(uid)
+
+    async def _read_each(self, uids: list[str]) -> list[dict[str, Any]]:
+        """A batch read through the single-user reader (when no ``read_many`` was given)."""
+        return list(await asyncio.gather(*(self._read(uid) for uid in uids)))
 
 
 def _text(value: Any) -> str:

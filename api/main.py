@@ -83,7 +83,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async def read(uid: str) -> dict:
             return await snapshots.read(redis, layout, uid, settings.estimate_cap_percent)
 
-        fanout = Fanout(pubsub_redis, layout, read, metrics)
+        async def read_many(uids: list[str]) -> list[dict]:
+            return await snapshots.read_many(redis, layout, uids, settings.estimate_cap_percent)
+
+        fanout = Fanout(pubsub_redis, layout, read, metrics, read_many=read_many)
         await fanout.start()
         app.state.redis, app.state.layout, app.state.fanout = redis, layout, fanout
         try:

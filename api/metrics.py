@@ -33,6 +33,11 @@ class Metrics:
         self.snapshot_reads = Counter(
             "livestatus_api_fanout_reads_total", "snapshot reads made by the fan-out (one per user and version)", registry=r
         )
+        self.snapshot_read_batches = Counter(
+            "livestatus_api_fanout_read_batches_total",
+            "round trips the fan-out's reads took (each reads up to Fanout.batch_size users)",
+            registry=r,
+        )
         self.pubsub_reconnects = Counter(
             "livestatus_api_pubsub_reconnects_total", "times the Redis pub/sub connection failed and was re-established", registry=r
         )

@@ -9,6 +9,7 @@ import pytest
 import redis
 import redis.asyncio
 
+from api import snapshots
 from api.fanout import Fanout, Listener, Snapshot
 from api.metrics import Metrics
 from projector.readmodel import Layout, aread_snapshot
@@ -140,3 +141,78 @@ async def test_ending_the_streams_closes_every_listener_and_every_later_one(fake
     assert all(listener.closed for listener in listeners)
     assert fanout.listen("u9").closed
     assert fanout.listener_count() == 0
+
+
+@pytest.fixture
+async def batched_fanout():
+    """A fan-out reading through ``snapshots.read_many``; each batch waits 50 ms first (a slow
+    round trip), so notifications arriving meanwhile queue up for the next batch."""
+    client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    layout, metrics = Layout("b"), Metrics()
+    batches: list[list[str]] = []
+    gate = {"delay_s": 0.05}
+
+    async def read(uid: str) -> dict:
+        raise AssertionError("the batched fan-out reads through read_many")
+
+    async def read_many(uids: list[str]) -> list[dict]:
+        batches.append(list(uids))
+        await asyncio.sleep(gate["delay_s"])
+        return await snapshots.read_many(client, layout, uids, 95.0)
+
+    fanout = Fanout(client, layout, read, metrics, poll_s=0.05, read_many=read_many, batch_size=50)
+    await fanout.start()
+    yield fanout, client, layout, metrics, batches
+    await fanout.close()
+    await client.aclose()
+
+
+async def test_many_users_notified_at_once_are_read_in_a_few_round_trips(batched_fanout):
+    fanout, client, layout, metrics, batches = batched_fanout
+    users = [f"u{i}" for i in range(120)]
+    listeners = {uid: [fanout.listen(uid), fanout.listen(uid)] for uid in users}
+    await _until(lambda: metrics.snapshot_reads._value.get() == 120)  # the subscriptions' catch-up reads
+    for group in listeners.values():
+        assert [(await l.next()).version for l in group] == [0, 0]
+    trips_before = metrics.snapshot_read_batches._value.get()
+    async with client.pipeline(transaction=False) as pipe:
+        for uid in users:
+            pipe.hset(layout.user(uid), mapping={"version": 3, "usdCredit": uid})
+            pipe.publish(layout.channel(uid), 3)
+        await pipe.execute()
+    got = await asyncio.wait_for(asyncio.gather(*(l.next() for g in listeners.values() for l in g)), 5)
+    assert {s.version for s in got} == {3}
+    assert {s.data["balance"]["usdCredit"] for s in got} == set(users)
+    # One read per user and version, shared by both streams; 120 users in at most 1 + 3 batches of 50.
+    assert metrics.snapshot_reads._value.get() == 240
+    assert metrics.snapshot_read_batches._value.get() - trips_before <= 4
+    assert max(len(b) for b in batches) <= 50
+    assert got[0].data == await snapshots.read(client, layout, got[0].data["masterAccountId"], 95.0)
+
+
+async def test_a_user_notified_while_its_read_is_in_flight_is_read_again(batched_fanout):
+    fanout, client, layout, metrics, batches = batched_fanout
+    listener = fanout.listen("u1")
+    assert (await asyncio.wait_for(listener.next(), 5)).version == 0
+    await client.hset(layout.user("u1"), mapping={"version": 1})
+    await client.publish(layout.channel("u1"), 1)
+    await _until(lambda: len(batches) == 2)  # the read of version 1 is in flight (waiting 50 ms)
+    await client.hset(layout.user("u1"), mapping={"version": 2})
+    await client.publish(layout.channel("u1"), 2)
+    seen = []
+    while not seen or seen[-1] < 2:
+        seen.append((await asyncio.wait_for(listener.next(), 5)).version)
+    assert seen[-1] == 2 and seen == sorted(seen)
+
+
+async def test_versions_already_read_are_not_read_again(batched_fanout):
+    """A notification for a version a read already saw costs no read."""
+    fanout, client, layout, metrics, batches = batched_fanout
+    listener = fanout.listen("u1")
+    await client.hset(layout.user("u1"), mapping={"version": 5})
+    assert (await asyncio.wait_for(listener.next(), 5)).version == 5
+    reads = metrics.snapshot_reads._value.get()
+    for version in (4, 5):
+        await client.publish(layout.channel("u1"), version)
+    await asyncio.sleep(0.2)
+    assert metrics.snapshot_reads._value.get() == reads

@@ -259,8 +259,8 @@ async def test_an_open_stream_costs_its_request_task_and_one_disconnect_waiter_o
         fanout = app.state.fanout
 
         async def settled_tasks() -> int:
-            async with asyncio.timeout(5):  # the fan-out's subscribe and read tasks come and go
-                while fanout._tasks or fanout._reading:
+            async with asyncio.timeout(5):  # the fan-out's subscribe tasks come and go, reads wait
+                while fanout._tasks or fanout._wanted:
                     await asyncio.sleep(0.01)
             return len(asyncio.all_tasks())
 
