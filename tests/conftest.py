@@ -14,6 +14,13 @@ from projector.readmodel import Layout, ReadModel
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
+def delete_prefix(client: redis.Redis, prefix: str) -> None:
+    """Delete every key under ``prefix`` (what a test wrote), never anything else."""
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start : start + 1000])
+
+
 @pytest.fixture
 def prefix() -> str:
     """A key prefix of this test's own, so tests can share one Redis and run in parallel."""
@@ -34,9 +41,7 @@ def real_redis(prefix: str):
     except redis.ConnectionError:
         pytest.fail(f"no Redis answers at {REDIS_URL}: start one (see README)")
     yield client
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    if keys:
-        client.delete(*keys)
+    delete_prefix(client, prefix)
     client.close()
 
 
@@ -62,9 +67,7 @@ def server(module_prefix):
     yield api
     api.stop()
     client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=f"{module_prefix}:*", count=1000))
-    if keys:
-        client.delete(*keys)
+    delete_prefix(client, module_prefix)
     client.close()
 
 

@@ -10,7 +10,7 @@ import redis
 from projector.readmodel import Layout, ReadModel
 
 from .apiserver import SSE, Server, apply, auth, balance_change, task_change
-from .conftest import REDIS_URL
+from .conftest import REDIS_URL, delete_prefix
 
 
 @pytest.fixture(scope="module")
@@ -21,9 +21,7 @@ def servers():
     for server in pair:
         server.stop()
     client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=f"{prefix}:*"))
-    if keys:
-        client.delete(*keys)
+    delete_prefix(client, prefix)
     client.close()
 
 
