@@ -112,6 +112,18 @@ class Balance:
     exp: int
 
 
+# Every document field the normalizer (and projector.progress) reads. The change stream asks the
+# server for these alone: a generation's prompt, outputs and other metadata never cross the wire.
+TASK_FIELDS = (
+    "_id", "masterAccountId", "status", "costUsd", "toolId", "toolDisplayName", "notificationPlatform",
+    "sourcePlatform", "requestTimestamp", "updatedAt", "responseTimestamp",
+    "progressPercent", "progress", "currentStep", "totalSteps", "step", "steps", "current", "total",
+    "metadata.toolDisplayName", "metadata.progressPercent", "metadata.progress", "metadata.currentStep",
+    "metadata.totalSteps", "metadata.step", "metadata.steps", "metadata.current", "metadata.total",
+)
+BALANCE_FIELDS = ("_id", "masterAccountId", "usdCredit", "balanceUsd", "exp")
+
+
 # ---------------------------------------------------------------------------- identities
 
 

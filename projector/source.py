@@ -13,7 +13,11 @@ from pymongo.uri_parser import parse_uri
 
 from .changes import ECONOMY, TASKS
 from .checkpoint import Checkpoint
+from .normalize import BALANCE_FIELDS, TASK_FIELDS
 from .readmodel import position
+
+EVENT_FIELDS = ("operationType", "clusterTime", "wallTime", "ns", "documentKey",
+                *(f"fullDocument.{name}" for name in dict.fromkeys(TASK_FIELDS + BALANCE_FIELDS)))
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,11 @@ def token_position(token: Mapping[str, Any] | None) -> str | None:
         return position(int(data[2:10], 16), int(data[10:18], 16))
     except ValueError:
         return None
+
+
+def id_key(value: Any) -> Any:
+    """An _id usable as a dict key (embedded documents and arrays are valid _ids too)."""
+    return repr(value) if isinstance(value, (dict, list)) else value
 
 
 def hosts_of(url: str) -> str:
@@ -152,7 +161,10 @@ class Source:
                         {"operationType": {"$in": ["dropDatabase", "invalidate"]}},
                     ]
                 }
-            }
+            },
+            # Only what normalization reads (the resume token _id is always kept); a dead letter
+            # fetches the whole document instead, see full_documents().
+            {"$project": {field: 1 for field in EVENT_FIELDS}},
         ]
 
     def open(self, checkpoint: Checkpoint | None = None) -> Stream:
@@ -186,6 +198,11 @@ class Source:
 
     def estimated_total(self) -> int:
         return sum(self.db[name].estimated_document_count() for name in self.collections.values())
+
+    def full_documents(self, kind: str, ids: list[Any]) -> dict[Any, Mapping[str, Any]]:
+        """The whole current documents with these _ids (for dead letters: events are trimmed)."""
+        found = self.db[self.collections[kind]].find({"_id": {"$in": ids}})
+        return {id_key(doc["_id"]): doc for doc in found}
 
     def scan(self, kind: str) -> Iterator[Mapping[str, Any]]:
         """Every document of one collection, in server batches."""

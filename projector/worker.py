@@ -11,6 +11,7 @@ import logging
 import sys
 import threading
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
@@ -27,7 +28,7 @@ from .lease import Lease
 from .normalize import epoch_ms, iso, to_utc
 from .readmodel import Change, Layout, ReadModel, TaskChange
 from .settings import Settings
-from .source import RESYNC_EVENTS, Source, Stream, needs_resync, token_position
+from .source import RESYNC_EVENTS, Source, Stream, id_key, needs_resync, token_position
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +242,8 @@ class Worker:
             else:
                 changes.append(change)
                 learned.update(self.durations.learn([change]))  # a later live task in this batch benefits
+        if rejected:
+            rejected = self._with_full_documents(rejected)
         self._apply(changes, rejected, len(events), learned)
         if resync_reason:
             self.resync(resync_reason)
@@ -259,6 +262,24 @@ class Worker:
         idle_due = self.saved is None or now_ms - self.saved.at_ms >= EVERY_S * 1000
         if events or idle_due:
             self._checkpoint(token, position, now_ms)
+
+    def _with_full_documents(self, rejected: list[Rejected]) -> list[Rejected]:
+        """Dead letters carry the whole document as it is now, not the stream's trimmed copy
+        (kept when the document is gone by now or cannot be read)."""
+        complete = []
+        for kind in (TASKS, ECONOMY):
+            items = [r for r in rejected if r.kind == kind]
+            ids = [r.document["_id"] for r in items if isinstance(r.document, Mapping) and "_id" in r.document]
+            try:
+                found = self.source.full_documents(kind, ids) if ids else {}
+            except PyMongoError as exc:
+                log.warning("could not fetch rejected documents in full: %s", exc)
+                found = {}
+            for item in items:
+                raw_id = item.document.get("_id") if isinstance(item.document, Mapping) else None
+                full = found.get(id_key(raw_id))
+                complete.append(item if full is None else replace(item, document=full))
+        return complete
 
     def _apply(self, changes: list[Change], rejected: list[Rejected], events: int, learned: dict[str, int]) -> None:
         if not (changes or rejected or learned):

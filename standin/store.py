@@ -186,7 +186,7 @@ class Store:
             if list(cond) == ["$eq"]:
                 cond = cond["$eq"]
             elif list(cond) == ["$in"] and isinstance(cond["$in"], list):
-                keys = dict.fromkeys(id_key(v) for v in cond["$in"] if not isinstance(v, Mapping))
+                keys = dict.fromkeys(id_key(v) for v in cond["$in"])  # embedded documents are _ids too
                 return [docs[k] for k in keys if k in docs]
             else:
                 return list(docs.values())

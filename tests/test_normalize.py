@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 from bson import Decimal128, Int64, ObjectId
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from projector.normalize import (
@@ -260,3 +260,38 @@ FIELDS = ["_id", "masterAccountId", "status", "costUsd", "progress", "progressPe
 def test_no_input_raises_out_of_the_core(doc):
     assert isinstance(normalize_task(doc), (Task, Rejection))
     assert isinstance(normalize_balance(doc), (Balance, Rejection))
+
+
+FIELD_VALUES = st.one_of(st.none(), st.integers(-5, 150), st.floats(allow_nan=True), st.text(max_size=6),
+                         st.sampled_from(["pending", "processing", "completed", "47%", "2026-11-25T08:00:00Z"]),
+                         st.builds(ObjectId), st.sampled_from([Decimal128("0.012469"), Decimal128("NaN")]))
+NESTED = st.dictionaries(st.sampled_from(["progress", "progressPercent", "current", "total", "step", "steps",
+                                          "currentStep", "totalSteps", "toolDisplayName", "prompt", "seed"]),
+                         FIELD_VALUES, max_size=5)
+RICH_DOCS = st.dictionaries(
+    st.sampled_from(FIELDS + ["prompt", "outputs", "notificationPlatform", "sourcePlatform", "toolDisplayName",
+                              "currentStep", "totalSteps", "step", "steps", "current", "total", "balanceUsd"]),
+    FIELD_VALUES | NESTED, max_size=10,
+).flatmap(lambda d: NESTED.map(
+    lambda meta: {"_id": ObjectId(), "masterAccountId": "u1", "status": "processing", "metadata": meta, **d}))
+STEP_EXAMPLES = [{key: 1, total: 4} for key, total in (("currentStep", "totalSteps"), ("step", "steps"),
+                                                       ("current", "total"))]
+
+
+def _step_examples(test):
+    for fields in STEP_EXAMPLES:
+        test = example({"_id": 1, "masterAccountId": "u1", "status": "running", **fields})(test)
+        test = example({"_id": 1, "masterAccountId": "u1", "status": "running", "metadata": fields})(test)
+    return example({"_id": 1, "masterAccountId": "u1", "status": "failed", "requestTimestamp": "2026-11-25T08:00:00Z",
+                    "responseTimestamp": "2026-11-25T08:00:09Z", "notificationPlatform": "discord"})(test)
+
+
+@settings(max_examples=500)
+@_step_examples
+@given(RICH_DOCS)
+def test_the_change_stream_projection_keeps_everything_normalization_reads(doc):
+    from projector.normalize import BALANCE_FIELDS, TASK_FIELDS
+    from standin.projection import projector
+
+    assert normalize_task(projector({f: 1 for f in TASK_FIELDS})(doc)) == normalize_task(doc)
+    assert normalize_balance(projector({f: 1 for f in BALANCE_FIELDS})(doc)) == normalize_balance(doc)

@@ -427,3 +427,9 @@ def test_an_exclusion_project_stage_is_refused(db):
     with pytest.raises(OperationFailure) as failure:
         db.watch([{"$project": {"fullDocument.prompt": 0}}]).close()
     assert failure.value.code == 40324
+
+
+def test_find_by_in_matches_embedded_document_and_number_ids(db):
+    db.t.insert_many([{"_id": {"nested": "a"}}, {"_id": 1.5}, {"_id": "s"}])
+    found = db.t.find({"_id": {"$in": [{"nested": "a"}, 1.5, "missing"]}})
+    assert sorted(map(repr, (d["_id"] for d in found))) == ["1.5", "{'nested': 'a'}"]

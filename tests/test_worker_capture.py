@@ -251,6 +251,23 @@ def test_bad_documents_are_dead_lettered_and_the_worker_goes_on(standin, make_wo
     assert "good-after" in {t["generationId"] for t in snapshot(real_redis, layout, "u1")["liveTasks"]}
 
 
+def test_the_stream_carries_only_what_normalization_reads_but_dead_letters_get_the_whole_document(
+    standin, make_worker, real_redis, layout
+):
+    worker = make_worker()
+    settle(worker)
+    standin.insert(DB, TASKS, task_doc("bad-live", "u1", status=42, prompt="a lighthouse at dusk", outputs=["x.png"]))
+    standin.insert(DB, TASKS, task_doc("good", "u1", prompt="p" * 10_000, metadata={"progress": 0.5, "seed": 7}))
+    settle(worker)
+    [letter] = [e for e in DeadLetters(real_redis, layout).recent() if e["id"] == "bad-live"]
+    assert "a lighthouse at dusk" in letter["document"] and "x.png" in letter["document"]
+    [task] = snapshot(real_redis, layout, "u1")["liveTasks"]
+    assert task["progressPercent"] == 50.0  # metadata.progress crossed the wire; the prompt did not
+    opened = standin.change_stream_opens[-1].pipeline
+    assert any("$project" in stage and "fullDocument.metadata.progress" in stage["$project"] for stage in opened)
+    assert not any("$project" in stage and "fullDocument.prompt" in stage["$project"] for stage in opened)
+
+
 def test_stale_task_disappears_without_new_events_with_a_version_bump(standin, make_worker, real_redis, layout):
     now_iso = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
     standin.insert(DB, TASKS, task_doc("stale-soon", "u1", requestTimestamp=now_iso))
