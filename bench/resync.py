@@ -9,7 +9,6 @@ the stand-in and the driver alone cost.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from bson import Decimal128, Int64, ObjectId
 
 from .common import REDIS_URL, Row, progress, redis_client, scratch_prefix, skipped
 from .events import DB, ECONOMY, PLATFORMS, TASKS, TOOLS, Stream, _Task
-from .procs import HOST, LOGS, free_port
+from .procs import HOST, LOGS, free_port, stop_process
 
 BENCH = "resync"
 
@@ -55,14 +54,21 @@ class StandInProcess:
         self.url = f"mongodb://{HOST}:{self.port}/?directConnection=true"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._log.close()
+
+
+def _insert_in_batches(collection, docs, bar, size: int = 1000) -> None:
+    batch = []
+    for doc in docs:
+        batch.append(doc)
+        if len(batch) == size:
+            collection.insert_many(batch, ordered=False)
+            bar.update(len(batch))
+            batch = []
+    if batch:
+        collection.insert_many(batch, ordered=False)
+        bar.update(len(batch))
 
 
 def fill(mongo, sizes: Sizes) -> None:
@@ -71,30 +77,22 @@ def fill(mongo, sizes: Sizes) -> None:
     db = mongo[DB]
     now = datetime.now(timezone.utc)
     bar = progress(total=sizes.users + sizes.live_tasks, desc="fill the stand-in", unit="doc")
-    batch = []
-    for i, uid in enumerate(stream.user_ids):
-        batch.append({"_id": ObjectId(), "masterAccountId": uid, "usdCredit": Decimal128(f"{i % 97}.{i % 1000:06d}"),
-                      "exp": Int64(i % 5000), "createdAt": now.replace(tzinfo=None), "updatedAt": now.replace(tzinfo=None)})
-        if len(batch) == 1000:
-            db[ECONOMY].insert_many(batch, ordered=False)
-            bar.update(len(batch))
-            batch = []
-    if batch:
-        db[ECONOMY].insert_many(batch, ordered=False)
-        bar.update(len(batch))
-        batch = []
-    for i in range(sizes.live_tasks):
-        task = _Task(ObjectId(), stream.user_ids[(i * 7919) % sizes.users], TOOLS[i % len(TOOLS)],
-                     PLATFORMS[i % len(PLATFORMS)], now - timedelta(seconds=30 + i % 600), steps=4, step=i % 4,
-                     status="processing" if i % 3 else "pending")
-        batch.append(stream.task_document(task, now - timedelta(seconds=i % 30)))
-        if len(batch) == 1000:
-            db[TASKS].insert_many(batch, ordered=False)
-            bar.update(len(batch))
-            batch = []
-    if batch:
-        db[TASKS].insert_many(batch, ordered=False)
-        bar.update(len(batch))
+    balances = (
+        {"_id": ObjectId(), "masterAccountId": uid, "usdCredit": Decimal128(f"{i % 97}.{i % 1000:06d}"),
+         "exp": Int64(i % 5000), "createdAt": now.replace(tzinfo=None), "updatedAt": now.replace(tzinfo=None)}
+        for i, uid in enumerate(stream.user_ids)
+    )
+    _insert_in_batches(db[ECONOMY], balances, bar)
+    tasks = (
+        stream.task_document(
+            _Task(ObjectId(), stream.user_ids[(i * 7919) % sizes.users], TOOLS[i % len(TOOLS)],
+                  PLATFORMS[i % len(PLATFORMS)], now - timedelta(seconds=30 + i % 600), steps=4, step=i % 4,
+                  status="processing" if i % 3 else "pending"),
+            now - timedelta(seconds=i % 30),
+        )
+        for i in range(sizes.live_tasks)
+    )
+    _insert_in_batches(db[TASKS], tasks, bar)
     bar.close()
 
 
