@@ -25,6 +25,7 @@ from .fanout import Fanout
 from .metrics import LatencyMiddleware, Metrics
 from .routes import ops, users
 from .settings import Settings
+from .stream import StreamHandoff
 from .stream import router as stream_router
 
 log = logging.getLogger("api")
@@ -114,4 +115,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Last-Event-ID"],
         )
     app.add_middleware(LatencyMiddleware, metrics=metrics)
+    app.add_middleware(StreamHandoff)  # outermost: streams run after the stack that opened them returned
     return app

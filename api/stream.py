@@ -9,6 +9,12 @@ sse-starlette's ``EventSourceResponse`` does the rest: the ``: ping`` heartbeats
 timeout, noticing a client that left, and ending the stream when the server shuts down (it
 hooks uvicorn's exit signal; each stream then gets ``SSE_SHUTDOWN_GRACE_S`` to end by itself,
 which ours does at once: see :class:`EndsOnShutdown`).
+
+A stream stays open for hours, but the routing stack that opened it (FastAPI's exit stacks,
+exception wrappers, router and middleware frames) is only needed for the request: kept for the
+stream's life it is about 10 KB per stream. With :class:`StreamHandoff` installed, the route
+validates, authorizes and reads the first snapshot as usual, and the response is run once that
+stack has returned, still sending through the middlewares' ``send`` (CORS, latency metric).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import Annotated, AsyncIterator
 
 from fastapi import APIRouter, Header, Query
 from sse_starlette import EventSourceResponse, JSONServerSentEvent, ServerSentEvent
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import snapshots
 from .deps import FanoutDep, LayoutDep, MetricsDep, ReadableUser, RedisDep, SettingsDep
@@ -29,9 +35,15 @@ from .settings import Settings
 from .routes import ERRORS
 
 log = logging.getLogger("api.stream")
+HANDOFF = "livestatus.stream_handoff"
 router = APIRouter(tags=["status"], responses=ERRORS)
 MAX_VERSION = 2**63 - 1
 PING = ServerSentEvent(comment="ping")
+
+
+def ping() -> ServerSentEvent:
+    """The heartbeat, a ``: ping`` comment (sse-starlette's own carries a timestamp)."""
+    return PING
 
 
 def parse_last_event_id(header: str | None, query: str | None) -> int | None:
@@ -61,12 +73,18 @@ def opening(first: Snapshot, resumed_from: int | None, retry_ms: int) -> tuple[b
 async def frames(opening: bytes, listener: Listener, metrics: Metrics) -> AsyncIterator[bytes]:
     """The stream's body: ``opening``, then each new snapshot's frame until the listener closes."""
     yield opening
-    while (snapshot := await listener.next()) is not None:
+    del opening  # nothing sent is held while the stream waits
+    while True:
+        snapshot = await listener.next()
+        if snapshot is None:
+            return
         if snapshot.version <= listener.sent_version:
             continue  # read before the first snapshot was sent
         listener.sent_version = snapshot.version
         metrics.events_sent.inc()
-        yield snapshot.frame
+        frame = snapshot.frame
+        del snapshot
+        yield frame
 
 
 class EndsOnShutdown:
@@ -93,7 +111,7 @@ class StatusStream(EventSourceResponse):
         super().__init__(
             frames(opening, listener, metrics),
             ping=settings.heartbeat_s,
-            ping_message_factory=lambda: PING,
+            ping_message_factory=ping,
             send_timeout=settings.send_timeout_s,
             shutdown_event=EndsOnShutdown(listener),  # type: ignore[arg-type]  # only set() is called
             shutdown_grace_period=settings.shutdown_grace_s,
@@ -102,6 +120,14 @@ class StatusStream(EventSourceResponse):
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handoff = scope.get(HANDOFF)
+        if handoff is not None:
+            handoff.append((self, send))  # StreamHandoff runs it once the routing stack has returned
+            return
+        await self.run(scope, receive, send)
+
+    async def run(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the stream until it ends (sse-starlette's ``EventSourceResponse.__call__``)."""
         self.metrics.open_streams.inc()
         try:
             await super().__call__(scope, receive, send)
@@ -111,6 +137,33 @@ class StatusStream(EventSourceResponse):
         finally:
             self.listener.close()
             self.metrics.open_streams.dec()
+
+
+class StreamHandoff:
+    """ASGI middleware (add it outermost) that runs a stream once the stack that opened it returned.
+
+    The stack gets a copy of the scope, so whatever it keeps there (FastAPI's exit stacks) goes
+    with it; the stream is served with the server's own scope and ``receive``, and the ``send``
+    the route was given (through every middleware).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        handoff: list[tuple[StatusStream, Send]] = []
+        try:
+            await self.app({**scope, HANDOFF: handoff}, receive, send)
+        except BaseException:
+            for stream, _ in handoff:
+                stream.listener.close()
+            raise
+        if handoff:
+            stream, inner_send = handoff.pop()
+            await stream.run(scope, receive, inner_send)
 
 
 @router.get(

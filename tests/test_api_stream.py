@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import socket
 import time
 import uuid
@@ -246,7 +248,8 @@ def test_a_client_that_accepts_nothing_for_the_send_timeout_is_dropped(module_pr
 
 async def test_an_open_stream_costs_its_request_task_and_sse_starlettes_four_and_all_end_when_it_does(module_prefix):
     """Per stream: the request task and sse-starlette's send, ping, shutdown and disconnect tasks
-    (one shutdown watcher for the whole process); none is left once the clients are gone."""
+    (one shutdown watcher for the whole process), and not the routing stack that opened it; none
+    is left once the clients are gone."""
     settings = Settings(redis_url=REDIS_URL, key_prefix=module_prefix, api_keys=(KEY,), auth_secret=SECRET,
                         host="127.0.0.1", port=free_port())
     app = create_app(settings)
@@ -265,7 +268,12 @@ async def test_an_open_stream_costs_its_request_task_and_sse_starlettes_four_and
                     await asyncio.sleep(0.01)
             return len(asyncio.all_tasks())
 
+        def exit_stacks() -> int:
+            gc.collect()
+            return sum(isinstance(o, contextlib.AsyncExitStack) for o in gc.get_objects())
+
         idle = await settled_tasks()
+        idle_stacks = exit_stacks()
         for i in range(10):
             reader, writer = await asyncio.open_connection("127.0.0.1", settings.port)
             writer.write(f"GET /users/tasks-{i % 4}/status/stream HTTP/1.1\r\nHost: x\r\n{_auth_line()}\r\n".encode())
@@ -274,6 +282,8 @@ async def test_an_open_stream_costs_its_request_task_and_sse_starlettes_four_and
             clients.append(writer)
         watcher = 1  # sse-starlette's shutdown watcher: one per event loop, started by the first stream
         assert await settled_tasks() - idle == 5 * 10 + watcher
+        # The routing stack that opened each stream (FastAPI's exit stacks among it) is gone.
+        assert exit_stacks() == idle_stacks
         for writer in clients:
             writer.close()
         async with asyncio.timeout(5):
