@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test soak bench redis chromium clean
+.PHONY: install demo test soak bench redis chromium sse-clients clean
 
 install: $(VENV)/.installed
 
@@ -19,10 +19,16 @@ redis:
 chromium:
 	@bash scripts/ensure-chromium
 
+# Node's eventsource package, for the tests that read the stream with third-party clients.
+sse-clients: tests/node/node_modules/.package-lock.json
+
+tests/node/node_modules/.package-lock.json: tests/node/package-lock.json
+	npm ci --prefix tests/node --no-audit --no-fund
+
 demo: install
 	$(BIN)/python -m demo
 
-test: install redis chromium
+test: install redis chromium sse-clients
 	$(BIN)/pytest
 
 # The reliability suite at soak sizes (20 kill -9 over 50k events, 100k fuzzed documents, ...).
@@ -33,4 +39,4 @@ bench: install redis
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis tests/node/node_modules
