@@ -10,11 +10,14 @@ import sys
 import time
 import uuid
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
 import redis
 from tqdm import tqdm
+
+from projector.normalize import iso
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -64,6 +67,11 @@ class Row:
         data["ratio"] = self.ratio
         data["verdict"] = self.verdict
         return data
+
+
+def now_iso() -> str:
+    """The current moment as the read model stamps ``updatedAt``."""
+    return iso(datetime.now(timezone.utc)) or ""
 
 
 def skipped(bench: str, name: str, reason: str) -> Row:

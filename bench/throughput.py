@@ -24,12 +24,11 @@ from projector.changes import event_change
 from projector.normalize import Rules
 from projector.readmodel import BalanceChange, Layout, ReadModel, TaskChange
 
-from .common import Row, Stopwatch, progress, redis_client, redis_cpu_seconds, scratch_prefix
+from .common import Row, now_iso, Stopwatch, progress, redis_client, redis_cpu_seconds, scratch_prefix
 from .events import KINDS, Stream, encoded
 
 BENCH = "throughput"
 BATCH = 1000
-NOW_ISO = "2026-11-25T09:00:00.000Z"
 
 
 @dataclass(frozen=True)
@@ -80,17 +79,17 @@ def measure_apply(raw: list[bytes], rules: Rules, *, with_decode: bool, precompu
                 with watch:
                     events = [bson.decode(r) for r in chunk]
                     changes = [event_change(e, KINDS, rules) for e in events]
-                    versions += len(model.apply([c for c in changes if c is not None], NOW_ISO))
+                    versions += len(model.apply([c for c in changes if c is not None], now_iso()))
                 continue
             events = [bson.decode(r) for r in chunk]
             if precomputed:
                 changes = [c for c in (event_change(e, KINDS, rules) for e in events) if c is not None]
                 with watch:
-                    versions += len(model.apply(changes, NOW_ISO))
+                    versions += len(model.apply(changes, now_iso()))
             else:
                 with watch:
                     changes = [event_change(e, KINDS, rules) for e in events]
-                    versions += len(model.apply([c for c in changes if c is not None], NOW_ISO))
+                    versions += len(model.apply([c for c in changes if c is not None], now_iso()))
         redis_cpu = redis_cpu_seconds(client) - cpu_before
         keys = client.dbsize()
     client.close()

@@ -13,9 +13,15 @@ TASKS = "generationOutputs"
 ECONOMY = "userEconomy"
 
 
+def iso_ago(seconds: float = 0.0) -> str:
+    """ISO-8601 UTC of ``seconds`` before now: fixture times follow the clock, whatever the date."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() - seconds))
+
+
 def task_doc(gid: str, owner: str = "u1", status: str = "processing", **fields: Any) -> dict:
+    """A task document that started now (a fixed date would go stale after STALE_AFTER_HOURS)."""
     doc = {"_id": gid, "masterAccountId": owner, "status": status, "toolId": "flux",
-           "requestTimestamp": "2026-11-25T09:00:00Z"}
+           "requestTimestamp": iso_ago(0)}
     doc.update(fields)
     return doc
 
