@@ -18,6 +18,7 @@ import redis
 from tqdm import tqdm
 
 from projector.normalize import iso
+from readmodel import Layout
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -115,7 +116,7 @@ def delete_prefix(client: redis.Redis, prefix: str) -> int:
     """UNLINK every key under ``prefix:`` (SCAN, never FLUSHALL); returns how many."""
     deleted = 0
     batch: list[bytes] = []
-    for key in client.scan_iter(match=f"{prefix}:*", count=5000):
+    for key in client.scan_iter(match=Layout(prefix).all_keys_pattern(), count=5000):
         batch.append(key)
         if len(batch) >= 5000:
             deleted += client.unlink(*batch)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from projector.changes import event_change
 from projector.normalize import Rules
-from projector.readmodel import Layout, ReadModel
+from readmodel import Layout, ReadModel
 
 from .common import Row, now_iso, percentile, progress, redis_client, scratch_prefix, skipped
 from .events import KINDS, Stream
