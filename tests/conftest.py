@@ -52,6 +52,15 @@ def fake_redis():
     client.close()
 
 
+@pytest.fixture
+def standin():
+    """A MongoDB stand-in (a single-node replica set on a loopback port), stopped afterwards."""
+    from standin import StandIn
+
+    with StandIn() as server:
+        yield server
+
+
 @pytest.fixture(scope="module")
 def module_prefix() -> str:
     """A key prefix shared by one module's tests (for a server that the module shares)."""

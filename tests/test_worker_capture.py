@@ -14,18 +14,11 @@ from projector.health import read as read_health
 from projector.normalize import Rules
 from projector.settings import Settings
 from projector.worker import Worker
-from standin import StandIn
 
 from .capture_helpers import (
     DB, ECONOMY, TASKS, actual_state, drive, economy_doc, expected_state, iso_ago, settle, snapshot, task_doc,
     without_empty,
 )
-
-
-@pytest.fixture
-def standin():
-    with StandIn() as server:
-        yield server
 
 
 @pytest.fixture
