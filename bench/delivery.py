@@ -184,7 +184,7 @@ def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
         return [skipped(BENCH, "write -> SSE latency", reason)]
     from pymongo import MongoClient
 
-    from projector.readmodel import Layout
+    from readmodel import Layout
 
     from .resync import StandInProcess
 
