@@ -51,6 +51,7 @@ class Sizes:
 
 FULL = Sizes(subscribers=1000, isolated=200, gap_s=(0.1, 0.3), rate=2000, duration_s=15)
 QUICK = Sizes(subscribers=100, isolated=30, gap_s=(0.1, 0.3), rate=500, duration_s=3)
+TINY = Sizes(subscribers=10, isolated=5, gap_s=(0.05, 0.1), rate=100, duration_s=1)  # the smoke test
 
 
 def available() -> str | None:
@@ -178,14 +179,60 @@ def latencies(marks: Marks, sse: list, pubsub: list, phase: str) -> tuple[list[f
     return sorted(to_sse), sorted(to_pub), missing
 
 
-def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
-    reason = available()
-    if reason:
-        return [skipped(BENCH, "write -> SSE latency", reason)]
+def _measure(redis, standin, prefix: str, users: list[str], sizes: Sizes, marks: Marks, files: list[str],
+             procs: list[Proc]) -> tuple[dict, dict]:
+    """Fill the stand-in, start the projector, the API and the client, write both phases."""
     from pymongo import MongoClient
 
     from readmodel import Layout
 
+    layout = Layout(prefix)
+    mongo = MongoClient(standin.url, serverSelectionTimeoutMS=30_000)
+    try:
+        economy = mongo[DB][ECONOMY]
+        economy.insert_many([{"_id": f"econ-{uid}", "masterAccountId": uid, "usdCredit": "1"} for uid in users])
+        env = {"MONGO_URL": standin.url, "MONGO_DB": DB, "REDIS_URL": REDIS_URL, "KEY_PREFIX": prefix}
+        projector = Proc("delivery-projector", [sys.executable, "-m", "projector", "run"], env)
+        procs.append(projector)
+        wait_until("the projector tails the change stream",
+                   lambda: redis.hget(layout.health, "state") == b"tailing", projector)
+        with Server("api", prefix) as api:
+            client = Client({"mode": "sse", "host": HOST, "port": api.port, "path": "/users/{uid}/status/stream",
+                             "key": SERVICE_KEY, "users": users, "records": files[0], "marker": "usdCredit",
+                             "pubsub": {"url": REDIS_URL, "pattern": layout.channel_pattern(), "prefix": prefix,
+                                        "records": files[1]}})
+            try:
+                ready = client.wait_for("ready", timeout_s=120)
+                if ready["ready"] != sizes.subscribers:
+                    raise RuntimeError(f"only {ready['ready']} of {sizes.subscribers} streams opened: {ready['errors']}")
+                time.sleep(1.0)  # the fan-out's subscriptions settle
+                isolated(economy, users, sizes, marks)
+                time.sleep(1.0)
+                pacing = steady(economy, users, sizes, marks)
+                time.sleep(2.0)  # the last deliveries
+                if BEFORE_ROOT:
+                    projector.stop()
+                    projector = Proc("delivery-projector-before", [sys.executable, "-m", "projector", "run"],
+                                     env, root=Path(BEFORE_ROOT))
+                    procs.append(projector)
+                    redis.hset(layout.health, "state", "stopped")
+                    wait_until("the older projector tails the change stream",
+                               lambda: redis.hget(layout.health, "state") == b"tailing", projector)
+                    time.sleep(1.0)
+                    isolated(economy, users, sizes, marks, phase="before")
+                    time.sleep(1.0)
+                done = client.finish()
+            finally:
+                client.close()
+    finally:
+        mongo.close()
+    return pacing, done
+
+
+def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
+    reason = available()
+    if reason:
+        return [skipped(BENCH, "write -> SSE latency", reason)]
     from .resync import StandInProcess
 
     sizes = sizes or (QUICK if quick else FULL)
@@ -197,51 +244,16 @@ def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
     procs: list[Proc] = []
     try:
         with scratch_prefix(redis, "dlv") as prefix:
-            layout = Layout(prefix)
-            mongo = MongoClient(standin.url, serverSelectionTimeoutMS=30_000)
-            economy = mongo[DB][ECONOMY]
-            economy.insert_many([{"_id": f"econ-{uid}", "masterAccountId": uid, "usdCredit": "1"} for uid in users])
-            env = {"MONGO_URL": standin.url, "MONGO_DB": DB, "REDIS_URL": REDIS_URL, "KEY_PREFIX": prefix}
-            projector = Proc("delivery-projector", [sys.executable, "-m", "projector", "run"], env)
-            procs.append(projector)
-            wait_until("the projector tails the change stream",
-                       lambda: redis.hget(layout.health, "state") == b"tailing", projector)
-            with Server("api", prefix) as api:
-                client = Client({"mode": "sse", "host": HOST, "port": api.port, "path": "/users/{uid}/status/stream",
-                                 "key": SERVICE_KEY, "users": users, "records": files[0], "marker": "usdCredit",
-                                 "pubsub": {"url": REDIS_URL, "pattern": layout.channel_pattern(), "prefix": prefix,
-                                            "records": files[1]}})
-                try:
-                    ready = client.wait_for("ready", timeout_s=120)
-                    if ready["ready"] != sizes.subscribers:
-                        raise RuntimeError(f"only {ready['ready']} of {sizes.subscribers} streams opened: {ready['errors']}")
-                    time.sleep(1.0)  # the fan-out's subscriptions settle
-                    isolated(economy, users, sizes, marks)
-                    time.sleep(1.0)
-                    pacing = steady(economy, users, sizes, marks)
-                    time.sleep(2.0)  # the last deliveries
-                    if BEFORE_ROOT:
-                        projector.stop()
-                        projector = Proc("delivery-projector-before", [sys.executable, "-m", "projector", "run"],
-                                         env, root=Path(BEFORE_ROOT))
-                        procs.append(projector)
-                        redis.hset(layout.health, "state", "stopped")
-                        wait_until("the older projector tails the change stream",
-                                   lambda: redis.hget(layout.health, "state") == b"tailing", projector)
-                        time.sleep(1.0)
-                        isolated(economy, users, sizes, marks, phase="before")
-                        time.sleep(1.0)
-                    done = client.finish()
-                finally:
-                    client.close()
-            mongo.close()
+            try:
+                pacing, done = _measure(redis, standin, prefix, users, sizes, marks, files, procs)
+            finally:
+                for proc in procs:  # before the prefix goes: a projector writes its health until it stops
+                    proc.stop()
         with open(files[0]) as f:
             sse = json.load(f)
         with open(files[1]) as f:
             pubsub = json.load(f)
     finally:
-        for proc in procs:
-            proc.stop()
         standin.stop()
         for path in files:
             Path(path).unlink(missing_ok=True)
