@@ -31,8 +31,8 @@ from .deps import FanoutDep, LayoutDep, MetricsDep, ReadableUser, RedisDep, Sett
 from .errors import InvalidRequest
 from .fanout import Listener, Snapshot
 from .metrics import Metrics
-from .settings import Settings
 from .routes import ERRORS
+from .settings import Settings
 
 log = logging.getLogger("api.stream")
 HANDOFF = "livestatus.stream_handoff"
