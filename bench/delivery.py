@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -79,6 +80,15 @@ class Proc:
     def stop(self) -> None:
         stop_process(self.proc)
         self._log.close()
+
+
+def batches(proc: Proc) -> str:
+    """"N events in M batches" from the counters a stopped projector logged, or ""."""
+    found = re.findall(r"events=(\d+) batches=(\d+)", proc.log_path.read_text(errors="replace"))
+    if not found:
+        return ""
+    events, count = (int(n) for n in found[-1])
+    return f"{events} events in {count} batches ({events / max(1, count):.1f} per batch)"
 
 
 def wait_until(what: str, check, proc: Proc, timeout_s: float = 60) -> None:
@@ -249,6 +259,7 @@ def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
             finally:
                 for proc in procs:  # before the prefix goes: a projector writes its health until it stops
                     proc.stop()
+        projected = "; ".join(f"{proc.log_path.stem}: {batches(proc)}" for proc in procs if batches(proc))
         with open(files[0]) as f:
             sse = json.load(f)
         with open(files[1]) as f:
@@ -270,7 +281,7 @@ def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
         note = (f"{written} writes over {sizes.subscribers} users/streams, {len(lat)} delivered, {missing} superseded "
                 f"before delivery (a stream only gets the newest state); floor matched {len(floor)}")
         if phase == "load":
-            note += f"; {pacing}"
+            note += f"; {pacing}; {projected}"
         for p in (50, 95, 99):
             rows.append(Row(BENCH, f"write -> SSE client p{p}, {label}", percentile(lat, p), "ms",
                             baseline=percentile(floor, p) if floor else None,
