@@ -29,6 +29,7 @@ BENCHMARKS = {
     "capacity": "bench.capacity",
     "reads": "bench.reads",
     "resync": "bench.resync",
+    "catchup": "bench.catchup",
 }
 
 

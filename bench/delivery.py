@@ -209,7 +209,7 @@ def _measure(redis, standin, prefix: str, users: list[str], sizes: Sizes, marks:
         with Server("api", prefix) as api:
             client = Client({"mode": "sse", "host": HOST, "port": api.port, "path": "/users/{uid}/status/stream",
                              "key": SERVICE_KEY, "users": users, "records": files[0], "marker": "usdCredit",
-                             "pubsub": {"url": REDIS_URL, "pattern": layout.channel_pattern(), "prefix": prefix,
+                             "pubsub": {"url": REDIS_URL, "prefix": prefix,
                                         "records": files[1]}})
             try:
                 ready = client.wait_for("ready", timeout_s=120)
