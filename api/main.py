@@ -20,7 +20,7 @@ from redis.retry import Retry
 
 from projector.readmodel import Layout
 
-from . import snapshots
+from . import redact, snapshots
 from .errors import install_handlers
 from .fanout import Fanout
 from .metrics import LatencyMiddleware, Metrics
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; refuses (InsecureConfig) to build without credentials unless in dev mode."""
     settings = settings or Settings.from_env()
     settings.check_secure()
+    redact.install((*settings.api_keys, settings.auth_secret))
     if settings.insecure_dev:
         log.warning(INSECURE_BANNER)
     metrics = Metrics()

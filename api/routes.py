@@ -119,7 +119,7 @@ _PANEL = resources.files("api").joinpath("static/panel.html")
 
 @ops.get("/panel", response_class=HTMLResponse, tags=["panel"])
 async def panel() -> HTMLResponse:
-    """The web status panel (open it with ?user=ID&token=TOKEN)."""
+    """The web status panel (open it with #user=ID&token=TOKEN: the fragment never reaches a server)."""
     return HTMLResponse(
         _PANEL.read_text(encoding="utf-8"), headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
     )

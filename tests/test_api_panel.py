@@ -73,7 +73,7 @@ def test_the_panel_shows_live_changes_and_catches_up_after_a_forced_reconnect(br
     apply(readmodel, balance_change(user, "1.250000", 3378, 42))
     server = Server(prefix).start()
     try:
-        browser.get(f"{server.url}/panel?user={user}&token={mint_token(SECRET, user, 600)}")
+        browser.get(f"{server.url}/panel#user={user}&token={mint_token(SECRET, user, 600)}")
         wait_for(browser, "document.getElementById('conn').dataset.state === 'connected'")
         assert text(browser, "usd") == "$1.25" and text(browser, "points") == "3,378"
         assert "token=" not in browser.current_url  # kept out of the address bar
@@ -124,7 +124,7 @@ def test_an_expired_link_says_so_instead_of_retrying_forever(browser, prefix, re
     server = Server(prefix).start()
     try:
         expired = mint_token(SECRET, "alice", 10, now=time.time() - 60)
-        browser.get(f"{server.url}/panel?user=alice&token={expired}")
+        browser.get(f"{server.url}/panel#user=alice&token={expired}")
         wait_for(browser, "document.getElementById('conn').dataset.state === 'failed'")
         assert "expired" in text(browser, "conn")
     finally:
