@@ -55,6 +55,15 @@ class Metrics:
         )
 
 
+# Every label has a bounded set of values: a client may send any token as its method.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    """The request method, or ``other`` for a method outside the standard set."""
+    return method if method in KNOWN_METHODS else "other"
+
+
 class LatencyMiddleware:
     """Observe the time from request to response start (streams are measured to their first byte)."""
 
@@ -72,7 +81,7 @@ class LatencyMiddleware:
             if message["type"] == "http.response.start":
                 route = scope.get("route")
                 self.metrics.request_seconds.labels(
-                    scope["method"], getattr(route, "path", "unmatched"), str(message["status"])
+                    method_label(scope["method"]), getattr(route, "path", "unmatched"), str(message["status"])
                 ).observe(time.perf_counter() - started)
             await send(message)
 

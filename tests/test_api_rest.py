@@ -169,6 +169,19 @@ async def test_metrics_expose_stream_fanout_and_latency_series(client):
     assert 'livestatus_api_request_seconds_count{method="GET",route="/users/{masterAccountId}/status",status="200"} 1.0' in text
 
 
+async def test_arbitrary_request_methods_do_not_grow_the_metrics(client):
+    await client.request("M-first", f"/users/{USER}/status", headers=auth())  # the one "other" series
+    await client.get("/metrics")
+    size = len((await client.get("/metrics")).text.splitlines())
+    for i in range(50):
+        response = await client.request(f"M{i}", f"/users/{USER}/status", headers=auth())
+        assert response.status_code == 405
+    text = (await client.get("/metrics")).text
+    assert len(text.splitlines()) == size
+    assert 'livestatus_api_request_seconds_count{method="other",route="/users/{masterAccountId}/status",status="405"} 51.0' in text
+    assert 'method="M' not in text
+
+
 async def test_openapi_docs_are_served(client):
     assert (await client.get("/docs")).status_code == 200
     paths = (await client.get("/openapi.json")).json()["paths"]
