@@ -67,6 +67,12 @@ class TokenExpired(ApiError):
     status, code = 401, "token_expired"
 
 
+class TokenNotYetValid(ApiError):
+    """The user token was issued in the future by this server's clock (beyond the leeway): clock skew."""
+
+    status, code = 401, "token_not_yet_valid"
+
+
 class Forbidden(ApiError):
     """A user token may only read its own user's status."""
 

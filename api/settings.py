@@ -56,6 +56,10 @@ class Settings:
     ready_max_heartbeat_age_s: float = 10.0  # /readyz: the projector's heartbeat must be this fresh
     estimate_cap_percent: float = 95.0  # an estimated bar never claims to be done
     text_task_limit: int = 5  # /status/text lists this many tasks, then "…and N more"
+    token_leeway_s: float = 30.0  # clock skew forgiven on a user token's exp and iat
+    token_max_lifetime_s: float = 7 * 86400  # a user token valid for longer (exp - iat) is refused
+    token_audience: str | None = None  # when set, user tokens must carry this `aud`
+    token_issuer: str | None = None  # when set, user tokens must carry this `iss`
     host: str = "127.0.0.1"
     port: int = 8000
 
@@ -80,6 +84,10 @@ class Settings:
             ready_max_heartbeat_age_s=_number(env, "READY_MAX_HEARTBEAT_AGE_S", cls.ready_max_heartbeat_age_s, 0.1),
             estimate_cap_percent=_number(env, "ESTIMATE_CAP_PERCENT", cls.estimate_cap_percent, 0),
             text_task_limit=int(_number(env, "TEXT_TASK_LIMIT", cls.text_task_limit, 1)),
+            token_leeway_s=_number(env, "TOKEN_LEEWAY_S", cls.token_leeway_s, 0),
+            token_max_lifetime_s=_number(env, "TOKEN_MAX_LIFETIME_S", cls.token_max_lifetime_s, 1),
+            token_audience=env.get("TOKEN_AUDIENCE") or None,
+            token_issuer=env.get("TOKEN_ISSUER") or None,
             host=env.get("API_HOST", cls.host),
             port=int(port_raw),
         )

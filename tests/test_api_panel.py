@@ -129,3 +129,15 @@ def test_an_expired_link_says_so_instead_of_retrying_forever(browser, prefix, re
         assert "expired" in text(browser, "conn")
     finally:
         server.stop()
+
+
+def test_a_token_from_a_clock_ahead_is_retried_until_it_is_accepted(browser, prefix, real_redis):
+    server = Server(prefix, env={"TOKEN_LEEWAY_S": "0"}).start()
+    try:
+        ahead = mint_token(SECRET, "alice", 600, now=time.time() + 4)  # minted on a host 4 s ahead
+        browser.get(f"{server.url}/panel#user=alice&token={ahead}")
+        wait_for(browser, "document.getElementById('conn').textContent.includes('clock')")
+        wait_for(browser, "['connected', 'caught-up'].includes(document.getElementById('conn').dataset.state)", timeout_s=15)
+        assert text(browser, "points") == "0"  # the snapshot arrived
+    finally:
+        server.stop()

@@ -33,7 +33,8 @@ def test_defaults_are_the_documented_ones():
 @pytest.mark.parametrize(
     "name, value",
     [("API_PORT", "http"), ("API_PORT", "70000"), ("SSE_HEARTBEAT_S", "-1"), ("SSE_HEARTBEAT_S", "soon"),
-     ("READY_MAX_HEARTBEAT_AGE_S", "inf"), ("AUTH_SECRET", "short"), ("ESTIMATE_CAP_PERCENT", "150")],
+     ("READY_MAX_HEARTBEAT_AGE_S", "inf"), ("AUTH_SECRET", "short"), ("ESTIMATE_CAP_PERCENT", "150"),
+     ("TOKEN_LEEWAY_S", "-1"), ("TOKEN_MAX_LIFETIME_S", "0")],
 )
 def test_a_malformed_value_is_refused_naming_the_variable(name, value):
     with pytest.raises(SettingsError, match=name):
@@ -43,3 +44,12 @@ def test_a_malformed_value_is_refused_naming_the_variable(name, value):
 def test_insecure_dev_flag_accepts_the_usual_spellings():
     assert Settings.from_env({"API_INSECURE_DEV": "yes"}).insecure_dev
     Settings.from_env({"API_INSECURE_DEV": "1"}).check_secure()
+
+
+def test_token_settings_come_from_the_environment():
+    settings = Settings.from_env(
+        {"TOKEN_LEEWAY_S": "5", "TOKEN_MAX_LIFETIME_S": "3600", "TOKEN_AUDIENCE": "livestatus", "TOKEN_ISSUER": "bot"}
+    )
+    assert (settings.token_leeway_s, settings.token_max_lifetime_s) == (5.0, 3600.0)
+    assert (settings.token_audience, settings.token_issuer) == ("livestatus", "bot")
+    assert (Settings().token_audience, Settings().token_issuer) == (None, None)
