@@ -49,8 +49,9 @@ def parse_last_event_id(header: str | None, query: str | None) -> int | None:
     raw = header if header not in (None, "") else query
     if raw in (None, ""):
         return None
-    text = raw.strip()
-    if not text.isdigit() or len(text) > 19 or int(text) > MAX_VERSION:
+    text = raw.strip(" \t")
+    # ASCII digits only: str.isdigit() also takes "²" or "١", which int() refuses or misreads.
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > MAX_VERSION:
         raise InvalidRequest("Last-Event-ID / lastEventId must be a snapshot version (a non-negative integer)")
     return int(text)
 
