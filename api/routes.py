@@ -17,7 +17,7 @@ from . import snapshots
 from .deps import LayoutDep, MetricsDep, ReadableUser, RedisDep, SettingsDep
 from .errors import ErrorBody, NotReady
 from .models import Health, Ready, Snapshot, StatusReport, StatusText
-from .render import markup_for, render
+from .render import DISCORD_ALLOWED_MENTIONS, markup_for, render
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "malformed id or parameter"},
@@ -83,6 +83,7 @@ async def status_text(
         "version": snap["version"],
         "platform": platform,
         "parseMode": chosen.parse_mode,
+        "allowedMentions": DISCORD_ALLOWED_MENTIONS if platform == "discord" else None,
         "text": render(snap, chosen, snapshots.now_ms(), settings.text_task_limit),
     }
 

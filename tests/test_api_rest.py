@@ -85,16 +85,16 @@ async def test_status_text_for_telegram_is_html_escaped_with_bars_and_a_more_lin
         *[task_change(USER, f"gen-{i}", tool_name=f"<Tool & {i}>", progress=50.0) for i in range(5)],
     )
     body = (await client.get(f"/users/{USER}/status/text", params={"platform": "telegram"}, headers=auth())).json()
-    assert body["parseMode"] == "HTML" and body["version"] == 1
+    assert body["parseMode"] == "HTML" and body["version"] == 1 and body["allowedMentions"] is None
     text = body["text"]
     assert "<b>Balance</b>: $1.25 · 3,378 points · 42 exp" in text
     assert "&lt;Tool &amp; 0&gt;" in text and "<Tool" not in text
-    assert "▰▰▰▰▰▱▱▱▱▱" in text and "…and 2 more" in text
+    assert "▰▰▰▰▰▱▱▱▱▱" in text and text.endswith("…and 2 more tasks not shown")
 
 
 async def test_status_text_for_discord_is_markdown_and_idle_users_get_a_friendly_line(client):
     body = (await client.get(f"/users/{USER}/status/text", params={"platform": "discord"}, headers=auth())).json()
-    assert body["parseMode"] is None
+    assert body["parseMode"] is None and body["allowedMentions"] == {"parse": []}
     assert body["text"].startswith("**Balance**") and "Nothing running right now" in body["text"]
 
 
