@@ -21,7 +21,7 @@ from typing import Any
 from .common import REDIS_URL, rss_kb
 
 HOST = "127.0.0.1"
-SERVICE_KEY = "bench-service-key"
+SERVICE_KEY = "bench-service-key-" + "0123456789abcdef" * 2  # the API wants 32+ characters
 LOGS = Path(__file__).parent / "results" / "logs"
 # Where the servers' code is imported from: this checkout, or (for before/after experiments) a
 # patched copy of it named by BENCH_APP_ROOT.

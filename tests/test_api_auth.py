@@ -21,11 +21,12 @@ from tests.apiserver import KEY, ROOT, SECRET, auth
 from tests.conftest import REDIS_URL
 
 ALICE, BOB = "alice", "bob"
+SECOND_KEY = "second-key-" + "s" * 32
 
 
 @pytest.fixture
 async def client(prefix, real_redis):
-    app = create_app(Settings(redis_url=REDIS_URL, key_prefix=prefix, api_keys=(KEY, "second-key"), auth_secret=SECRET))
+    app = create_app(Settings(redis_url=REDIS_URL, key_prefix=prefix, api_keys=(KEY, SECOND_KEY), auth_secret=SECRET))
     async with LifespanManager(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
             yield c
@@ -36,7 +37,7 @@ async def _code(response: httpx.Response) -> tuple[int, str | None]:
     return response.status_code, body["error"]["code"] if "error" in body else None
 
 
-@pytest.mark.parametrize("key", [KEY, "second-key"])
+@pytest.mark.parametrize("key", [KEY, SECOND_KEY])
 async def test_any_service_key_reads_any_user(client, key):
     assert (await client.get(f"/users/{BOB}/status", headers=auth(key))).status_code == 200
 
@@ -196,6 +197,20 @@ def test_python_m_api_refuses_to_start_without_credentials():
     result = _run("--port", "1", env={})
     assert result.returncode == 2
     assert "refusing to start" in result.stderr and "--insecure-dev" in result.stderr
+
+
+def test_python_m_api_refuses_insecure_dev_when_credentials_are_set():
+    result = _run("--port", "1", "--insecure-dev", env={"API_KEYS": KEY, "AUTH_SECRET": SECRET})
+    assert result.returncode == 2
+    assert "refusing to start" in result.stderr and "--insecure-dev" in result.stderr
+    assert KEY not in result.stderr and SECRET not in result.stderr
+
+
+def test_python_m_api_refuses_a_short_service_key_in_one_sentence():
+    result = _run("--port", "1", env={"API_KEYS": "short-key", "AUTH_SECRET": SECRET})
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "at least 32 characters" in result.stderr
+    assert "short-key" not in result.stderr
 
 
 def test_python_m_api_token_mints_a_token_for_the_user_with_the_ttl():

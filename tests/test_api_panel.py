@@ -77,6 +77,8 @@ def test_the_panel_shows_live_changes_and_catches_up_after_a_forced_reconnect(br
         wait_for(browser, "document.getElementById('conn').dataset.state === 'connected'")
         assert text(browser, "usd") == "$1.25" and text(browser, "points") == "3,378"
         assert "token=" not in browser.current_url  # kept out of the address bar
+        # The page's CSP allows its own inline style and script (by hash): both ran.
+        assert browser.execute_script("return getComputedStyle(document.getElementById('conn')).borderTopLeftRadius") != "0px"
 
         # A change written through the read model appears without reloading.
         now = int(time.time() * 1000)

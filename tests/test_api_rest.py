@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 import time
 
 import httpx
@@ -139,6 +142,8 @@ async def test_redis_down_is_a_503_json_error(prefix):
             ready = await c.get("/readyz")
     assert response.status_code == 503 and response.json()["error"]["code"] == "store_unavailable"
     assert ready.status_code == 503 and ready.json()["error"]["code"] == "not_ready"
+    message = ready.json()["error"]["message"]
+    assert message.startswith("Redis does not answer") and "127.0.0.1:1" not in message and "Errno" not in message
 
 
 async def test_readyz_needs_a_fresh_projector_heartbeat(client, real_redis, layout):
@@ -199,6 +204,33 @@ async def test_cors_allows_only_configured_origins(prefix, real_redis):
             bad = await c.get("/healthz", headers={"Origin": "https://evil.example"})
     assert good.headers["access-control-allow-origin"] == "https://panel.example"
     assert "access-control-allow-origin" not in bad.headers
+
+
+def _sha256(source: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(source.encode()).digest()).decode() + "'"
+
+
+async def test_panel_csp_allows_only_its_own_inline_code_and_the_api_origin(client):
+    response = await client.get("/panel")
+    (script,) = re.findall(r"<script>(.*?)</script>", response.text, re.S)
+    (style,) = re.findall(r"<style>(.*?)</style>", response.text, re.S)
+    csp = dict(part.strip().split(" ", 1) for part in response.headers["content-security-policy"].split(";"))
+    assert csp["default-src"] == "'none'"
+    assert csp["script-src"] == _sha256(script) and csp["style-src"] == _sha256(style)  # no 'unsafe-inline'
+    assert csp["connect-src"] == "'self'" and csp["frame-ancestors"] == "'none'"
+    assert response.headers["x-content-type-options"] == "nosniff" and response.headers["x-frame-options"] == "DENY"
+
+
+async def test_panel_embedding_is_a_setting(prefix, real_redis):
+    settings = Settings(
+        redis_url=REDIS_URL, key_prefix=prefix, api_keys=(KEY,), auth_secret=SECRET, panel_frame_ancestors="https://app.example"
+    )
+    app = create_app(settings)
+    async with LifespanManager(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
+            response = await c.get("/panel")
+    assert "frame-ancestors https://app.example" in response.headers["content-security-policy"]
+    assert "x-frame-options" not in response.headers
 
 
 async def test_panel_page_is_served_self_contained(client):
