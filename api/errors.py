@@ -79,6 +79,18 @@ class Forbidden(ApiError):
     status, code = 403, "forbidden"
 
 
+class TooManyStreams(ApiError):
+    """This user or credential already holds as many open streams as it may."""
+
+    status, code = 429, "too_many_streams"
+
+
+class ServerBusy(ApiError):
+    """This process already holds as many open streams as it may; another instance may have room."""
+
+    status, code = 503, "server_busy"
+
+
 class StoreUnavailable(ApiError):
     """Redis did not answer."""
 

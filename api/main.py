@@ -23,6 +23,7 @@ from projector.readmodel import Layout
 from . import redact, snapshots
 from .errors import install_handlers
 from .fanout import Fanout
+from .limits import StreamLimiter
 from .metrics import LatencyMiddleware, Metrics
 from .routes import ops, users
 from .settings import Settings
@@ -110,6 +111,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.limiter = StreamLimiter(
+        settings.streams_per_user, settings.streams_per_token, settings.streams_per_service_key,
+        settings.streams_per_process, metrics,
+    )
     install_handlers(app)
     app.include_router(users)
     app.include_router(stream_router)

@@ -46,6 +46,12 @@ class Metrics:
             "channel subscriptions confirmed again after a reconnect (each triggers a re-read)",
             registry=r,
         )
+        self.streams_refused = Counter(
+            "livestatus_api_streams_refused_total",
+            "streams refused at a limit (user, credential or process)",
+            ["limit"],
+            registry=r,
+        )
         self.request_seconds = Histogram(
             "livestatus_api_request_seconds",
             "time to the first response byte, by route",

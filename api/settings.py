@@ -61,6 +61,10 @@ class Settings:
     token_max_lifetime_s: float = 7 * 86400  # a user token valid for longer (exp - iat) is refused
     token_audience: str | None = None  # when set, user tokens must carry this `aud`
     token_issuer: str | None = None  # when set, user tokens must carry this `iss`
+    streams_per_user: int = 20  # open streams of one user, whoever opened them
+    streams_per_token: int = 10  # open streams of one user token
+    streams_per_service_key: int = 1000  # open streams of one service key
+    streams_per_process: int = 10000  # open streams of this process (about 16 KiB each)
     panel_frame_ancestors: str = "'none'"  # CSP frame-ancestors of /panel: who may embed it
     host: str = "127.0.0.1"
     port: int = 8000
@@ -90,6 +94,10 @@ class Settings:
             token_max_lifetime_s=_number(env, "TOKEN_MAX_LIFETIME_S", cls.token_max_lifetime_s, 1),
             token_audience=env.get("TOKEN_AUDIENCE") or None,
             token_issuer=env.get("TOKEN_ISSUER") or None,
+            streams_per_user=int(_number(env, "STREAMS_PER_USER", cls.streams_per_user, 1)),
+            streams_per_token=int(_number(env, "STREAMS_PER_TOKEN", cls.streams_per_token, 1)),
+            streams_per_service_key=int(_number(env, "STREAMS_PER_SERVICE_KEY", cls.streams_per_service_key, 1)),
+            streams_per_process=int(_number(env, "STREAMS_PER_PROCESS", cls.streams_per_process, 1)),
             panel_frame_ancestors=(env.get("PANEL_FRAME_ANCESTORS") or "").strip() or cls.panel_frame_ancestors,
             host=env.get("API_HOST", cls.host),
             port=int(port_raw),

@@ -70,6 +70,9 @@ class Server:
             "API_KEYS": SERVICE_KEY,
             "AUTH_SECRET": secrets.token_hex(32),
             "PYTHONUNBUFFERED": "1",
+            # The capacity benchmark holds tens of thousands of streams with one key.
+            "STREAMS_PER_SERVICE_KEY": "1000000",
+            "STREAMS_PER_PROCESS": "1000000",
             **(extra_env or {}),
         }
         if kind == "api":

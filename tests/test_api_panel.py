@@ -143,3 +143,26 @@ def test_a_token_from_a_clock_ahead_is_retried_until_it_is_accepted(browser, pre
         assert text(browser, "points") == "0"  # the snapshot arrived
     finally:
         server.stop()
+
+
+def test_when_the_token_expires_the_panel_says_so_or_goes_on_with_a_newer_link(browser, prefix, real_redis):
+    readmodel = ReadModel(real_redis, Layout(prefix))
+    server = Server(prefix, env={"TOKEN_LEEWAY_S": "0"}).start()
+    try:
+        # No newer link: the stream ends with its reason and the panel says the link expired.
+        browser.get(f"{server.url}/panel#user=alice&token={mint_token(SECRET, 'alice', 2)}")
+        wait_for(browser, "document.getElementById('conn').dataset.state === 'connected'")
+        wait_for(browser, "document.getElementById('conn').dataset.state === 'failed'", timeout_s=10)
+        assert "expired" in text(browser, "conn")
+
+        # A newer link opened in the tab before the old token ends: the panel goes on with it.
+        browser.get("about:blank")
+        browser.get(f"{server.url}/panel#user=bob&token={mint_token(SECRET, 'bob', 3)}")
+        wait_for(browser, "document.getElementById('conn').dataset.state === 'connected'")
+        browser.execute_script(f"location.hash = 'user=bob&token={mint_token(SECRET, 'bob', 600)}'")
+        wait_for(browser, "document.getElementById('conn').dataset.state === 'caught-up'", timeout_s=10)
+        apply(readmodel, balance_change("bob", "7.000000", 18918, 1))
+        wait_for(browser, "document.getElementById('usd').textContent === '$7.00'")
+        assert "token=" not in browser.current_url
+    finally:
+        server.stop()
