@@ -11,7 +11,8 @@ from typing import Annotated, Any
 from fastapi import Depends, Path, Request
 from fastapi.security import APIKeyCookie, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 
-from projector.readmodel import Layout
+from readmodel import Layout
+from readmodel.keys import USER_ID_PATTERN
 
 from .auth import Principal, authenticate, authorize
 from .expiry import end_at_expiry
@@ -20,7 +21,6 @@ from .limits import StreamLimiter
 from .metrics import Metrics
 from .settings import Settings
 
-USER_ID_PATTERN = r"^[A-Za-z0-9:_.\-]{1,128}$"
 TOKEN_COOKIE = "livestatus_token"
 
 

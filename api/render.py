@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 
-from .snapshots import _epoch_ms
+from readmodel.records import epoch_ms as _epoch_ms
 
 BAR_CELLS = 10
 IDLE_LINE = "Nothing running right now. Start a generation whenever you like ✨"
@@ -166,9 +166,9 @@ def render(snapshot: dict[str, Any], markup: Markup, now_ms: int, limit: int = 5
     points, exp = (clip(f"{balance[name]:,}", FIELD_CHARS) for name in ("points", "exp"))
     text = f"{m.bold(m.escape('Balance'))}{m.escape(': ' + usd)}" + m.escape(f" · {points} points · {exp} exp")
     tasks = snapshot["liveTasks"]
-    if not tasks:
+    count = len(tasks) + snapshot.get("liveTasksOmitted", 0)  # the snapshot itself may list only some
+    if not count:
         return text + "\n" + m.escape(IDLE_LINE)
-    count = len(tasks)
     text += "\n" + m.bold(m.escape(f"{count} live task{'s' if count != 1 else ''}"))
     shown = 0
     for task in tasks[:limit]:

@@ -201,7 +201,7 @@ async def status_stream(
     resumed_from = parse_last_event_id(last_event_id, lastEventId)
     listener = gate.listen(fanout)  # before the read: a change right after it is not missed; 429/503 past a limit
     try:
-        first = Snapshot(await snapshots.read(redis, layout, uid, settings.estimate_cap_percent))
+        first = Snapshot(await snapshots.read(redis, layout, uid, settings.estimate_cap_percent, settings.live_tasks_shown))
     except BaseException:
         listener.close()
         raise

@@ -8,7 +8,8 @@ import time
 import uuid
 from typing import Any, Callable
 
-from .readmodel import Layout
+from readmodel import Layout
+from readmodel.text import text
 
 # KEYS: leader, fence. ARGV: holder id, ttl (ms). Returns the fencing token, or 0 when someone
 # else holds the lease. A new acquisition increments the fence, so older holders are refused.
@@ -105,6 +106,10 @@ class Lease:
     def held(self) -> bool:
         return self.token is not None and self._monotonic() < self._valid_until
 
+    def forget(self) -> None:
+        """Stop claiming the lease without telling Redis (it was lost: someone else holds it)."""
+        self.token = None
+
     def release(self) -> None:
         """Give the lease up at once (clean shutdown), so a standby takes over without waiting."""
         if self.token is not None:
@@ -117,5 +122,5 @@ class Lease:
         raw = redis.get(layout.leader)
         if raw is None:
             return None
-        holder, _, token = (raw.decode() if isinstance(raw, bytes) else raw).rpartition("|")
+        holder, _, token = text(raw).rpartition("|")
         return holder, int(token or 0)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from api.render import (
     DISCORD_MARKDOWN, IDLE_LINE, TELEGRAM_HTML, TELEGRAM_MARKDOWN_V2, ZWSP, bar, duration, length, money, render,
 )
-from api.snapshots import estimate_percent
+from readmodel.records import estimate_percent
 
 MDV2_SPECIAL = set("_*[]()~`>#+-=|{}.!\\")
 MENTION = re.compile(r"@(everyone|here)|<[@#][!&]?\d*>?")
@@ -142,17 +142,18 @@ def _markdown_is_escaped(text: str, specials: str, escapes_in_code: bool) -> boo
 
 
 @given(tasks=st.integers(0, 120).flatmap(lambda n: st.lists(TASKS, min_size=n, max_size=n)), balance=BALANCES,
-       limit=st.integers(1, 200))
+       limit=st.integers(1, 200), omitted=st.integers(0, 3) | st.integers(0, 10**6))
 @settings(max_examples=150, deadline=None)
-def test_every_message_fits_its_platform_is_escaped_and_counts_what_it_left_out(tasks, balance, limit):
-    snapshot = {"version": 1, "balance": balance, "liveTasks": tasks}
+def test_every_message_fits_its_platform_is_escaped_and_counts_what_it_left_out(tasks, balance, limit, omitted):
+    snapshot = {"version": 1, "balance": balance, "liveTasks": tasks, "liveTasksOmitted": omitted}
+    total = len(tasks) + omitted
     for markup in (TELEGRAM_HTML, TELEGRAM_MARKDOWN_V2, DISCORD_MARKDOWN):
         text = render(snapshot, markup, 0, limit=limit)
         assert length(text) <= markup.limit
         lines = text.split("\n")
         shown = sum(line.startswith("▸ ") for line in lines)
-        if shown < len(tasks):
-            assert lines[-1] == markup.escape(f"…and {len(tasks) - shown} more task{'s' if len(tasks) - shown != 1 else ''} not shown")
+        if shown < total:
+            assert lines[-1] == markup.escape(f"…and {total - shown} more task{'s' if total - shown != 1 else ''} not shown")
         else:
             assert "not shown" not in lines[-1]
         if markup is TELEGRAM_HTML:
