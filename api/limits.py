@@ -66,12 +66,14 @@ class StreamLimiter:
             raise TooManyStreams(
                 f"this user already has {self.per_user} open streams; close one first", headers=retry
             )
-        per_credential = self.per_service_key if principal.kind == "service" else self.per_token
+        # Every caller of the insecure dev mode shares one credential: count it like a key.
+        keyed = principal.kind in ("service", "dev")
+        per_credential = self.per_service_key if keyed else self.per_token
         credential = principal.credential
         if self._credentials.get(credential, 0) >= per_credential:
             self._refused("credential")
             raise TooManyStreams(
-                f"this {'key' if principal.kind == 'service' else 'token'} already has {per_credential} open streams; "
+                f"this {'key' if keyed else 'token'} already has {per_credential} open streams; "
                 "close one first",
                 headers=retry,
             )
