@@ -150,9 +150,9 @@ def test_when_the_token_expires_the_panel_says_so_or_goes_on_with_a_newer_link(b
     server = Server(prefix, env={"TOKEN_LEEWAY_S": "0"}).start()
     try:
         # No newer link: the stream ends with its reason and the panel says the link expired.
-        browser.get(f"{server.url}/panel#user=alice&token={mint_token(SECRET, 'alice', 2)}")
+        browser.get(f"{server.url}/panel#user=alice&token={mint_token(SECRET, 'alice', 4)}")
         wait_for(browser, "document.getElementById('conn').dataset.state === 'connected'")
-        wait_for(browser, "document.getElementById('conn').dataset.state === 'failed'", timeout_s=10)
+        wait_for(browser, "document.getElementById('conn').dataset.state === 'failed'", timeout_s=15)
         assert "expired" in text(browser, "conn")
 
         # A newer link opened in the tab before the old token ends: the panel goes on with it.
@@ -160,7 +160,7 @@ def test_when_the_token_expires_the_panel_says_so_or_goes_on_with_a_newer_link(b
         browser.get(f"{server.url}/panel#user=bob&token={mint_token(SECRET, 'bob', 3)}")
         wait_for(browser, "document.getElementById('conn').dataset.state === 'connected'")
         browser.execute_script(f"location.hash = 'user=bob&token={mint_token(SECRET, 'bob', 600)}'")
-        wait_for(browser, "document.getElementById('conn').dataset.state === 'caught-up'", timeout_s=10)
+        wait_for(browser, "document.getElementById('conn').dataset.state === 'caught-up'", timeout_s=15)
         apply(readmodel, balance_change("bob", "7.000000", 18918, 1))
         wait_for(browser, "document.getElementById('usd').textContent === '$7.00'")
         assert "token=" not in browser.current_url
