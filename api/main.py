@@ -19,9 +19,10 @@ from redis.retry import Retry
 
 from readmodel import Layout
 
-from . import snapshots
+from . import redact, snapshots
 from .errors import install_handlers
 from .fanout import Fanout
+from .limits import StreamLimiter
 from .metrics import LatencyMiddleware, Metrics
 from .routes import ops, users
 from .settings import Settings
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; refuses (InsecureConfig) to build without credentials unless in dev mode."""
     settings = settings or Settings.from_env()
     settings.check_secure()
+    redact.install((*settings.api_keys, settings.auth_secret))
     if settings.insecure_dev:
         log.warning(INSECURE_BANNER)
     metrics = Metrics()
@@ -101,6 +103,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.limiter = StreamLimiter(
+        settings.streams_per_user, settings.streams_per_token, settings.streams_per_service_key,
+        settings.streams_per_process, metrics,
+    )
     install_handlers(app)
     app.include_router(users)
     app.include_router(stream_router)

@@ -78,7 +78,11 @@ class StatusText(BaseModel):
     version: int
     platform: Literal["telegram", "discord"]
     parseMode: str | None = Field(description="Telegram's parse_mode to send the text with; null for Discord")
-    text: str
+    allowedMentions: dict[str, list[str]] | None = Field(
+        default=None,
+        description='Discord: the `allowed_mentions` to send the text with (`{"parse": []}`: ping nobody); null for Telegram',
+    )
+    text: str = Field(description="fits the platform's limit (Telegram 4096, Discord 2000 characters)")
 
 
 class Health(BaseModel):

@@ -27,16 +27,17 @@ from sse_starlette import EventSourceResponse, JSONServerSentEvent, ServerSentEv
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import snapshots
-from .deps import FanoutDep, LayoutDep, MetricsDep, ReadableUser, RedisDep, SettingsDep
+from .deps import FanoutDep, LayoutDep, MetricsDep, ReadableUser, RedisDep, SettingsDep, StreamGateDep
 from .errors import InvalidRequest
 from .fanout import Listener, Snapshot
+from .limits import LIMIT_ERRORS
 from .metrics import Metrics
 from .routes import ERRORS
 from .settings import Settings
 
 log = logging.getLogger("api.stream")
 HANDOFF = "livestatus.stream_handoff"
-router = APIRouter(tags=["status"], responses=ERRORS)
+router = APIRouter(tags=["status"], responses={**ERRORS, **LIMIT_ERRORS})
 MAX_VERSION = 2**63 - 1
 PING = ServerSentEvent(comment="ping")
 
@@ -51,8 +52,9 @@ def parse_last_event_id(header: str | None, query: str | None) -> int | None:
     raw = header if header not in (None, "") else query
     if raw in (None, ""):
         return None
-    text = raw.strip()
-    if not text.isdigit() or len(text) > 19 or int(text) > MAX_VERSION:
+    text = raw.strip(" \t")
+    # ASCII digits only: str.isdigit() also takes "²" or "١", which int() refuses or misreads.
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > MAX_VERSION:
         raise InvalidRequest("Last-Event-ID / lastEventId must be a snapshot version (a non-negative integer)")
     return int(text)
 
@@ -71,12 +73,15 @@ def opening(first: Snapshot, resumed_from: int | None, retry_ms: int) -> tuple[b
 
 
 async def frames(opening: bytes, listener: Listener, metrics: Metrics) -> AsyncIterator[bytes]:
-    """The stream's body: ``opening``, then each new snapshot's frame until the listener closes."""
+    """The stream's body: ``opening``, then each new snapshot's frame until the listener closes
+    (and then its farewell, if it was ended with a reason: an expired token)."""
     yield opening
     del opening  # nothing sent is held while the stream waits
     while True:
         snapshot = await listener.next()
         if snapshot is None:
+            if listener.farewell:
+                yield listener.farewell
             return
         if snapshot.version <= listener.sent_version:
             continue  # read before the first snapshot was sent
@@ -179,12 +184,13 @@ async def status_stream(
     fanout: FanoutDep,
     settings: SettingsDep,
     metrics: MetricsDep,
+    gate: StreamGateDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=40)] = None,
     lastEventId: Annotated[str | None, Query(max_length=40, description="for clients that cannot set Last-Event-ID")] = None,  # noqa: N803
 ) -> StatusStream:
     """Server-Sent Events: the current snapshot, then one event per new version (resumable)."""
     resumed_from = parse_last_event_id(last_event_id, lastEventId)
-    listener = fanout.listen(uid)  # before the read: a change right after it is not missed
+    listener = gate.listen(fanout)  # before the read: a change right after it is not missed; 429/503 past a limit
     try:
         first = Snapshot(await snapshots.read(redis, layout, uid, settings.estimate_cap_percent, settings.live_tasks_shown))
     except BaseException:
