@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -20,7 +21,7 @@ from .changestream import ChangeStreamCursor, ChangeStreamOpen
 from .crud import DataCommands
 from .cursors import Cursors, QueryCursor, cursor_reply
 from .errors import CommandError
-from .faults import Fault, Faults
+from .faults import Fault, Faults, fail_point
 from .pipeline import run_pipeline
 from .store import Store
 from .wire import HANGUP
@@ -44,6 +45,7 @@ class Dispatcher:
         self._stats_lock = threading.Lock()
         self.command_counts: Counter[str] = Counter()
         self.change_stream_opens: list[ChangeStreamOpen] = []
+        self._app_names: dict[int, str] = {}  # client port -> appName from its handshake
         self._handlers = {
             "hello": self.hello,
             "isMaster": self.hello,
@@ -52,6 +54,11 @@ class Dispatcher:
             "endSessions": self.ok,
             "buildInfo": self.build_info,
             "buildinfo": self.build_info,
+            "getCmdLineOpts": self.cmd_line_opts,
+            "serverStatus": self.server_status,
+            "getParameter": self.get_parameter,
+            "configureFailPoint": self.configure_fail_point,
+            "killAllSessions": self.ok,
             "listCollections": self.list_collections,
             "listDatabases": self.list_databases,
             "listIndexes": self.list_indexes,
@@ -75,11 +82,17 @@ class Dispatcher:
         db = command.get("$db") or request.namespace or "admin"
         with self._stats_lock:
             self.command_counts[name] += 1
-        fault = self.faults.take(name, command)
-        if fault is not None and fault.code is None:
-            return HANGUP
+            if name in ("hello", "isMaster", "ismaster") and isinstance(command.get("client"), Mapping):
+                self._app_names[request.client_port] = command["client"].get("application", {}).get("name")
+            app_name = self._app_names.get(request.client_port)
+        fault = self.faults.take(name, command, app_name)
+        if fault is not None:
+            if fault.block_seconds:
+                time.sleep(fault.block_seconds)
+            if fault.close:
+                return HANGUP
         try:
-            if fault is not None:
+            if fault is not None and fault.code is not None:
                 raise self._fault_error(fault, name, command)
             if "startTransaction" in command:
                 raise CommandError(20, "transactions are not supported by the stand-in")
@@ -169,6 +182,29 @@ class Dispatcher:
             "storageEngines": ["standin"],
             "standin": True,
         }
+
+    def cmd_line_opts(self, command: Mapping, db: str) -> dict:
+        # What a single-node replica set started for driver tests reports (test commands on).
+        return {
+            "argv": ["mongod", "--replSet", self.replica_set, "--setParameter", "enableTestCommands=1"],
+            "parsed": {"replication": {"replSet": self.replica_set}, "setParameter": {"enableTestCommands": "1"}},
+        }
+
+    def server_status(self, command: Mapping, db: str) -> dict:
+        return {"host": self.host, "version": "7.0.0", "process": "mongod", "storageEngine": {"name": "standin"}}
+
+    def get_parameter(self, command: Mapping, db: str) -> dict:
+        parameters = {"enableTestCommands": True, "featureCompatibilityVersion": {"version": "7.0"}}
+        wanted = command["getParameter"]
+        if wanted == "*" or command.get("allParameters"):
+            return parameters
+        return {name: value for name, value in parameters.items() if name in command}
+
+    def configure_fail_point(self, command: Mapping, db: str) -> dict:
+        if db != "admin":
+            raise CommandError(13, "configureFailPoint may only be run against the admin database.")
+        self.faults.set_fail_point(fail_point(command))
+        return {"count": 0}
 
     # ------------------------------------------------------------ catalog
 
