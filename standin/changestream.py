@@ -14,9 +14,9 @@ from bson.raw_bson import RawBSONDocument
 from . import tokens
 from .cursors import MAX_BATCH_BYTES
 from .errors import CommandError, history_lost
-from .projection import truthy, projector
+from .projection import stage_projector
 from .query import compile_filter
-from .store import DELETE, DROP, DROP_DATABASE, INSERT, INVALIDATE, REPLACE, UPDATE, Entry, Store
+from .store import DELETE, DROP, DROP_DATABASE, INSERT, INVALIDATE, RENAME, REPLACE, UPDATE, Entry, Store
 
 _SCAN_CHUNK = 4096
 _STAGE_OPTIONS = {
@@ -28,6 +28,10 @@ _STAGE_OPTIONS = {
     "allChangesForCluster",
     "showExpandedEvents",
 }
+_TOKEN_MODIFIED = (
+    "Encountered an event whose _id field, which contains the resume token, was modified by the pipeline. "
+    "Modifying the _id field of an event makes it impossible to resume the stream from that point."
+)
 _FULL_DOCUMENT = {"default", "updateLookup", "whenAvailable", "required"}
 _BEFORE_CHANGE = {"off", "whenAvailable", "required"}
 
@@ -62,21 +66,17 @@ def parse_stage(stage: Any) -> dict:
 
 
 def compile_match(pipeline: list) -> Callable[[dict], dict | None] | None:
-    """The stages after ``$changeStream``, in order: ``$match`` and inclusion ``$project``
-    stages. Returns a function giving the event as the pipeline leaves it, or None when a
-    ``$match`` drops it; None for an empty pipeline."""
+    """The stages after ``$changeStream``, in order: ``$match`` and ``$project`` stages.
+    Returns a function giving the event as the pipeline leaves it, or None when a ``$match``
+    drops it; None for an empty pipeline."""
     steps: list[Callable[[dict], dict | None]] = []
     for stage in pipeline:
         name = next(iter(stage), "?") if isinstance(stage, Mapping) else "?"
         if name == "$match" and len(stage) == 1:
             predicate = compile_filter(stage["$match"])
             steps.append(lambda event, p=predicate: event if p(event) else None)
-        elif name == "$project" and len(stage) == 1 and isinstance(stage["$project"], Mapping):
-            spec = stage["$project"]
-            if any(not truthy(v) for k, v in spec.items()):
-                # Real servers refuse to drop the resume token (error 280 on the next batch).
-                raise CommandError(40324, "the stand-in supports only inclusion $project after $changeStream")
-            steps.append(projector(spec))
+        elif name == "$project" and len(stage) == 1:
+            steps.append(stage_projector(stage["$project"]))
         else:
             raise CommandError(40324, f"the stand-in supports only $match and $project after $changeStream, not {name}")
     if not steps:
@@ -154,7 +154,10 @@ class ChangeStreamCursor:
                     break
                 event = self._render(entry)
                 if self._match is not None:
+                    token = event["_id"]
                     event = self._match(event)
+                    if event is not None and event.get("_id") != token:
+                        raise CommandError(280, _TOKEN_MODIFIED)
                 if event is None:
                     self.position = entry.position
                     continue
@@ -214,7 +217,9 @@ class ChangeStreamCursor:
             event["ns"] = {"db": entry.db}
         else:
             event["ns"] = {"db": entry.db, "coll": entry.coll}
-        if op != DROP and op != DROP_DATABASE:
+        if op == RENAME:
+            event["to"] = dict(entry.to)
+        elif op != DROP and op != DROP_DATABASE:
             event["documentKey"] = {"_id": entry.key}
         if op == UPDATE:
             event["updateDescription"] = entry.description

@@ -66,6 +66,7 @@ class Dispatcher:
             "createIndexes": self.create_indexes,
             "drop": self.drop,
             "dropDatabase": self.drop_database,
+            "renameCollection": self.rename_collection,
             "saslStart": self.authenticate,
             "authenticate": self.authenticate,
             **DataCommands(store, self.cursors, self.record_open).handlers(),
@@ -113,6 +114,8 @@ class Dispatcher:
 
     def _fault_error(self, fault: Fault, name: str, command: Mapping) -> CommandError:
         labels = fault.labels
+        if labels is None and not fault.server_labels:
+            labels = []
         if labels is None:
             labels = []
             if fault.code == 286:
@@ -203,7 +206,7 @@ class Dispatcher:
     def configure_fail_point(self, command: Mapping, db: str) -> dict:
         if db != "admin":
             raise CommandError(13, "configureFailPoint may only be run against the admin database.")
-        self.faults.set_fail_point(fail_point(command))
+        self.faults.set_fail_point(command["configureFailPoint"], fail_point(command))
         return {"count": 0}
 
     # ------------------------------------------------------------ catalog
@@ -213,6 +216,13 @@ class Dispatcher:
         if not self.store.drop(db, coll):
             raise CommandError(26, "ns not found")
         return {"ns": f"{db}.{coll}", "nIndexesWas": 1}
+
+    def rename_collection(self, command: Mapping, db: str) -> dict:
+        if db != "admin":
+            raise CommandError(13, "renameCollection may only be run against the admin database.")
+        source, target = (_namespace(command.get(field)) for field in ("renameCollection", "to"))
+        self.store.rename(*source, *target, drop_target=bool(command.get("dropTarget")))
+        return {}
 
     def drop_database(self, command: Mapping, db: str) -> dict:
         self.store.drop_database(db)
@@ -250,3 +260,10 @@ class Dispatcher:
             raise CommandError(26, f"ns does not exist: {db}.{coll}")
         docs = [{"v": 2, "key": {"_id": 1}, "name": "_id_"}]
         return cursor_reply(self.cursors, QueryCursor(f"{db}.{coll}", docs), "firstBatch", docs, True)
+
+
+def _namespace(value: Any) -> tuple[str, str]:
+    db, dot, coll = value.partition(".") if isinstance(value, str) else ("", "", "")
+    if not db or not dot or not coll:
+        raise CommandError(73, f"Invalid namespace specified '{value}'")
+    return db, coll

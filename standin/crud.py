@@ -159,6 +159,9 @@ class DataCommands:
 
     def _open_change_stream(self, command: Mapping, db: str, target: Any, pipeline: list) -> dict:
         stage = parse_stage(pipeline[0]["$changeStream"])
+        level = (command.get("readConcern") or {}).get("level")
+        if level not in (None, "majority"):
+            raise CommandError(72, f"$changeStream supports only readConcern level majority, not {level!r}")
         match = compile_match(pipeline[1:])
         if stage.get("allChangesForCluster"):
             if db != "admin" or target != 1:

@@ -21,7 +21,8 @@ class Fault:
     remaining: int | None
     code: int | None = None
     message: str | None = None
-    labels: list[str] | None = None  # None: labelled the way a real server labels the code
+    labels: list[str] | None = None  # None: labelled by the server's rules if server_labels, else none
+    server_labels: bool = True
     close: bool = False  # drop the connection instead of replying
     block_seconds: float = 0.0
     app_name: str | None = None  # only connections that said this appName in their handshake
@@ -36,11 +37,22 @@ class Fault:
         )
 
 
+FAIL_POINTS = ("failCommand", "failGetMoreAfterCursorCheckout")
+
+
 def fail_point(command: Mapping) -> Fault | None:
-    """The ``failCommand`` fault a ``configureFailPoint`` command asks for (None: mode off)."""
-    if command.get("configureFailPoint") != "failCommand":
-        raise CommandError(2, f"the stand-in has only the failCommand fail point, not {command.get('configureFailPoint')!r}")
-    mode, data = command.get("mode"), command.get("data") or {}
+    """The fault a ``configureFailPoint`` command asks for (None: mode off).
+
+    ``failCommand`` fails the listed commands before they run, with exactly the labels given
+    (none by default); ``failGetMoreAfterCursorCheckout`` fails getMore once it holds the cursor,
+    labelled the way the server labels that error code (ResumableChangeStreamError...).
+    """
+    name = command.get("configureFailPoint")
+    if name not in FAIL_POINTS:
+        raise CommandError(2, f"the stand-in has only the fail points {FAIL_POINTS}, not {name!r}")
+    mode, data = command.get("mode"), dict(command.get("data") or {})
+    if name == "failGetMoreAfterCursorCheckout":
+        data.setdefault("failCommands", ["getMore"])
     remaining, skip = None, 0
     if mode == "off":
         return None
@@ -64,6 +76,7 @@ def fail_point(command: Mapping) -> Fault | None:
         code=None if code is None else int(code),
         message="Failing command via 'failCommand' failpoint",
         labels=data.get("errorLabels"),
+        server_labels=name != "failCommand",
         close=bool(data.get("closeConnection")),
         block_seconds=data.get("blockTimeMS", 0) / 1000 if data.get("blockConnection") else 0.0,
         app_name=data.get("appName"),
@@ -77,7 +90,7 @@ class Faults:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._armed: list[Fault] = []
-        self._fail_point: Fault | None = None
+        self._fail_points: dict[str, Fault] = {}
 
     def arm(self, fault: Fault) -> None:
         if fault.remaining is not None and fault.remaining < 1:
@@ -85,29 +98,33 @@ class Faults:
         with self._lock:
             self._armed.append(fault)
 
-    def set_fail_point(self, fault: Fault | None) -> None:
-        """Replace the ``failCommand`` fail point (None turns it off)."""
+    def set_fail_point(self, name: str, fault: Fault | None) -> None:
+        """Replace the fail point ``name`` (None turns it off)."""
         with self._lock:
-            self._fail_point = fault
+            if fault is None:
+                self._fail_points.pop(name, None)
+            else:
+                self._fail_points[name] = fault
 
     def take(self, command: str, document: Mapping, app_name: str | None = None) -> Fault | None:
         """The fault to apply to this command, if one is armed for it."""
-        if not self._armed and self._fail_point is None:
+        if not self._armed and not self._fail_points:
             return None
         with self._lock:
             for fault in self._armed:
                 if fault.matches(command, document, app_name):
                     self._consume(fault)
                     return fault
-            fault = self._fail_point
-            if fault is not None and fault.matches(command, document, app_name):
+            for name, fault in self._fail_points.items():
+                if not fault.matches(command, document, app_name):
+                    continue
                 if fault.skip:
                     fault.skip -= 1
                     return None
                 if fault.remaining is not None:
                     fault.remaining -= 1
                     if fault.remaining == 0:
-                        self._fail_point = None
+                        del self._fail_points[name]
                 return fault
         return None
 
@@ -126,4 +143,4 @@ class Faults:
         """Disarm everything, the fail point included."""
         with self._lock:
             self._armed.clear()
-            self._fail_point = None
+            self._fail_points.clear()

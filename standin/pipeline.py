@@ -1,7 +1,7 @@
 """A small aggregation pipeline for plain (non change-stream) aggregates.
 
 Enough for ``count_documents`` and simple reporting: ``$match``, ``$sort``, ``$skip``,
-``$limit``, ``$project`` (inclusion/exclusion), ``$count`` and ``$group`` with ``$sum``,
+``$limit``, ``$project`` (inclusion, exclusion, computed fields), ``$count`` and ``$group`` with ``$sum``,
 ``$min``, ``$max``, ``$first``, ``$last`` of constants or ``"$field"`` paths.
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import CommandError
-from .projection import projector, sort_documents
+from .projection import sort_documents, stage_projector
 from .query import compile_filter
 from .values import id_key, resolve, sort_key, type_rank
 from .update import arith
@@ -33,8 +33,8 @@ def run_pipeline(docs: list, pipeline: list) -> list:
         elif name == "$limit":
             docs = docs[: int(arg)]
         elif name == "$project":
-            project = projector(arg)
-            docs = [project(d) for d in docs] if project else docs
+            project = stage_projector(arg)
+            docs = [project(d) for d in docs]
         elif name == "$count":
             docs = [{arg: len(docs)}] if docs else []
         elif name == "$group":

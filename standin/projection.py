@@ -104,3 +104,107 @@ def _exclude(doc: Mapping, tree: dict) -> dict:
         else:
             out[key] = value
     return out
+
+
+_MISSING = object()
+
+
+class _Expression:
+    """A computed field of a ``$project`` stage: a ``"$field.path"``, ``{"$literal": v}`` or a constant."""
+
+    def __init__(self, spec: Any) -> None:
+        if isinstance(spec, Mapping):
+            if list(spec) != ["$literal"]:
+                raise CommandError(31325, f"the stand-in's $project supports only $literal expressions, not {spec!r}")
+            self._path, self._value = None, spec["$literal"]
+        elif isinstance(spec, str) and spec.startswith("$"):
+            if spec.startswith("$$"):
+                raise CommandError(17276, f"the stand-in's $project supports no variables ({spec})")
+            self._path, self._value = spec[1:].split("."), None
+        else:
+            self._path, self._value = None, spec
+
+    def __call__(self, root: Mapping) -> Any:
+        if self._path is None:
+            return self._value
+        node: Any = root
+        for part in self._path:
+            if not isinstance(node, Mapping) or part not in node:
+                values = resolve(root, self._path)  # through arrays, as MongoDB does
+                return values if values else _MISSING
+            node = node[part]
+        return node
+
+
+def stage_projector(spec: Any) -> Callable[[Mapping], dict]:
+    """The aggregation ``$project`` stage: an exclusion, or an inclusion with computed fields.
+
+    As on a real server, ``_id`` is kept unless excluded, values other than numbers and booleans
+    are expressions (``"$path"``, ``{"$literal": v}``, constants), and exclusions (other than
+    ``_id``) cannot be mixed with inclusions or computed fields.
+    """
+    if not isinstance(spec, Mapping) or not spec:
+        raise CommandError(40177, "$project specification must be an object with at least one field")
+    tree = _stage_tree(spec)
+    excluded = [key for key, node in _leaves(tree) if node is False and key != "_id"]
+    others = [key for key, node in _leaves(tree) if node is not False]
+    if excluded and ([key for key in others if key != "_id"] or isinstance(tree.get("_id"), _Expression)):
+        raise CommandError(31254, f"Invalid $project: cannot mix exclusion of {excluded[0]} with inclusions or computed fields")
+    if excluded or tree == {"_id": False}:
+        drop = _path_tree([key for key, node in _leaves(tree) if node is False])
+        return lambda doc: _exclude(doc, drop)
+    tree.setdefault("_id", True)
+    if tree["_id"] is False:
+        del tree["_id"]
+    return lambda doc: _include_computed(doc, tree, doc)
+
+
+def _stage_tree(spec: Mapping) -> dict:
+    tree: dict = {}
+    for key, value in spec.items():
+        *parents, leaf = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise CommandError(31250, f"Invalid $project: path collision at {key}")
+        if isinstance(value, bool) or isinstance(value, (int, float)) and not isinstance(value, bool):
+            node[leaf] = bool(value)
+        elif isinstance(value, Mapping) and value and not any(str(k).startswith("$") for k in value):
+            node[leaf] = _stage_tree(value)
+        else:
+            node[leaf] = _Expression(value)
+    return tree
+
+
+def _leaves(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for key, node in tree.items():
+        if isinstance(node, dict):
+            out += _leaves(node, f"{prefix}{key}.")
+        else:
+            out.append((f"{prefix}{key}", node))
+    return out
+
+
+def _include_computed(doc: Mapping, tree: dict, root: Mapping) -> dict:
+    out: dict = {}
+    for key, value in doc.items():  # included fields keep the document's order
+        node = tree.get(key)
+        if node is True:
+            out[key] = value
+        elif isinstance(node, dict):
+            if isinstance(value, Mapping):
+                out[key] = _include_computed(value, node, root)
+            elif isinstance(value, list):
+                out[key] = [_include_computed(e, node, root) for e in value if isinstance(e, Mapping)]
+    for key, node in tree.items():  # then computed fields, in the stage's order
+        if isinstance(node, _Expression):
+            value = node(root)
+            if value is not _MISSING:
+                out[key] = value
+        elif isinstance(node, dict) and key not in out:
+            sub = _include_computed({}, node, root)
+            if sub:
+                out[key] = sub
+    return out

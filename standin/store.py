@@ -25,7 +25,7 @@ from .values import id_key
 from .update import apply_operators, apply_replacement, ensure_id, is_operator_update, same_value, seed_from_filter
 
 INSERT, UPDATE, REPLACE, DELETE = "insert", "update", "replace", "delete"
-DROP, DROP_DATABASE, INVALIDATE = "drop", "dropDatabase", "invalidate"
+DROP, DROP_DATABASE, RENAME, INVALIDATE = "drop", "dropDatabase", "rename", "invalidate"
 
 
 class Entry:
@@ -34,9 +34,9 @@ class Entry:
     ``db``/``coll`` of an invalidate entry name the streams it invalidates (None = any).
     """
 
-    __slots__ = ("position", "op", "db", "coll", "key", "post", "pre", "description", "wall")
+    __slots__ = ("position", "op", "db", "coll", "key", "post", "pre", "description", "wall", "to")
 
-    def __init__(self, position, op, db, coll, key=None, post=None, pre=None, description=None, wall=None):
+    def __init__(self, position, op, db, coll, key=None, post=None, pre=None, description=None, wall=None, to=None):
         self.position = position
         self.op = op
         self.db = db
@@ -46,6 +46,7 @@ class Entry:
         self.pre = pre
         self.description = description
         self.wall = wall
+        self.to = to
 
 
 @dataclass
@@ -358,6 +359,22 @@ class Store:
             self._append(INVALIDATE, db, coll)
             self.changed.notify_all()
             return True
+
+    def rename(self, db: str, coll: str, to_db: str, to_coll: str, *, drop_target: bool = False) -> None:
+        """Rename a collection: a rename event, then invalidate the source collection's streams."""
+        with self.changed:
+            if coll not in self._dbs.get(db, {}):
+                raise CommandError(26, f"Source collection {db}.{coll} does not exist")
+            if to_coll in self._dbs.get(to_db, {}):
+                if not drop_target:
+                    raise CommandError(48, f"target namespace exists: {to_db}.{to_coll}")
+                del self._dbs[to_db][to_coll]
+                self._append(DROP, to_db, to_coll)
+                self._append(INVALIDATE, to_db, to_coll)
+            self._dbs.setdefault(to_db, {})[to_coll] = self._dbs[db].pop(coll)
+            self._append(RENAME, db, coll, to={"db": to_db, "coll": to_coll})
+            self._append(INVALIDATE, db, coll)
+            self.changed.notify_all()
 
     def drop_database(self, db: str) -> bool:
         """Drop every collection, then the database; invalidates the database's streams."""
