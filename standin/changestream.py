@@ -13,7 +13,7 @@ from bson.raw_bson import RawBSONDocument
 
 from . import tokens
 from .cursors import MAX_BATCH_BYTES
-from .errors import CommandError, history_lost
+from .errors import NON_RESUMABLE, CommandError, history_lost
 from .projection import stage_projector
 from .query import compile_filter
 from .store import DELETE, DROP, DROP_DATABASE, INSERT, INVALIDATE, RENAME, REPLACE, UPDATE, Entry, Store
@@ -32,8 +32,9 @@ _TOKEN_MODIFIED = (
     "Encountered an event whose _id field, which contains the resume token, was modified by the pipeline. "
     "Modifying the _id field of an event makes it impossible to resume the stream from that point."
 )
-_FULL_DOCUMENT = {"default", "updateLookup", "whenAvailable", "required"}
-_BEFORE_CHANGE = {"off", "whenAvailable", "required"}
+# Pre/post images (fullDocument required/whenAvailable, fullDocumentBeforeChange) and expanded
+# events are not kept: nothing here asks for them (see docs/standin.md).
+_FULL_DOCUMENT = {"default", "updateLookup"}
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,11 @@ def parse_stage(stage: Any) -> dict:
     if sum(k in stage for k in ("resumeAfter", "startAfter", "startAtOperationTime")) > 1:
         raise CommandError(40674, "Only one type of resume option is allowed, but multiple were found.")
     if stage.get("fullDocument", "default") not in _FULL_DOCUMENT:
-        raise CommandError(2, f"unknown fullDocument mode {stage['fullDocument']!r}")
-    if stage.get("fullDocumentBeforeChange", "off") not in _BEFORE_CHANGE:
-        raise CommandError(2, f"unknown fullDocumentBeforeChange mode {stage['fullDocumentBeforeChange']!r}")
+        raise CommandError(2, f"the stand-in supports fullDocument default and updateLookup only, not {stage['fullDocument']!r}")
+    if stage.get("fullDocumentBeforeChange", "off") != "off":
+        raise CommandError(2, "the stand-in keeps no pre-images: fullDocumentBeforeChange must be off")
+    if stage.get("showExpandedEvents"):
+        raise CommandError(2, "the stand-in does not produce expanded events (showExpandedEvents)")
     return dict(stage)
 
 
@@ -102,8 +105,7 @@ class ChangeStreamCursor:
         self.db = db
         self.coll = coll
         self._match = match
-        self._full_document = stage.get("fullDocument", "default")
-        self._before_change = stage.get("fullDocumentBeforeChange", "off")
+        self._lookup = stage.get("fullDocument") == "updateLookup"
         self.position = self._start_position(stage)
         self.alive = True
         self.last_used = time.monotonic()
@@ -157,7 +159,7 @@ class ChangeStreamCursor:
                     token = event["_id"]
                     event = self._match(event)
                     if event is not None and event.get("_id") != token:
-                        raise CommandError(280, _TOKEN_MODIFIED)
+                        raise CommandError(280, _TOKEN_MODIFIED, [NON_RESUMABLE])
                 if event is None:
                     self.position = entry.position
                     continue
@@ -206,13 +208,8 @@ class ChangeStreamCursor:
         }
         if op == INSERT or op == REPLACE:
             event["fullDocument"] = entry.post
-        elif op == UPDATE:
-            if self._full_document == "updateLookup":
-                event["fullDocument"] = self._store.lookup(entry.db, entry.coll, entry.key)
-            elif self._full_document != "default":
-                event["fullDocument"] = entry.post
-        if self._before_change != "off" and op in (UPDATE, REPLACE, DELETE):
-            event["fullDocumentBeforeChange"] = entry.pre
+        elif op == UPDATE and self._lookup:
+            event["fullDocument"] = self._store.lookup(entry.db, entry.coll, entry.key)
         if op == DROP_DATABASE:
             event["ns"] = {"db": entry.db}
         else:

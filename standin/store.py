@@ -34,16 +34,15 @@ class Entry:
     ``db``/``coll`` of an invalidate entry name the streams it invalidates (None = any).
     """
 
-    __slots__ = ("position", "op", "db", "coll", "key", "post", "pre", "description", "wall", "to")
+    __slots__ = ("position", "op", "db", "coll", "key", "post", "description", "wall", "to")
 
-    def __init__(self, position, op, db, coll, key=None, post=None, pre=None, description=None, wall=None, to=None):
+    def __init__(self, position, op, db, coll, key=None, post=None, description=None, wall=None, to=None):
         self.position = position
         self.op = op
         self.db = db
         self.coll = coll
         self.key = key
-        self.post = post
-        self.pre = pre
+        self.post = post  # the inserted or replacing document
         self.description = description
         self.wall = wall
         self.to = to
@@ -300,9 +299,9 @@ class Store:
         _id = old["_id"]
         self._dbs[db][coll][id_key(_id)] = new
         if operators:
-            self._append(UPDATE, db, coll, key=_id, post=new, pre=old, description=description.as_event_field())
+            self._append(UPDATE, db, coll, key=_id, description=description.as_event_field())
         else:
-            self._append(REPLACE, db, coll, key=_id, post=new, pre=old)
+            self._append(REPLACE, db, coll, key=_id, post=new)
         return new
 
     def _delete(self, db: str, coll: str, stmt: Mapping, result: WriteResult) -> None:
@@ -310,7 +309,7 @@ class Store:
         docs = self._dbs.get(db, {}).get(coll, {})
         for old in targets:
             del docs[id_key(old["_id"])]
-            self._append(DELETE, db, coll, key=old["_id"], pre=old)
+            self._append(DELETE, db, coll, key=old["_id"])
             result.n += 1
 
     def find_and_modify(
@@ -333,7 +332,7 @@ class Store:
                 if remove:
                     if old is not None:
                         del self._dbs[db][coll][id_key(old["_id"])]
-                        self._append(DELETE, db, coll, key=old["_id"], pre=old)
+                        self._append(DELETE, db, coll, key=old["_id"])
                     return old, None, None
                 operators = is_operator_update(update)
                 if old is None:
