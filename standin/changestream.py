@@ -16,7 +16,7 @@ from .cursors import MAX_BATCH_BYTES
 from .errors import NON_RESUMABLE, CommandError, history_lost
 from .projection import stage_projector
 from .query import compile_filter
-from .store import DELETE, DROP, DROP_DATABASE, INSERT, INVALIDATE, RENAME, REPLACE, UPDATE, Entry, Store
+from .store import DROP, DROP_DATABASE, INSERT, INVALIDATE, RENAME, REPLACE, UPDATE, Entry, Store
 
 _SCAN_CHUNK = 4096
 _STAGE_OPTIONS = {

@@ -29,7 +29,7 @@ from .wire import HANGUP
 log = logging.getLogger(__name__)
 
 MAX_WIRE_VERSION = 21  # MongoDB 7.0
-WRITE_COMMANDS = frozenset({"insert", "update", "delete", "findAndModify"})
+WRITE_COMMANDS = frozenset({"insert", "update", "delete"})
 _SIGNATURE = {"hash": Binary(b"\x00" * 20), "keyId": Int64(0)}
 
 
@@ -60,15 +60,10 @@ class Dispatcher:
             "configureFailPoint": self.configure_fail_point,
             "killAllSessions": self.ok,
             "listCollections": self.list_collections,
-            "listDatabases": self.list_databases,
-            "listIndexes": self.list_indexes,
             "create": self.create,
-            "createIndexes": self.create_indexes,
             "drop": self.drop,
             "dropDatabase": self.drop_database,
             "renameCollection": self.rename_collection,
-            "saslStart": self.authenticate,
-            "authenticate": self.authenticate,
             **DataCommands(store, self.cursors, self.record_open).handlers(),
         }
 
@@ -141,10 +136,6 @@ class Dispatcher:
             return self.command_counts[name]
 
     # ------------------------------------------------------------ handshake and admin
-
-    def authenticate(self, command: Mapping, db: str) -> dict:
-        # The stand-in has no users: every login fails, as with unknown credentials on a real server.
-        raise CommandError(18, "Authentication failed.")
 
     def hello(self, command: Mapping, db: str) -> dict:
         # No topologyVersion: clients then poll hello instead of expecting a streaming one.
@@ -233,11 +224,6 @@ class Dispatcher:
             raise CommandError(48, f"Collection already exists. NS: {db}.{command['create']}")
         return {}
 
-    def create_indexes(self, command: Mapping, db: str) -> dict:
-        created = self.store.create(db, command["createIndexes"])
-        return {"numIndexesBefore": 1, "numIndexesAfter": 1, "createdCollectionAutomatically": created,
-                "note": "the stand-in keeps no secondary indexes"}
-
     def list_collections(self, command: Mapping, db: str) -> dict:
         infos = [
             {"name": name, "type": "collection", "options": {}, "info": {"readOnly": False}}
@@ -247,19 +233,6 @@ class Dispatcher:
         if command.get("nameOnly"):
             docs = [{"name": d["name"], "type": d["type"]} for d in docs]
         return cursor_reply(self.cursors, QueryCursor(f"{db}.$cmd.listCollections", docs), "firstBatch", docs, True)
-
-    def list_databases(self, command: Mapping, db: str) -> dict:
-        names = self.store.database_names()
-        if command.get("nameOnly"):
-            return {"databases": [{"name": n} for n in names]}
-        return {"databases": [{"name": n, "sizeOnDisk": 0, "empty": False} for n in names], "totalSize": 0}
-
-    def list_indexes(self, command: Mapping, db: str) -> dict:
-        coll = command["listIndexes"]
-        if coll not in self.store.collection_names(db):
-            raise CommandError(26, f"ns does not exist: {db}.{coll}")
-        docs = [{"v": 2, "key": {"_id": 1}, "name": "_id_"}]
-        return cursor_reply(self.cursors, QueryCursor(f"{db}.{coll}", docs), "firstBatch", docs, True)
 
 
 def _namespace(value: Any) -> tuple[str, str]:

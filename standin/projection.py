@@ -1,4 +1,4 @@
-"""Sort orders and inclusion/exclusion projections for query results."""
+"""Sort orders, and projections: the ``$project`` stage, also used for find's ``projection``."""
 
 from __future__ import annotations
 
@@ -35,33 +35,6 @@ def _first_key(doc: Mapping, parts: list[str]) -> tuple:
     return sort_key(values[0]) if values else (2,)
 
 
-def projector(spec: Mapping | None) -> Callable[[Mapping], Mapping] | None:
-    """A function applying an inclusion or exclusion projection, or None for no projection."""
-    if not spec:
-        return None
-    keep_id = truthy(spec.get("_id", 1))
-    fields = {k: truthy(v) for k, v in spec.items() if k != "_id"}
-    included = [k for k, on in fields.items() if on]
-    excluded = [k for k, on in fields.items() if not on]
-    if included and excluded:
-        raise CommandError(2, "cannot mix inclusion and exclusion in a projection")
-    if included:
-        tree = _path_tree(included)
-        if keep_id:
-            tree["_id"] = True
-        return lambda doc: _include(doc, tree)
-    tree = _path_tree(excluded)
-    if not keep_id:
-        tree["_id"] = True
-    return lambda doc: _exclude(doc, tree)
-
-
-def truthy(value: Any) -> bool:
-    if isinstance(value, (bool, int, float)):
-        return bool(value)
-    raise CommandError(2, f"projection values must be 0/1 or booleans, not {value!r}")
-
-
 def _path_tree(paths: list[str]) -> dict:
     tree: dict = {}
     for path in paths:
@@ -75,20 +48,6 @@ def _path_tree(paths: list[str]) -> dict:
         else:
             node[leaf] = True
     return tree
-
-
-def _include(doc: Mapping, tree: dict) -> dict:
-    out = {}
-    for key, value in doc.items():
-        sub = tree.get(key)
-        if sub is True:
-            out[key] = value
-        elif sub:
-            if isinstance(value, Mapping):
-                out[key] = _include(value, sub)
-            elif isinstance(value, list):
-                out[key] = [_include(e, sub) for e in value if isinstance(e, Mapping)]
-    return out
 
 
 def _exclude(doc: Mapping, tree: dict) -> dict:

@@ -168,10 +168,6 @@ class Store:
             found = [doc for doc in self._candidates(docs, filter_doc) if predicate(doc)]
         return sort_documents(found, sort)
 
-    def database_names(self) -> list[str]:
-        with self._lock:
-            return [name for name, colls in self._dbs.items() if colls]
-
     def collection_names(self, db: str) -> list[str]:
         with self._lock:
             return list(self._dbs.get(db, {}))
@@ -183,9 +179,7 @@ class Store:
             return list(docs.values())
         cond = filter_doc["_id"]
         if isinstance(cond, Mapping) and cond and all(str(k).startswith("$") for k in cond):
-            if list(cond) == ["$eq"]:
-                cond = cond["$eq"]
-            elif list(cond) == ["$in"] and isinstance(cond["$in"], list):
+            if list(cond) == ["$in"] and isinstance(cond["$in"], list):
                 keys = dict.fromkeys(id_key(v) for v in cond["$in"])  # embedded documents are _ids too
                 return [docs[k] for k in keys if k in docs]
             else:
@@ -276,7 +270,7 @@ class Store:
         if not targets:
             if stmt.get("upsert"):
                 seed = seed_from_filter(filter_doc)
-                new = apply_operators(seed, update, inserting=True)[0] if operators else apply_replacement(seed, update)
+                new = apply_operators(seed, update)[0] if operators else apply_replacement(seed, update)
                 _id = self._insert_one(db, coll, new)
                 result.n += 1
                 result.upserted.append((index, _id))
@@ -311,42 +305,6 @@ class Store:
             del docs[id_key(old["_id"])]
             self._append(DELETE, db, coll, key=old["_id"])
             result.n += 1
-
-    def find_and_modify(
-        self,
-        db: str,
-        coll: str,
-        query: Mapping | None,
-        *,
-        sort: Mapping | None = None,
-        update: Mapping | None = None,
-        remove: bool = False,
-        upsert: bool = False,
-    ) -> tuple[dict | None, dict | None, Any]:
-        """Modify the first match; returns ``(before, after, upserted_id)``."""
-        with self.changed:
-            before_position = self._position
-            try:
-                targets = self._matching(db, coll, query, multi=bool(sort))
-                old = sort_documents(targets, sort)[0] if targets else None
-                if remove:
-                    if old is not None:
-                        del self._dbs[db][coll][id_key(old["_id"])]
-                        self._append(DELETE, db, coll, key=old["_id"])
-                    return old, None, None
-                operators = is_operator_update(update)
-                if old is None:
-                    if not upsert:
-                        return None, None, None
-                    seed = seed_from_filter(query)
-                    new = apply_operators(seed, update, inserting=True)[0] if operators else apply_replacement(seed, update)
-                    _id = self._insert_one(db, coll, new)
-                    return None, self.lookup(db, coll, _id), _id
-                new = self._replace_doc(db, coll, old, update, operators)
-                return old, new if new is not None else old, None
-            finally:
-                if self._position != before_position:
-                    self.changed.notify_all()
 
     def drop(self, db: str, coll: str) -> bool:
         """Drop a collection: a drop event, then invalidate that collection's streams."""
