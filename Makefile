@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test soak bench redis chromium clean
+.PHONY: install demo test test-clock soak bench fuzz redis chromium faketime clean
 
 install: $(VENV)/.installed
 
@@ -19,15 +19,34 @@ redis:
 chromium:
 	@bash scripts/ensure-chromium
 
+faketime:
+	@bash scripts/ensure-faketime
+
 demo: install
 	$(BIN)/python -m demo
 
 test: install redis chromium
 	$(BIN)/pytest
 
+# The clock-dependent parts of the suite again, with the process clock (and every process it
+# starts) moved 40 days and 3 years ahead: no test may depend on the day it was written. Only the
+# wall clock moves: with a faked monotonic clock, timed waits (sem_clockwait) would wait 40 days.
+CLOCK_TESTS := tests/test_worker_capture.py tests/test_worker_process.py tests/test_cli.py \
+	tests/test_api_rest.py tests/test_api_stream.py tests/test_api_auth.py tests/test_api_fanout.py \
+	tests/test_readmodel.py tests/test_hostile.py tests/reliability
+test-clock: install redis faketime
+	DONT_FAKE_MONOTONIC=1 faketime -f "+40d" $(BIN)/pytest -q -m "not browser" $(CLOCK_TESTS)
+	DONT_FAKE_MONOTONIC=1 faketime -f "+3y" $(BIN)/pytest -q -m "not browser" $(CLOCK_TESTS)
+
 # The reliability suite at soak sizes (20 kill -9 over 50k events, 100k fuzzed documents, ...).
 soak: install redis
 	SOAK=1 $(BIN)/pytest tests/reliability -m soak
+
+# The long coverage-guided fuzz run (atheris) over documents and change events; the corpus grows in
+# .fuzz-corpus/ and a crash is written to .fuzz-corpus/crash-* with the input that caused it.
+FUZZ_SECONDS ?= 600
+fuzz: install
+	$(BIN)/python -m fuzz.documents -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=.fuzz-corpus/
 
 bench: install redis
 	$(BIN)/python -m bench

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Path, Request
 from fastapi.security import APIKeyCookie, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 
-from projector.readmodel import Layout
+from readmodel import Layout
 
 from .auth import Principal, authenticate, authorize
 from .fanout import Fanout

@@ -26,7 +26,8 @@ from typing import Any, Awaitable, Callable
 
 from redis.exceptions import RedisError, ResponseError
 
-from projector.readmodel import Layout
+from readmodel import Layout
+from readmodel.text import text
 
 from .metrics import Metrics
 
@@ -304,8 +305,8 @@ class Fanout:
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
-        channel = _text(message.get("channel") or b"")
-        if not channel.startswith(self.layout.prefix + ":{"):
+        channel = text(message.get("channel") or b"")
+        if not self.layout.is_channel(channel):
             return
         uid = self.layout.user_of_channel(channel)
         if kind == "subscribe":
@@ -317,7 +318,7 @@ class Fanout:
             self._confirmed.discard(channel)
         elif kind == "message":
             try:
-                version = int(_text(message.get("data") or b""))
+                version = int(text(message.get("data") or b""))
             except ValueError:
                 version = None
             if version is None or version > self._known.get(uid, -1):
@@ -423,5 +424,3 @@ class Fanout:
         return list(await asyncio.gather(*(self._read(uid) for uid in uids)))
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

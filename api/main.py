@@ -18,7 +18,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from projector.readmodel import Layout
+from readmodel import Layout
 
 from . import snapshots
 from .errors import install_handlers
@@ -81,10 +81,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         layout = Layout(settings.key_prefix)
 
         async def read(uid: str) -> dict:
-            return await snapshots.read(redis, layout, uid, settings.estimate_cap_percent)
+            return await snapshots.read(redis, layout, uid, settings.estimate_cap_percent, settings.live_tasks_shown)
 
         async def read_many(uids: list[str]) -> list[dict]:
-            return await snapshots.read_many(redis, layout, uids, settings.estimate_cap_percent)
+            return await snapshots.read_many(redis, layout, uids, settings.estimate_cap_percent, settings.live_tasks_shown)
 
         fanout = Fanout(pubsub_redis, layout, read, metrics, read_many=read_many)
         await fanout.start()

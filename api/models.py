@@ -49,6 +49,9 @@ class Snapshot(BaseModel):
     updatedAt: str | None
     balance: Balance
     liveTasks: list[LiveTask]
+    liveTasksOmitted: int = Field(
+        0, ge=0, description="live tasks left out of liveTasks (it lists the oldest LIVE_TASKS_SHOWN)"
+    )
     recentlyFinished: list[FinishedTask] = Field(
         default_factory=list, description="how recent tasks ended, so a client that was away never misses it"
     )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 
-from .snapshots import _epoch_ms
+from readmodel.records import epoch_ms as _epoch_ms
 
 BAR_CELLS = 10
 IDLE_LINE = "Nothing running right now. Start a generation whenever you like ✨"

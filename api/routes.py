@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from projector.readmodel import aread_heartbeat_ms
+from readmodel import aread_heartbeat_ms
 
 from . import snapshots
 from .deps import LayoutDep, MetricsDep, ReadableUser, RedisDep, SettingsDep
@@ -33,7 +33,7 @@ ops = APIRouter(tags=["operations"])
 @users.get("/users/{masterAccountId}/status", response_model=Snapshot)
 async def status(uid: ReadableUser, redis: RedisDep, layout: LayoutDep, settings: SettingsDep) -> dict[str, Any]:
     """The user's current snapshot (version 0 and empty when nothing is known)."""
-    return await snapshots.read(redis, layout, uid, settings.estimate_cap_percent)
+    return await snapshots.read(redis, layout, uid, settings.estimate_cap_percent, settings.live_tasks_shown)
 
 
 def _number(text: str | None) -> float | None:
@@ -43,7 +43,7 @@ def _number(text: str | None) -> float | None:
 @users.get("/users/{masterAccountId}/status-report", response_model=StatusReport)
 async def status_report(uid: ReadableUser, redis: RedisDep, layout: LayoutDep, settings: SettingsDep) -> dict[str, Any]:
     """The legacy shape the bots consume today (walletAddress is always null: not ours)."""
-    snap = await snapshots.read(redis, layout, uid, settings.estimate_cap_percent)
+    snap = await snapshots.read(redis, layout, uid, settings.estimate_cap_percent, settings.live_tasks_shown)
     return {
         "points": snap["balance"]["points"],
         "exp": snap["balance"]["exp"],
@@ -76,7 +76,7 @@ async def status_text(
     ] = None,
 ) -> dict[str, Any]:
     """The status message rendered for a chat platform, escaped for its parse mode."""
-    snap = await snapshots.read(redis, layout, uid, settings.estimate_cap_percent)
+    snap = await snapshots.read(redis, layout, uid, settings.estimate_cap_percent, settings.live_tasks_shown)
     chosen = markup_for(platform, markup)
     return {
         "masterAccountId": uid,

@@ -1,4 +1,8 @@
-"""API settings from the environment, validated once when the app is built (never at import)."""
+"""API settings from the environment, validated once when the app is built (never at import).
+
+What the API shares with the projector (Redis URL, key prefix) and the number parsing are
+:mod:`readmodel.settings`; this adds what only the API reads.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,12 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
+from readmodel.records import ESTIMATE_CAP_PERCENT, LIVE_TASKS_SHOWN
+from readmodel.settings import SettingsError, number, store_settings
+
 MIN_SECRET_BYTES = 32  # HS256 wants a key at least as long as its hash
 
-
-class SettingsError(ValueError):
-    """A setting is missing or malformed; the message says which and why."""
+__all__ = ["InsecureConfig", "Settings", "SettingsError"]
 
 
 class InsecureConfig(SettingsError):
@@ -19,19 +24,6 @@ class InsecureConfig(SettingsError):
 
 def _csv(raw: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
-
-
-def _number(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    raw = env.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-    if not value >= minimum or value == float("inf"):
-        raise SettingsError(f"{name} must be a finite number >= {minimum}, got {raw!r}")
-    return value
 
 
 def _flag(raw: str | None) -> bool:
@@ -54,7 +46,8 @@ class Settings:
     send_timeout_s: float = 60.0  # a client that accepts nothing for this long is dropped
     shutdown_grace_s: float = 1.0  # streams get this long to say goodbye on SIGTERM
     ready_max_heartbeat_age_s: float = 10.0  # /readyz: the projector's heartbeat must be this fresh
-    estimate_cap_percent: float = 95.0  # an estimated bar never claims to be done
+    estimate_cap_percent: float = ESTIMATE_CAP_PERCENT  # an estimated bar never claims to be done
+    live_tasks_shown: int = LIVE_TASKS_SHOWN  # a snapshot lists this many live tasks, then a count
     text_task_limit: int = 5  # /status/text lists this many tasks, then "…and N more"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -65,21 +58,23 @@ class Settings:
         port_raw = env.get("API_PORT", str(cls.port))
         if not port_raw.isdigit() or not 0 < int(port_raw) < 65536:
             raise SettingsError(f"API_PORT must be a port number, got {port_raw!r}")
+        store = store_settings(env)
         values: dict[str, object] = dict(
-            redis_url=env.get("REDIS_URL", cls.redis_url),
-            key_prefix=env.get("KEY_PREFIX", cls.key_prefix) or cls.key_prefix,
-            redis_max_connections=int(_number(env, "REDIS_MAX_CONNECTIONS", cls.redis_max_connections, 1)),
+            redis_url=store.redis_url,
+            key_prefix=store.key_prefix,
+            redis_max_connections=int(number(env, "REDIS_MAX_CONNECTIONS", cls.redis_max_connections, 1)),
             api_keys=_csv(env.get("API_KEYS")),
             auth_secret=env.get("AUTH_SECRET") or None,
             insecure_dev=_flag(env.get("API_INSECURE_DEV")),
             cors_origins=_csv(env.get("CORS_ORIGINS")),
-            heartbeat_s=_number(env, "SSE_HEARTBEAT_S", cls.heartbeat_s, 0.05),
-            retry_ms=int(_number(env, "SSE_RETRY_MS", cls.retry_ms, 0)),
-            send_timeout_s=_number(env, "SSE_SEND_TIMEOUT_S", cls.send_timeout_s, 0.1),
-            shutdown_grace_s=_number(env, "SSE_SHUTDOWN_GRACE_S", cls.shutdown_grace_s, 0),
-            ready_max_heartbeat_age_s=_number(env, "READY_MAX_HEARTBEAT_AGE_S", cls.ready_max_heartbeat_age_s, 0.1),
-            estimate_cap_percent=_number(env, "ESTIMATE_CAP_PERCENT", cls.estimate_cap_percent, 0),
-            text_task_limit=int(_number(env, "TEXT_TASK_LIMIT", cls.text_task_limit, 1)),
+            heartbeat_s=number(env, "SSE_HEARTBEAT_S", cls.heartbeat_s, 0.05),
+            retry_ms=int(number(env, "SSE_RETRY_MS", cls.retry_ms, 0)),
+            send_timeout_s=number(env, "SSE_SEND_TIMEOUT_S", cls.send_timeout_s, 0.1),
+            shutdown_grace_s=number(env, "SSE_SHUTDOWN_GRACE_S", cls.shutdown_grace_s, 0),
+            ready_max_heartbeat_age_s=number(env, "READY_MAX_HEARTBEAT_AGE_S", cls.ready_max_heartbeat_age_s, 0.1),
+            estimate_cap_percent=number(env, "ESTIMATE_CAP_PERCENT", cls.estimate_cap_percent, 0),
+            live_tasks_shown=int(number(env, "LIVE_TASKS_SHOWN", cls.live_tasks_shown, 1)),
+            text_task_limit=int(number(env, "TEXT_TASK_LIMIT", cls.text_task_limit, 1)),
             host=env.get("API_HOST", cls.host),
             port=int(port_raw),
         )

@@ -196,7 +196,7 @@ async def status_stream(
     resumed_from = parse_last_event_id(last_event_id, lastEventId)
     listener = fanout.listen(uid)  # before the read: a change right after it is not missed
     try:
-        first = Snapshot(await snapshots.read(redis, layout, uid, settings.estimate_cap_percent))
+        first = Snapshot(await snapshots.read(redis, layout, uid, settings.estimate_cap_percent, settings.live_tasks_shown))
     except BaseException:
         listener.close()
         raise

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from projector.readmodel import Layout, aread_snapshot
+from readmodel import Layout, View, aread_snapshot
 
 
 def create_app() -> Starlette:
@@ -37,7 +37,7 @@ def create_app() -> Starlette:
 
     async def status(request: Request) -> JSONResponse:
         uid = request.path_params["uid"]
-        return JSONResponse(await aread_snapshot(request.app.state.redis, uid, int(time.time() * 1000), layout))
+        return JSONResponse(await aread_snapshot(request.app.state.redis, layout, uid, View(int(time.time() * 1000))))
 
     async def healthz(request: Request) -> PlainTextResponse:
         return PlainTextResponse("ok")
@@ -47,7 +47,7 @@ def create_app() -> Starlette:
 
         async def __call__(self, scope, receive, send) -> None:
             uid = scope["path_params"]["uid"]
-            snapshot = await aread_snapshot(scope["app"].state.redis, uid, int(time.time() * 1000), layout)
+            snapshot = await aread_snapshot(scope["app"].state.redis, layout, uid, View(int(time.time() * 1000)))
             await send({"type": "http.response.start", "status": 200, "headers": [
                 (b"content-type", b"text/event-stream"), (b"cache-control", b"no-store")]})
             body = f"id: {snapshot['version']}\nevent: snapshot\ndata: {json.dumps(snapshot)}\n\n".encode()

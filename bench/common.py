@@ -10,11 +10,15 @@ import sys
 import time
 import uuid
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
 import redis
 from tqdm import tqdm
+
+from projector.normalize import iso
+from readmodel import Layout
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -66,6 +70,11 @@ class Row:
         return data
 
 
+def now_iso() -> str:
+    """The current moment as the read model stamps ``updatedAt``."""
+    return iso(datetime.now(timezone.utc)) or ""
+
+
 def skipped(bench: str, name: str, reason: str) -> Row:
     return Row(bench, name, None, "", note=f"skipped: {reason}")
 
@@ -107,7 +116,7 @@ def delete_prefix(client: redis.Redis, prefix: str) -> int:
     """UNLINK every key under ``prefix:`` (SCAN, never FLUSHALL); returns how many."""
     deleted = 0
     batch: list[bytes] = []
-    for key in client.scan_iter(match=f"{prefix}:*", count=5000):
+    for key in client.scan_iter(match=Layout(prefix).all_keys_pattern(), count=5000):
         batch.append(key)
         if len(batch) >= 5000:
             deleted += client.unlink(*batch)

@@ -31,7 +31,6 @@ TOOLS = [
 PLATFORMS = ["telegram", "discord", "web"]
 PROMPT = ("a lighthouse on a cliff at dusk, volumetric light, waves crashing, cinematic, 35mm, "
           "highly detailed, trending on artstation")
-EPOCH = datetime(2026, 11, 25, 9, 0, tzinfo=timezone.utc)
 
 
 @dataclass
@@ -53,6 +52,8 @@ class Stream:
     users: int
     in_flight: int
     seed: int = 7
+    # Tasks start at this moment (now by default: the projector hides tasks idle for a day).
+    epoch: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     user_ids: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -68,7 +69,7 @@ class Stream:
         live: list[_Task] = []
         done: list[_Task] = []
         charge: str | None = None  # the owner of a task that just finished: their balance moves next
-        now = EPOCH
+        now = self.epoch
         for i in range(count):
             now += timedelta(microseconds=rng.randint(50, 400))
             cluster = Timestamp(start_seconds + i // 1000, i % 1000 + 1)
@@ -173,7 +174,7 @@ class Stream:
             "masterAccountId": uid,
             "usdCredit": credit,
             "exp": Int64(self._exp[uid]),
-            "createdAt": EPOCH.replace(tzinfo=None),
+            "createdAt": self.epoch.replace(tzinfo=None),
             "updatedAt": now.replace(tzinfo=None),
         }
         return event

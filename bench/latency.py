@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 from projector.changes import event_change
 from projector.normalize import Rules
-from projector.readmodel import Layout, ReadModel
+from readmodel import Layout, ReadModel
 
-from .common import Row, percentile, progress, redis_client, scratch_prefix, skipped
+from .common import Row, now_iso, percentile, progress, redis_client, scratch_prefix, skipped
 from .events import KINDS, Stream
 from .procs import HOST, SERVICE_KEY, Client, Server, api_available
 
@@ -61,7 +61,7 @@ def drive(model: ReadModel, stream: Stream, sizes: Sizes) -> tuple[dict[tuple[st
             batch = events[sent:due]
             stamp = time.monotonic_ns()
             changes = [c for c in (event_change(e, KINDS, rules) for e in batch) if c is not None]
-            versions = model.apply(changes, "2026-11-25T09:00:00.000Z")
+            versions = model.apply(changes, now_iso())
             apply_ms.append((time.monotonic_ns() - stamp) / 1e6)
             for uid, version in versions.items():
                 stamps[(uid, version)] = stamp

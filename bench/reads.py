@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from projector.changes import event_change
 from projector.normalize import Rules
-from projector.readmodel import Layout, ReadModel
+from readmodel import Layout, ReadModel
 
-from .common import Row, percentile, progress, redis_client, scratch_prefix, skipped
+from .common import Row, now_iso, percentile, progress, redis_client, scratch_prefix, skipped
 from .events import KINDS, Stream
 from .procs import HOST, SERVICE_KEY, Client, Server, api_available
 
@@ -48,11 +48,11 @@ def populate(prefix: str, sizes: Sizes) -> list[str]:
     for event in stream.events(sizes.events):
         batch.append(event_change(event, KINDS, rules))
         if len(batch) == 1000:
-            model.apply(batch, "2026-11-25T09:00:00.000Z")
+            model.apply(batch, now_iso())
             bar.update(len(batch))
             batch = []
     if batch:
-        model.apply(batch, "2026-11-25T09:00:00.000Z")
+        model.apply(batch, now_iso())
     bar.close()
     client.close()
     return stream.user_ids

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from bson import Decimal128, Int64, ObjectId
 
+from readmodel import Layout
+
 from .common import REDIS_URL, Row, progress, redis_client, scratch_prefix, skipped
 from .events import DB, ECONOMY, PLATFORMS, TASKS, TOOLS, Stream, _Task
 from .procs import HOST, LOGS, free_port, stop_process
@@ -162,12 +164,12 @@ def count_model(redis, prefix: str) -> tuple[int, int]:
     users = 0
     tasks = 0
     pipe = redis.pipeline(transaction=False)
-    for key in redis.scan_iter(match=f"{prefix}:{{*}}:tasks", count=5000):
+    for key in redis.scan_iter(match=Layout(prefix).tasks_pattern(), count=5000):
         pipe.hlen(key)
         if len(pipe) >= 5000:
             tasks += sum(pipe.execute())
     tasks += sum(pipe.execute())
-    for _ in redis.scan_iter(match=f"{prefix}:{{*}}:user", count=5000):
+    for _ in redis.scan_iter(match=Layout(prefix).user_pattern(), count=5000):
         users += 1
     return users, tasks
 

@@ -22,14 +22,13 @@ import bson
 
 from projector.changes import event_change
 from projector.normalize import Rules
-from projector.readmodel import BalanceChange, Layout, ReadModel, TaskChange
+from readmodel import LIVE, BalanceChange, Layout, ReadModel, TaskChange
 
-from .common import Row, Stopwatch, progress, redis_client, redis_cpu_seconds, scratch_prefix
+from .common import Row, now_iso, Stopwatch, progress, redis_client, redis_cpu_seconds, scratch_prefix
 from .events import KINDS, Stream, encoded
 
 BENCH = "throughput"
 BATCH = 1000
-NOW_ISO = "2026-11-25T09:00:00.000Z"
 
 
 @dataclass(frozen=True)
@@ -80,17 +79,17 @@ def measure_apply(raw: list[bytes], rules: Rules, *, with_decode: bool, precompu
                 with watch:
                     events = [bson.decode(r) for r in chunk]
                     changes = [event_change(e, KINDS, rules) for e in events]
-                    versions += len(model.apply([c for c in changes if c is not None], NOW_ISO))
+                    versions += len(model.apply([c for c in changes if c is not None], now_iso()))
                 continue
             events = [bson.decode(r) for r in chunk]
             if precomputed:
                 changes = [c for c in (event_change(e, KINDS, rules) for e in events) if c is not None]
                 with watch:
-                    versions += len(model.apply(changes, NOW_ISO))
+                    versions += len(model.apply(changes, now_iso()))
             else:
                 with watch:
                     changes = [event_change(e, KINDS, rules) for e in events]
-                    versions += len(model.apply([c for c in changes if c is not None], NOW_ISO))
+                    versions += len(model.apply([c for c in changes if c is not None], now_iso()))
         redis_cpu = redis_cpu_seconds(client) - cpu_before
         keys = client.dbsize()
     client.close()
@@ -125,17 +124,16 @@ def measure_ceiling(raw: list[bytes], rules: Rules) -> tuple[float, dict[str, An
 
 def _field_of(change: Any) -> tuple[str, str, str]:
     if isinstance(change, TaskChange):
-        record = json.dumps(change.task.visible() if change.task else {}, separators=(",", ":"), sort_keys=True)
-        return change.owner or "gone", change.generation_id, record
+        return change.owner or "gone", change.generation_id, change.record
     assert isinstance(change, BalanceChange)
-    balance = change.balance
-    return change.owner or "gone", "balance", f"{balance.usd_credit} {balance.points} {balance.exp}" if balance else ""
+    return change.owner or "gone", "balance", change.record
 
 
 def measure_naive(raw: list[bytes], rules: Rules) -> tuple[float, dict[str, Any]]:
     """Read-modify-write per event: GET the user's JSON, change it, SET it, PUBLISH; same normalization."""
     client = redis_client()
     with scratch_prefix(client, "nv") as prefix:
+        layout = Layout(prefix)
         owners: dict[str, str] = {}  # kept in memory: generous to the baseline (no owner round trip)
         watch = Stopwatch()
         for chunk in progress_iter(batches(raw), "naive RMW", len(raw)):
@@ -150,20 +148,19 @@ def measure_naive(raw: list[bytes], rules: Rules) -> tuple[float, dict[str, Any]
                     if uid is None:
                         continue
                     owners[doc_key] = uid
-                    key = f"{prefix}:{{{uid}}}:snapshot"
+                    key = layout.user(uid)  # the naive projector keeps the whole snapshot as JSON there
                     current = client.get(key)
                     snapshot = json.loads(current) if current else {"version": 0, "tasks": {}, "balance": None}
                     if isinstance(change, TaskChange):
-                        if change.task is not None and change.task.live:
-                            snapshot["tasks"][doc_key] = change.task.visible()
+                        if change.state == LIVE:
+                            snapshot["tasks"][doc_key] = json.loads(change.record)
                         else:
                             snapshot["tasks"].pop(doc_key, None)
                     else:
-                        b = change.balance
-                        snapshot["balance"] = [b.usd_credit, b.points, b.exp] if b else None
+                        snapshot["balance"] = change.record.split() if change.record else None
                     snapshot["version"] += 1
                     client.set(key, json.dumps(snapshot, separators=(",", ":")))
-                    client.publish(f"{prefix}:{{{uid}}}:changes", snapshot["version"])
+                    client.publish(layout.channel(uid), snapshot["version"])
     client.close()
     return len(raw) / watch.elapsed, {"seconds": round(watch.elapsed, 3)}
 

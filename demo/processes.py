@@ -15,7 +15,8 @@ from typing import Callable
 import redis
 from pymongo import MongoClient
 
-from projector.readmodel import Layout, read_snapshot
+from readmodel import Layout, View, read_snapshot
+from readmodel.text import text_map
 
 from .simulator import DEMO_USERS, Simulator
 
@@ -176,9 +177,10 @@ livestatus demo is running (Ctrl-C stops everything; process logs in {LOG_DIR}/)
         now_ms = int(time.time() * 1000)
         live = 0
         for uid in DEMO_USERS:
-            live += len(read_snapshot(self.redis, uid, now_ms, self.layout)["liveTasks"])
-        mine = read_snapshot(self.redis, user, now_ms, self.layout)
-        health = {k.decode(): v.decode() for k, v in self.redis.hgetall(self.layout.health).items()}
+            snap = read_snapshot(self.redis, self.layout, uid, View(now_ms))
+            live += len(snap["liveTasks"]) + snap["liveTasksOmitted"]
+        mine = read_snapshot(self.redis, self.layout, user, View(now_ms))
+        health = text_map(self.redis.hgetall(self.layout.health))
         counters = self.simulator.counters if self.simulator else None
         bars = " ".join(f"[{(t['toolId'] or '?')[:9]} {_percent(t)}]" for t in mine["liveTasks"][:3])
         return (

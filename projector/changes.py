@@ -8,8 +8,10 @@ from typing import Any
 
 from bson import Timestamp
 
-from .normalize import Rejection, Rules, document_id, epoch_ms, normalize_balance, normalize_task, to_utc
-from .readmodel import BalanceChange, Change, TaskChange, position
+from readmodel import FINISHED, GONE, LIVE, BalanceChange, Change, TaskChange, position
+from readmodel.records import balance_record, finished_task_record, live_task_record
+
+from .normalize import Rejection, Rules, describe, document_id, epoch_ms, normalize_balance, normalize_task, to_utc
 
 TASKS = "tasks"
 ECONOMY = "economy"
@@ -46,31 +48,36 @@ def task_change(
 ) -> Change | Rejected:
     """A generation document's new state (None: gone) as a change."""
     if doc is None:
-        return TaskChange(generation_id=generation_id, seq=seq, owner=None, task=None)
+        return TaskChange(generation_id=generation_id, seq=seq, owner=None, state=GONE)
     task = normalize_task(doc, rules)
     if isinstance(task, Rejection):
         return Rejected(TASKS, generation_id, task.reason, doc)
     if not task.live:
-        return TaskChange(generation_id=generation_id, seq=seq, owner=task.owner, task=task)
+        record = finished_task_record(task.visible(), task.last_activity_ms)
+        return TaskChange(generation_id=generation_id, seq=seq, owner=task.owner, state=FINISHED, record=record,
+                          source=task)
     last_sign_of_life = task.last_activity_ms if task.last_activity_ms is not None else wall_ms
+    stale_at_ms = last_sign_of_life + rules.stale_after_ms
     return TaskChange(
         generation_id=generation_id,
         seq=seq,
         owner=task.owner,
-        task=task,
-        expected_duration_ms=durations(task.tool_id),
-        stale_at_ms=last_sign_of_life + rules.stale_after_ms,
+        state=LIVE,
+        record=live_task_record(task.visible(), durations(task.tool_id), stale_at_ms),
+        stale_at_ms=stale_at_ms,
+        source=task,
     )
 
 
 def balance_change(doc: Mapping[str, Any] | None, doc_id: str, seq: str, rules: Rules) -> Change | Rejected:
     """A userEconomy document's new state (None: deleted) as a change."""
     if doc is None:
-        return BalanceChange(doc_id=doc_id, seq=seq, owner=None, balance=None)
+        return BalanceChange(doc_id=doc_id, seq=seq, owner=None)
     balance = normalize_balance(doc, rules)
     if isinstance(balance, Rejection):
         return Rejected(ECONOMY, doc_id, balance.reason, doc)
-    return BalanceChange(doc_id=doc_id, seq=seq, owner=balance.owner, balance=balance)
+    return BalanceChange(doc_id=doc_id, seq=seq, owner=balance.owner,
+                         record=balance_record(balance.usd_credit, balance.points, balance.exp))
 
 
 def document_change(
@@ -82,13 +89,17 @@ def document_change(
     rules: Rules,
     durations: DurationLookup = _no_estimates,
 ) -> Change | Rejected:
-    """Either collection's document as a change; a document without a usable _id is rejected."""
+    """Either collection's document as a change, or why it cannot be one. Never raises: whatever
+    goes wrong while normalizing or encoding ONE document is that document's rejection."""
     text_id = document_id(doc_id)
     if text_id is None:
-        return Rejected(kind, None, f"missing or unusable _id: {doc_id!r:.80}", doc)
-    if kind == TASKS:
-        return task_change(doc, text_id, seq, wall_ms, rules, durations)
-    return balance_change(doc, text_id, seq, rules)
+        return Rejected(kind, None, f"missing or unusable _id: {describe(doc_id)}", doc)
+    try:
+        if kind == TASKS:
+            return task_change(doc, text_id, seq, wall_ms, rules, durations)
+        return balance_change(doc, text_id, seq, rules)
+    except Exception as exc:  # one document never stops the worker: it becomes a dead letter
+        return Rejected(kind, text_id, f"cannot be projected ({type(exc).__name__}: {str(exc)[:120]})", doc)
 
 
 def event_change(

@@ -8,7 +8,8 @@ from typing import Any, Mapping
 
 from bson import json_util
 
-from .readmodel import Layout
+from readmodel import Layout
+from readmodel.text import text_map
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,6 @@ class Checkpoint:
     fence: int = 0
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class CheckpointStore:
     """Loads and (fenced) saves the checkpoint hash of one layout."""
 
@@ -46,7 +43,7 @@ class CheckpointStore:
 
     def load(self) -> Checkpoint | None:
         """The stored checkpoint; None when there is none or it cannot be read (then: resync)."""
-        raw = {_text(k): _text(v) for k, v in self.redis.hgetall(self.layout.checkpoint).items()}
+        raw = text_map(self.redis.hgetall(self.layout.checkpoint))
         if not raw:
             return None
         try:

@@ -17,7 +17,8 @@ from . import health
 from .checkpoint import CheckpointStore
 from .deadletters import DeadLetters
 from .lease import Lease
-from .readmodel import Layout, read_snapshot
+from readmodel import Layout, View, read_snapshot
+from readmodel.text import text, text_map
 from .settings import Settings, SettingsError
 from .source import SourceError, connect, hosts_of, preflight
 
@@ -206,15 +207,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     settings = _settings(args)
     redis = _redis(settings)
     layout = Layout(settings.key_prefix)
-    snapshot = read_snapshot(redis, args.user, int(time.time() * 1000), layout)
-
-    def text(value: Any) -> str:
-        return value.decode() if isinstance(value, bytes) else str(value)
-
+    snapshot = read_snapshot(redis, layout, args.user, View(now_ms=int(time.time() * 1000)))
     raw = {
-        layout.user(args.user): {text(k): text(v) for k, v in redis.hgetall(layout.user(args.user)).items()},
+        layout.user(args.user): text_map(redis.hgetall(layout.user(args.user))),
         layout.tasks(args.user): {text(k): json.loads(v) for k, v in redis.hgetall(layout.tasks(args.user)).items()},
-        layout.seqs(args.user): {text(k): text(v) for k, v in redis.hgetall(layout.seqs(args.user)).items()},
+        layout.seqs(args.user): text_map(redis.hgetall(layout.seqs(args.user))),
     }
     deadline = redis.zscore(layout.deadlines, args.user)
     if args.json:

@@ -6,24 +6,22 @@ from typing import Any, Iterable
 
 from bson import json_util
 
+from readmodel import Layout
+from readmodel.text import text, text_map
+
 from .changes import Rejected
-from .readmodel import Layout
 
 MAXLEN = 10_000
 DOCUMENT_LIMIT = 4096  # characters of the raw document kept
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def encode_document(document: Any, limit: int = DOCUMENT_LIMIT) -> str:
     """The raw document as relaxed extended JSON, cut to ``limit`` characters."""
     try:
-        text = json_util.dumps(document, json_options=json_util.RELAXED_JSON_OPTIONS)
+        encoded = json_util.dumps(document, json_options=json_util.RELAXED_JSON_OPTIONS)
     except Exception as exc:  # noqa: BLE001 - a document bson cannot encode is still worth a record
-        text = f"<unencodable {type(document).__name__}: {exc}>"
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+        encoded = f"<unencodable {type(document).__name__}: {str(exc)[:200]}>"
+    return encoded if len(encoded) <= limit else encoded[: limit - 1] + "…"
 
 
 class DeadLetters:
@@ -55,7 +53,7 @@ class DeadLetters:
     def recent(self, limit: int = 20) -> list[dict[str, str]]:
         """The newest ``limit`` entries, newest first, each with its stream id as ``entry``."""
         rows = self.redis.xrevrange(self.layout.deadletters, count=limit)
-        return [{"entry": _text(entry), **{_text(k): _text(v) for k, v in fields.items()}} for entry, fields in rows]
+        return [{"entry": text(entry), **text_map(fields)} for entry, fields in rows]
 
     def total(self) -> int:
         return int(self.redis.xlen(self.layout.deadletters))

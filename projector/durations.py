@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from .normalize import epoch_ms, to_utc
-from .readmodel import Change, Layout, TaskChange
+from readmodel import Change, Layout, TaskChange
+from readmodel.text import text
+
+from .normalize import Task, epoch_ms, to_utc
 
 SUCCESS_STATUSES = frozenset({"completed", "success", "succeeded"})
 MAX_DURATION_MS = 24 * 3600 * 1000
@@ -20,9 +22,9 @@ ALPHA = 0.2  # weight of the newest observation
 
 def observed_duration(change: Change) -> tuple[str, int] | None:
     """(toolId, end - start in ms) for a successfully completed task with usable times."""
-    if not isinstance(change, TaskChange) or change.task is None:
+    if not isinstance(change, TaskChange) or not isinstance(change.source, Task):
         return None
-    task = change.task
+    task = change.source
     if task.live or task.status not in SUCCESS_STATUSES or not task.tool_id:
         return None
     started = epoch_ms(to_utc(task.started_at))
@@ -63,7 +65,7 @@ class Durations:
         known = {}
         for key, value in raw.items():
             try:
-                known[key.decode() if isinstance(key, bytes) else key] = int(value)
+                known[text(key)] = int(value)
             except ValueError:
                 continue
         return cls(known)

@@ -6,7 +6,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .readmodel import Layout
+from readmodel import Layout
+from readmodel.text import text_map
 
 HEARTBEAT_LIMIT_MS = 10_000  # older: the worker is gone or stuck
 LAG_LIMIT_MS = 60_000
@@ -70,11 +71,7 @@ def publish(redis: Any, layout: Layout, stats: Stats, now_ms: int) -> None:
 
 
 def read(redis: Any, layout: Layout) -> dict[str, str]:
-    raw = redis.hgetall(layout.health)
-    return {
-        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-        for k, v in raw.items()
-    }
+    return text_map(redis.hgetall(layout.health))
 
 
 def evaluate(health: dict[str, str], now_ms: int, max_lag_ms: int = LAG_LIMIT_MS) -> str | None:

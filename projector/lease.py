@@ -8,7 +8,8 @@ import time
 import uuid
 from typing import Any, Callable
 
-from .readmodel import Layout
+from readmodel import Layout
+from readmodel.text import text
 
 # KEYS: leader, fence. ARGV: holder id, ttl (ms). Returns the fencing token, or 0 when someone
 # else holds the lease. A new acquisition increments the fence, so older holders are refused.
@@ -117,5 +118,5 @@ class Lease:
         raw = redis.get(layout.leader)
         if raw is None:
             return None
-        holder, _, token = (raw.decode() if isinstance(raw, bytes) else raw).rpartition("|")
+        holder, _, token = text(raw).rpartition("|")
         return holder, int(token or 0)

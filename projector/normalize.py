@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Callable
 
 from bson import Decimal128, Int64, ObjectId
+from bson.datetime_ms import DatetimeMS
 
 from .progress import read_progress
 
@@ -37,6 +38,17 @@ TERMINAL_STATUSES = frozenset(
 )
 DEFAULT_POINTS_RATE = Decimal("0.00037")
 ACCOUNT_ID_RE = re.compile(r"^[A-Za-z0-9:_.\-]{1,128}$")
+
+# Bounds on what a document may put into a snapshot. Anything outside is rejected with a reason
+# (numbers) or cut (display texts), so one hostile document can neither raise nor bloat a read.
+MAX_MONEY = Decimal("1e15")  # |usdCredit|, |costUsd| below a quadrillion dollars
+MAX_MONEY_PLACES = 34  # Decimal128's precision: no more decimal places than that
+MAX_COUNTER = 2**53 - 1  # exp: the largest integer a JSON reader (the panel) holds exactly
+MAX_NUMBER_TEXT = 64  # a number written as a string is at most this long
+MAX_STATUS = 64
+MAX_TOOL_ID = 128
+MAX_DISPLAY_NAME = 200
+MAX_PLATFORM = 32
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,14 @@ class Rejection:
     """A document that cannot be projected, with the reason why."""
 
     reason: str
+
+
+class FieldError(ValueError):
+    """A field's value cannot be used; the message names the field and says why."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"{name} {problem}")
+        self.name = name
 
 
 @dataclass(frozen=True)
@@ -141,6 +161,8 @@ def document_id(value: Any) -> str | None:
     """The string form of a document _id (ObjectId, string or integer)."""
     if isinstance(value, bool) or value is None:
         return None
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        return None
     if isinstance(value, (ObjectId, str, int, Int64)):
         text = str(value)
         return text if 0 < len(text) <= 256 and text.isprintable() else None
@@ -156,7 +178,7 @@ def normalize_status(value: Any) -> str | None:
     """'  Cancelled by User ' -> 'cancelled_by_user'; None when it is not a status."""
     if not isinstance(value, str):
         return None
-    text = re.sub(r"[\s\-]+", "_", value.strip().lower())
+    text = re.sub(r"[\s\-]+", "_", value[: MAX_STATUS * 4].strip().lower())[:MAX_STATUS].strip("_")
     return text or None
 
 
@@ -164,9 +186,11 @@ def normalize_status(value: Any) -> str | None:
 
 
 def exact_decimal(value: Any) -> Decimal | None:
-    """An exact Decimal from Decimal128, int, float or numeric string; None when unusable.
+    """An exact Decimal from Decimal128, int, float or numeric string; None when not a number.
 
     Floats go through their shortest repr, so 0.1 becomes Decimal('0.1'), not the binary artefact.
+    NaN, infinities, booleans and strings longer than ``MAX_NUMBER_TEXT`` are not numbers. The
+    magnitude is not checked here: see :func:`money` and :func:`counter`.
     """
     if isinstance(value, bool) or value is None:
         return None
@@ -176,20 +200,59 @@ def exact_decimal(value: Any) -> Decimal | None:
         elif isinstance(value, Decimal):
             number = value
         elif isinstance(value, (int, Int64)):
+            if abs(value) > 10**MAX_NUMBER_TEXT:
+                return None
             number = Decimal(int(value))
         elif isinstance(value, float):
             number = Decimal(repr(value))
-        elif isinstance(value, str) and value.strip():
+        elif isinstance(value, str) and value.strip() and len(value) <= MAX_NUMBER_TEXT:
             number = Decimal(value.strip().lstrip("$"))
         else:
             return None
-    except (InvalidOperation, ValueError):
+    except (InvalidOperation, ValueError, ArithmeticError):
         return None
     return number if number.is_finite() else None
 
 
+def describe(value: Any) -> str:
+    """A short description of a bad value for a rejection reason (never the whole of it)."""
+    if isinstance(value, str) and len(value) > 60:
+        return f"a {len(value)}-character string"
+    if isinstance(value, int) and abs(value) > 10**60:
+        return f"a {value.bit_length()}-bit integer"
+    return f"{value!r:.60}"
+
+
+def money(name: str, value: Any) -> Decimal:
+    """An amount of USD: exact, finite, below ``MAX_MONEY``, at most ``MAX_MONEY_PLACES`` places.
+
+    Negative zero is zero. Raises :class:`FieldError` naming ``name`` otherwise.
+    """
+    number = exact_decimal(value)
+    if number is None:
+        raise FieldError(name, f"is not an exact number: {describe(value)}")
+    places = -number.as_tuple().exponent
+    if places > MAX_MONEY_PLACES or (not number.is_zero() and number.adjusted() >= MAX_MONEY.adjusted()):
+        raise FieldError(name, f"is out of range (|x| < 1e15, at most {MAX_MONEY_PLACES} decimal places): {number:.6E}")
+    return number.copy_abs() if number.is_zero() else number
+
+
+def counter(name: str, value: Any) -> int:
+    """A whole number from Int64, int, double, Decimal128 or a string (fractions truncated),
+    with magnitude at most ``MAX_COUNTER``; raises :class:`FieldError` naming ``name`` otherwise."""
+    number = exact_decimal(value)
+    if number is None:
+        raise FieldError(name, f"is not a number: {describe(value)}")
+    if number.adjusted() > 16 or abs(number) > MAX_COUNTER:
+        raise FieldError(name, f"is out of range (|x| <= 2^53 - 1): {number:.6E}")
+    return int(number)
+
+
 def decimal_text(number: Decimal) -> str:
-    """Plain notation, never exponent: Decimal('1E+2') -> '100', keeping the source's scale."""
+    """Plain notation, never exponent: Decimal('1E+2') -> '100', keeping the source's scale.
+
+    Only for amounts :func:`money` accepted (their text is at most about 50 characters).
+    """
     text = format(number, "f")
     return "0" if text in ("-0", "") else text
 
@@ -199,22 +262,21 @@ def points_for(usd_credit: Decimal, rate: Decimal) -> int:
     return int((usd_credit / rate).to_integral_value(rounding=ROUND_FLOOR))
 
 
-def whole_number(value: Any) -> int | None:
-    """Experience points from Int64, int, double, Decimal128 or a string; truncates fractions."""
-    number = exact_decimal(value)
-    if number is None:
-        return None
-    return int(number)
-
-
 # ---------------------------------------------------------------------------- time
 
 
 def to_utc(value: Any) -> datetime | None:
     """A BSON date (naive means UTC), an ISO-8601 string, or epoch seconds/milliseconds."""
     if isinstance(value, datetime):
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        try:
+            return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        except (OverflowError, ValueError):
+            return None
+    if isinstance(value, DatetimeMS):  # a BSON date outside datetime's years 1..9999
+        return None
     if isinstance(value, str):
+        if len(value) > MAX_NUMBER_TEXT:
+            return None
         try:
             parsed = datetime.fromisoformat(value.strip())
         except ValueError:
@@ -243,34 +305,48 @@ def epoch_ms(moment: datetime | None) -> int | None:
 # ---------------------------------------------------------------------------- documents
 
 
-def _text(value: Any, limit: int = 200) -> str | None:
-    if isinstance(value, str) and value.strip():
-        return value.strip()[:limit]
+def _text(value: Any, limit: int) -> str | None:
+    if isinstance(value, str):
+        text = value[: limit * 4].strip()[:limit]
+        return text or None
     return None
 
 
+def _field(name: str, read: Callable[[Any], Any], value: Any) -> Any:
+    """``read(value)``; any exception becomes a :class:`FieldError` naming ``name``."""
+    try:
+        return read(value)
+    except FieldError:
+        raise
+    except Exception as exc:  # one field of one document: never a crash, a reason
+        raise FieldError(name, f"cannot be read ({type(exc).__name__}: {str(exc)[:80]})") from None
+
+
 def normalize_task(doc: Any, rules: Rules = Rules()) -> Task | Rejection:
-    """A ``generationOutputs`` document as a :class:`Task`, or why it cannot be one."""
+    """A ``generationOutputs`` document as a :class:`Task`, or why it cannot be one. Never raises."""
     if not isinstance(doc, Mapping):
         return Rejection(f"document is a {type(doc).__name__}, not a mapping")
-    generation_id = document_id(doc.get("_id"))
+    try:
+        return _task(doc, rules)
+    except FieldError as exc:
+        return Rejection(str(exc))
+
+
+def _task(doc: Mapping[str, Any], rules: Rules) -> Task | Rejection:
+    generation_id = _field("_id", document_id, doc.get("_id"))
     if generation_id is None:
         return Rejection("missing or unusable _id")
-    owner = account_id(doc.get("masterAccountId"))
+    owner = _field("masterAccountId", account_id, doc.get("masterAccountId"))
     if owner is None:
-        return Rejection(f"missing or invalid masterAccountId: {doc.get('masterAccountId')!r:.80}")
-    status = normalize_status(doc.get("status"))
+        return Rejection(f"missing or invalid masterAccountId: {describe(doc.get('masterAccountId'))}")
+    status = _field("status", normalize_status, doc.get("status"))
     if status is None:
-        return Rejection(f"missing or non-text status: {doc.get('status')!r:.80}")
-    cost = None
-    if doc.get("costUsd") is not None:
-        cost_number = exact_decimal(doc.get("costUsd"))
-        if cost_number is None:
-            return Rejection(f"costUsd is not an exact number: {doc.get('costUsd')!r:.80}")
-        cost = decimal_text(cost_number)
+        return Rejection(f"missing or non-text status: {describe(doc.get('status'))}")
+    raw_cost = doc.get("costUsd")
+    cost = None if raw_cost is None else decimal_text(_field("costUsd", lambda v: money("costUsd", v), raw_cost))
 
     live = not rules.is_terminal(status)
-    percent = read_progress(doc)
+    percent = _field("progress", read_progress, doc)
     source = "reported" if percent is not None else None
     if percent is None:
         if status in rules.queued:
@@ -279,8 +355,9 @@ def normalize_task(doc: Any, rules: Rules = Rules()) -> Task | Rejection:
             percent, source = 100.0, "status"
 
     metadata = doc.get("metadata") if isinstance(doc.get("metadata"), Mapping) else {}
-    started = to_utc(doc.get("requestTimestamp"))
-    updated = to_utc(doc.get("updatedAt")) or to_utc(doc.get("responseTimestamp")) or started
+    started = _field("requestTimestamp", to_utc, doc.get("requestTimestamp"))
+    updated = (_field("updatedAt", to_utc, doc.get("updatedAt"))
+               or _field("responseTimestamp", to_utc, doc.get("responseTimestamp")) or started)
     return Task(
         generation_id=generation_id,
         owner=owner,
@@ -289,35 +366,39 @@ def normalize_task(doc: Any, rules: Rules = Rules()) -> Task | Rejection:
         live=live,
         progress_percent=percent,
         progress_source=source,
-        tool_id=_text(doc.get("toolId")),
-        tool_display_name=_text(doc.get("toolDisplayName")) or _text(metadata.get("toolDisplayName")),
+        tool_id=_text(doc.get("toolId"), MAX_TOOL_ID),
+        tool_display_name=(_text(doc.get("toolDisplayName"), MAX_DISPLAY_NAME)
+                           or _text(metadata.get("toolDisplayName"), MAX_DISPLAY_NAME)),
         cost_usd=cost,
         started_at=iso(started),
         updated_at=iso(updated),
-        source_platform=_text(doc.get("notificationPlatform")) or _text(doc.get("sourcePlatform")),
+        source_platform=(_text(doc.get("notificationPlatform"), MAX_PLATFORM)
+                         or _text(doc.get("sourcePlatform"), MAX_PLATFORM)),
         last_activity_ms=epoch_ms(updated),
     )
 
 
 def normalize_balance(doc: Any, rules: Rules = Rules()) -> Balance | Rejection:
-    """A ``userEconomy`` document as a :class:`Balance`, or why it cannot be one."""
+    """A ``userEconomy`` document as a :class:`Balance`, or why it cannot be one. Never raises."""
     if not isinstance(doc, Mapping):
         return Rejection(f"document is a {type(doc).__name__}, not a mapping")
-    owner = account_id(doc.get("masterAccountId"))
+    try:
+        return _balance(doc, rules)
+    except FieldError as exc:
+        return Rejection(str(exc))
+
+
+def _balance(doc: Mapping[str, Any], rules: Rules) -> Balance | Rejection:
+    owner = _field("masterAccountId", account_id, doc.get("masterAccountId"))
     if owner is None:
-        return Rejection(f"missing or invalid masterAccountId: {doc.get('masterAccountId')!r:.80}")
-    raw_credit = doc.get("usdCredit", doc.get("balanceUsd"))
-    if raw_credit is None:
-        credit = Decimal(0)
-    else:
-        credit = exact_decimal(raw_credit)
-        if credit is None:
-            return Rejection(f"usdCredit is not an exact number: {raw_credit!r:.80}")
+        return Rejection(f"missing or invalid masterAccountId: {describe(doc.get('masterAccountId'))}")
+    name = "usdCredit" if "usdCredit" in doc else "balanceUsd"
+    raw_credit = doc.get(name)
+    credit = Decimal(0) if raw_credit is None else _field(name, lambda v: money(name, v), raw_credit)
     raw_exp = doc.get("exp")
-    exp = 0 if raw_exp is None else whole_number(raw_exp)
-    if exp is None:
-        return Rejection(f"exp is not a number: {raw_exp!r:.80}")
-    return Balance(owner=owner, usd_credit=decimal_text(credit), points=points_for(credit, rules.points_rate), exp=exp)
+    exp = 0 if raw_exp is None else _field("exp", lambda v: counter("exp", v), raw_exp)
+    points = _field("points", lambda c: points_for(c, rules.points_rate), credit)
+    return Balance(owner=owner, usd_credit=decimal_text(credit), points=points, exp=exp)
 
 
 def is_stale(task: Task, now_ms: int, rules: Rules) -> bool:

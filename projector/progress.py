@@ -23,19 +23,20 @@ _NUMBER_TEXT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*$")
 _STEP_PAIRS = (("currentStep", "totalSteps"), ("step", "steps"), ("current", "total"))
 # A producer that rounds 99.996 up may write 100.004; anything further out is garbage.
 _OVERSHOOT = 1.0
+_MAX_TEXT = 32  # a progress written as text is short; longer strings are garbage
 
 
 def _number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        number = float(value)
-    elif hasattr(value, "to_decimal"):  # Decimal128
-        try:
+    try:
+        if isinstance(value, (int, float)):
+            number = float(value)
+        elif hasattr(value, "to_decimal"):  # Decimal128
             number = float(value.to_decimal())
-        except (ValueError, ArithmeticError):
+        else:
             return None
-    else:
+    except (ValueError, ArithmeticError):  # OverflowError: an int beyond a double's range
         return None
     return number if math.isfinite(number) else None
 
@@ -49,6 +50,8 @@ def _clamp_percent(value: float | None) -> float | None:
 def _as_percent(value: Any) -> float | None:
     """A value that is documented to be a percentage."""
     if isinstance(value, str):
+        if len(value) > _MAX_TEXT:
+            return None
         match = _PERCENT_TEXT.match(value) or _NUMBER_TEXT.match(value)
         return _clamp_percent(float(match.group(1))) if match else None
     return _clamp_percent(_number(value))
@@ -68,6 +71,8 @@ def _as_progress(value: Any) -> float | None:
     if isinstance(value, Mapping):
         return _as_percent(value.get("percent")) if "percent" in value else _steps(value)
     if isinstance(value, str):
+        if len(value) > _MAX_TEXT:
+            return None
         if _PERCENT_TEXT.match(value):
             return _as_percent(value)
         match = _NUMBER_TEXT.match(value)

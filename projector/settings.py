@@ -1,4 +1,8 @@
-"""Projector settings from the environment or flags, validated once at start-up."""
+"""Projector settings from the environment or flags, validated once at start-up.
+
+What the API shares with the projector (Redis URL, key prefix) and the number parsing are
+:mod:`readmodel.settings`; this adds what only the projector reads.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Mapping
 
+from readmodel.settings import SettingsError, store_settings, whole
+
 from .normalize import QUEUED_STATUSES, RUNNING_STATUSES, TERMINAL_STATUSES, Rules, normalize_status
 
-
-class SettingsError(ValueError):
-    """A setting is missing or malformed; the message says which and why."""
+__all__ = ["Settings", "SettingsError"]
 
 
 def _statuses(env: Mapping[str, str], name: str, default: frozenset[str]) -> frozenset[str]:
@@ -22,14 +26,21 @@ def _statuses(env: Mapping[str, str], name: str, default: frozenset[str]) -> fro
     return frozenset(v for v in values if v)
 
 
-def _positive_number(env: Mapping[str, str], name: str, default: str) -> Decimal:
-    raw = env.get(name, default)
+def _positive_decimal(env: Mapping[str, str], name: str, default: str) -> Decimal:
+    raw = env.get(name) or default
     try:
         value = Decimal(raw)
     except InvalidOperation:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-    if not value.is_finite() or value <= 0:
-        raise SettingsError(f"{name} must be a positive number, got {raw!r}")
+    if not value.is_finite() or value <= 0 or value.adjusted() > 6:
+        raise SettingsError(f"{name} must be a positive number below a million, got {raw!r}")
+    return value
+
+
+def _collection(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, default).strip()
+    if not value or "$" in value or "\0" in value:
+        raise SettingsError(f"{name} must be a collection name, got {value!r}")
     return value
 
 
@@ -51,32 +62,33 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
         env = os.environ if env is None else env
+        store = store_settings({**env, **{name.upper(): str(overrides.pop(name)) for name in ("redis_url", "key_prefix")
+                                          if overrides.get(name) is not None}})
         terminal = _statuses(env, "TERMINAL_STATUSES", TERMINAL_STATUSES)
         queued = _statuses(env, "QUEUED_STATUSES", QUEUED_STATUSES) - terminal
         running = _statuses(env, "RUNNING_STATUSES", RUNNING_STATUSES) - terminal
-        stale_hours = _positive_number(env, "STALE_AFTER_HOURS", "24")
+        stale_hours = _positive_decimal(env, "STALE_AFTER_HOURS", "24")
         rules = Rules(
             queued=queued,
             running=running,
             terminal=terminal,
-            points_rate=_positive_number(env, "POINTS_RATE", "0.00037"),
+            points_rate=_positive_decimal(env, "POINTS_RATE", "0.00037"),
             stale_after_ms=int(stale_hours * 3600 * 1000),
         )
-        metrics_port = env.get("METRICS_PORT")
         values: dict[str, object] = dict(
             mongo_url=env.get("MONGO_URL", cls.mongo_url),
-            mongo_db=env.get("MONGO_DB", cls.mongo_db),
-            tasks_collection=env.get("TASKS_COLLECTION", cls.tasks_collection),
-            economy_collection=env.get("ECONOMY_COLLECTION", cls.economy_collection),
-            redis_url=env.get("REDIS_URL", cls.redis_url),
-            key_prefix=env.get("KEY_PREFIX", cls.key_prefix),
+            mongo_db=_collection(env, "MONGO_DB", cls.mongo_db),
+            tasks_collection=_collection(env, "TASKS_COLLECTION", cls.tasks_collection),
+            economy_collection=_collection(env, "ECONOMY_COLLECTION", cls.economy_collection),
+            redis_url=store.redis_url,
+            key_prefix=store.key_prefix,
             rules=rules,
-            batch_size=int(_positive_number(env, "BATCH_SIZE", "1000")),
-            deadletter_max=int(_positive_number(env, "DEADLETTER_MAX", "10000")),
-            metrics_port=int(metrics_port) if metrics_port and metrics_port.isdigit() else None,
+            batch_size=whole(env, "BATCH_SIZE", cls.batch_size, 1),
+            deadletter_max=whole(env, "DEADLETTER_MAX", cls.deadletter_max, 1),
+            metrics_port=None if not env.get("METRICS_PORT") else whole(env, "METRICS_PORT", 0, 1),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]
-        if metrics_port and settings.metrics_port is None:
-            raise SettingsError(f"METRICS_PORT must be a port number, got {metrics_port!r}")
+        if settings.metrics_port is not None and settings.metrics_port > 65535:
+            raise SettingsError(f"METRICS_PORT must be a port number, got {settings.metrics_port}")
         return settings

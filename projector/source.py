@@ -7,6 +7,7 @@ import time
 from typing import Any, Iterator, Mapping
 
 from bson import Timestamp
+from bson.codec_options import DatetimeConversion
 from pymongo import MongoClient
 from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError, ServerSelectionTimeoutError
 from pymongo.uri_parser import parse_uri
@@ -14,7 +15,7 @@ from pymongo.uri_parser import parse_uri
 from .changes import ECONOMY, TASKS
 from .checkpoint import Checkpoint
 from .normalize import BALANCE_FIELDS, TASK_FIELDS
-from .readmodel import position
+from readmodel import position
 
 EVENT_FIELDS = ("operationType", "clusterTime", "wallTime", "ns", "documentKey",
                 *(f"fullDocument.{name}" for name in dict.fromkeys(TASK_FIELDS + BALANCE_FIELDS)))
@@ -69,6 +70,10 @@ def connect(url: str, timeout_ms: int = 5000) -> MongoClient:
             serverSelectionTimeoutMS=timeout_ms,
             connectTimeoutMS=timeout_ms,
             appname="livestatus-projector",
+            # A hostile document must not make a whole batch undecodable: dates outside years
+            # 1..9999 arrive as DatetimeMS, invalid UTF-8 with U+FFFD; normalization rejects the rest.
+            datetime_conversion=DatetimeConversion.DATETIME_AUTO,
+            unicode_decode_error_handler="replace",
         )
     except ConfigurationError as exc:
         raise SourceError(f"MONGO_URL is not usable: {exc}") from None

@@ -19,6 +19,8 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 from tqdm import tqdm
 
+from readmodel import LIVE, Change, Layout, ReadModel, TaskChange
+
 from .changes import ECONOMY, TASKS, Rejected, document_change, event_change, seq_of
 from .checkpoint import Checkpoint, CheckpointStore
 from .deadletters import DeadLetters
@@ -26,7 +28,6 @@ from .durations import Durations
 from .health import Metrics, Stats, publish
 from .lease import Lease
 from .normalize import epoch_ms, iso, to_utc
-from .readmodel import Change, Layout, ReadModel, TaskChange
 from .settings import Settings
 from .source import RESYNC_EVENTS, Source, Stream, id_key, needs_resync, token_position
 
@@ -355,7 +356,7 @@ class Worker:
                     count += 1
                     if isinstance(change, Rejected):
                         rejected.append(change)
-                    elif isinstance(change, TaskChange) and (change.task is None or not change.task.live):
+                    elif isinstance(change, TaskChange) and change.state != LIVE:
                         # Finished tasks: nothing to show (the sweep removes any earlier live state),
                         # but they teach typical durations.
                         learned.update(self.durations.learn([change]))

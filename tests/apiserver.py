@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -15,8 +16,8 @@ from typing import Any, Iterator
 
 import httpx
 
-from projector.normalize import Balance, Task, id_hash
-from projector.readmodel import BalanceChange, ReadModel, TaskChange
+from readmodel import FINISHED, GONE, LIVE, BalanceChange, ReadModel, TaskChange
+from readmodel.records import balance_record, finished_task_record, live_task_record
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-" + "x" * 40
@@ -47,31 +48,31 @@ def task_change(
     live: bool = True,
 ) -> TaskChange:
     started_ms = started_ms if started_ms is not None else int(time.time() * 1000) - 5000
-    task = Task(
-        generation_id=generation_id,
-        owner=owner,
-        id_hash=id_hash(generation_id),
-        status=status,
-        live=live,
-        progress_percent=progress,
-        progress_source=source if progress is not None else None,
-        tool_id=tool,
-        tool_display_name=tool_name,
-        cost_usd=cost,
-        started_at=iso_ms(started_ms),
-        updated_at=iso_ms(started_ms),
-        source_platform="telegram",
-        last_activity_ms=started_ms,
-    )
-    return TaskChange(generation_id, next_seq(), owner, task, expected_duration_ms=expected_ms)
+    visible = {
+        "generationId": generation_id,
+        "idHash": hashlib.sha256(generation_id.encode()).hexdigest()[:5],
+        "status": status,
+        "progressPercent": progress,
+        "progressSource": source if progress is not None else None,
+        "toolId": tool,
+        "toolDisplayName": tool_name,
+        "costUsd": cost,
+        "startedAt": iso_ms(started_ms),
+        "updatedAt": iso_ms(started_ms),
+        "sourcePlatform": "telegram",
+    }
+    if not live:
+        return TaskChange(generation_id, next_seq(), owner, FINISHED, finished_task_record(visible, started_ms))
+    stale_at = started_ms + 24 * 3600 * 1000
+    return TaskChange(generation_id, next_seq(), owner, LIVE, live_task_record(visible, expected_ms, stale_at), stale_at)
 
 
 def gone_change(owner: str, generation_id: str) -> TaskChange:
-    return TaskChange(generation_id, next_seq(), owner, None)
+    return TaskChange(generation_id, next_seq(), owner, GONE)
 
 
 def balance_change(owner: str, usd: str = "1.250000", points: int = 3378, exp: int = 42) -> BalanceChange:
-    return BalanceChange(f"econ-{owner}", next_seq(), owner, Balance(owner, usd, points, exp))
+    return BalanceChange(f"econ-{owner}", next_seq(), owner, balance_record(usd, points, exp))
 
 
 def apply(readmodel: ReadModel, *changes: Any) -> dict[str, int]:

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any, Callable
 
 from projector.normalize import Balance, Rules, Task, normalize_balance, normalize_task
-from projector.readmodel import Layout, ReadModel, read_snapshot
+from readmodel import Layout, ReadModel, View, read_snapshot
 
 DB = "app"
 TASKS = "generationOutputs"
 ECONOMY = "userEconomy"
 
 
+def iso_ago(seconds: float = 0.0) -> str:
+    """ISO-8601 UTC of ``seconds`` before now: fixture times follow the clock, whatever the date."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() - seconds))
+
+
 def task_doc(gid: str, owner: str = "u1", status: str = "processing", **fields: Any) -> dict:
+    """A task document that started now (a fixed date would go stale after STALE_AFTER_HOURS)."""
     doc = {"_id": gid, "masterAccountId": owner, "status": status, "toolId": "flux",
-           "requestTimestamp": "2026-11-25T09:00:00Z"}
+           "requestTimestamp": iso_ago(0)}
     doc.update(fields)
     return doc
 
@@ -40,7 +47,8 @@ def settle(worker: Any, timeout: float = 15.0) -> None:
 
 
 def snapshot(redis: Any, layout: Layout, uid: str) -> dict:
-    return read_snapshot(redis, uid, int(time.time() * 1000), layout)
+    """The whole snapshot now (every live task: the cap on what the API lists is not tested here)."""
+    return read_snapshot(redis, layout, uid, View(int(time.time() * 1000), live_tasks_shown=sys.maxsize))
 
 
 def expected_state(standin: Any, rules: Rules = Rules()) -> dict[str, dict]:
@@ -64,7 +72,10 @@ def actual_state(redis: Any, layout: Layout) -> dict[str, dict]:
     state: dict[str, dict] = {}
     for uid in ReadModel(redis, layout).known_users():
         snap = snapshot(redis, layout, uid)
-        tasks = {t["generationId"]: (t["status"], t["progressPercent"]) for t in snap["liveTasks"]}
+        # An estimate is derived when the snapshot is read (elapsed over a learned duration): the
+        # stored truth for such a task is "no progress of its own".
+        tasks = {t["generationId"]: (t["status"], None if t["progressSource"] == "estimate" else t["progressPercent"])
+                 for t in snap["liveTasks"]}
         balance = snap["balance"]
         entry = {"tasks": tasks, "balance": (balance["usdCredit"], balance["points"], balance["exp"])}
         if tasks or entry["balance"] != ("0", 0, 0):

@@ -9,14 +9,14 @@ import fakeredis
 import pytest
 import redis
 
-from projector.readmodel import Layout, ReadModel
+from readmodel import Layout, ReadModel
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def delete_prefix(client: redis.Redis, prefix: str) -> None:
     """Delete every key under ``prefix`` (what a test wrote), never anything else."""
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    keys = list(client.scan_iter(match=Layout(prefix).all_keys_pattern(), count=1000))
     for start in range(0, len(keys), 1000):
         client.delete(*keys[start : start + 1000])
 

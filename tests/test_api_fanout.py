@@ -12,7 +12,7 @@ import redis.asyncio
 from api import snapshots
 from api.fanout import Fanout, Listener, Snapshot
 from api.metrics import Metrics
-from projector.readmodel import Layout, aread_snapshot
+from readmodel import Layout, View, aread_snapshot
 from tests.conftest import REDIS_URL
 
 
@@ -61,7 +61,7 @@ async def fake_fanout():
 
     async def read(uid: str) -> dict:
         reads.append(uid)
-        return await aread_snapshot(client, uid, 0, layout)
+        return await aread_snapshot(client, layout, uid, View(0))
 
     fanout = Fanout(client, layout, read, Metrics(), poll_s=0.05)
     await fanout.start()
@@ -102,7 +102,7 @@ async def test_after_a_pubsub_reconnect_subscribed_users_are_read_again(prefix, 
     metrics = Metrics()
 
     async def read(uid: str) -> dict:
-        return await aread_snapshot(client, uid, 0, layout)
+        return await aread_snapshot(client, layout, uid, View(0))
 
     fanout = Fanout(client, layout, read, metrics, poll_s=0.05)
     await fanout.start()

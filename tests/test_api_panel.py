@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from api.auth import mint_token
-from projector.readmodel import Layout, ReadModel
+from readmodel import Layout, ReadModel
 from tests.apiserver import ROOT, SECRET, Server, apply, balance_change, task_change
 
 pytestmark = pytest.mark.browser

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from api.render import DISCORD_MARKDOWN, IDLE_LINE, TELEGRAM_HTML, TELEGRAM_MARKDOWN_V2, bar, duration, money, render
-from api.snapshots import estimate_percent
+from readmodel.records import estimate_percent
 
 MDV2_SPECIAL = set("_*[]()~`>#+-=|{}.!\\")
 

@@ -11,7 +11,7 @@ from asgi_lifespan import LifespanManager
 from api.auth import mint_token
 from api.main import create_app
 from api.settings import Settings
-from projector.readmodel import ReadModel
+from readmodel import ReadModel
 from tests.apiserver import KEY, SECRET, apply, auth, balance_change, gone_change, task_change
 from tests.conftest import REDIS_URL
 

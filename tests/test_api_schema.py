@@ -15,7 +15,7 @@ from schemathesis.specs.openapi.checks import content_type_conformance, response
 
 from api.main import create_app
 from api.settings import Settings
-from projector.readmodel import Layout
+from readmodel import Layout
 from tests.apiserver import KEY, SECRET
 from tests.conftest import REDIS_URL
 

@@ -7,7 +7,7 @@ import httpx
 import pytest
 import redis
 
-from projector.readmodel import Layout, ReadModel
+from readmodel import Layout, ReadModel
 
 from .apiserver import SSE, Server, apply, auth, balance_change, task_change
 from .conftest import REDIS_URL, delete_prefix

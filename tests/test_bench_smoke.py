@@ -2,6 +2,8 @@
 
 import math
 
+from readmodel import Layout
+
 from bench import throughput
 from bench.common import PREFIXES_USED, redis_client
 
@@ -24,5 +26,5 @@ def test_throughput_benchmark_leaves_no_keys_behind():
     client = redis_client()
     assert PREFIXES_USED
     for prefix in PREFIXES_USED:
-        assert not list(client.scan_iter(match=f"{prefix}:*", count=1000)), prefix
+        assert not list(client.scan_iter(match=Layout(prefix).all_keys_pattern(), count=1000)), prefix
     client.close()

@@ -13,6 +13,8 @@ from projector.settings import Settings
 from projector.worker import Worker
 from standin import StandIn
 
+from readmodel import Layout
+
 from .capture_helpers import DB, ECONOMY, TASKS, economy_doc, settle, task_doc
 from .conftest import REDIS_URL
 
@@ -89,17 +91,17 @@ def test_inspect_shows_the_snapshot_and_the_raw_keys(capsys, worker, prefix):
     code, out, _ = run(capsys, "inspect", "u1", "--json", *common(prefix))
     report = json.loads(out)
     assert report["snapshot"]["balance"] == {"usdCredit": "2.5", "points": 6756, "exp": 7}
-    assert report["keys"][f"{prefix}:{{u1}}:tasks"]["g1"]["progressPercent"] == 25.0
+    assert report["keys"][Layout(prefix).tasks("u1")]["g1"]["progressPercent"] == 25.0
     code, out, _ = run(capsys, "inspect", "u1", *common(prefix))
-    assert "usdCredit 2.5" in out and "25.0%" in out and f"{prefix}:{{u1}}:seq" in out
+    assert "usdCredit 2.5" in out and "25.0%" in out and Layout(prefix).seqs("u1") in out
 
 
 def test_resync_without_a_leader_rebuilds_the_read_model_itself(capsys, standin, real_redis, prefix):
     code, out, err = run(capsys, "resync", "--mongo-url", standin.url, *common(prefix))
     assert code == 0 and out.startswith("resync done: position ")
     assert "resync" in err  # the progress bar
-    assert real_redis.hget(f"{prefix}:{{u1}}:user", "usdCredit") == b"2.5"
-    assert real_redis.exists(f"{prefix}:{{projector}}:leader") == 0
+    assert real_redis.hget(Layout(prefix).user("u1"), "usdCredit") == b"2.5"
+    assert real_redis.exists(Layout(prefix).leader) == 0
 
 
 def test_resync_with_a_leader_asks_it_to_resync(capsys, worker, real_redis, prefix):

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from projector.changes import ECONOMY, TASKS, document_change
 from projector.normalize import Rules, Task, normalize_balance, normalize_task
-from projector.readmodel import Layout, ReadModel, position, read_snapshot, task_record
+from readmodel import Layout, ReadModel, View, position, read_snapshot
+from readmodel.records import live_task_record
 
 from .conftest import REDIS_URL
 
@@ -56,7 +57,7 @@ def expected_state(history):
         if kind == TASKS:
             task = normalize_task(doc, RULES)
             if isinstance(task, Task) and task.live:
-                record = json.loads(task_record(task, None, WALL_MS + RULES.stale_after_ms))
+                record = json.loads(live_task_record(task.visible(), None, WALL_MS + RULES.stale_after_ms))
                 record.pop("staleAt")
                 state[task.owner]["tasks"][doc_id] = record
         else:
@@ -98,7 +99,7 @@ def deliveries(draw, history):
 def observed_state(client, layout):
     state = {}
     for uid in USERS:
-        snapshot = read_snapshot(client, uid, READ_AT, layout)
+        snapshot = read_snapshot(client, layout, uid, View(READ_AT))
         state[uid] = {"tasks": {t["generationId"]: t for t in snapshot["liveTasks"]}, "balance": snapshot["balance"]}
     return state
 

@@ -1,5 +1,7 @@
 """Learned durations: successful completions teach each tool's typical duration."""
 
+import json
+
 from projector.changes import task_change
 from projector.durations import Durations, observed_duration
 from projector.normalize import Rules
@@ -46,4 +48,5 @@ def test_live_task_of_a_known_tool_gets_an_expected_duration():
     durations = Durations({"flux": 30_000})
     doc = {"_id": "g9", "masterAccountId": "u1", "status": "processing", "toolId": "flux",
            "requestTimestamp": "2026-11-25T09:00:00Z"}
-    assert task_change(doc, "g9", "0000000001.0000000000", 0, RULES, durations).expected_duration_ms == 30_000
+    record = json.loads(task_change(doc, "g9", "0000000001.0000000000", 0, RULES, durations).record)
+    assert (record["expectedDurationMs"], record["progressSource"]) == (30_000, "estimate")

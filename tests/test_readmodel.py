@@ -7,7 +7,8 @@ from bson import Decimal128
 
 from projector.changes import balance_change, task_change
 from projector.normalize import Rules
-from projector.readmodel import ReadModel, position, read_snapshot
+from readmodel import ReadModel, View, position, read_snapshot
+from readmodel.records import epoch_ms
 
 RULES = Rules(stale_after_ms=60_000)
 NOW_ISO = "2026-11-25T09:00:00.000Z"
@@ -44,13 +45,14 @@ def model(any_redis, layout):
 
 
 def snap(model, uid="u1", now_ms=T0):
-    return read_snapshot(model.redis, uid, now_ms, model.layout)
+    return read_snapshot(model.redis, model.layout, uid, View(now_ms))
 
 
 def test_unknown_user_has_an_empty_snapshot_at_version_zero(model):
     assert snap(model, "nobody") == {
         "masterAccountId": "nobody", "version": 0, "updatedAt": None,
-        "balance": {"usdCredit": "0", "points": 0, "exp": 0}, "liveTasks": [], "recentlyFinished": [],
+        "balance": {"usdCredit": "0", "points": 0, "exp": 0}, "liveTasks": [], "liveTasksOmitted": 0,
+        "recentlyFinished": [],
     }
 
 
@@ -162,8 +164,11 @@ def test_tombstones_are_capped_per_user(any_redis, layout):
 def test_estimate_is_marked_when_nothing_is_reported(model):
     change = task_change(tdoc("g1"), "g1", seq(1), T0, RULES, durations=lambda tool: 30_000)
     model.apply([change], NOW_ISO)
-    [task] = snap(model)["liveTasks"]
-    assert (task["progressSource"], task["expectedDurationMs"], task["progressPercent"]) == ("estimate", 30_000, None)
+    started_ms = epoch_ms(tdoc("g1")["requestTimestamp"])
+    [task] = snap(model, now_ms=started_ms + 15_000)["liveTasks"]
+    assert (task["progressSource"], task["expectedDurationMs"], task["progressPercent"]) == ("estimate", 30_000, 50.0)
+    [task] = snap(model, now_ms=started_ms + 45_000)["liveTasks"]
+    assert task["progressPercent"] == 95.0  # capped below done
 
 
 def test_batch_keeps_only_the_latest_change_per_document(model):
@@ -213,3 +218,13 @@ def test_finished_tasks_are_capped_newest_first_and_age_out(model):
     finished_ms = 1_795_597_200_000  # 2026-11-25T09:00:00Z
     assert len(finished(model, now_ms=finished_ms + 10 * 60 * 1000)) == 10
     assert finished(model, now_ms=finished_ms + 10 * 60 * 1000 + 1) == []
+
+
+def test_a_snapshot_lists_a_bounded_number_of_live_tasks_and_says_how_many_it_left_out(model):
+    model.apply([put(f"g{n:03d}", n) for n in range(1, 31)], NOW_ISO)
+    started_ms = epoch_ms(tdoc("g")["requestTimestamp"])
+    view = View(started_ms, live_tasks_shown=12)
+    snapshot = read_snapshot(model.redis, model.layout, "u1", view)
+    assert [t["generationId"] for t in snapshot["liveTasks"]] == [f"g{n:03d}" for n in range(1, 13)]
+    assert snapshot["liveTasksOmitted"] == 18
+    assert read_snapshot(model.redis, model.layout, "u1", View(started_ms))["liveTasksOmitted"] == 0

@@ -53,3 +53,22 @@ def test_the_worker_caps_dead_letters_as_configured():
     finally:
         worker.close()
         mongo.close()
+
+
+@pytest.mark.parametrize("prefix", ["", "a{b}", "has space", "x" * 33])
+def test_the_projector_and_the_api_refuse_the_same_bad_key_prefix_with_the_same_sentence(prefix):
+    from api.settings import Settings as ApiSettings
+
+    with pytest.raises(SettingsError, match="KEY_PREFIX") as projector_error:
+        Settings.from_env({"KEY_PREFIX": prefix})
+    with pytest.raises(SettingsError, match="KEY_PREFIX") as api_error:
+        ApiSettings.from_env({"KEY_PREFIX": prefix})
+    assert str(projector_error.value) == str(api_error.value)
+
+
+def test_the_projector_and_the_api_read_the_same_store_from_the_same_environment():
+    from api.settings import Settings as ApiSettings
+
+    env = {"KEY_PREFIX": "prod:ls", "REDIS_URL": "redis://10.0.0.5:6380/2"}
+    projector, api = Settings.from_env(env), ApiSettings.from_env(env)
+    assert (projector.key_prefix, projector.redis_url) == (api.key_prefix, api.redis_url) == ("prod:ls", env["REDIS_URL"])

@@ -17,7 +17,7 @@ from projector.worker import Worker
 from standin import StandIn
 
 from .capture_helpers import (
-    DB, ECONOMY, TASKS, actual_state, drive, economy_doc, expected_state, settle, snapshot, task_doc,
+    DB, ECONOMY, TASKS, actual_state, drive, economy_doc, expected_state, iso_ago, settle, snapshot, task_doc,
     without_empty,
 )
 
@@ -288,8 +288,8 @@ def test_learned_duration_gives_live_tasks_an_estimate(standin, make_worker, rea
     worker = make_worker()
     settle(worker)
     standin.insert(DB, TASKS, task_doc("t1", "u1", status="completed", toolId="flux",
-                                       requestTimestamp="2026-11-25T09:00:00Z",
-                                       responseTimestamp="2026-11-25T09:00:40Z"))
+                                       requestTimestamp=iso_ago(60),
+                                       responseTimestamp=iso_ago(20)))
     standin.insert(DB, TASKS, task_doc("t2", "u1", status="processing", toolId="flux"))
     standin.insert(DB, TASKS, task_doc("t3", "u1", status="processing", toolId="flux", progress=0.3))
     settle(worker)

@@ -16,7 +16,7 @@ import pytest
 
 from projector.checkpoint import CheckpointStore
 from projector.lease import Lease
-from projector.readmodel import position
+from readmodel import position
 from standin import StandIn
 
 from .capture_helpers import (

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from bson import Decimal128, Int64
 
 from projector.normalize import document_id
-from tests.capture_helpers import DB, ECONOMY, TASKS, actual_state, expected_state, task_doc, without_empty
+from tests.capture_helpers import DB, ECONOMY, TASKS, actual_state, expected_state, iso_ago, task_doc, without_empty
 from tests.test_worker_process import Writer
 
 PROGRESS_SHAPES = [
@@ -28,7 +28,7 @@ LIVE = ["pending", "processing", "running", "queued", "Waiting", "rendering"]  #
 
 def now_iso() -> str:
     """Tasks start now, so none is stale whatever day the suite runs."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    return iso_ago(0)
 
 
 class MixedWriter(Writer):
@@ -65,7 +65,7 @@ class MixedWriter(Writer):
         elif r < 0.60:
             gid = self.live.pop(rnd.randrange(len(self.live)))
             self.standin.update(DB, TASKS, gid, set={"status": rnd.choice(TERMINAL),
-                                                     "responseTimestamp": "2026-11-25T09:01:00Z"})
+                                                     "responseTimestamp": now_iso()})
         elif r < 0.68:
             self.standin.delete(DB, TASKS, self.live.pop(rnd.randrange(len(self.live))))
         elif r < 0.75:

@@ -18,7 +18,7 @@ from schemathesis.checks import not_a_server_error
 from api.auth import mint_token
 from api.main import create_app
 from api.settings import Settings
-from projector.readmodel import Layout, ReadModel
+from readmodel import Layout, ReadModel
 from tests.apiserver import KEY, SECRET, apply, balance_change
 from tests.conftest import REDIS_URL
 

@@ -9,7 +9,7 @@ import time
 
 import redis
 
-from projector.readmodel import Layout
+from readmodel import Layout
 from tests.test_worker_process import caught_up, output, wait_for
 
 from .conftest import size

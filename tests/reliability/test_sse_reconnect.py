@@ -11,7 +11,7 @@ import uuid
 
 import httpx
 
-from projector.readmodel import read_snapshot
+from readmodel import View, read_snapshot
 from tests.apiserver import SSE, Server, apply, auth, task_change
 from tests.test_worker_process import wait_for
 
@@ -98,7 +98,7 @@ def test_reconnect_cycles_with_last_event_id_end_on_the_final_version(server, re
     stop.set()
     writer.join(10)
     took = time.monotonic() - started
-    final = {uid: read_snapshot(readmodel.redis, uid, int(time.time() * 1000), readmodel.layout)["version"]
+    final = {uid: read_snapshot(readmodel.redis, readmodel.layout, uid, View(int(time.time() * 1000)))["version"]
              for uid in users}
     # Every client comes back once more after the last change and must end on the final version.
     for client in clients:
@@ -132,7 +132,7 @@ def test_a_stalled_client_costs_bounded_server_memory(server, readmodel):
                  f"Authorization: {auth()['Authorization']}\r\n\r\n".encode())
     try:
         wait_for(lambda: server.metric("livestatus_api_open_streams") >= 1, 5, "the stalled stream opening")
-        snapshot_bytes = len(str(read_snapshot(readmodel.redis, user, int(time.time() * 1000), readmodel.layout)))
+        snapshot_bytes = len(str(read_snapshot(readmodel.redis, readmodel.layout, user, View(int(time.time() * 1000)))))
         peak = rss_before
         for n in range(1, versions + 1):
             apply(readmodel, task_change(user, "gen-0", progress=float(n % 100), tool_name=name))

@@ -1,0 +1,24 @@
+"""The Redis read model: the contract between the projector (writes) and the API (reads).
+
+- :mod:`readmodel.keys`: every key and channel, and the positions that order changes
+- :mod:`readmodel.records`: what a snapshot holds, as stored and as served
+- :mod:`readmodel.changes`: the changes the writer applies
+- :mod:`readmodel.scripts`: the Lua scripts (``scripts/*.lua``) that write it
+- :mod:`readmodel.writer`: applying batches and sweeping stale tasks
+- :mod:`readmodel.reader`: reading snapshots (sync and asyncio)
+- :mod:`readmodel.settings`: the settings both processes share (Redis URL, key prefix)
+
+It depends on redis-py alone: nothing of MongoDB, bson or normalization.
+"""
+
+from .changes import FINISHED, GONE, LIVE, BalanceChange, Change, TaskChange
+from .keys import Layout, position
+from .reader import aread_heartbeat_ms, aread_snapshot, aread_snapshots, read_snapshot, read_snapshots
+from .records import View
+from .text import text
+from .writer import ReadModel
+
+__all__ = [
+    "FINISHED", "GONE", "LIVE", "BalanceChange", "Change", "Layout", "ReadModel", "TaskChange", "View",
+    "aread_heartbeat_ms", "aread_snapshot", "aread_snapshots", "position", "read_snapshot", "read_snapshots", "text",
+]

@@ -1,0 +1,94 @@
+"""Every Redis key and channel livestatus uses, and the positions that order changes.
+
+Per user ``U`` (the hash tag ``{U}`` keeps one user's keys in one Redis Cluster slot, and every
+script touches one user only):
+
+``P:{U}:user``     hash: ``version``, ``updatedAt``, ``usdCredit``, ``points``, ``exp``, ``balanceSeq``
+``P:{U}:tasks``    hash: generation id -> live task record (JSON, see :mod:`readmodel.records`)
+``P:{U}:seq``      hash: generation id -> position of the last change applied to it (live *and*
+                   gone tasks: the entries of gone tasks are tombstones, capped per user)
+``P:{U}:finished`` list: the user's last tasks to finish, newest first (finished records)
+``P:{U}:changes``  pub/sub channel: the new version, published in the same script as the change
+
+Shared keys: ``P:owner:{gen:ID}`` / ``P:owner:{econ:ID}`` hold ``"seq|owner|past owners"`` of a
+task or balance document (delete events carry no masterAccountId; the owner is empty once the
+document left); ``P:deadlines`` is a sorted set: user -> earliest moment one of their live tasks
+goes stale. The projector's own keys share the hash tag ``{projector}``.
+
+``P`` is the key prefix (``KEY_PREFIX``, default ``ls``); tests use a prefix of their own.
+"""
+
+from __future__ import annotations
+
+import re
+
+PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,32}$")
+
+
+def position(seconds: int, increment: int) -> str:
+    """A sortable position from a cluster time (time and increment): string order is time order."""
+    return f"{seconds:010d}.{increment:010d}"
+
+
+class Layout:
+    """Key names under one prefix."""
+
+    def __init__(self, prefix: str = "ls") -> None:
+        if not PREFIX_RE.match(prefix):
+            raise ValueError(f"a key prefix is 1-32 letters, digits or any of _ . : - (got {prefix!r})")
+        self.prefix = prefix
+        self.deadlines = f"{prefix}:deadlines"
+        self.checkpoint = f"{prefix}:{{projector}}:checkpoint"  # hash: resume token, position, fence
+        self.leader = f"{prefix}:{{projector}}:leader"  # string with TTL: the lease holder's id
+        self.fence = f"{prefix}:{{projector}}:fence"  # counter: fencing token of each new lease
+        self.health = f"{prefix}:{{projector}}:health"  # hash: heartbeat, lag, rates, counters
+        self.resync_request = f"{prefix}:{{projector}}:resync"  # string: set by `projector resync`
+        self.deadletters = f"{prefix}:deadletters"  # stream: rejected documents with reasons
+        self.durations = f"{prefix}:durations"  # hash: toolId -> typical duration (ms)
+
+    def user(self, uid: str) -> str:
+        return f"{self.prefix}:{{{uid}}}:user"
+
+    def tasks(self, uid: str) -> str:
+        return f"{self.prefix}:{{{uid}}}:tasks"
+
+    def seqs(self, uid: str) -> str:
+        return f"{self.prefix}:{{{uid}}}:seq"
+
+    def finished(self, uid: str) -> str:
+        return f"{self.prefix}:{{{uid}}}:finished"
+
+    def channel(self, uid: str) -> str:
+        return f"{self.prefix}:{{{uid}}}:changes"
+
+    def user_keys(self, uid: str) -> list[str]:
+        """The keys of one user's snapshot, in the order the scripts take them."""
+        return [self.user(uid), self.tasks(uid), self.seqs(uid), self.finished(uid)]
+
+    def channel_pattern(self) -> str:
+        return f"{self.prefix}:{{*}}:changes"
+
+    def is_channel(self, channel: str) -> bool:
+        return channel.startswith(f"{self.prefix}:{{") and channel.endswith("}:changes")
+
+    def user_of_channel(self, channel: str) -> str:
+        return channel[len(self.prefix) + 2 : -len("}:changes")]
+
+    def user_pattern(self) -> str:
+        return f"{self.prefix}:{{*}}:user"
+
+    def tasks_pattern(self) -> str:
+        return f"{self.prefix}:{{*}}:tasks"
+
+    def user_of_key(self, key: str) -> str:
+        return key[len(self.prefix) + 2 : -len("}:user")]
+
+    def task_owner(self, generation_id: str) -> str:
+        return f"{self.prefix}:owner:{{gen:{generation_id}}}"
+
+    def balance_owner(self, doc_id: str) -> str:
+        return f"{self.prefix}:owner:{{econ:{doc_id}}}"
+
+    def all_keys_pattern(self) -> str:
+        """Every key under this prefix (for cleaning up a test's or a benchmark's keys)."""
+        return f"{self.prefix}:*"

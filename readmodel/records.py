@@ -1,0 +1,137 @@
+"""What a snapshot holds, as stored and as served: the one place a task field is added.
+
+A live task is stored as JSON (its visible fields, ``expectedDurationMs`` and ``staleAt``); a
+finished task as JSON with its outcome; a balance as ``"usdCredit points exp"``. Reading turns
+them into the snapshot the API serves, and derives there what depends on the moment of reading:
+which tasks went stale, which finished tasks are still recent, and an estimated progress for a
+task whose progress is unknown but whose tool's typical duration is.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .text import text, text_map
+
+FINISHED_SHOWN_MS = 10 * 60 * 1000  # how long a finished task stays in the snapshot
+LIVE_TASKS_SHOWN = 100  # a snapshot lists at most this many live tasks (the oldest first)
+ESTIMATE_CAP_PERCENT = 95.0  # an estimated bar never claims to be done
+
+# The fields of a task every reader sees, in the API's naming (the producer fills them in).
+TASK_FIELDS = ("generationId", "idHash", "status", "progressPercent", "progressSource", "toolId",
+               "toolDisplayName", "costUsd", "startedAt", "updatedAt", "sourcePlatform")
+FINISHED_FIELDS = ("generationId", "idHash", "status", "toolId", "toolDisplayName", "costUsd", "startedAt")
+
+
+def _json(record: dict[str, Any]) -> str:
+    return json.dumps(record, separators=(",", ":"))
+
+
+def live_task_record(visible: dict[str, Any], expected_duration_ms: int | None, stale_at_ms: int | None) -> str:
+    """The JSON stored for a live task: its visible fields plus what reading derives from.
+
+    A task with no progress of its own but a known typical duration gets ``progressSource``
+    "estimate"; its percentage is computed when it is read.
+    """
+    record = {name: visible.get(name) for name in TASK_FIELDS}
+    record["expectedDurationMs"] = expected_duration_ms
+    if record["progressSource"] is None and expected_duration_ms:
+        record["progressSource"] = "estimate"
+    record["staleAt"] = stale_at_ms
+    return _json(record)
+
+
+def finished_task_record(visible: dict[str, Any], finished_at_ms: int | None) -> str:
+    """The JSON remembered for a task that reached a terminal status: its outcome."""
+    record = {name: visible.get(name) for name in FINISHED_FIELDS}
+    record["finishedAt"] = visible.get("updatedAt")
+    record["finishedAtMs"] = finished_at_ms
+    return _json(record)
+
+
+def balance_record(usd_credit: str, points: int, exp: int) -> str:
+    """The balance as the apply script stores it (three fields, space-separated)."""
+    return f"{usd_credit} {points} {exp}"
+
+
+def epoch_ms(iso: str | None) -> int | None:
+    """Epoch milliseconds of an ISO-8601 time the read model stored; None when absent or unreadable."""
+    if not iso:
+        return None
+    try:
+        return int(datetime.fromisoformat(iso).timestamp() * 1000)
+    except ValueError:
+        return None
+
+
+def estimate_percent(started_at: str | None, expected_ms: int | None, at_ms: int, cap: float) -> float | None:
+    """How far along a task probably is: elapsed / typical duration, capped below done."""
+    started = epoch_ms(started_at)
+    if started is None or not expected_ms or expected_ms <= 0:
+        return None
+    fraction = max(0, at_ms - started) / expected_ms
+    return round(min(cap, fraction * 100), 1)
+
+
+@dataclass(frozen=True)
+class View:
+    """How a snapshot is read: at which moment, with which limits."""
+
+    now_ms: int
+    estimate_cap: float = ESTIMATE_CAP_PERCENT
+    live_tasks_shown: int = LIVE_TASKS_SHOWN
+
+
+def decode_snapshot(uid: str, user: dict, tasks: dict, finished: list, view: View) -> dict[str, Any]:
+    """The snapshot as the API serves it, from the raw replies of one user's keys.
+
+    Hides tasks that went stale since the last sweep and finished tasks older than
+    ``FINISHED_SHOWN_MS``; lists at most ``view.live_tasks_shown`` live tasks (oldest first) and
+    says in ``liveTasksOmitted`` how many more there are; fills estimated progress.
+    """
+    now_ms = view.now_ms
+    user = text_map(user)
+    recent = []
+    for raw in finished:
+        record = json.loads(raw)
+        finished_ms = record.pop("finishedAtMs", None)
+        if finished_ms is None or now_ms - finished_ms <= FINISHED_SHOWN_MS:
+            recent.append(record)
+    live = []
+    for raw in tasks.values():
+        record = json.loads(raw)
+        stale_at = record.pop("staleAt", None)
+        if stale_at is not None and stale_at <= now_ms:
+            continue
+        if record.get("progressSource") == "estimate":
+            record["progressPercent"] = estimate_percent(record.get("startedAt"), record.get("expectedDurationMs"),
+                                                         now_ms, view.estimate_cap)
+        live.append(record)
+    live.sort(key=lambda t: (t.get("startedAt") or "", t["generationId"]))
+    omitted = max(0, len(live) - view.live_tasks_shown)
+    return {
+        "masterAccountId": uid,
+        "version": int(user.get("version", 0)),
+        "updatedAt": user.get("updatedAt"),
+        "balance": {
+            "usdCredit": user.get("usdCredit", "0"),
+            "points": int(user.get("points", 0)),
+            "exp": int(user.get("exp", 0)),
+        },
+        "liveTasks": live[: view.live_tasks_shown],
+        "liveTasksOmitted": omitted,
+        "recentlyFinished": recent,
+    }
+
+
+def heartbeat_ms(value: Any) -> int | None:
+    """The projector's heartbeat (epoch ms) from its raw reply; None when absent or unreadable."""
+    if value is None:
+        return None
+    try:
+        return int(text(value))
+    except ValueError:
+        return None

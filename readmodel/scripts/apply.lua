@@ -1,0 +1,69 @@
+-- Apply one batch's changes to ONE user's snapshot, atomically, and announce the new version.
+-- KEYS: user, tasks, seq, finished (Layout.user_keys). ARGV: channel, updatedAt, tombstone cap,
+-- then one op per argument: "kind US id US seq US payload" (US = \x1f; kind t = task put with its
+-- live record, x = task gone with its finished record as payload ('' when unknown), b = balance
+-- put, g = balance gone). A change older than the position stored for its document is ignored.
+-- A task that finishes is remembered in the finished list once: when it leaves the snapshot, or
+-- when it was never seen live. Tombstones (seq entries of tasks no longer live) are pruned to half
+-- the cap, oldest first, once the cap is exceeded. Returns the new version, or 0 when nothing
+-- visible changed (the version only moves on a visible change).
+local FINISHED_CAP = $FINISHED_CAP
+local changed = false
+for i = 4, #ARGV do
+  local kind, id, seq, payload = string.match(ARGV[i], '^(%a)\31([^\31]*)\31([^\31]*)\31(.*)$')
+  if kind == 't' or kind == 'x' then
+    local cur = redis.call('HGET', KEYS[3], id)
+    if (not cur) or cur <= seq then
+      redis.call('HSET', KEYS[3], id, seq)
+      if kind == 't' then
+        if redis.call('HGET', KEYS[2], id) ~= payload then
+          redis.call('HSET', KEYS[2], id, payload)
+          changed = true
+        end
+      else
+        local was_live = redis.call('HDEL', KEYS[2], id) == 1
+        if was_live then changed = true end
+        if payload ~= '' and (was_live or not cur) then
+          redis.call('LPUSH', KEYS[4], payload)
+          redis.call('LTRIM', KEYS[4], 0, FINISHED_CAP - 1)
+          changed = true
+        end
+      end
+    end
+  else
+    local cur = redis.call('HGET', KEYS[1], 'balanceSeq')
+    if (not cur) or cur <= seq then
+      redis.call('HSET', KEYS[1], 'balanceSeq', seq)
+      if kind == 'b' then
+        local usd, points, exp = string.match(payload, '^(%S+) (%S+) (%S+)$')
+        local old = redis.call('HMGET', KEYS[1], 'usdCredit', 'points', 'exp')
+        if old[1] ~= usd or old[2] ~= points or old[3] ~= exp then
+          redis.call('HSET', KEYS[1], 'usdCredit', usd, 'points', points, 'exp', exp)
+          changed = true
+        end
+      elseif redis.call('HDEL', KEYS[1], 'usdCredit', 'points', 'exp') > 0 then
+        changed = true
+      end
+    end
+  end
+end
+local cap = tonumber(ARGV[3])
+if redis.call('HLEN', KEYS[3]) > cap then
+  local all = redis.call('HGETALL', KEYS[3])
+  local gone = {}
+  for i = 1, #all, 2 do
+    if redis.call('HEXISTS', KEYS[2], all[i]) == 0 then
+      gone[#gone + 1] = {all[i + 1], all[i]}
+    end
+  end
+  table.sort(gone, function(a, b) return a[1] < b[1] end)
+  local excess = redis.call('HLEN', KEYS[3]) - math.floor(cap / 2)
+  for i = 1, math.min(excess, #gone) do
+    redis.call('HDEL', KEYS[3], gone[i][2])
+  end
+end
+if not changed then return 0 end
+local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('HSET', KEYS[1], 'updatedAt', ARGV[2])
+redis.call('PUBLISH', ARGV[1], version)
+return version

@@ -1,0 +1,37 @@
+-- Remove ONE user's live tasks that went stale by now and, when a min seq is given (the end of a
+-- resync), tasks and the balance last written before it.
+-- KEYS: user, tasks, seq (the first three of Layout.user_keys). ARGV: channel, updatedAt, now (ms),
+-- min seq ('' for none). Returns {version or 0, next deadline or -1, removed generation ids...}.
+local now = tonumber(ARGV[3])
+local min_seq = ARGV[4]
+local removed = {}
+local next_deadline = -1
+local tasks = redis.call('HGETALL', KEYS[2])
+for i = 1, #tasks, 2 do
+  local id, record = tasks[i], tasks[i + 1]
+  local stale_at = tonumber(string.match(record, '"staleAt":(%d+)'))
+  local seq = redis.call('HGET', KEYS[3], id)
+  if (stale_at and stale_at <= now) or (min_seq ~= '' and ((not seq) or seq < min_seq)) then
+    redis.call('HDEL', KEYS[2], id)
+    removed[#removed + 1] = id
+  elseif stale_at and (next_deadline < 0 or stale_at < next_deadline) then
+    next_deadline = stale_at
+  end
+end
+local changed = #removed > 0
+if min_seq ~= '' then
+  local seq = redis.call('HGET', KEYS[1], 'balanceSeq')
+  if seq and seq < min_seq then
+    redis.call('HDEL', KEYS[1], 'balanceSeq')
+    if redis.call('HDEL', KEYS[1], 'usdCredit', 'points', 'exp') > 0 then changed = true end
+  end
+end
+local version = 0
+if changed then
+  version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+  redis.call('HSET', KEYS[1], 'updatedAt', ARGV[2])
+  redis.call('PUBLISH', ARGV[1], version)
+end
+local result = {version, next_deadline}
+for i = 1, #removed do result[#result + 1] = removed[i] end
+return result

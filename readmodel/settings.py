@@ -1,0 +1,54 @@
+"""The settings the projector and the API share, parsed by one function so they always agree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from .keys import PREFIX_RE
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Where the read model lives: the Redis URL and the key prefix every key starts with."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "ls"
+
+
+def store_settings(env: Mapping[str, str]) -> StoreSettings:
+    """``REDIS_URL`` and ``KEY_PREFIX`` from ``env``; unset means the default, set but empty or
+    malformed is an error (an empty prefix would make the two processes disagree on every key)."""
+    url = env.get("REDIS_URL", StoreSettings.redis_url).strip()
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError(f"REDIS_URL must be a redis://, rediss:// or unix:// URL, got {url[:40]!r}")
+    prefix = env.get("KEY_PREFIX", StoreSettings.key_prefix)
+    if not PREFIX_RE.match(prefix):
+        raise SettingsError(f"KEY_PREFIX must be 1-32 letters, digits or any of _ . : - (got {prefix!r})")
+    return StoreSettings(redis_url=url, key_prefix=prefix)
+
+
+def number(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    """A finite number >= ``minimum`` from ``env[name]``; unset or blank means ``default``."""
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not value >= minimum or value == float("inf"):
+        raise SettingsError(f"{name} must be a finite number >= {minimum:g}, got {raw!r}")
+    return value
+
+
+def whole(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    """A whole number >= ``minimum`` from ``env[name]``; unset or blank means ``default``."""
+    value = number(env, name, default, minimum)
+    if value != int(value):
+        raise SettingsError(f"{name} must be a whole number, got {env.get(name)!r}")
+    return int(value)

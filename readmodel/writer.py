@@ -1,0 +1,248 @@
+"""The writer: applies batches of changes to the read model and sweeps stale tasks.
+
+Every write goes through a per-user Lua script (:mod:`readmodel.scripts`), so one user's snapshot
+changes atomically with its version and the announcement of that version. Changes carry a
+position (:func:`readmodel.keys.position`); a change older than what a task or balance already
+reflects is ignored, which makes applying idempotent and replaying an older stretch harmless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from . import scripts
+from .changes import FINISHED, LIVE, Change, TaskChange
+from .keys import Layout
+from .text import text
+
+OWNER_TTL_S = 7 * 24 * 3600  # safety net only: a live task goes stale long before
+PAST_OWNERS_CAP = 8  # a generation practically never changes owner; a cap keeps entries small
+GONE_TTL_S = 24 * 3600  # how long the index remembers that a document left (covers any replay)
+TOMBSTONE_CAP = 2000  # per user; pruned to half, oldest first, when exceeded
+
+
+def _owner_entry(entry: str | None) -> tuple[str, str, list[str]]:
+    """(seq, owner or '', past owners) of an owner-index entry; ('', '', []) when absent."""
+    if entry is None:
+        return "", "", []
+    seq, owner, past = (entry.split("|", 2) + ["", ""])[:3]
+    return seq, owner, [u for u in past.split(",") if u]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A batch's writes: ``steps`` each queue one command; user scripts start at ``first_script``."""
+
+    users: list[str]
+    steps: list[Callable[[Any], Any]]
+    first_script: int
+
+
+class _Draft:
+    """One document's change in a batch, read against its owner entry.
+
+    The entry is rewritten whenever what it records changes, and on every change to a document
+    that left (it is then the only record of its position): only a live document changing under
+    the same owner leaves it alone, which is the common case.
+    """
+
+    def __init__(self, change: Change, key: str, entry: str | None) -> None:
+        self.change, self.key = change, key
+        self.newest_seq, self.known_owner, self.known_past = _owner_entry(entry)
+        self.op = _op(change)
+        target = change.owner or ""
+        self.owner_now = target if self.op[0] in ("t", "b") else ""
+        past = dict.fromkeys([self.known_owner, *self.known_past, target])
+        self.past = [o for o in past if o and o != self.owner_now][-PAST_OWNERS_CAP:]
+        self.unchanged = (entry is not None and self.known_owner != "" and self.known_owner == self.owner_now
+                          and self.past == self.known_past)
+        self.needs_owner_check = self.known_owner != "" and not self.unchanged
+
+
+@dataclass
+class _UserOps:
+    args: list[str]
+    earliest_stale_at: int | None = None
+
+
+class ReadModel:
+    """Applies changes to the read model with a (sync) redis-py client.
+
+    ``apply`` costs two pipelined round trips per batch however many users it touches (one to
+    look up the owners of the documents in it, one to run one script per user), and a third when
+    a document in it leaves or moves away from an owner (to read that owner's position).
+    """
+
+    def __init__(self, redis: Any, layout: Layout | None = None, tombstone_cap: int = TOMBSTONE_CAP) -> None:
+        self.redis = redis
+        self.layout = layout or Layout()
+        self.tombstone_cap = tombstone_cap
+        self._apply = redis.register_script(scripts.APPLY)
+        self._sweep = redis.register_script(scripts.SWEEP)
+        self._own = redis.register_script(scripts.OWN)
+
+    def apply(self, changes: Iterable[Change], now_iso: str) -> dict[str, int]:
+        """Apply a batch; returns {user: new version} for users whose snapshot changed."""
+        plan = self.plan(changes, now_iso)
+        if not plan.steps:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for step in plan.steps:
+            step(pipe)
+        results = pipe.execute()
+        scripts = results[plan.first_script : plan.first_script + len(plan.users)]
+        return {uid: int(version) for uid, version in zip(plan.users, scripts) if int(version)}
+
+    def plan(self, changes: Iterable[Change], now_iso: str) -> "Plan":
+        """The writes of a batch, in order: deadlines, owner entries, one script per user.
+
+        Looks up the owners first (one round trip). Returns the users in the order of their
+        scripts and the steps, each queueing one command on a pipeline. The order makes a batch
+        cut short by a crash harmless: a replay writes whatever an owner entry does not show as
+        done, and a deadline or entry ahead of its user's snapshot only costs a needless look.
+        """
+        latest = _coalesce(changes)
+        if not latest:
+            return Plan([], [], 0)
+        owner_keys = [self._owner_key(change) for change in latest]
+        drafts = [_Draft(change, key, entry) for change, key, entry in zip(latest, owner_keys, self._get_many(owner_keys))]
+        self._check_with_current_owner([d for d in drafts if d.needs_owner_check])
+
+        per_user: dict[str, _UserOps] = {}
+        entry_steps: list[Callable[[Any], Any]] = []
+        for draft in drafts:
+            change = draft.change
+            if draft.newest_seq > change.seq:
+                continue  # a newer change to this document was applied: this one is obsolete
+            target = change.owner
+            # Every user the document was ever recorded under, but its owner now, must not show
+            # it: a crash may have cut the batch that recorded a move or a removal short.
+            for old_owner in (draft.known_owner, *draft.known_past):
+                if old_owner and old_owner != target:
+                    self._add_op(per_user, old_owner, _gone_op(change))
+            if target:
+                self._add_op(per_user, target, draft.op)
+                # A task already in the snapshot only moves its deadline later: no ZADD needed.
+                if draft.op[0] == "t" and not draft.unchanged and isinstance(change, TaskChange) and change.stale_at_ms:
+                    ops = per_user[target]
+                    if ops.earliest_stale_at is None or change.stale_at_ms < ops.earliest_stale_at:
+                        ops.earliest_stale_at = change.stale_at_ms
+            if not draft.unchanged:
+                args = [change.seq, draft.owner_now, ",".join(draft.past), OWNER_TTL_S if draft.owner_now else GONE_TTL_S]
+                entry_steps.append(lambda pipe, key=draft.key, args=args: self._own(keys=[key], args=args, client=pipe))
+
+        users = list(per_user)
+        steps: list[Callable[[Any], Any]] = []
+        for uid in users:
+            deadline = per_user[uid].earliest_stale_at
+            if deadline is not None:
+                steps.append(lambda pipe, uid=uid, d=deadline: pipe.zadd(self.layout.deadlines, {uid: d}, lt=True))
+        steps.extend(entry_steps)
+        first_script = len(steps)
+        for uid in users:
+            keys = self.layout.user_keys(uid)
+            args = [self.layout.channel(uid), now_iso, self.tombstone_cap, *per_user[uid].args]
+            steps.append(lambda pipe, keys=keys, args=args: self._apply(keys=keys, args=args, client=pipe))
+        return Plan(users, steps, first_script)
+
+    def _check_with_current_owner(self, drafts: list["_Draft"]) -> None:
+        """Fill in the position the current owner holds for documents that leave or move.
+
+        An owner entry is not rewritten while a live document changes under the same owner, so
+        its position can lag behind; whether a change that takes the document away is obsolete
+        is decided on the owner's own position instead. One round trip, for batches with any.
+        """
+        if not drafts:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for draft in drafts:
+            if isinstance(draft.change, TaskChange):
+                pipe.hget(self.layout.seqs(draft.known_owner), draft.change.generation_id)
+            else:
+                pipe.hget(self.layout.user(draft.known_owner), "balanceSeq")
+        for draft, seq in zip(drafts, pipe.execute()):
+            if seq is not None:
+                draft.newest_seq = max(draft.newest_seq, text(seq))
+
+    def sweep(self, now_ms: int, now_iso: str, users: Iterable[str] | None = None, min_seq: str = "") -> dict[str, int]:
+        """Remove stale tasks (and, with ``min_seq``, whatever a resync did not see).
+
+        Without ``users``, sweeps the users whose earliest deadline has passed. Returns
+        {user: new version} for users whose snapshot changed.
+        """
+        if users is None:
+            users = [text(u) for u in self.redis.zrangebyscore(self.layout.deadlines, "-inf", now_ms)]
+        users = list(users)
+        if not users:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for uid in users:
+            self._sweep(
+                keys=self.layout.user_keys(uid),
+                args=[self.layout.channel(uid), now_iso, now_ms, min_seq],
+                client=pipe,
+            )
+        results = pipe.execute()
+        pipe = self.redis.pipeline(transaction=False)
+        versions: dict[str, int] = {}
+        for uid, (version, next_deadline, *removed) in zip(users, results):
+            if int(version):
+                versions[uid] = int(version)
+            for generation_id in removed:
+                pipe.delete(self.layout.task_owner(text(generation_id)))
+            if int(next_deadline) < 0:
+                pipe.zrem(self.layout.deadlines, uid)
+            else:
+                pipe.zadd(self.layout.deadlines, {uid: int(next_deadline)})
+        pipe.execute()
+        return versions
+
+    def known_users(self, batch: int = 1000) -> Iterable[str]:
+        """Every user with state in the read model (SCAN; for resync sweeps and tools)."""
+        for key in self.redis.scan_iter(match=self.layout.user_pattern(), count=batch):
+            yield self.layout.user_of_key(text(key))
+
+    def _owner_key(self, change: Change) -> str:
+        if isinstance(change, TaskChange):
+            return self.layout.task_owner(change.generation_id)
+        return self.layout.balance_owner(change.doc_id)
+
+    def _get_many(self, keys: list[str]) -> list[str | None]:
+        # The keys live in different cluster slots: a cluster client splits the MGET by slot.
+        mget = getattr(self.redis, "mget_nonatomic", self.redis.mget)
+        return [None if v is None else text(v) for v in mget(keys)]
+
+    @staticmethod
+    def _add_op(per_user: dict[str, _UserOps], uid: str, op: tuple[str, str, str, str]) -> None:
+        ops = per_user.get(uid)
+        if ops is None:
+            ops = per_user[uid] = _UserOps(args=[])
+        ops.args.append("\x1f".join(op))
+
+
+def _coalesce(changes: Iterable[Change]) -> list[Change]:
+    """Keep the latest change per document (ties: the later one), in first-seen order."""
+    latest: dict[tuple[str, str], Change] = {}
+    for change in changes:
+        key = ("t", change.generation_id) if isinstance(change, TaskChange) else ("b", change.doc_id)
+        kept = latest.get(key)
+        if kept is None or kept.seq <= change.seq:
+            latest[key] = change
+    return list(latest.values())
+
+
+def _op(change: Change) -> tuple[str, str, str, str]:
+    if isinstance(change, TaskChange):
+        if change.state == LIVE:
+            return ("t", change.generation_id, change.seq, change.record)
+        return ("x", change.generation_id, change.seq, change.record if change.state == FINISHED else "")
+    if not change.record:
+        return ("g", change.doc_id, change.seq, "")
+    return ("b", change.doc_id, change.seq, change.record)
+
+
+def _gone_op(change: Change) -> tuple[str, str, str, str]:
+    if isinstance(change, TaskChange):
+        return ("x", change.generation_id, change.seq, "")
+    return ("g", change.doc_id, change.seq, "")
