@@ -8,15 +8,16 @@ change-stream tests use, and nothing else (docs/standin.md): insert/update/delet
 $unset $inc``, replacements, upserts, multi, ordered batches), find (equality, ``$in $nin $ne
 $gt $lt $exists $or``; sort, skip, limit, projection, batches), count, ``count_documents``'s
 aggregate (``$match $skip $limit $group``/``$sum``), create/drop/rename/list of collections,
-dropDatabase, the handshake and admin commands a driver's test harness sends, the
+dropDatabase, the handshake and admin commands a driver's test harness sends (every login is
+refused, as unknown credentials are), the
 ``failCommand`` and ``failGetMoreAfterCursorCheckout`` fail points, and change streams on a
 collection, a database or the cluster (``$match`` and ``$project`` stages; fullDocument
 default/updateLookup; resumeAfter/startAfter/startAtOperationTime; postBatchResumeToken;
 long-polling getMore; drop/dropDatabase/rename/invalidate events).
 
 Anything else is refused with an error naming it, among others: transactions, indexes, pre/post
-images, expanded events, pipeline-style updates, other update and query operators,
-authentication, TLS, compression.
+images, expanded events, pipeline-style updates, other update and query operators, TLS,
+compression.
 """
 
 from .changestream import ChangeStreamOpen

@@ -64,6 +64,7 @@ class Dispatcher:
             "drop": self.drop,
             "dropDatabase": self.drop_database,
             "renameCollection": self.rename_collection,
+            "saslStart": self.authenticate,
             **DataCommands(store, self.cursors, self.record_open).handlers(),
         }
 
@@ -136,6 +137,10 @@ class Dispatcher:
             return self.command_counts[name]
 
     # ------------------------------------------------------------ handshake and admin
+
+    def authenticate(self, command: Mapping, db: str) -> dict:
+        # The stand-in has no users: every login fails, as with unknown credentials on a real server.
+        raise CommandError(18, "Authentication failed.")
 
     def hello(self, command: Mapping, db: str) -> dict:
         # No topologyVersion: clients then poll hello instead of expecting a streaming one.
