@@ -29,18 +29,23 @@ def load(path: Path = SKIPS) -> list[tuple[str, str]]:
     return entries
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    entries = load()
-    used = set()
-    for item in items:
-        node = item.nodeid.removeprefix("test/")
+def match(entries: list[tuple[str, str]], node_ids: list[str]) -> tuple[dict[str, str], list[str]]:
+    """``(node id -> reason for each listed test, patterns that matched nothing)``."""
+    reasons, used = {}, set()
+    for node in node_ids:
         for pattern, reason in entries:
-            if fnmatchcase(node, pattern):
-                item.add_marker(pytest.mark.skip(reason=f"livestatus skip list: {reason}"))
+            if fnmatchcase(node.removeprefix("test/"), pattern):
+                reasons[node] = reason
                 used.add(pattern)
                 break
+    return reasons, [pattern for pattern, _ in entries if pattern not in used]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reasons, stale = match(load(), [item.nodeid for item in items])
+    for item in items:
+        if item.nodeid in reasons:
+            item.add_marker(pytest.mark.skip(reason=f"livestatus skip list: {reasons[item.nodeid]}"))
     # Only when the whole file was collected: a -k or ::name selection leaves entries unmatched.
-    if not config.option.keyword and all("::" not in arg for arg in config.args):
-        stale = [pattern for pattern, _ in entries if pattern not in used]
-        if stale:
-            raise pytest.UsageError(f"{SKIPS}: entries matching no test: {stale}")
+    if stale and not config.option.keyword and all("::" not in arg for arg in config.args):
+        raise pytest.UsageError(f"{SKIPS}: entries matching no test: {stale}")
