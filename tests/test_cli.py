@@ -11,17 +11,17 @@ from pymongo import MongoClient
 from projector.cli import main
 from projector.settings import Settings
 from projector.worker import Worker
-from standin import StandIn
 
 from readmodel import Layout
 
 from .capture_helpers import DB, ECONOMY, TASKS, economy_doc, settle, task_doc
 from .conftest import REDIS_URL
+from .mongo_target import mongo_target
 
 
 @pytest.fixture
 def standin():
-    with StandIn() as server:
+    with mongo_target() as server:
         server.insert(DB, TASKS, task_doc("g1", "u1", progress=0.25))
         server.insert(DB, TASKS, {"_id": "bad", "status": "processing"})
         server.insert(DB, ECONOMY, economy_doc("e1", "u1", credit="2.5", exp=7))

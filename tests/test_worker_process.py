@@ -22,13 +22,15 @@ from standin import StandIn
 from .capture_helpers import (
     DB, ECONOMY, TASKS, actual_state, economy_doc, expected_state, snapshot, task_doc, without_empty,
 )
+from .mongo_target import mongo_target
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def standin():
-    with StandIn() as server:
+    """The stand-in, or the replica set MONGO_TEST_URL names (tests/mongo_target.py)."""
+    with mongo_target() as server:
         yield server
 
 
