@@ -109,11 +109,9 @@ class Dispatcher:
         return reply
 
     def _fault_error(self, fault: Fault, name: str, command: Mapping) -> CommandError:
-        labels = fault.labels
-        if labels is None and not fault.server_labels:
-            labels = []
-        if labels is None:
-            labels = []
+        # The labels given; else none (failCommand), or those a real error of that code carries.
+        labels = list(fault.labels) if fault.labels is not None else []
+        if fault.labels is None and fault.server_labels:
             if fault.code == 286:
                 labels = [errors.NON_RESUMABLE]
             elif name in WRITE_COMMANDS and fault.code in errors.RETRYABLE_WRITE_CODES:
