@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 from bson import Timestamp
 from pymongo import MongoClient
+from pymongo.errors import DuplicateKeyError
 
-from standin import StandIn
+from standin import DuplicateKey, StandIn
 
 ENV = "MONGO_TEST_URL"
 MARKER = "livestatus_test_marker"
@@ -76,7 +77,11 @@ class ReplicaSet:
     # ------------------------------------------------------------ writes and reads
 
     def insert(self, db: str, coll: str, doc: Mapping) -> Any:
-        return self.client[db][coll].insert_one(copy.deepcopy(dict(doc))).inserted_id
+        """Insert a copy of ``doc``; raises the stand-in's DuplicateKey, as StandIn.insert does."""
+        try:
+            return self.client[db][coll].insert_one(copy.deepcopy(dict(doc))).inserted_id
+        except DuplicateKeyError:
+            raise DuplicateKey(f"{db}.{coll}", doc.get("_id")) from None
 
     def update(self, db: str, coll: str, _id: Any, *, set: Mapping | None = None,
                unset: Mapping | list | None = None, inc: Mapping | None = None, upsert: bool = False) -> bool:

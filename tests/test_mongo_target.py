@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from pymongo import MongoClient
 
+from standin import DuplicateKey
+
 from .mongo_target import ENV, MARKER, ReplicaSet, mongo_target
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +49,8 @@ def test_with_the_variable_the_helpers_write_and_read_that_replica_set(monkeypat
         assert mongo.documents("app", "generationOutputs") == [{"_id": "g1", "status": "running", "n": 2}]
         assert mongo.count("app", "userEconomy") == 1 and mongo.delete("app", "userEconomy", "e1")
         assert mongo.cluster_time().time > 0
+        with pytest.raises(DuplicateKey):  # what StandIn.insert raises, so tests catch one type
+            mongo.insert("app", "generationOutputs", {"_id": "g1"})
     with MongoClient(process_url) as client:  # written through the URL, not into some stand-in of its own
         assert client.app.generationOutputs.find_one({"_id": "g1"})["status"] == "running"
 
