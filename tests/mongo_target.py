@@ -127,7 +127,7 @@ class ReplicaSet:
     @staticmethod
     def _only_the_stand_in(what: str):
         def skip(*args: Any, **kwargs: Any) -> Any:
-            pytest.skip(f"needs the stand-in: {what} is a fault only the stand-in can inject ({ENV} is set)")
+            pytest.skip(f"needs the stand-in: {what} ({ENV} is set)")
 
         return skip
 
