@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from .auth import DEFAULT_TTL_S, mint_token
-from .deps import USER_ID_PATTERN
+from readmodel.keys import USER_ID_PATTERN
 from .settings import Settings, SettingsError
 
 

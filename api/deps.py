@@ -12,13 +12,13 @@ from fastapi import Depends, Path, Request
 from fastapi.security import APIKeyCookie, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 
 from readmodel import Layout
+from readmodel.keys import USER_ID_PATTERN
 
 from .auth import Principal, authenticate, authorize
 from .fanout import Fanout
 from .metrics import Metrics
 from .settings import Settings
 
-USER_ID_PATTERN = r"^[A-Za-z0-9:_.\-]{1,128}$"
 TOKEN_COOKIE = "livestatus_token"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from readmodel import Layout
@@ -14,12 +15,25 @@ LAG_LIMIT_MS = 60_000
 CHECKPOINT_LIMIT_MS = 60_000  # while tailing
 
 
+class State(StrEnum):
+    """What a worker is doing; written to the health hash as its value."""
+
+    STARTING = "starting"
+    STANDBY = "standby"  # another process holds the lease
+    RESYNCING = "resyncing"
+    TAILING = "tailing"
+    STOPPED = "stopped"
+
+
+LEADING = (State.TAILING, State.RESYNCING)
+
+
 @dataclass
 class Stats:
     """Counters and gauges of one worker process."""
 
     holder: str = ""
-    state: str = "starting"  # starting | standby | resyncing | tailing | stopped
+    state: State = State.STARTING
     events_total: int = 0
     batches_total: int = 0
     resyncs: int = 0
@@ -82,13 +96,13 @@ def evaluate(health: dict[str, str], now_ms: int, max_lag_ms: int = LAG_LIMIT_MS
     if now_ms - beat > HEARTBEAT_LIMIT_MS:
         return f"no heartbeat for {(now_ms - beat) / 1000:.0f} s (last state {health.get('state', '?')})"
     state = health.get("state", "")
-    if state not in ("tailing", "resyncing"):
+    if state not in LEADING:
         return f"the projector is {state or 'in an unknown state'}, not applying changes"
     lag = int(health.get("lagMs", 0) or 0)
     if lag > max_lag_ms:
         return f"lag is {lag / 1000:.1f} s (limit {max_lag_ms / 1000:.0f} s)"
     checkpoint_age = int(health.get("checkpointAgeMs", -1) or -1)
-    if state == "tailing" and (checkpoint_age < 0 or checkpoint_age > CHECKPOINT_LIMIT_MS):
+    if state == State.TAILING and (checkpoint_age < 0 or checkpoint_age > CHECKPOINT_LIMIT_MS):
         return f"the checkpoint has not advanced for {checkpoint_age / 1000:.0f} s"
     return None
 
@@ -126,7 +140,7 @@ class Metrics:
         g["lag_seconds"].set(s.lag_ms / 1000)
         g["checkpoint_age_seconds"].set((now_ms - s.checkpoint_ms) / 1000 if s.checkpoint_ms else -1)
         g["events_per_second"].set(s.events_per_sec)
-        g["leader"].set(1 if s.state in ("tailing", "resyncing") else 0)
+        g["leader"].set(1 if s.state in LEADING else 0)
 
     def close(self) -> None:
         self.server.shutdown()

@@ -106,6 +106,10 @@ class Lease:
     def held(self) -> bool:
         return self.token is not None and self._monotonic() < self._valid_until
 
+    def forget(self) -> None:
+        """Stop claiming the lease without telling Redis (it was lost: someone else holds it)."""
+        self.token = None
+
     def release(self) -> None:
         """Give the lease up at once (clean shutdown), so a standby takes over without waiting."""
         if self.token is not None:

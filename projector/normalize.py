@@ -18,6 +18,8 @@ from typing import Any, Callable
 from bson import Decimal128, Int64, ObjectId
 from bson.datetime_ms import DatetimeMS
 
+from readmodel.keys import USER_ID_RE
+
 from .progress import read_progress
 
 # Statuses seen in the wild, normalized (lower case, spaces and dashes as underscores).
@@ -37,7 +39,6 @@ TERMINAL_STATUSES = frozenset(
     }
 )
 DEFAULT_POINTS_RATE = Decimal("0.00037")
-ACCOUNT_ID_RE = re.compile(r"^[A-Za-z0-9:_.\-]{1,128}$")
 
 # Bounds on what a document may put into a snapshot. Anything outside is rejected with a reason
 # (numbers) or cut (display texts), so one hostile document can neither raise nor bloat a read.
@@ -153,7 +154,7 @@ def account_id(value: Any) -> str | None:
         return str(value)
     if isinstance(value, str):
         value = value.strip()
-        return value if ACCOUNT_ID_RE.match(value) else None
+        return value if USER_ID_RE.match(value) else None
     return None
 
 
@@ -322,14 +323,18 @@ def _field(name: str, read: Callable[[Any], Any], value: Any) -> Any:
         raise FieldError(name, f"cannot be read ({type(exc).__name__}: {str(exc)[:80]})") from None
 
 
-def normalize_task(doc: Any, rules: Rules = Rules()) -> Task | Rejection:
-    """A ``generationOutputs`` document as a :class:`Task`, or why it cannot be one. Never raises."""
+def _project(build: Callable[[Mapping[str, Any], Rules], Any], doc: Any, rules: Rules) -> Any:
     if not isinstance(doc, Mapping):
         return Rejection(f"document is a {type(doc).__name__}, not a mapping")
     try:
-        return _task(doc, rules)
+        return build(doc, rules)
     except FieldError as exc:
         return Rejection(str(exc))
+
+
+def normalize_task(doc: Any, rules: Rules = Rules()) -> Task | Rejection:
+    """A ``generationOutputs`` document as a :class:`Task`, or why it cannot be one. Never raises."""
+    return _project(_task, doc, rules)
 
 
 def _task(doc: Mapping[str, Any], rules: Rules) -> Task | Rejection:
@@ -380,12 +385,7 @@ def _task(doc: Mapping[str, Any], rules: Rules) -> Task | Rejection:
 
 def normalize_balance(doc: Any, rules: Rules = Rules()) -> Balance | Rejection:
     """A ``userEconomy`` document as a :class:`Balance`, or why it cannot be one. Never raises."""
-    if not isinstance(doc, Mapping):
-        return Rejection(f"document is a {type(doc).__name__}, not a mapping")
-    try:
-        return _balance(doc, rules)
-    except FieldError as exc:
-        return Rejection(str(exc))
+    return _project(_balance, doc, rules)
 
 
 def _balance(doc: Mapping[str, Any], rules: Rules) -> Balance | Rejection:

@@ -25,7 +25,7 @@ from .changes import ECONOMY, TASKS, Rejected, document_change, event_change, se
 from .checkpoint import Checkpoint, CheckpointStore
 from .deadletters import DeadLetters
 from .durations import Durations
-from .health import Metrics, Stats, publish
+from .health import Metrics, State, Stats, publish
 from .lease import Lease
 from .normalize import epoch_ms, iso, to_utc
 from .settings import Settings
@@ -59,6 +59,7 @@ class Worker:
         max_wait_s: float = 0.05,
         progress: bool = True,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.redis = redis
@@ -66,7 +67,7 @@ class Worker:
         self.model = ReadModel(redis, self.layout)
         self.source = Source(mongo, settings.mongo_db, settings.tasks_collection, settings.economy_collection,
                              batch_size=settings.batch_size)
-        self.lease = Lease(redis, self.layout, holder, ttl_ms=lease_ttl_ms)
+        self.lease = Lease(redis, self.layout, holder, ttl_ms=lease_ttl_ms, monotonic=monotonic)
         self.checkpoints = CheckpointStore(redis, self.layout)
         self.dead_letters = DeadLetters(redis, self.layout, maxlen=settings.deadletter_max)
         self.durations = Durations()
@@ -74,7 +75,8 @@ class Worker:
         self.metrics: Metrics | None = None
         self.max_wait_s = max_wait_s
         self.progress = progress
-        self.clock = clock
+        self.clock = clock  # wall time (s): positions, staleness, timestamps
+        self.monotonic = monotonic  # intervals: lease renewal, chores, durations
         self.stream: Stream | None = None
         self.saved: Checkpoint | None = None
         self.backoff_s = 0.0
@@ -101,7 +103,7 @@ class Worker:
         try:
             while not self._stop.is_set():
                 state = self.step()
-                if state == "standby":
+                if state == State.STANDBY:
                     self._stop.wait(0.5)
                 elif self.backoff_s:
                     self._stop.wait(self.backoff_s)
@@ -116,7 +118,7 @@ class Worker:
         self._closed = True
         self._drop_stream()
         was_leader = self.lease.token is not None
-        self.stats.state = "stopped"
+        self.stats.state = State.STOPPED
         try:
             if was_leader:
                 publish(self.redis, self.layout, self.stats, self._now_ms())
@@ -130,22 +132,19 @@ class Worker:
 
     # ------------------------------------------------------------ one step
 
-    def step(self) -> str:
+    def step(self) -> State:
         """Hold the lease, (re)open the stream if needed, apply one batch, do periodic chores."""
         try:
             if not self._ensure_lease():
-                self.stats.state = "standby"
-                return "standby"
+                self.stats.state = State.STANDBY
+                return State.STANDBY
             if self.stream is None:
                 self._open()
             self._tail_once()
             self._periodic()
             self.backoff_s = 0.0
         except LeaseLost as exc:
-            log.warning("lost the lease (%s): standing by", exc)
-            self._drop_stream()
-            self.lease.token = None
-            self.stats.state = "standby"
+            self._stand_by(exc)
         except Stopped:
             log.info("stopping in the middle of a resync; the next start resyncs again")
             self._drop_stream()
@@ -162,12 +161,15 @@ class Worker:
         except Stopped:
             self._drop_stream()
         except LeaseLost as exc:
-            log.warning("lost the lease during a resync (%s): standing by", exc)
-            self._drop_stream()
-            self.lease.token = None
-            self.stats.state = "standby"
+            self._stand_by(exc)
         except (PyMongoError, RedisError) as exc:
             self._failed(exc)
+
+    def _stand_by(self, lost: LeaseLost) -> None:
+        log.warning("lost the lease (%s): standing by", lost)
+        self._drop_stream()
+        self.lease.forget()
+        self.stats.state = State.STANDBY
 
     def _failed(self, exc: BaseException) -> None:
         message = f"{type(exc).__name__}: {exc}"
@@ -177,7 +179,7 @@ class Worker:
         self._drop_stream()
 
     def _ensure_lease(self) -> bool:
-        now = time.monotonic()
+        now = self.monotonic()
         if self.lease.token is not None and now < self._due["renew"] and self.lease.held():
             return True
         self._due["renew"] = now + EVERY_S
@@ -207,7 +209,7 @@ class Worker:
             self.resync(f"cannot resume from the checkpoint: {exc}")
             return
         self.saved = checkpoint
-        self.stats.state = "tailing"
+        self.stats.state = State.TAILING
         self.stats.position = checkpoint.position
         log.info("tailing from position %s", checkpoint.position)
 
@@ -318,9 +320,9 @@ class Worker:
         """
         log.warning("resync: %s", reason)
         self.stats.resyncs += 1
-        self.stats.state = "resyncing"
+        self.stats.state = State.RESYNCING
         self._drop_stream()
-        started = time.monotonic()
+        started = self.monotonic()
         self._report()
         stream = self.source.open(None)
         try:
@@ -335,10 +337,10 @@ class Worker:
             stream.close()
             raise
         self.stream = stream
-        self.stats.state = "tailing"
+        self.stats.state = State.TAILING
         self._report()
         log.info("resync done: %d documents, %d users checked, position %s, %.1f s",
-                 scanned, len(users), stream.start, time.monotonic() - started)
+                 scanned, len(users), stream.start, self.monotonic() - started)
 
     def _scan(self, seq: str) -> int:
         rules = self.settings.rules
@@ -381,15 +383,15 @@ class Worker:
     def _keep_lease(self) -> None:
         if self._stop.is_set():
             raise Stopped()
-        if time.monotonic() >= self._due["renew"] or not self.lease.held():
-            self._due["renew"] = time.monotonic() + EVERY_S
+        if self.monotonic() >= self._due["renew"] or not self.lease.held():
+            self._due["renew"] = self.monotonic() + EVERY_S
             if not self.lease.renew():
                 raise LeaseLost("taken over during a resync")
 
     # ------------------------------------------------------------ chores
 
     def _periodic(self, sweep: bool = True) -> None:
-        now = time.monotonic()
+        now = self.monotonic()
         if now < self._due["periodic"]:
             return
         self._due["periodic"] = now + EVERY_S

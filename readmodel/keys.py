@@ -23,6 +23,9 @@ from __future__ import annotations
 import re
 
 PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,32}$")
+# A user id (masterAccountId) as keys hold it: no braces, so it stays one hash tag.
+USER_ID_PATTERN = r"^[A-Za-z0-9:_.\-]{1,128}$"
+USER_ID_RE = re.compile(USER_ID_PATTERN)
 
 
 def position(seconds: int, increment: int) -> str:

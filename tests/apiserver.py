@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ import httpx
 
 from readmodel import FINISHED, GONE, LIVE, BalanceChange, ReadModel, TaskChange
 from readmodel.records import balance_record, finished_task_record, live_task_record
+
+from tests.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-" + "x" * 40
@@ -77,12 +78,6 @@ def balance_change(owner: str, usd: str = "1.250000", points: int = 3378, exp: i
 
 def apply(readmodel: ReadModel, *changes: Any) -> dict[str, int]:
     return readmodel.apply(list(changes), iso_ms(int(time.time() * 1000)))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -52,6 +52,16 @@ def fake_redis():
     client.close()
 
 
+@pytest.fixture
+def standin():
+    """A MongoDB stand-in (a single-node replica set on a loopback port), stopped afterwards; or
+    the replica set MONGO_TEST_URL names (tests/mongo_target.py)."""
+    from .mongo_target import mongo_target
+
+    with mongo_target() as server:
+        yield server
+
+
 @pytest.fixture(scope="module")
 def module_prefix() -> str:
     """A key prefix shared by one module's tests (for a server that the module shares)."""

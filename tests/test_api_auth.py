@@ -18,6 +18,7 @@ from api.main import create_app
 from api.settings import InsecureConfig, Settings, SettingsError
 from tests.apiserver import KEY, ROOT, SECRET, auth
 from tests.conftest import REDIS_URL
+from tests.net import clock_env
 
 ALICE, BOB = "alice", "bob"
 
@@ -111,7 +112,7 @@ async def test_insecure_dev_mode_serves_without_credentials_and_warns_loudly(pre
 
 def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "api", *args], cwd=ROOT, env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "api", *args], cwd=ROOT, env={"PATH": "/usr/bin:/bin", **clock_env(), **env}, capture_output=True, text=True, timeout=30
     )
 
 

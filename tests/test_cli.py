@@ -16,16 +16,15 @@ from readmodel import Layout
 
 from .capture_helpers import DB, ECONOMY, TASKS, economy_doc, settle, task_doc
 from .conftest import REDIS_URL
-from .mongo_target import mongo_target
 
 
 @pytest.fixture
-def standin():
-    with mongo_target() as server:
-        server.insert(DB, TASKS, task_doc("g1", "u1", progress=0.25))
-        server.insert(DB, TASKS, {"_id": "bad", "status": "processing"})
-        server.insert(DB, ECONOMY, economy_doc("e1", "u1", credit="2.5", exp=7))
-        yield server
+def standin(standin):
+    """conftest's stand-in, seeded with one good task, one bad one and a balance."""
+    standin.insert(DB, TASKS, task_doc("g1", "u1", progress=0.25))
+    standin.insert(DB, TASKS, {"_id": "bad", "status": "processing"})
+    standin.insert(DB, ECONOMY, economy_doc("e1", "u1", credit="2.5", exp=7))
+    return standin
 
 
 @pytest.fixture

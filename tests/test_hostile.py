@@ -25,7 +25,7 @@ from projector.normalize import (
 from readmodel import BalanceChange, TaskChange
 
 from .capture_helpers import DB, ECONOMY, TASKS, economy_doc, snapshot, task_doc
-from .test_worker_process import caught_up, output, spawn, standin, wait_for  # noqa: F401
+from .test_worker_process import caught_up, output, spawn, wait_for  # noqa: F401
 
 RULES = Rules()
 RECORD_LIMIT = 2000  # bytes: the largest record any single document may produce

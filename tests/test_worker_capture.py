@@ -19,14 +19,6 @@ from .capture_helpers import (
     DB, ECONOMY, TASKS, actual_state, drive, economy_doc, expected_state, iso_ago, settle, snapshot, task_doc,
     without_empty,
 )
-from .mongo_target import mongo_target
-
-
-@pytest.fixture
-def standin():
-    """The stand-in, or the replica set MONGO_TEST_URL names (tests/mongo_target.py)."""
-    with mongo_target() as server:
-        yield server
 
 
 @pytest.fixture

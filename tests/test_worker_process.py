@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,16 +21,9 @@ from standin import StandIn
 from .capture_helpers import (
     DB, ECONOMY, TASKS, actual_state, economy_doc, expected_state, snapshot, task_doc, without_empty,
 )
-from .mongo_target import mongo_target
+from .net import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def standin():
-    """The stand-in, or the replica set MONGO_TEST_URL names (tests/mongo_target.py)."""
-    with mongo_target() as server:
-        yield server
 
 
 @pytest.fixture
@@ -83,12 +75,6 @@ def caught_up(redis, layout, standin) -> bool:
     checkpoint = CheckpointStore(redis, layout).load()
     latest = standin.cluster_time()
     return checkpoint is not None and checkpoint.position >= position(latest.time, latest.inc)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_sigterm_finishes_checkpoints_and_exits_zero_with_a_counters_line(standin, spawn, real_redis, layout):

@@ -7,7 +7,6 @@ with the soak sizes (``size(short, soak)``) and longer timeouts.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -16,7 +15,8 @@ import pytest
 import redis
 
 # The stand-in and the `projector run` spawner of the process tests, reused as they are.
-from tests.test_worker_process import spawn, standin  # noqa: F401
+from tests.test_worker_process import spawn  # noqa: F401
+from tests.net import free_port, real_clock_env
 
 SOAK = os.environ.get("SOAK", "") not in ("", "0")
 HERE = Path(__file__).resolve().parent
@@ -39,12 +39,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.timeout(3600))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class PrivateRedis:
     """A redis-server of this test's own (no persistence), so it may be flushed and restarted."""
 
@@ -61,7 +55,7 @@ class PrivateRedis:
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=real_clock_env(),
         )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + 10
