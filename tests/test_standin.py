@@ -460,3 +460,12 @@ def test_find_by_in_matches_embedded_document_and_number_ids(db):
     db.t.insert_many([{"_id": {"nested": "a"}}, {"_id": 1.5}, {"_id": "s"}])
     found = db.t.find({"_id": {"$in": [{"nested": "a"}, 1.5, "missing"]}})
     assert sorted(map(repr, (d["_id"] for d in found))) == ["1.5", "{'nested': 'a'}"]
+
+
+def test_stopping_right_after_starting_leaves_no_failed_thread(monkeypatch):
+    failures = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: failures.append(args.exc_value))
+    for _ in range(100):
+        with StandIn():
+            pass
+    assert failures == []
