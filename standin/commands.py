@@ -200,7 +200,10 @@ class Dispatcher:
     def configure_fail_point(self, command: Mapping, db: str) -> dict:
         if db != "admin":
             raise CommandError(13, "configureFailPoint may only be run against the admin database.")
-        self.faults.set_fail_point(command["configureFailPoint"], fail_point(command))
+        fault = fail_point(command)
+        if fault is not None and command["configureFailPoint"] == "failGetMoreAfterCursorCheckout":
+            fault.when = lambda getmore: self.cursors.peek(getmore.get("getMore")) is not None  # checked out
+        self.faults.set_fail_point(command["configureFailPoint"], fault)
         return {"count": 0}
 
     # ------------------------------------------------------------ catalog

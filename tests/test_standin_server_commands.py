@@ -80,6 +80,17 @@ def test_fail_get_more_after_checkout_is_labelled_by_the_server_and_resumed(mong
     assert len(mongo.change_stream_opens) == 2
 
 
+def test_fail_get_more_after_checkout_spares_a_get_more_of_an_unknown_cursor(mongo, client):
+    fail_point(client, "failGetMoreAfterCursorCheckout", errorCode=189)
+    with pytest.raises(OperationFailure) as failure:
+        client[DB].command("getMore", 12345, collection="t")
+    assert failure.value.code == 43  # no cursor to check out: the fail point stays armed
+    with client[DB].t.watch(max_await_time_ms=100) as stream:
+        mongo.insert(DB, "t", {"_id": 1})
+        assert next_change(stream)["documentKey"] == {"_id": 1}
+    assert len(mongo.change_stream_opens) == 2  # it fired on the stream's getMore
+
+
 def test_fail_command_can_close_the_connection_and_be_limited_to_one_app_name(mongo, client):
     fail_point(client, mode="alwaysOn", failCommands=["find"], closeConnection=True, appName="someone-else")
     assert client[DB].t.find_one() is None  # another application's fail point
