@@ -115,6 +115,8 @@ def stage_projector(spec: Any) -> Callable[[Mapping], dict]:
     tree.setdefault("_id", True)
     if tree["_id"] is False:
         del tree["_id"]
+    if not any(isinstance(node, _Expression) for _, node in _leaves(tree)):
+        return lambda doc: _include(doc, tree)  # the common case, and the change stream's hot path
     return lambda doc: _include_computed(doc, tree, doc)
 
 
@@ -143,6 +145,20 @@ def _leaves(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:
             out += _leaves(node, f"{prefix}{key}.")
         else:
             out.append((f"{prefix}{key}", node))
+    return out
+
+
+def _include(doc: Mapping, tree: dict) -> dict:
+    out = {}
+    for key, value in doc.items():
+        sub = tree.get(key)
+        if sub is True:
+            out[key] = value
+        elif sub:
+            if isinstance(value, Mapping):
+                out[key] = _include(value, sub)
+            elif isinstance(value, list):
+                out[key] = [_include(e, sub) for e in value if isinstance(e, Mapping)]
     return out
 
 
