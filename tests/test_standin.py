@@ -430,7 +430,8 @@ def test_an_exclusion_project_stage_drops_fields_and_keeps_the_resume_token(mong
     with db.watch([{"$project": {"fullDocument.prompt": 0, "wallTime": 0}}], max_await_time_ms=100) as stream:
         mongo.insert(DB, "generationOutputs", {"_id": 1, "status": "pending", "prompt": "x" * 500})
         change = next_change(stream)
-        assert change["_id"] == stream.resume_token
+        # the event's own token is kept; pymongo caches the drained batch's high-water mark after it
+        assert change["_id"]["_data"] <= stream.resume_token["_data"]
     assert change["fullDocument"] == {"_id": 1, "status": "pending"}
     assert "wallTime" not in change and "clusterTime" in change
 
