@@ -33,6 +33,7 @@ from readmodel.text import text
 from .metrics import Metrics
 
 log = logging.getLogger("api.fanout")
+CLOSE_TIMEOUT_S = 3.0  # shutdown waits this long for the fan-out's own tasks
 
 Reader = Callable[[str], Awaitable[dict[str, Any]]]
 ManyReader = Callable[[list[str]], Awaitable[list[dict[str, Any]]]]
@@ -252,11 +253,15 @@ class Fanout:
         tasks = [t for t in (self._runner, self._reader, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            # Bounded: a task stuck in a Redis call must not hold the process's shutdown forever.
+            _, stuck = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S)
+            if stuck:
+                log.warning("fan-out: %d task(s) did not stop within %.0f s of shutdown", len(stuck), CLOSE_TIMEOUT_S)
         self._runner = self._reader = None
         try:
-            await self._pubsub.aclose()
-        except (RedisError, OSError):
+            await asyncio.wait_for(self._pubsub.aclose(), CLOSE_TIMEOUT_S)
+        except (RedisError, OSError, asyncio.TimeoutError):
             pass
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
