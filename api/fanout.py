@@ -1,8 +1,11 @@
-"""One Redis pub/sub connection per process, fanned out to every open stream.
+"""Sharded pub/sub per process (one connection per Redis shard it needs), fanned out to every open stream.
 
-The projector publishes a user's new version on ``Layout.channel(uid)`` in the same script that
-changes the snapshot. This process subscribes to a user's channel while at least one stream of
-that user is open here, and unsubscribes when the last one closes. A notification makes *one*
+The projector announces a user's new version on ``Layout.channel(uid)`` (``SPUBLISH``: on a
+cluster only the shard holding the user's slot carries it) in the same script that changes the
+snapshot. This process subscribes (``SSUBSCRIBE``) to a user's channel while at least one stream
+of that user is open here, and unsubscribes when the last one closes. On a single Redis that is
+one connection; on a cluster redis-py keeps one per master owning a subscribed channel and moves
+subscriptions to the new owner after a failover. A notification makes *one*
 snapshot read per user and version, whatever the number of streams; each stream has a
 :class:`Listener` that keeps only the newest snapshot it has not sent yet, so a slow client is
 never queued for: an undelivered state is replaced by the next one (and counted as dropped).
@@ -161,6 +164,8 @@ class Fanout:
         (without it, a batch is read with concurrent ``read`` calls)."""
         self._redis = redis
         self._pubsub = redis.pubsub()
+        # A cluster's pub/sub reads sharded messages from every node's connection in turn.
+        self._receive = getattr(self._pubsub, "get_sharded_message", self._pubsub.get_message)
         self.layout = layout
         self._read = read
         self._read_many = read_many or self._read_each
@@ -268,11 +273,11 @@ class Fanout:
             add, remove = sorted(wanted - self._channels), sorted(self._channels - wanted)
             try:
                 if add:
-                    await self._pubsub.subscribe(*add)
+                    await self._pubsub.ssubscribe(*add)
                     self._channels.update(add)
                     self._wake.set()
                 if remove:
-                    await self._pubsub.unsubscribe(*remove)
+                    await self._pubsub.sunsubscribe(*remove)
                     self._channels.difference_update(remove)
             except RedisError as exc:
                 log.warning("pub/sub (un)subscribe failed, retrying in 1s: %s", exc)
@@ -286,12 +291,12 @@ class Fanout:
     async def _run(self) -> None:
         backoff = 0.1
         while True:
-            if not self._channels or self._pubsub.connection is None:
+            if not self._channels or not self._pubsub.subscribed:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             try:
-                message = await self._pubsub.get_message(timeout=self.poll_s)
+                message = await self._receive(timeout=self.poll_s)
             except (RedisError, OSError) as exc:
                 self.metrics.pubsub_reconnects.inc()
                 self._confirmed.clear()
@@ -309,14 +314,14 @@ class Fanout:
         if not self.layout.is_channel(channel):
             return
         uid = self.layout.user_of_channel(channel)
-        if kind == "subscribe":
+        if kind == "ssubscribe":
             if channel in self._confirmed:
                 self.metrics.resubscribes.inc()
             self._confirmed.add(channel)
             self._want_read(uid)  # a publish may have happened before this confirmation
-        elif kind == "unsubscribe":
+        elif kind == "sunsubscribe":
             self._confirmed.discard(channel)
-        elif kind == "message":
+        elif kind == "smessage":
             try:
                 version = int(text(message.get("data") or b""))
             except ValueError:

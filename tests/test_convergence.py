@@ -123,10 +123,7 @@ def run(client, history, batches):
                 model.apply(changes, "2026-11-25T09:00:00.000Z")
                 continue
             plan = model.plan(changes, "2026-11-25T09:00:00.000Z")
-            pipe = client.pipeline(transaction=False)
-            for step in plan.steps[:cut]:
-                step(pipe)
-            pipe.execute()
+            model.run(plan.steps[:cut])
         assert_every_live_task_has_a_deadline(client, layout)
         return observed_state(client, layout)
     finally:

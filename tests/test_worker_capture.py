@@ -267,12 +267,12 @@ def test_stale_task_disappears_without_new_events_with_a_version_bump(standin, m
     worker = make_worker(rules=Rules(stale_after_ms=1500))
     settle(worker)
     pubsub = real_redis.pubsub()
-    pubsub.subscribe(worker.layout.channel("u1"))
+    pubsub.ssubscribe(worker.layout.channel("u1"))
     before = snapshot(real_redis, layout, "u1")["version"]
     assert real_redis.hlen(layout.tasks("u1")) == 1
     drive(worker, lambda: real_redis.hlen(layout.tasks("u1")) == 0, timeout=6, what="the stale sweep")
     assert snapshot(real_redis, layout, "u1")["version"] == before + 1
-    messages = [m for m in iter(lambda: pubsub.get_message(timeout=0.5), None) if m["type"] == "message"]
+    messages = [m for m in iter(lambda: pubsub.get_message(timeout=0.5), None) if m["type"] == "smessage"]
     assert [int(m["data"]) for m in messages] == [before + 1]
     pubsub.close()
 

@@ -30,7 +30,7 @@ local version = 0
 if changed then
   version = redis.call('HINCRBY', KEYS[1], 'version', 1)
   redis.call('HSET', KEYS[1], 'updatedAt', ARGV[2])
-  redis.call('PUBLISH', ARGV[1], version)
+  redis.call('SPUBLISH', ARGV[1], version)
 end
 local result = {version, next_deadline}
 for i = 1, #removed do result[#result + 1] = removed[i] end
