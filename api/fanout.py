@@ -27,9 +27,10 @@ import logging
 from collections import deque
 from typing import Any, Awaitable, Callable
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from readmodel import Layout
+from readmodel.connect import StoreError
 from readmodel.text import text
 
 from .metrics import Metrics
@@ -187,6 +188,7 @@ class Fanout:
         self._tasks: set[asyncio.Task] = set()
         self._runner: asyncio.Task | None = None
         self._reconcile_queued = False  # a reconcile is spawned and has not looked at the listeners yet
+        self._connected = False  # the client answered since the last pub/sub error (a cluster client knows its slots)
         self.ending = False  # the server is shutting down: no stream may stay open
 
     # ------------------------------------------------------------------ listeners
@@ -248,7 +250,7 @@ class Fanout:
         self._runner = self._reader = None
         try:
             await self._pubsub.aclose()
-        except (RedisError, OSError):
+        except (*StoreError, OSError):
             pass
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
@@ -272,6 +274,9 @@ class Fanout:
             wanted = {self.layout.channel(uid) for uid in self._listeners}
             add, remove = sorted(wanted - self._channels), sorted(self._channels - wanted)
             try:
+                if add and not self._connected:
+                    await self._redis.ping()  # a cluster client learns (again) which node holds which slot
+                    self._connected = True
                 if add:
                     await self._pubsub.ssubscribe(*add)
                     self._channels.update(add)
@@ -279,7 +284,8 @@ class Fanout:
                 if remove:
                     await self._pubsub.sunsubscribe(*remove)
                     self._channels.difference_update(remove)
-            except RedisError as exc:
+            except StoreError as exc:
+                self._connected = False
                 log.warning("pub/sub (un)subscribe failed, retrying in 1s: %s", exc)
                 self._spawn(self._reconcile_later(1.0))
             self.metrics.subscribed_users.set(len(self._channels))
@@ -297,7 +303,8 @@ class Fanout:
                 continue
             try:
                 message = await self._receive(timeout=self.poll_s)
-            except (RedisError, OSError) as exc:
+            except (*StoreError, OSError) as exc:
+                self._connected = False
                 self.metrics.pubsub_reconnects.inc()
                 self._confirmed.clear()
                 log.warning("pub/sub connection lost (%s); reconnecting in %.1fs", exc, backoff)
@@ -385,7 +392,7 @@ class Fanout:
             self.metrics.snapshot_read_batches.inc(1 + len(uids))  # the failed round trip and one each
             failed = []
             for uid, result in zip(uids, results):
-                if isinstance(result, RedisError):
+                if isinstance(result, StoreError):
                     failed.append(uid)
                 elif isinstance(result, BaseException):
                     log.error("snapshot read for %s failed", uid, exc_info=result)
@@ -394,7 +401,7 @@ class Fanout:
             if failed:
                 self._retry_later(failed, exc)
             return
-        except RedisError as exc:
+        except StoreError as exc:
             self._retry_later(uids, exc)
             return
         except Exception:  # noqa: BLE001 - the reader serves every user: it must not die

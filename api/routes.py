@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.exceptions import RedisError
+from readmodel.connect import StoreError
 
 from readmodel import aread_heartbeat_ms
 
@@ -98,7 +98,7 @@ async def readyz(redis: RedisDep, layout: LayoutDep, settings: SettingsDep) -> d
     """Redis answers and the projector's heartbeat is fresh."""
     try:
         heartbeat = await aread_heartbeat_ms(redis, layout)
-    except RedisError as exc:
+    except StoreError as exc:
         raise NotReady(f"Redis does not answer: {exc}") from None
     if heartbeat is None:
         raise NotReady("no projector heartbeat in Redis yet")

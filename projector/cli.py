@@ -19,6 +19,7 @@ from .checkpoint import CheckpointStore
 from .deadletters import DeadLetters
 from .lease import Lease
 from readmodel import Layout, View, read_snapshot
+from readmodel.connect import StoreError
 from readmodel.connect import connect as connect_redis
 from readmodel.text import text, text_map
 from .settings import Settings, SettingsError
@@ -57,7 +58,7 @@ def _redis(settings: Settings) -> Any:
         client = connect_redis(settings.store, socket_connect_timeout=5, socket_timeout=10, health_check_interval=30)
     except ValueError as exc:
         raise Misconfigured(f"REDIS_URL is not usable: {exc}.") from None
-    except RedisError as exc:  # a cluster client asks a node for the slot map at once
+    except StoreError as exc:  # a cluster client asks a node for the slot map at once
         raise Misconfigured(f"cannot reach the Redis Cluster at {_where(settings.redis_url)} ({str(exc).rstrip('.')}).") from None
     where = _where(settings.redis_url)
     try:
@@ -307,6 +308,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Misconfigured as exc:
         print(f"projector: {exc}", file=sys.stderr)
         return 2
-    except RedisError as exc:
+    except StoreError as exc:
         print(f"projector: Redis failed: {exc}.", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
 from pymongo.errors import PyMongoError
-from redis.exceptions import RedisError
+from readmodel.connect import StoreError
 from tqdm import tqdm
 
 from readmodel import LIVE, Change, Layout, ReadModel, TaskChange
@@ -123,7 +123,7 @@ class Worker:
             if was_leader:
                 publish(self.redis, self.layout, self.stats, self._now_ms())
             self.lease.release()
-        except RedisError as exc:
+        except StoreError as exc:
             log.warning("could not release the lease: %s", exc)
         if self.metrics is not None:
             self.metrics.close()
@@ -148,7 +148,7 @@ class Worker:
         except Stopped:
             log.info("stopping in the middle of a resync; the next start resyncs again")
             self._drop_stream()
-        except (PyMongoError, RedisError) as exc:
+        except (PyMongoError, *StoreError) as exc:
             if needs_resync(exc) and self.stream is not None:
                 self._safely_resync(f"the stream cannot continue: {exc}")
             else:
@@ -162,7 +162,7 @@ class Worker:
             self._drop_stream()
         except LeaseLost as exc:
             self._stand_by(exc)
-        except (PyMongoError, RedisError) as exc:
+        except (PyMongoError, *StoreError) as exc:
             self._failed(exc)
 
     def _stand_by(self, lost: LeaseLost) -> None:

@@ -15,9 +15,14 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
 from .settings import StoreSettings
+
+# What a client raises when the store is unreachable or reconfiguring: a cluster client raises
+# RedisClusterException (not a RedisError) e.g. while a failed master's slots are not covered yet.
+StoreError = (RedisError, RedisClusterException)
 
 
 def _retry(retries: int) -> Retry:
