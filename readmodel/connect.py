@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import RedisCluster
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from redis.retry import Retry
 
 from .settings import StoreSettings
@@ -39,6 +39,23 @@ def connect(store: StoreSettings, **options: Any) -> Any:
         options.pop("health_check_interval", None)  # per-node connections have their own checks
         return RedisCluster.from_url(store.redis_url, retry=_retry(6), **options)
     return redis.Redis.from_url(store.redis_url, **options)
+
+
+def masters(client: Any) -> str:
+    """Who holds the data now: the run ids of the masters (every master of a cluster), sorted.
+
+    It changes whenever writes a master acknowledged may be gone: a failover promotes a replica
+    (replication is asynchronous) and a restarted server is a new run. '' when the server does
+    not tell (fakeredis)."""
+    try:
+        if isinstance(client, RedisCluster):
+            infos = client.info("server", target_nodes=RedisCluster.PRIMARIES)
+            runs = [info["run_id"] for info in infos.values()] if "run_id" not in infos else [infos["run_id"]]
+        else:
+            runs = [client.info("server")["run_id"]]
+    except ResponseError:
+        return ""
+    return ",".join(sorted(runs))
 
 
 def aconnect(store: StoreSettings, max_connections: int, **options: Any) -> Any:

@@ -163,11 +163,13 @@ class ReadModel:
             if seq is not None:
                 draft.newest_seq = max(draft.newest_seq, text(seq))
 
-    def sweep(self, now_ms: int, now_iso: str, users: Iterable[str] | None = None, min_seq: str = "") -> dict[str, int]:
+    def sweep(self, now_ms: int, now_iso: str, users: Iterable[str] | None = None, min_seq: str = "",
+              version_jump: int = 0) -> dict[str, int]:
         """Remove stale tasks (and, with ``min_seq``, whatever a resync did not see).
 
-        Without ``users``, sweeps the users whose earliest deadline has passed. Returns
-        {user: new version} for users whose snapshot changed.
+        Without ``users``, sweeps the users whose earliest deadline has passed. ``version_jump``
+        moves every swept user's version that far (and announces it). Returns {user: new version}
+        for users whose snapshot changed.
         """
         if users is None:
             users = [text(u) for u in self.redis.zrangebyscore(self.layout.deadlines, "-inf", now_ms)]
@@ -176,7 +178,7 @@ class ReadModel:
             return {}
         results = self.run([
             lambda pipe, uid=uid: scripts.SWEEP.queue(pipe, self.layout.user_keys(uid),
-                                                      [self.layout.channel(uid), now_iso, now_ms, min_seq])
+                                                      [self.layout.channel(uid), now_iso, now_ms, min_seq, version_jump])
             for uid in users
         ])
         pipe = self.redis.pipeline(transaction=False)
