@@ -310,10 +310,21 @@ class Fanout:
                 log.warning("pub/sub connection lost (%s); reconnecting in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+                await self._refresh()
                 continue
             backoff = 0.1
             if message is not None:
                 self._handle(message)
+
+    async def _refresh(self) -> None:
+        """Send the client a PING. A cluster client that meets a failed master this way learns the
+        new slot map, and redis-py then moves the sharded subscriptions to the new owners (their
+        confirmations make every moved user read again)."""
+        try:
+            await self._redis.ping()
+            self._connected = True
+        except (*StoreError, OSError) as exc:
+            log.info("Redis still unreachable: %s", exc)
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
