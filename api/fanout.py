@@ -30,7 +30,7 @@ from typing import Any, Awaitable, Callable
 from redis.exceptions import ResponseError
 
 from readmodel import Layout
-from readmodel.connect import StoreError
+from readmodel.connect import StoreError, arefresh
 from readmodel.text import text
 
 from .metrics import Metrics
@@ -275,7 +275,7 @@ class Fanout:
             add, remove = sorted(wanted - self._channels), sorted(self._channels - wanted)
             try:
                 if add and not self._connected:
-                    await self._redis.ping()  # a cluster client learns (again) which node holds which slot
+                    await arefresh(self._redis)
                     self._connected = True
                 if add:
                     await self._pubsub.ssubscribe(*add)
@@ -303,28 +303,39 @@ class Fanout:
                 continue
             try:
                 message = await self._receive(timeout=self.poll_s)
-            except (*StoreError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - this loop serves every stream: it must not die
+                # Besides connection errors: redis-py's cluster pub/sub can end its round-robin
+                # over shard connections for good (RuntimeError) once failover emptied it.
                 self._connected = False
                 self.metrics.pubsub_reconnects.inc()
                 self._confirmed.clear()
-                log.warning("pub/sub connection lost (%s); reconnecting in %.1fs", exc, backoff)
+                log.warning("pub/sub connection lost (%s: %s); reconnecting in %.1fs", type(exc).__name__, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-                await self._refresh()
+                await self._restart()
                 continue
             backoff = 0.1
             if message is not None:
                 self._handle(message)
 
-    async def _refresh(self) -> None:
-        """Send the client a PING. A cluster client that meets a failed master this way learns the
-        new slot map, and redis-py then moves the sharded subscriptions to the new owners (their
-        confirmations make every moved user read again)."""
+    async def _restart(self) -> None:
+        """After a pub/sub error: drop every subscription and subscribe again from scratch.
+
+        The reconcile PINGs first (a cluster client meeting the failed master learns the new slot
+        map, so the subscriptions go to the promoted replica) and retries every second until it
+        succeeds; each confirmation reads its user again, so no change announced meanwhile is lost.
+        """
+        async with self._lock:
+            old, self._pubsub = self._pubsub, self._redis.pubsub()
+            self._receive = getattr(self._pubsub, "get_sharded_message", self._pubsub.get_message)
+            self._channels.clear()
+            self._confirmed.clear()
+            self._connected = False
         try:
-            await self._redis.ping()
-            self._connected = True
-        except (*StoreError, OSError) as exc:
-            log.info("Redis still unreachable: %s", exc)
+            await old.aclose()
+        except (*StoreError, OSError):
+            pass
+        self._queue_reconcile()
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")

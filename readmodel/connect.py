@@ -69,9 +69,19 @@ def aconnect(store: StoreSettings, max_connections: int, **options: Any) -> Any:
     return aioredis.Redis.from_pool(pool)  # closing the client closes its pool
 
 
+async def arefresh(client: Any) -> None:
+    """Make sure ``client`` answers; a cluster client also reads the slot map again (after a
+    failover it otherwise keeps sending sharded subscriptions to the failed master: redis-py only
+    refreshes the map when a data command meets the failure, and subscriptions are not such)."""
+    await client.ping()
+    if isinstance(client, AsyncRedisCluster):
+        await client.nodes_manager.initialize()
+
+
 def apubsub_client(store: StoreSettings, name: str, **options: Any) -> Any:
     """The asyncio client whose pub/sub connections carry change notifications (named ``name`` in
-    ``CLIENT LIST``): one connection on a single Redis, one per master holding a channel on a cluster."""
+    ``CLIENT LIST``): one connection on a single Redis, one per master holding a subscribed
+    channel on a cluster."""
     options.setdefault("retry", _retry(2))
     if store.cluster:
         return AsyncRedisCluster.from_url(store.redis_url, client_name=name, **options)

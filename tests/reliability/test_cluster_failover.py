@@ -91,8 +91,8 @@ def poll_rest(url: str, users: list[str], stop: threading.Event, statuses: Count
             for uid in users:
                 try:
                     statuses[client.get(f"{url}/users/{uid}/status", headers=auth()).status_code] += 1
-                except httpx.HTTPError:
-                    statuses["transport"] += 1
+                except httpx.HTTPError as exc:
+                    statuses[f"transport:{type(exc).__name__}"] += 1
             time.sleep(0.02)
 
 
@@ -158,6 +158,10 @@ def test_a_master_killed_mid_stream_loses_nothing_and_every_client_ends_on_the_f
         polling.set()
         writer.stop.set()
         writer.join()
+        if poller.is_alive():
+            poller.join(10)
+        if listeners.thread.is_alive():
+            listeners.thread.join(10)
         api.stop()
     log = output(projector)
     print(f"SSE statuses {dict(listeners.statuses)}, reconnects {listeners.reconnects}; REST {dict(rest_statuses)}")
