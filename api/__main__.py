@@ -54,19 +54,27 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    secret = os.environ.get("AUTH_SECRET")
+    # The token settings the API will check it against (service keys play no part here).
+    env = {name: value for name, value in os.environ.items() if name != "API_KEYS"}
     try:
-        Settings(auth_secret=secret)
+        settings = Settings.from_env(env)
     except SettingsError as exc:
         print(f"livestatus-api: {exc}", file=sys.stderr)
         return 2
-    if not secret:
+    if not settings.auth_secret:
         print("livestatus-api: AUTH_SECRET is not set", file=sys.stderr)
         return 2
     if not re.fullmatch(USER_ID_PATTERN, args.user):
         print(f"livestatus-api: not a valid masterAccountId: {args.user!r}", file=sys.stderr)
         return 2
-    print(mint_token(secret, args.user, args.ttl))
+    if not 0 < args.ttl <= settings.token_max_lifetime_s:
+        print(
+            f"livestatus-api: --ttl must be between 1 and TOKEN_MAX_LIFETIME_S ({settings.token_max_lifetime_s:g} s); "
+            "the API refuses longer-lived tokens",
+            file=sys.stderr,
+        )
+        return 2
+    print(mint_token(settings.auth_secret, args.user, args.ttl, audience=settings.token_audience, issuer=settings.token_issuer))
     return 0
 
 

@@ -15,7 +15,9 @@ from readmodel import Layout
 from readmodel.keys import USER_ID_PATTERN
 
 from .auth import Principal, authenticate, authorize
-from .fanout import Fanout
+from .expiry import end_at_expiry
+from .fanout import Fanout, Listener
+from .limits import StreamLimiter
 from .metrics import Metrics
 from .settings import Settings
 
@@ -81,3 +83,37 @@ async def _readable_user(masterAccountId: UserIdPath, principal: PrincipalDep) -
 
 
 ReadableUser = Annotated[str, Depends(_readable_user)]
+
+
+class StreamGate:
+    """What a stream must pass before it opens: a slot within the limits; and its token's end."""
+
+    __slots__ = ("uid", "principal", "limiter", "leeway_s")
+
+    def __init__(self, uid: str, principal: Principal, limiter: StreamLimiter, leeway_s: float) -> None:
+        self.uid, self.principal, self.limiter, self.leeway_s = uid, principal, limiter, leeway_s
+
+    def listen(self, fanout: Fanout) -> Listener:
+        """The stream's listener, holding a slot until it closes and ending when a user token does.
+
+        Raises TooManyStreams (429) or ServerBusy (503) past a limit.
+        """
+        slot = self.limiter.acquire(self.uid, self.principal)
+        timer = None
+
+        def end() -> None:
+            slot.release()
+            if timer is not None:
+                timer.cancel()
+
+        listener = fanout.listen(self.uid, on_end=end)
+        if not listener.closed:
+            timer = end_at_expiry(listener, self.principal.expires_at, self.leeway_s)
+        return listener
+
+
+async def _stream_gate(request: Request, uid: ReadableUser, principal: PrincipalDep, settings: SettingsDep) -> StreamGate:
+    return StreamGate(uid, principal, request.app.state.limiter, settings.token_leeway_s)
+
+
+StreamGateDep = Annotated[StreamGate, Depends(_stream_gate)]

@@ -67,10 +67,28 @@ class TokenExpired(ApiError):
     status, code = 401, "token_expired"
 
 
+class TokenNotYetValid(ApiError):
+    """The user token was issued in the future by this server's clock (beyond the leeway): clock skew."""
+
+    status, code = 401, "token_not_yet_valid"
+
+
 class Forbidden(ApiError):
     """A user token may only read its own user's status."""
 
     status, code = 403, "forbidden"
+
+
+class TooManyStreams(ApiError):
+    """This user or credential already holds as many open streams as it may."""
+
+    status, code = 429, "too_many_streams"
+
+
+class ServerBusy(ApiError):
+    """This process already holds as many open streams as it may; another instance may have room."""
+
+    status, code = 503, "server_busy"
 
 
 class StoreUnavailable(ApiError):

@@ -78,7 +78,7 @@ class Listener:
     ``asyncio.Event`` (a future exists only while its stream waits) and no snapshot it has sent.
     """
 
-    __slots__ = ("uid", "metrics", "sent_version", "closed", "dropped", "_pending", "_waiter", "_on_close")
+    __slots__ = ("uid", "metrics", "sent_version", "closed", "dropped", "farewell", "_pending", "_waiter", "_on_close", "_on_end")
 
     def __init__(
         self,
@@ -86,15 +86,18 @@ class Listener:
         metrics: Metrics,
         sent_version: int = -1,
         on_close: Callable[["Listener"], None] | None = None,
+        on_end: Callable[[], None] | None = None,
     ) -> None:
         self.uid = uid
         self.metrics = metrics
         self.sent_version = sent_version  # the newest version this stream's client has (or was told it has)
         self.closed = False
         self.dropped = 0
+        self.farewell: bytes | None = None  # the last frame of the stream: why it ends (see finish())
         self._pending: Snapshot | None = None
         self._waiter: asyncio.Future[bool] | None = None
         self._on_close = on_close
+        self._on_end = on_end  # the stream's own clean-up (its limit slot, its expiry timer)
 
     def offer(self, snapshot: Snapshot) -> None:
         """Make ``snapshot`` the next one to send if it is newer than anything sent or pending."""
@@ -132,6 +135,12 @@ class Listener:
             await self.wait()
         return self.take()
 
+    def finish(self, farewell: bytes) -> None:
+        """Close, with ``farewell`` as the stream's last frame (an event telling the client why)."""
+        if not self.closed:
+            self.farewell = farewell
+            self.close()
+
     def close(self) -> None:
         """Stop listening (idempotent); the fan-out forgets this listener and its stream ends."""
         if self.closed:
@@ -141,6 +150,9 @@ class Listener:
         self._wake()
         if self._on_close is not None:
             self._on_close(self)
+        if self._on_end is not None:
+            on_end, self._on_end = self._on_end, None
+            on_end()
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -193,12 +205,12 @@ class Fanout:
 
     # ------------------------------------------------------------------ listeners
 
-    def listen(self, uid: str) -> Listener:
-        """A listener for ``uid``'s new versions; close it when the stream ends.
+    def listen(self, uid: str, on_end: Callable[[], None] | None = None) -> Listener:
+        """A listener for ``uid``'s new versions; close it when the stream ends (``on_end`` runs then).
 
         Once :meth:`end_streams` was called it is closed from the start (its stream ends at once).
         """
-        listener = Listener(uid, self.metrics, on_close=self._release)
+        listener = Listener(uid, self.metrics, on_close=self._release, on_end=on_end)
         if self.ending:
             listener.close()
             return listener

@@ -14,12 +14,14 @@ from typing import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+
 from readmodel import Layout
 from readmodel.connect import aconnect, apubsub_client
 
-from . import snapshots
+from . import redact, snapshots
 from .errors import install_handlers
 from .fanout import Fanout
+from .limits import StreamLimiter
 from .metrics import LatencyMiddleware, Metrics
 from .routes import ops, users
 from .settings import Settings
@@ -46,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; refuses (InsecureConfig) to build without credentials unless in dev mode."""
     settings = settings or Settings.from_env()
     settings.check_secure()
+    redact.install((*settings.api_keys, settings.auth_secret))
     if settings.insecure_dev:
         log.warning(INSECURE_BANNER)
     metrics = Metrics()
@@ -92,6 +95,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.limiter = StreamLimiter(
+        settings.streams_per_user, settings.streams_per_token, settings.streams_per_service_key,
+        settings.streams_per_process, metrics,
+    )
     install_handlers(app)
     app.include_router(users)
     app.include_router(stream_router)

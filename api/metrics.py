@@ -46,6 +46,12 @@ class Metrics:
             "channel subscriptions confirmed again after a reconnect (each triggers a re-read)",
             registry=r,
         )
+        self.streams_refused = Counter(
+            "livestatus_api_streams_refused_total",
+            "streams refused at a limit (user, credential or process)",
+            ["limit"],
+            registry=r,
+        )
         self.request_seconds = Histogram(
             "livestatus_api_request_seconds",
             "time to the first response byte, by route",
@@ -53,6 +59,15 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=r,
         )
+
+
+# Every label has a bounded set of values: a client may send any token as its method.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    """The request method, or ``other`` for a method outside the standard set."""
+    return method if method in KNOWN_METHODS else "other"
 
 
 class LatencyMiddleware:
@@ -72,7 +87,7 @@ class LatencyMiddleware:
             if message["type"] == "http.response.start":
                 route = scope.get("route")
                 self.metrics.request_seconds.labels(
-                    scope["method"], getattr(route, "path", "unmatched"), str(message["status"])
+                    method_label(scope["method"]), getattr(route, "path", "unmatched"), str(message["status"])
                 ).observe(time.perf_counter() - started)
             await send(message)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
+
+from readmodel.records import LIVE_TASK_FIELDS
 
 
 class Balance(BaseModel):
@@ -13,19 +15,13 @@ class Balance(BaseModel):
     exp: int
 
 
-class LiveTask(BaseModel):
-    generationId: str
-    idHash: str = Field(description="first 5 hex characters of sha256(generationId)")
-    status: str
-    progressPercent: float | None = Field(description="0..100; for an estimate, computed at read time and capped")
-    progressSource: Literal["reported", "status", "estimate"] | None
-    toolId: str | None
-    toolDisplayName: str | None
-    costUsd: str | None = Field(description="exact decimal string")
-    startedAt: str | None
-    updatedAt: str | None
-    sourcePlatform: str | None
-    expectedDurationMs: int | None = Field(default=None, description="the tool's typical duration, when known")
+# Built from the read model's table of task fields: a field added there is served and documented.
+LiveTask = create_model(
+    "LiveTask",
+    __doc__="A task that is still running (or queued), as every platform shows it.",
+    **{name: (kind, Field(default=None if name == "expectedDurationMs" else ..., description=text or None))
+       for name, (kind, text) in LIVE_TASK_FIELDS.items()},
+)
 
 
 class FinishedTask(BaseModel):
@@ -82,7 +78,11 @@ class StatusText(BaseModel):
     version: int
     platform: Literal["telegram", "discord"]
     parseMode: str | None = Field(description="Telegram's parse_mode to send the text with; null for Discord")
-    text: str
+    allowedMentions: dict[str, list[str]] | None = Field(
+        default=None,
+        description='Discord: the `allowed_mentions` to send the text with (`{"parse": []}`: ping nobody); null for Telegram',
+    )
+    text: str = Field(description="fits the platform's limit (Telegram 4096, Discord 2000 characters)")
 
 
 class Health(BaseModel):

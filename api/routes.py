@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
-from importlib import resources
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from readmodel.connect import StoreError
+from redis.exceptions import AuthenticationError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from readmodel import aread_heartbeat_ms
+from readmodel.connect import StoreError
 
+from . import panel as panel_page
 from . import snapshots
 from .deps import LayoutDep, MetricsDep, ReadableUser, RedisDep, SettingsDep
 from .errors import ErrorBody, NotReady
 from .models import Health, Ready, Snapshot, StatusReport, StatusText
-from .render import markup_for, render
+from .render import DISCORD_ALLOWED_MENTIONS, markup_for, render
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "malformed id or parameter"},
@@ -26,6 +30,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "Redis unavailable"},
 }
 
+log = logging.getLogger("api")
 users = APIRouter(tags=["status"], responses=ERRORS)
 ops = APIRouter(tags=["operations"])
 
@@ -83,6 +88,7 @@ async def status_text(
         "version": snap["version"],
         "platform": platform,
         "parseMode": chosen.parse_mode,
+        "allowedMentions": DISCORD_ALLOWED_MENTIONS if platform == "discord" else None,
         "text": render(snap, chosen, snapshots.now_ms(), settings.text_task_limit),
     }
 
@@ -99,7 +105,8 @@ async def readyz(redis: RedisDep, layout: LayoutDep, settings: SettingsDep) -> d
     try:
         heartbeat = await aread_heartbeat_ms(redis, layout)
     except StoreError as exc:
-        raise NotReady(f"Redis does not answer: {exc}") from None
+        log.warning("/readyz: Redis failed: %s: %s", type(exc).__name__, exc)
+        raise NotReady(_redis_problem(exc)) from None
     if heartbeat is None:
         raise NotReady("no projector heartbeat in Redis yet")
     age = snapshots.now_ms() - heartbeat
@@ -108,18 +115,24 @@ async def readyz(redis: RedisDep, layout: LayoutDep, settings: SettingsDep) -> d
     return {"status": "ready", "projectorHeartbeatAgeMs": age}
 
 
+def _redis_problem(exc: Exception) -> str:
+    """What is wrong with Redis, in our words (its own text may name hosts; it goes to the log)."""
+    if isinstance(exc, AuthenticationError):
+        return "Redis refused this process's credentials (check REDIS_URL)"
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+        return "Redis does not answer (check that it runs and that REDIS_URL points at it)"
+    if not isinstance(exc, RedisError):  # a cluster client's RedisClusterException
+        return "the Redis Cluster does not serve every slot right now (a failover may be under way)"
+    return "Redis answered the health read with an error (details in this process's log)"
+
+
 @ops.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
 async def metrics(metrics: MetricsDep) -> Response:
     """Prometheus metrics of this process."""
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-_PANEL = resources.files("api").joinpath("static/panel.html")
-
-
 @ops.get("/panel", response_class=HTMLResponse, tags=["panel"])
-async def panel() -> HTMLResponse:
-    """The web status panel (open it with ?user=ID&token=TOKEN)."""
-    return HTMLResponse(
-        _PANEL.read_text(encoding="utf-8"), headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
-    )
+async def panel(settings: SettingsDep) -> HTMLResponse:
+    """The web status panel (open it with #user=ID&token=TOKEN: the fragment never reaches a server)."""
+    return HTMLResponse(panel_page.page(), headers=panel_page.headers(settings.panel_frame_ancestors))

@@ -14,6 +14,7 @@ from readmodel.records import ESTIMATE_CAP_PERCENT, LIVE_TASKS_SHOWN
 from readmodel.settings import SettingsError, StoreSettings, number, store_settings
 
 MIN_SECRET_BYTES = 32  # HS256 wants a key at least as long as its hash
+MIN_KEY_CHARS = 32  # a service key must not be guessable
 
 __all__ = ["InsecureConfig", "Settings", "SettingsError"]
 
@@ -50,6 +51,15 @@ class Settings:
     estimate_cap_percent: float = ESTIMATE_CAP_PERCENT  # an estimated bar never claims to be done
     live_tasks_shown: int = LIVE_TASKS_SHOWN  # a snapshot lists this many live tasks, then a count
     text_task_limit: int = 5  # /status/text lists this many tasks, then "…and N more"
+    token_leeway_s: float = 30.0  # clock skew forgiven on a user token's exp and iat
+    token_max_lifetime_s: float = 7 * 86400  # a user token valid for longer (exp - iat) is refused
+    token_audience: str | None = None  # when set, user tokens must carry this `aud`
+    token_issuer: str | None = None  # when set, user tokens must carry this `iss`
+    streams_per_user: int = 20  # open streams of one user, whoever opened them
+    streams_per_token: int = 10  # open streams of one user token
+    streams_per_service_key: int = 1000  # open streams of one service key
+    streams_per_process: int = 10000  # open streams of this process (about 16 KiB each)
+    panel_frame_ancestors: str = "'none'"  # CSP frame-ancestors of /panel: who may embed it
     host: str = "127.0.0.1"
     port: int = 8000
 
@@ -77,6 +87,15 @@ class Settings:
             estimate_cap_percent=number(env, "ESTIMATE_CAP_PERCENT", cls.estimate_cap_percent, 0),
             live_tasks_shown=int(number(env, "LIVE_TASKS_SHOWN", cls.live_tasks_shown, 1)),
             text_task_limit=int(number(env, "TEXT_TASK_LIMIT", cls.text_task_limit, 1)),
+            token_leeway_s=number(env, "TOKEN_LEEWAY_S", cls.token_leeway_s, 0),
+            token_max_lifetime_s=number(env, "TOKEN_MAX_LIFETIME_S", cls.token_max_lifetime_s, 1),
+            token_audience=env.get("TOKEN_AUDIENCE") or None,
+            token_issuer=env.get("TOKEN_ISSUER") or None,
+            streams_per_user=int(number(env, "STREAMS_PER_USER", cls.streams_per_user, 1)),
+            streams_per_token=int(number(env, "STREAMS_PER_TOKEN", cls.streams_per_token, 1)),
+            streams_per_service_key=int(number(env, "STREAMS_PER_SERVICE_KEY", cls.streams_per_service_key, 1)),
+            streams_per_process=int(number(env, "STREAMS_PER_PROCESS", cls.streams_per_process, 1)),
+            panel_frame_ancestors=(env.get("PANEL_FRAME_ANCESTORS") or "").strip() or cls.panel_frame_ancestors,
             host=env.get("API_HOST", cls.host),
             port=int(port_raw),
         )
@@ -86,6 +105,14 @@ class Settings:
     def __post_init__(self) -> None:
         if self.auth_secret is not None and len(self.auth_secret.encode()) < MIN_SECRET_BYTES:
             raise SettingsError(f"AUTH_SECRET must be at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`)")
+        short = sum(len(key) < MIN_KEY_CHARS for key in self.api_keys)
+        if short:
+            raise SettingsError(
+                f"API_KEYS: every service key must be at least {MIN_KEY_CHARS} characters (e.g. `openssl rand -hex 32`); "
+                f"{short} of {len(self.api_keys)} {'is' if short == 1 else 'are'} shorter"
+            )
+        if any(char in self.panel_frame_ancestors for char in ";,\r\n"):
+            raise SettingsError("PANEL_FRAME_ANCESTORS must be CSP sources separated by spaces (e.g. https://app.example)")
         if self.estimate_cap_percent > 100:
             raise SettingsError("ESTIMATE_CAP_PERCENT must be at most 100")
 
@@ -96,6 +123,11 @@ class Settings:
     def check_secure(self) -> None:
         """Refuse to serve without both kinds of credentials unless insecure dev mode is on."""
         if self.insecure_dev:
+            if self.api_keys or self.auth_secret:
+                raise InsecureConfig(
+                    "refusing to start: --insecure-dev (API_INSECURE_DEV=1) would serve every user without authentication "
+                    "although API_KEYS or AUTH_SECRET is set; unset them for a dev machine, or drop --insecure-dev."
+                )
             return
         missing = [name for name, value in (("API_KEYS", self.api_keys), ("AUTH_SECRET", self.auth_secret)) if not value]
         if missing:

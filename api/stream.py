@@ -25,14 +25,15 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import snapshots
-from .deps import FanoutDep, LayoutDep, MetricsDep, ReadableUser, RedisDep, SettingsDep
+from .deps import FanoutDep, LayoutDep, MetricsDep, ReadableUser, RedisDep, SettingsDep, StreamGateDep
 from .errors import InvalidRequest
 from .fanout import Listener, Snapshot
+from .limits import LIMIT_ERRORS
 from .metrics import Metrics
 from .routes import ERRORS
 
 log = logging.getLogger("api.stream")
-router = APIRouter(tags=["status"], responses=ERRORS)
+router = APIRouter(tags=["status"], responses={**ERRORS, **LIMIT_ERRORS})
 MAX_VERSION = 2**63 - 1
 HEARTBEAT = b": ping\r\n\r\n"
 HANDOFF = "livestatus.stream_handoff"
@@ -49,8 +50,9 @@ def parse_last_event_id(header: str | None, query: str | None) -> int | None:
     raw = header if header not in (None, "") else query
     if raw in (None, ""):
         return None
-    text = raw.strip()
-    if not text.isdigit() or len(text) > 19 or int(text) > MAX_VERSION:
+    text = raw.strip(" \t")
+    # ASCII digits only: str.isdigit() also takes "²" or "١", which int() refuses or misreads.
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > MAX_VERSION:
         raise InvalidRequest("Last-Event-ID / lastEventId must be a snapshot version (a non-negative integer)")
     return int(text)
 
@@ -121,7 +123,9 @@ class StatusStream(Response):
                         await send({"type": "http.response.body", "body": body, "more_body": True})
                     body = b""  # not held while waiting
                 body = await self._next_body(listener)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            # A listener ended with a reason (an expired token) says it in a last event.
+            async with asyncio.timeout(self.send_timeout_s):
+                await send({"type": "http.response.body", "body": listener.farewell or b"", "more_body": False})
         except TimeoutError:
             log.warning("dropped a stream of %s: its client accepted nothing for %.0fs", listener.uid, self.send_timeout_s)
         finally:
@@ -189,12 +193,13 @@ async def status_stream(
     fanout: FanoutDep,
     settings: SettingsDep,
     metrics: MetricsDep,
+    gate: StreamGateDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=40)] = None,
     lastEventId: Annotated[str | None, Query(max_length=40, description="for clients that cannot set Last-Event-ID")] = None,  # noqa: N803
 ) -> StatusStream:
     """Server-Sent Events: the current snapshot, then one event per new version (resumable)."""
     resumed_from = parse_last_event_id(last_event_id, lastEventId)
-    listener = fanout.listen(uid)  # before the read: a change right after it is not missed
+    listener = gate.listen(fanout)  # before the read: a change right after it is not missed; 429/503 past a limit
     try:
         first = Snapshot(await snapshots.read(redis, layout, uid, settings.estimate_cap_percent, settings.live_tasks_shown))
     except BaseException:

@@ -28,6 +28,7 @@ BENCHMARKS = {
     "capacity": "bench.capacity",
     "reads": "bench.reads",
     "resync": "bench.resync",
+    "catchup": "bench.catchup",
 }
 
 

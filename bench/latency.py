@@ -103,7 +103,7 @@ def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
             client = Client({"mode": "sse", "host": HOST, "port": api.port, "path": "/users/{uid}/status/stream",
                              "key": SERVICE_KEY, "users": stream.user_ids, "records": records_file,
                              "pubsub": {"url": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
-                                        "pattern": layout.channel_pattern(), "prefix": prefix,
+                                        "prefix": prefix,
                                         "records": pubsub_file}})
             try:
                 ready = client.wait_for("ready", timeout_s=120)

@@ -22,6 +22,8 @@ import sys
 import time
 from typing import Any
 
+from readmodel import Layout
+
 
 def _request(path: str, host: str, key: str | None, accept: str = "application/json") -> bytes:
     auth = f"Authorization: Bearer {key}\r\n" if key else ""
@@ -120,8 +122,8 @@ async def _pubsub(cfg: dict[str, Any], records: list[tuple[str, int, int]], stop
 
     client = aioredis.Redis.from_url(cfg["url"])
     pubsub = client.pubsub()
-    await pubsub.psubscribe(cfg["pattern"])
-    start, end = len(cfg["prefix"]) + 2, -len("}:changes")
+    layout = Layout(cfg["prefix"])
+    await pubsub.psubscribe(layout.channel_pattern())
     try:
         while not stop.is_set():
             message = await pubsub.get_message(ignore_subscribe_messages=False, timeout=0.2)
@@ -130,7 +132,8 @@ async def _pubsub(cfg: dict[str, Any], records: list[tuple[str, int, int]], stop
             if message["type"] == "psubscribe":
                 subscribed.set()
             elif message["type"] == "pmessage":
-                records.append((message["channel"].decode()[start:end], int(message["data"]), time.monotonic_ns()))
+                records.append((layout.user_of_channel(message["channel"].decode()), int(message["data"]),
+                                time.monotonic_ns()))
     finally:
         await pubsub.aclose()
         await client.aclose()

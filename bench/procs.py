@@ -21,7 +21,7 @@ from typing import Any
 from .common import REDIS_URL, rss_kb
 
 HOST = "127.0.0.1"
-SERVICE_KEY = "bench-service-key"
+SERVICE_KEY = "bench-service-key-" + "0123456789abcdef" * 2  # the API wants 32+ characters
 LOGS = Path(__file__).parent / "results" / "logs"
 # Where the servers' code is imported from: this checkout, or (for before/after experiments) a
 # patched copy of it named by BENCH_APP_ROOT.
@@ -70,6 +70,9 @@ class Server:
             "API_KEYS": SERVICE_KEY,
             "AUTH_SECRET": secrets.token_hex(32),
             "PYTHONUNBUFFERED": "1",
+            # The capacity benchmark holds tens of thousands of streams with one key.
+            "STREAMS_PER_SERVICE_KEY": "1000000",
+            "STREAMS_PER_PROCESS": "1000000",
             **(extra_env or {}),
         }
         if kind == "api":

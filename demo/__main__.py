@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     stack = Stack(api_port=args.api_port, mongo_port=args.mongo_port, redis_url=args.redis_url,
-                  service_key=f"demo-{secrets.token_hex(8)}", auth_secret=secrets.token_hex(32),
+                  service_key=f"demo-{secrets.token_hex(16)}", auth_secret=secrets.token_hex(32),
                   speed=args.speed)
     try:
         stack.start(progress=lambda step, text: print(f"[{step}/6] {text}", flush=True))

@@ -164,7 +164,7 @@ class Stack:
         token = self.token(user)
         print(f"""
 livestatus demo is running (Ctrl-C stops everything; process logs in {LOG_DIR}/).
-  web panel   {self.api_url}/panel?user={user}&token={token}
+  web panel   {self.api_url}/panel#user={user}&token={token}
   snapshot    curl -H 'Authorization: Bearer {self.service_key}' {self.api_url}/users/{user}/status
   stream      curl -N -H 'Authorization: Bearer {self.service_key}' {self.api_url}/users/{user}/status/stream
   bot text    curl -H 'Authorization: Bearer {self.service_key}' '{self.api_url}/users/{user}/status/text?platform=telegram'

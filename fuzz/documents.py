@@ -41,7 +41,7 @@ def seeds() -> list[bytes]:
         {"_id": "e1", "masterAccountId": "u1", "usdCredit": Decimal128("1E+6144"), "exp": Int64(2**62)},
         {"_id": "e2", "masterAccountId": "u2", "usdCredit": "1e999999999", "exp": "9" * 60},
     ]
-    return [bson.encode(doc) for doc in docs]
+    return [bson.encode(doc) for doc in docs] + [b"S" + bytes(range(256)), b"S" + b"\xff" * 64]
 
 
 def check(change: object) -> None:
@@ -56,11 +56,57 @@ def check(change: object) -> None:
         raise AssertionError(f"unbounded record ({len(record)} chars)")
 
 
+FIELDS = ["_id", "masterAccountId", "status", "costUsd", "toolId", "toolDisplayName", "notificationPlatform",
+          "requestTimestamp", "updatedAt", "responseTimestamp", "progressPercent", "progress", "currentStep",
+          "totalSteps", "step", "steps", "current", "total", "metadata", "usdCredit", "balanceUsd", "exp"]
+
+
+def _value(fdp: atheris.FuzzedDataProvider, depth: int = 0) -> object:
+    """A value of any type a BSON document can hold, chosen by the fuzzer's bytes."""
+    kind = fdp.ConsumeIntInRange(0, 11)
+    if kind == 0:
+        return fdp.ConsumeInt(8)
+    if kind == 1:
+        return fdp.ConsumeRegularFloat() if fdp.ConsumeBool() else fdp.ConsumeFloat()
+    if kind == 2:
+        return fdp.ConsumeUnicodeNoSurrogates(fdp.ConsumeIntInRange(0, 80))
+    if kind == 3:
+        digits = fdp.ConsumeIntInRange(0, 6000)
+        return ("-" if fdp.ConsumeBool() else "") + "9" * digits + fdp.ConsumeUnicodeNoSurrogates(4)
+    if kind == 4:
+        return Decimal128.from_bid(fdp.ConsumeBytes(16).ljust(16, b"\0"))
+    if kind == 5:
+        return Int64(fdp.ConsumeIntInRange(-(2**63), 2**63 - 1))
+    if kind == 6:
+        return bson.DatetimeMS(fdp.ConsumeIntInRange(-(2**62), 2**62))
+    if kind == 7:
+        return fdp.ConsumeBool()
+    if kind == 8 and depth < 3:
+        return {name: _value(fdp, depth + 1) for name in fdp.PickValueInList([FIELDS[10:18], ["percent"], []])}
+    if kind == 9 and depth < 3:
+        return [_value(fdp, depth + 1) for _ in range(fdp.ConsumeIntInRange(0, 3))]
+    if kind == 10:
+        return f"1e{fdp.ConsumeIntInRange(-10**9, 10**9)}"
+    return None
+
+
+def structured(data: bytes) -> dict:
+    """A document with the fields the projector reads, each any value (the other half of the inputs)."""
+    fdp = atheris.FuzzedDataProvider(data)
+    doc = {"_id": "d1", "masterAccountId": "u1", "status": "processing"}
+    for _ in range(fdp.ConsumeIntInRange(0, len(FIELDS))):
+        doc[fdp.PickValueInList(FIELDS)] = _value(fdp)
+    return doc
+
+
 def one_input(data: bytes) -> None:
-    try:
-        doc = bson.decode(data, CODEC)
-    except (BSONError, ValueError, OverflowError, IndexError, TypeError):
-        return  # not a document pymongo could hand us
+    if data[:1] == b"S":  # a structured document built from the rest of the bytes
+        doc = structured(data[1:])
+    else:
+        try:
+            doc = bson.decode(data, CODEC)
+        except (BSONError, ValueError, OverflowError, IndexError, TypeError):
+            return  # not a document pymongo could hand us
     doc.setdefault("_id", "d1")
     for coll in KINDS:
         event = {"operationType": "update", "clusterTime": Timestamp(1_795_000_000, 1), "ns": {"db": "app", "coll": coll},

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from .text import text, text_map
 
@@ -20,10 +20,25 @@ FINISHED_SHOWN_MS = 10 * 60 * 1000  # how long a finished task stays in the snap
 LIVE_TASKS_SHOWN = 100  # a snapshot lists at most this many live tasks (the oldest first)
 ESTIMATE_CAP_PERCENT = 95.0  # an estimated bar never claims to be done
 
-# The fields of a task every reader sees, in the API's naming (the producer fills them in).
-TASK_FIELDS = ("generationId", "idHash", "status", "progressPercent", "progressSource", "toolId",
-               "toolDisplayName", "costUsd", "startedAt", "updatedAt", "sourcePlatform")
-FINISHED_FIELDS = ("generationId", "idHash", "status", "toolId", "toolDisplayName", "costUsd", "startedAt")
+# Every field of a live task a reader sees: name -> (type, description). The API's response model
+# and OpenAPI page are built from this table; the producer (projector.normalize) fills them in.
+LIVE_TASK_FIELDS: dict[str, tuple[Any, str]] = {
+    "generationId": (str, "the generation's document id"),
+    "idHash": (str, "first 5 hex characters of sha256(generationId)"),
+    "status": (str, "normalized status: lower case, spaces and dashes as underscores"),
+    "progressPercent": (float | None, "0..100; for an estimate, computed at read time and capped"),
+    "progressSource": (Literal["reported", "status", "estimate"] | None, "where progressPercent comes from"),
+    "toolId": (str | None, ""),
+    "toolDisplayName": (str | None, ""),
+    "costUsd": (str | None, "exact decimal string"),
+    "startedAt": (str | None, "ISO-8601 UTC"),
+    "updatedAt": (str | None, "ISO-8601 UTC: the last sign of life"),
+    "sourcePlatform": (str | None, "telegram, discord, web, ..."),
+    "expectedDurationMs": (int | None, "the tool's typical duration, when known"),
+}
+# A finished task keeps its outcome: these fields of the live shape, plus finishedAt.
+FINISHED_TASK_FIELDS = ("generationId", "idHash", "status", "toolId", "toolDisplayName", "costUsd", "startedAt")
+TASK_FIELDS = tuple(name for name in LIVE_TASK_FIELDS if name != "expectedDurationMs")  # the producer's
 
 
 def _json(record: dict[str, Any]) -> str:
@@ -46,7 +61,7 @@ def live_task_record(visible: dict[str, Any], expected_duration_ms: int | None, 
 
 def finished_task_record(visible: dict[str, Any], finished_at_ms: int | None) -> str:
     """The JSON remembered for a task that reached a terminal status: its outcome."""
-    record = {name: visible.get(name) for name in FINISHED_FIELDS}
+    record = {name: visible.get(name) for name in FINISHED_TASK_FIELDS}
     record["finishedAt"] = visible.get("updatedAt")
     record["finishedAtMs"] = finished_at_ms
     return _json(record)

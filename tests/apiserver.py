@@ -22,7 +22,7 @@ from tests.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-" + "x" * 40
-KEY = "bot-key-0123456789"
+KEY = "bot-key-" + "0123456789abcdef" * 2
 _seq = [0]
 
 
@@ -89,6 +89,8 @@ class Server:
     port: int = 0
     proc: subprocess.Popen | None = None
     stderr: str = ""
+    log_level: str = "warning"
+    log_path: Path | None = None  # stdout and stderr both go there (stderr is then not kept)
 
     @property
     def url(self) -> str:
@@ -106,17 +108,21 @@ class Server:
             "PYTHONUNBUFFERED": "1",
             **self.env,
         }
+        log = open(self.log_path, "a") if self.log_path else None
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
+            [sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", self.log_level],
             cwd=ROOT,
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stdout=log or subprocess.DEVNULL,
+            stderr=log or subprocess.PIPE,
         )
+        if log:
+            log.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"api exited: {self.proc.stderr.read().decode()}")
+                output = self.log_path.read_text() if self.log_path else self.proc.stderr.read().decode()
+                raise RuntimeError(f"api exited: {output}")
             try:
                 if httpx.get(self.url + "/healthz", timeout=0.5).status_code == 200:
                     return self

@@ -73,10 +73,12 @@ def test_the_panel_shows_live_changes_and_catches_up_after_a_forced_reconnect(br
     apply(readmodel, balance_change(user, "1.250000", 3378, 42))
     server = Server(prefix).start()
     try:
-        browser.get(f"{server.url}/panel?user={user}&token={mint_token(SECRET, user, 600)}")
+        browser.get(f"{server.url}/panel#user={user}&token={mint_token(SECRET, user, 600)}")
         wait_for(browser, "document.getElementById('conn').dataset.state === 'connected'")
         assert text(browser, "usd") == "$1.25" and text(browser, "points") == "3,378"
         assert "token=" not in browser.current_url  # kept out of the address bar
+        # The page's CSP allows its own inline style and script (by hash): both ran.
+        assert browser.execute_script("return getComputedStyle(document.getElementById('conn')).borderTopLeftRadius") != "0px"
 
         # A change written through the read model appears without reloading.
         now = int(time.time() * 1000)
@@ -124,8 +126,43 @@ def test_an_expired_link_says_so_instead_of_retrying_forever(browser, prefix, re
     server = Server(prefix).start()
     try:
         expired = mint_token(SECRET, "alice", 10, now=time.time() - 60)
-        browser.get(f"{server.url}/panel?user=alice&token={expired}")
+        browser.get(f"{server.url}/panel#user=alice&token={expired}")
         wait_for(browser, "document.getElementById('conn').dataset.state === 'failed'")
         assert "expired" in text(browser, "conn")
+    finally:
+        server.stop()
+
+
+def test_a_token_from_a_clock_ahead_is_retried_until_it_is_accepted(browser, prefix, real_redis):
+    server = Server(prefix, env={"TOKEN_LEEWAY_S": "0"}).start()
+    try:
+        ahead = mint_token(SECRET, "alice", 600, now=time.time() + 4)  # minted on a host 4 s ahead
+        browser.get(f"{server.url}/panel#user=alice&token={ahead}")
+        wait_for(browser, "document.getElementById('conn').textContent.includes('clock')")
+        wait_for(browser, "['connected', 'caught-up'].includes(document.getElementById('conn').dataset.state)", timeout_s=15)
+        assert text(browser, "points") == "0"  # the snapshot arrived
+    finally:
+        server.stop()
+
+
+def test_when_the_token_expires_the_panel_says_so_or_goes_on_with_a_newer_link(browser, prefix, real_redis):
+    readmodel = ReadModel(real_redis, Layout(prefix))
+    server = Server(prefix, env={"TOKEN_LEEWAY_S": "0"}).start()
+    try:
+        # No newer link: the stream ends with its reason and the panel says the link expired.
+        browser.get(f"{server.url}/panel#user=alice&token={mint_token(SECRET, 'alice', 4)}")
+        wait_for(browser, "document.getElementById('conn').dataset.state === 'connected'")
+        wait_for(browser, "document.getElementById('conn').dataset.state === 'failed'", timeout_s=15)
+        assert "expired" in text(browser, "conn")
+
+        # A newer link opened in the tab before the old token ends: the panel goes on with it.
+        browser.get("about:blank")
+        browser.get(f"{server.url}/panel#user=bob&token={mint_token(SECRET, 'bob', 3)}")
+        wait_for(browser, "document.getElementById('conn').dataset.state === 'connected'")
+        browser.execute_script(f"location.hash = 'user=bob&token={mint_token(SECRET, 'bob', 600)}'")
+        wait_for(browser, "document.getElementById('conn').dataset.state === 'caught-up'", timeout_s=15)
+        apply(readmodel, balance_change("bob", "7.000000", 18918, 1))
+        wait_for(browser, "document.getElementById('usd').textContent === '$7.00'")
+        assert "token=" not in browser.current_url
     finally:
         server.stop()

@@ -5,13 +5,16 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from api.render import DISCORD_MARKDOWN, IDLE_LINE, TELEGRAM_HTML, TELEGRAM_MARKDOWN_V2, bar, duration, money, render
+from api.render import (
+    DISCORD_MARKDOWN, IDLE_LINE, TELEGRAM_HTML, TELEGRAM_MARKDOWN_V2, ZWSP, bar, duration, length, money, render,
+)
 from readmodel.records import estimate_percent
 
 MDV2_SPECIAL = set("_*[]()~`>#+-=|{}.!\\")
+MENTION = re.compile(r"@(everyone|here)|<[@#][!&]?\d*>?")
 
 
 def _snapshot(tasks: list[dict], usd: str = "1.250000") -> dict:
@@ -41,9 +44,9 @@ def test_html_escaping_leaves_no_tag_or_entity_start(text):
 
 
 @given(st.text())
-def test_discord_escaping_round_trips(text):
-    escaped = DISCORD_MARKDOWN.escape(text)
-    assert re.sub(r"\\(.)", r"\1", escaped, flags=re.S) == text
+def test_discord_escaping_round_trips_once_the_mention_breakers_are_removed(text):
+    escaped = DISCORD_MARKDOWN.escape(text.replace(ZWSP, ""))
+    assert re.sub(r"\\(.)", r"\1", escaped.replace(ZWSP, ""), flags=re.S) == text.replace(ZWSP, "")
 
 
 def test_telegram_markdownv2_message_escapes_the_tool_name_and_the_dots_of_money():
@@ -63,7 +66,102 @@ def test_an_idle_user_gets_the_friendly_line():
 
 def test_past_the_limit_the_rest_is_counted():
     text = render(_snapshot([_task(f"T{i}") for i in range(7)]), TELEGRAM_HTML, 0, limit=5)
-    assert "T4" in text and "T5" not in text and text.endswith("…and 2 more")
+    assert "T4" in text and "T5" not in text and text.endswith("…and 2 more tasks not shown")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["@everyone", "@here", "<@123456789012345678>", "<@!123456789012345678>", "<@&123456789012345678>",
+     "<#123456789012345678>", "hi @everyone and @here"],
+)
+def test_discord_text_pings_nobody(name):
+    text = render(_snapshot([_task(name)]), DISCORD_MARKDOWN, 0)
+    assert not MENTION.search(text)
+    assert name.replace("@", "").replace("<", "")[:3] in text.replace("\\", "").replace(ZWSP, "")  # still readable
+
+
+def test_a_message_of_many_long_tasks_fits_and_says_how_many_were_left_out():
+    tasks = [_task("N" * 500 + str(i)) for i in range(400)]
+    for markup in (TELEGRAM_HTML, TELEGRAM_MARKDOWN_V2, DISCORD_MARKDOWN):
+        text = render(_snapshot(tasks), markup, 0, limit=1000)
+        assert length(text) <= markup.limit
+        shown = text.count("▸ ")
+        assert 0 < shown < 400 and text.endswith(f"…and {400 - shown} more tasks not shown".replace(".", "\\."))
+
+
+# What a user controls: tool names, statuses, ids, and (from the database) balances of any size.
+NAMES = (
+    st.text(max_size=300)
+    | st.text("&<>*_.\\`@#", min_size=40, max_size=300)  # escaping makes these longer
+    | st.sampled_from(["@everyone", "<@123>", "<#9>", "<b>", "&amp;", "*_`[", "\n▸ fake"])
+)
+TASKS = st.fixed_dictionaries(
+    {
+        "toolDisplayName": NAMES, "toolId": st.text(max_size=40), "idHash": st.text(max_size=40),
+        "status": st.text(max_size=80), "startedAt": st.just("2026-11-25T09:00:00.000Z"),
+        "progressPercent": st.none() | st.floats(0, 100), "progressSource": st.sampled_from(["reported", "estimate"]),
+    }
+)
+BALANCES = st.fixed_dictionaries(
+    {"usdCredit": st.decimals(allow_nan=False, allow_infinity=False, places=6).map(str),
+     "points": st.integers(0, 10**40), "exp": st.integers(0, 2**63)}
+)
+
+
+def _html_is_well_formed(text: str) -> bool:
+    """Only our tags, properly nested, and only the three entities html.escape makes."""
+    stripped = re.sub(r"&(lt|gt|amp);", "", text)
+    tags = re.findall(r"<(/?)(b|code)>", stripped)
+    stack = []
+    for closing, tag in tags:
+        if closing:
+            if not stack or stack.pop() != tag:
+                return False
+        else:
+            stack.append(tag)
+    rest = re.sub(r"</?(b|code)>", "", stripped)
+    return not stack and not set(rest) & set("<>&")
+
+
+def _markdown_is_escaped(text: str, specials: str, escapes_in_code: bool) -> bool:
+    """Read left to right: outside code spans, every special character but our bold stars is escaped."""
+    in_code, stars, i = False, 0, 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\" and (escapes_in_code or not in_code):
+            i += 2  # an escaped character (in code spans too)
+            continue
+        if char == "`":
+            in_code = not in_code
+        elif not in_code and char == "*":
+            stars += 1
+        elif not in_code and char in specials:
+            return False
+        i += 1
+    return not in_code and stars % 2 == 0
+
+
+@given(tasks=st.integers(0, 120).flatmap(lambda n: st.lists(TASKS, min_size=n, max_size=n)), balance=BALANCES,
+       limit=st.integers(1, 200), omitted=st.integers(0, 3) | st.integers(0, 10**6))
+@settings(max_examples=150, deadline=None)
+def test_every_message_fits_its_platform_is_escaped_and_counts_what_it_left_out(tasks, balance, limit, omitted):
+    snapshot = {"version": 1, "balance": balance, "liveTasks": tasks, "liveTasksOmitted": omitted}
+    total = len(tasks) + omitted
+    for markup in (TELEGRAM_HTML, TELEGRAM_MARKDOWN_V2, DISCORD_MARKDOWN):
+        text = render(snapshot, markup, 0, limit=limit)
+        assert length(text) <= markup.limit
+        lines = text.split("\n")
+        shown = sum(line.startswith("▸ ") for line in lines)
+        if shown < total:
+            assert lines[-1] == markup.escape(f"…and {total - shown} more task{'s' if total - shown != 1 else ''} not shown")
+        else:
+            assert "not shown" not in lines[-1]
+        if markup is TELEGRAM_HTML:
+            assert _html_is_well_formed(text)
+        elif markup is TELEGRAM_MARKDOWN_V2:
+            assert _markdown_is_escaped(text, "_*[]()~`>#+-=|{}.!\\", escapes_in_code=True)
+        else:
+            assert _markdown_is_escaped(text, "\\*_~`|>#-[]():", escapes_in_code=False) and not MENTION.search(text)
 
 
 def test_estimates_and_unknown_progress_are_labelled_as_such():

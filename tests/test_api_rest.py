@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 import time
 
 import httpx
@@ -92,16 +95,16 @@ async def test_status_text_for_telegram_is_html_escaped_with_bars_and_a_more_lin
         *[task_change(USER, f"gen-{i}", tool_name=f"<Tool & {i}>", progress=50.0) for i in range(5)],
     )
     body = (await client.get(f"/users/{USER}/status/text", params={"platform": "telegram"}, headers=auth())).json()
-    assert body["parseMode"] == "HTML" and body["version"] == 1
+    assert body["parseMode"] == "HTML" and body["version"] == 1 and body["allowedMentions"] is None
     text = body["text"]
     assert "<b>Balance</b>: $1.25 · 3,378 points · 42 exp" in text
     assert "&lt;Tool &amp; 0&gt;" in text and "<Tool" not in text
-    assert "▰▰▰▰▰▱▱▱▱▱" in text and "…and 2 more" in text
+    assert "▰▰▰▰▰▱▱▱▱▱" in text and text.endswith("…and 2 more tasks not shown")
 
 
 async def test_status_text_for_discord_is_markdown_and_idle_users_get_a_friendly_line(client):
     body = (await client.get(f"/users/{USER}/status/text", params={"platform": "discord"}, headers=auth())).json()
-    assert body["parseMode"] is None
+    assert body["parseMode"] is None and body["allowedMentions"] == {"parse": []}
     assert body["text"].startswith("**Balance**") and "Nothing running right now" in body["text"]
 
 
@@ -146,6 +149,8 @@ async def test_redis_down_is_a_503_json_error(prefix):
             ready = await c.get("/readyz")
     assert response.status_code == 503 and response.json()["error"]["code"] == "store_unavailable"
     assert ready.status_code == 503 and ready.json()["error"]["code"] == "not_ready"
+    message = ready.json()["error"]["message"]
+    assert message.startswith("Redis does not answer") and "127.0.0.1:1" not in message and "Errno" not in message
 
 
 async def test_readyz_needs_a_fresh_projector_heartbeat(client, real_redis, layout):
@@ -176,6 +181,19 @@ async def test_metrics_expose_stream_fanout_and_latency_series(client):
     assert 'livestatus_api_request_seconds_count{method="GET",route="/users/{masterAccountId}/status",status="200"} 1.0' in text
 
 
+async def test_arbitrary_request_methods_do_not_grow_the_metrics(client):
+    await client.request("M-first", f"/users/{USER}/status", headers=auth())  # the one "other" series
+    await client.get("/metrics")
+    size = len((await client.get("/metrics")).text.splitlines())
+    for i in range(50):
+        response = await client.request(f"M{i}", f"/users/{USER}/status", headers=auth())
+        assert response.status_code == 405
+    text = (await client.get("/metrics")).text
+    assert len(text.splitlines()) == size
+    assert 'livestatus_api_request_seconds_count{method="other",route="/users/{masterAccountId}/status",status="405"} 51.0' in text
+    assert 'method="M' not in text
+
+
 async def test_openapi_docs_are_served(client):
     assert (await client.get("/docs")).status_code == 200
     paths = (await client.get("/openapi.json")).json()["paths"]
@@ -193,6 +211,33 @@ async def test_cors_allows_only_configured_origins(prefix, real_redis):
             bad = await c.get("/healthz", headers={"Origin": "https://evil.example"})
     assert good.headers["access-control-allow-origin"] == "https://panel.example"
     assert "access-control-allow-origin" not in bad.headers
+
+
+def _sha256(source: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(source.encode()).digest()).decode() + "'"
+
+
+async def test_panel_csp_allows_only_its_own_inline_code_and_the_api_origin(client):
+    response = await client.get("/panel")
+    (script,) = re.findall(r"<script>(.*?)</script>", response.text, re.S)
+    (style,) = re.findall(r"<style>(.*?)</style>", response.text, re.S)
+    csp = dict(part.strip().split(" ", 1) for part in response.headers["content-security-policy"].split(";"))
+    assert csp["default-src"] == "'none'"
+    assert csp["script-src"] == _sha256(script) and csp["style-src"] == _sha256(style)  # no 'unsafe-inline'
+    assert csp["connect-src"] == "'self'" and csp["frame-ancestors"] == "'none'"
+    assert response.headers["x-content-type-options"] == "nosniff" and response.headers["x-frame-options"] == "DENY"
+
+
+async def test_panel_embedding_is_a_setting(prefix, real_redis):
+    settings = Settings(
+        redis_url=REDIS_URL, key_prefix=prefix, api_keys=(KEY,), auth_secret=SECRET, panel_frame_ancestors="https://app.example"
+    )
+    app = create_app(settings)
+    async with LifespanManager(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
+            response = await c.get("/panel")
+    assert "frame-ancestors https://app.example" in response.headers["content-security-policy"]
+    assert "x-frame-options" not in response.headers
 
 
 async def test_panel_page_is_served_self_contained(client):

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
 import uuid
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from api.__main__ import server as api_server
 from api.auth import mint_token
 from api.main import create_app
+from api.errors import InvalidRequest
 from api.settings import Settings
+from api.stream import parse_last_event_id
 from tests.apiserver import KEY, SECRET, SSE, Server, apply, auth, balance_change, free_port, task_change
 from tests.conftest import BACKENDS, REDIS_URL
 
@@ -106,6 +111,28 @@ def test_resuming_at_the_current_version_sends_no_snapshot_until_the_next_change
 def test_a_malformed_last_event_id_is_a_400_json_error(server, user):
     response = httpx.get(f"{server.url}/users/{user}/status/stream", headers={**auth(), "Last-Event-ID": "abc"})
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_request"
+
+
+@pytest.mark.parametrize("raw", ["²", "١٢", "1²", "+1", "-1", "1_000", "0x1", "1 2", "9" * 20, str(2**63)])
+@pytest.mark.parametrize("via", ["header", "query"])
+def test_a_last_event_id_of_anything_but_ascii_digits_is_a_400_never_a_500(server, user, raw, via):
+    url = f"{server.url}/users/{user}/status/stream"
+    if via == "header":
+        value = raw.encode("latin-1") if max(map(ord, raw)) < 256 else raw.encode()  # "²" arrives as itself
+        response = httpx.get(url, headers={**auth(), "Last-Event-ID": value})
+    else:
+        response = httpx.get(url, headers=auth(), params={"lastEventId": raw})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_request"
+
+
+@given(st.text(max_size=25))
+def test_parse_last_event_id_accepts_ascii_digits_only_and_never_raises_anything_else(raw):
+    try:
+        parsed = parse_last_event_id(raw, None)
+    except InvalidRequest:
+        assert not re.fullmatch(r"[ \t]*[0-9]{1,19}[ \t]*", raw) or int(raw) >= 2**63
+        return
+    assert parsed is None if raw == "" else parsed == int(raw.strip(" \t")) and raw.strip(" \t").isascii()
 
 
 def test_heartbeat_comments_flow_while_nothing_changes(server, user):

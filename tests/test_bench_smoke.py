@@ -28,3 +28,15 @@ def test_throughput_benchmark_leaves_no_keys_behind():
     for prefix in PREFIXES_USED:
         assert not list(client.scan_iter(match=Layout(prefix).all_keys_pattern(), count=1000)), prefix
     client.close()
+
+
+def test_catchup_benchmark_drains_the_same_backlog_with_all_three_consumers():
+    from bench import catchup
+
+    rows = catchup.run(quick=True)
+
+    assert [row.baseline_name for row in rows] == ["bare reader", "naive projector"]
+    for row in rows:
+        assert row.value is not None and row.value > 0 and row.baseline > 0, (row.name, row.note)
+    details = rows[0].extra
+    assert details["bare"]["events"] == details["naive"]["events"] == details["events"] == catchup.QUICK

@@ -11,7 +11,6 @@ from pymongo import MongoClient
 from projector.cli import main
 from projector.settings import Settings
 from projector.worker import Worker
-from standin import StandIn
 
 from readmodel import Layout
 
@@ -20,18 +19,18 @@ from .conftest import REDIS_URL
 
 
 @pytest.fixture
-def standin():
-    with StandIn() as server:
-        server.insert(DB, TASKS, task_doc("g1", "u1", progress=0.25))
-        server.insert(DB, TASKS, {"_id": "bad", "status": "processing"})
-        server.insert(DB, ECONOMY, economy_doc("e1", "u1", credit="2.5", exp=7))
-        yield server
+def seeded(standin):
+    """The shared stand-in with a live task, a bad document and a balance."""
+    standin.insert(DB, TASKS, task_doc("g1", "u1", progress=0.25))
+    standin.insert(DB, TASKS, {"_id": "bad", "status": "processing"})
+    standin.insert(DB, ECONOMY, economy_doc("e1", "u1", credit="2.5", exp=7))
+    return standin
 
 
 @pytest.fixture
-def worker(standin, real_redis, prefix):
-    mongo = MongoClient(standin.url, serverSelectionTimeoutMS=3000)
-    worker = Worker(Settings(mongo_url=standin.url, key_prefix=prefix), real_redis, mongo, progress=False)
+def worker(seeded, real_redis, prefix):
+    mongo = MongoClient(seeded.url, serverSelectionTimeoutMS=3000)
+    worker = Worker(Settings(mongo_url=seeded.url, key_prefix=prefix), real_redis, mongo, progress=False)
     yield worker
     worker.close()
     mongo.close()
@@ -96,8 +95,8 @@ def test_inspect_shows_the_snapshot_and_the_raw_keys(capsys, worker, prefix):
     assert "usdCredit 2.5" in out and "25.0%" in out and Layout(prefix).seqs("u1") in out
 
 
-def test_resync_without_a_leader_rebuilds_the_read_model_itself(capsys, standin, real_redis, prefix):
-    code, out, err = run(capsys, "resync", "--mongo-url", standin.url, *common(prefix))
+def test_resync_without_a_leader_rebuilds_the_read_model_itself(capsys, seeded, real_redis, prefix):
+    code, out, err = run(capsys, "resync", "--mongo-url", seeded.url, *common(prefix))
     assert code == 0 and out.startswith("resync done: position ")
     assert "resync" in err  # the progress bar
     assert real_redis.hget(Layout(prefix).user("u1"), "usdCredit") == b"2.5"

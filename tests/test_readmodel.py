@@ -228,3 +228,13 @@ def test_a_snapshot_lists_a_bounded_number_of_live_tasks_and_says_how_many_it_le
     assert [t["generationId"] for t in snapshot["liveTasks"]] == [f"g{n:03d}" for n in range(1, 13)]
     assert snapshot["liveTasksOmitted"] == 18
     assert read_snapshot(model.redis, model.layout, "u1", View(started_ms))["liveTasksOmitted"] == 0
+
+
+def test_the_table_of_task_fields_is_what_the_producer_fills_the_record_stores_and_the_api_documents():
+    from api.models import LiveTask
+    from readmodel.records import LIVE_TASK_FIELDS, TASK_FIELDS
+
+    change = put("g1", 1)
+    assert list(json.loads(change.record)) == [*LIVE_TASK_FIELDS, "staleAt"]
+    assert tuple(change.source.visible()) == TASK_FIELDS
+    assert list(LiveTask.model_json_schema()["properties"]) == list(LIVE_TASK_FIELDS)

@@ -1,0 +1,178 @@
+"""Catch-up: drain a backlog of changes written while the projector was stopped.
+
+The stand-in runs as its own process and every consumer reads it through real pymongo, from the
+same resume token (the checkpoint the projector left when it stopped):
+
+1. this projector: the real ``projector run`` process, timed from "tailing from position" in its
+   log (the stream is open) to its checkpoint covering the last change;
+2. a naive per-event projector (``bench.drain naive``): same normalization, one Redis command at
+   a time and a checkpoint per event;
+3. a bare pymongo reader (``bench.drain bare``): the source's ceiling.
+
+The backlog mixes inserts, progress updates, completions, deletes and balance ``$inc`` over many
+users with a few tasks each and a few users with many tasks each.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from bson import Decimal128, Int64, json_util
+
+from readmodel import Layout
+
+from .common import REDIS_URL, Row, progress, redis_client, scratch_prefix, skipped
+from .events import DB, ECONOMY, TASKS
+from .procs import LOGS, stop_process
+from .resync import StandInProcess
+
+BENCH = "catchup"
+ROOT = Path(__file__).resolve().parent.parent
+FULL, QUICK = 30_000, 2_000
+MANY_USERS, HEAVY_USERS = 500, 5
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def write_backlog(mongo: Any, count: int, seed: int = 11) -> int:
+    """``count`` writes (one change event each), in ordered bulk writes; returns how many."""
+    from pymongo import DeleteOne, InsertOne, UpdateOne
+
+    rng = random.Random(seed)
+    users = [f"u{i}" for i in range(MANY_USERS)] + [f"heavy{i}" for i in range(HEAVY_USERS)]
+    db = mongo[DB]
+    db[ECONOMY].insert_many([{"_id": f"e-{uid}", "masterAccountId": uid, "usdCredit": Decimal128("10.000000"),
+                              "exp": Int64(0)} for uid in users])
+    live: list[str] = []
+    ops: dict[str, list[Any]] = {TASKS: [], ECONOMY: []}
+    written = len(users)
+    bar = progress(total=count, desc="write the backlog", unit="write")
+    bar.update(written)
+    now = datetime.now(timezone.utc)
+    n = 0
+    while written < count:
+        roll = rng.random()
+        if roll < 0.30 or len(live) < 50:
+            gid = f"g{n}"
+            n += 1
+            owner = rng.choice(users[MANY_USERS:]) if rng.random() < 0.3 else rng.choice(users[:MANY_USERS])
+            ops[TASKS].append(InsertOne({"_id": gid, "masterAccountId": owner, "status": "pending", "toolId": "flux-dev",
+                                         "toolDisplayName": "Flux Dev", "notificationPlatform": "telegram",
+                                         "requestTimestamp": _iso(now), "costUsd": Decimal128("0.012469")}))
+            live.append(gid)
+        elif roll < 0.65:
+            gid = rng.choice(live)
+            ops[TASKS].append(UpdateOne({"_id": gid}, {"$set": {"status": "processing", "progress": rng.random(),
+                                                               "updatedAt": _iso(now + timedelta(seconds=n))}}))
+        elif roll < 0.80:
+            gid = live.pop(rng.randrange(len(live)))
+            ops[TASKS].append(UpdateOne({"_id": gid}, {"$set": {"status": rng.choice(["completed", "failed"]),
+                                                               "responseTimestamp": _iso(now + timedelta(seconds=30))}}))
+        elif roll < 0.85:
+            ops[TASKS].append(DeleteOne({"_id": live.pop(rng.randrange(len(live)))}))
+        else:
+            ops[ECONOMY].append(UpdateOne({"_id": f"e-{rng.choice(users)}"},
+                                          {"$inc": {"usdCredit": Decimal128("-0.012469"), "exp": Int64(1)}}))
+        written += 1
+        if written % 500 == 0 or written == count:
+            for name in (TASKS, ECONOMY):
+                if ops[name]:
+                    db[name].bulk_write(ops[name], ordered=True)
+                    bar.update(len(ops[name]))
+                    ops[name] = []
+    bar.close()
+    return written
+
+
+def _position(redis: Any, layout: Layout) -> str:
+    raw = redis.hget(layout.checkpoint, "position")
+    return raw.decode() if raw else ""
+
+
+def _spawn_projector(url: str, prefix: str, log_path: Path) -> tuple[subprocess.Popen, Any]:
+    log = open(log_path, "w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "projector", "run", "--mongo-url", url, "--redis-url", REDIS_URL, "--key-prefix", prefix,
+         "--no-progress"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
+    return proc, log
+
+
+def _wait(condition, timeout_s: float, what: str, poll_s: float = 0.002) -> float:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return time.perf_counter()
+        time.sleep(poll_s)
+    raise RuntimeError(f"{what} did not happen within {timeout_s:.0f} s")
+
+
+def _drain(mode: str, url: str, token: Any, count: int, prefix: str) -> dict[str, Any]:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.drain", mode, "--mongo-url", url, "--token", json_util.dumps(token),
+         "--count", str(count), "--redis-url", REDIS_URL, "--prefix", prefix],
+        cwd=ROOT, capture_output=True, text=True, timeout=900)
+    if run.returncode != 0:
+        raise RuntimeError(f"bench.drain {mode} failed: {run.stderr[-2000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def run(quick: bool = False) -> list[Row]:
+    try:
+        from pymongo import MongoClient
+    except ImportError as exc:
+        return [skipped(BENCH, "catch-up", f"pymongo is not importable ({exc})")]
+    count = QUICK if quick else FULL
+    redis = redis_client()
+    standin = StandInProcess()
+    LOGS.mkdir(parents=True, exist_ok=True)
+    mongo = None
+    try:
+        mongo = MongoClient(standin.url, serverSelectionTimeoutMS=30_000)
+        mongo.admin.command("ping")
+        with scratch_prefix(redis, "cu") as prefix, scratch_prefix(redis, "cn") as naive_prefix:
+            layout = Layout(prefix)
+            # The projector syncs the empty database, checkpoints, and stops: the backlog comes after.
+            proc, log = _spawn_projector(standin.url, prefix, LOGS / "catchup-first.log")
+            _wait(lambda: _position(redis, layout) != "", 60, "the first checkpoint", 0.05)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+            log.close()
+            token = json_util.loads(redis.hget(layout.checkpoint, "token").decode())
+            events = write_backlog(mongo, count)
+            last = mongo.admin.command("ping")["operationTime"]
+            final = f"{last.time:010d}.{last.inc:010d}"
+
+            bare = _drain("bare", standin.url, token, events, naive_prefix)
+            naive = _drain("naive", standin.url, token, events, naive_prefix)
+
+            proc, log = _spawn_projector(standin.url, prefix, LOGS / "catchup.log")
+            try:
+                started = _wait(lambda: "tailing from position" in Path(log.name).read_text(), 60, "the stream opening")
+                ended = _wait(lambda: _position(redis, layout) >= final, 900, "draining the backlog")
+            finally:
+                stop_process(proc)
+                log.close()
+            ours = events / (ended - started)
+    finally:
+        if mongo is not None:
+            mongo.close()
+        standin.stop()
+        redis.close()
+    bare_rate, naive_rate = bare["events"] / bare["seconds"], naive["events"] / naive["seconds"]
+    details = {"events": events, "bare": bare, "naive": naive, "projector_seconds": round(ended - started, 3)}
+    return [
+        Row(BENCH, "projector run vs bare pymongo reader", ours, "ev/s", bare_rate, "bare reader",
+            ratio_target=0.7, extra=details),
+        Row(BENCH, "projector run vs naive per-event projector", ours, "ev/s", naive_rate, "naive projector",
+            ratio_target=3.0),
+    ]
