@@ -329,3 +329,20 @@ def test_only_the_lease_holder_applies_and_a_paused_leader_cannot_write_its_chec
     assert a.step() == "standby"
     assert CheckpointStore(real_redis, layout).load().fence == b_fence
     assert snapshot(real_redis, layout, "u1")["liveTasks"][0]["progressPercent"] == 90.0
+
+
+def test_a_checkpoint_written_to_other_redis_masters_is_not_trusted(standin, make_worker, real_redis, layout):
+    """After a failover (or a restart) the writes a checkpoint covers may be lost: resync, and move
+    every version far ahead so that no version a client saw is reused for another state."""
+    seed(standin)
+    first = make_worker()
+    settle(first)
+    first.close()
+    version_before = snapshot(real_redis, layout, "u1")["version"]
+    real_redis.hset(layout.checkpoint, "masters", "a-master-that-failed")
+    again = make_worker()
+    settle(again)
+    assert again.stats.resyncs == 1
+    assert snapshot(real_redis, layout, "u1")["version"] >= version_before + 1000
+    assert CheckpointStore(real_redis, layout).load().masters not in ("", "a-master-that-failed")
+    assert converged(standin, real_redis, layout)
