@@ -333,9 +333,10 @@ class Fanout:
     async def _restart(self) -> None:
         """After a pub/sub error: drop every subscription and subscribe again from scratch.
 
-        The reconcile PINGs first (a cluster client meeting the failed master learns the new slot
-        map, so the subscriptions go to the promoted replica) and retries every second until it
-        succeeds; each confirmation reads its user again, so no change announced meanwhile is lost.
+        The reconcile first makes sure the client answers and, on a cluster, re-reads the slot map
+        (:func:`readmodel.connect.arefresh`: the subscriptions then go to the promoted replica);
+        it retries every second until it succeeds, and each confirmation reads its user again, so
+        no change announced meanwhile is lost.
         """
         async with self._lock:
             old, self._pubsub = self._pubsub, self._redis.pubsub()
