@@ -66,7 +66,7 @@ class LocalCluster:
         subprocess.run(
             ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
              "--cluster-replicas", str(self.replicas), "--cluster-yes"],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout_s,
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout_s, env=real_clock_env(),
         )
         self.wait_ok(timeout_s)
         return self
