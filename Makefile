@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-clock soak bench fuzz redis chromium faketime clean
+.PHONY: install demo test test-clock soak bench fuzz redis chromium faketime sse-clients clean
 
 install: $(VENV)/.installed
 
@@ -22,10 +22,16 @@ chromium:
 faketime:
 	@bash scripts/ensure-faketime
 
+# Node's eventsource package, for the tests that read the stream with third-party clients.
+sse-clients: tests/node/node_modules/.package-lock.json
+
+tests/node/node_modules/.package-lock.json: tests/node/package-lock.json
+	npm ci --prefix tests/node --no-audit --no-fund
+
 demo: install
 	$(BIN)/python -m demo
 
-test: install redis chromium
+test: install redis chromium sse-clients
 	$(BIN)/pytest
 
 # The clock-dependent parts of the suite again, with the process clock (and every process it
@@ -52,4 +58,4 @@ bench: install redis
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis tests/node/node_modules

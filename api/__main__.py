@@ -15,26 +15,20 @@ from .settings import Settings, SettingsError
 
 
 def server(app: Any, settings: Settings, **options: Any) -> Any:
-    """A uvicorn server for ``app`` whose shutdown first ends the open SSE streams."""
+    """A uvicorn server for ``app`` (open SSE streams end by themselves when it shuts down)."""
     import uvicorn
-
-    from .main import end_streams
-
-    class Server(uvicorn.Server):
-        async def shutdown(self, sockets: Any = None) -> None:
-            end_streams(app)  # streams never end by themselves; uvicorn would wait for them
-            await super().shutdown(sockets)
 
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
-        # A backstop: streams close by themselves on SIGTERM; nothing may keep the process up.
+        # A backstop: sse-starlette notices the shutdown within 0.5 s and gives streams
+        # SSE_SHUTDOWN_GRACE_S; nothing may keep the process up longer.
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s) + 2),
         proxy_headers=True,
         **options,
     )
-    return Server(config)
+    return uvicorn.Server(config)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -9,15 +9,14 @@ and ends; the client can then come back with a fresh token. Service-key streams 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
+
+from sse_starlette import JSONServerSentEvent
 
 from .fanout import Listener
 
-TOKEN_EXPIRED_FRAME = (
-    "event: end\r\ndata: "
-    + json.dumps({"reason": "token_expired", "message": "the token has expired; reconnect with a fresh one"})
-    + "\r\n\r\n"
+TOKEN_EXPIRED_FRAME = JSONServerSentEvent(
+    {"reason": "token_expired", "message": "the token has expired; reconnect with a fresh one"}, event="end"
 ).encode()
 
 

@@ -28,6 +28,7 @@ from collections import deque
 from typing import Any, Awaitable, Callable
 
 from redis.exceptions import ResponseError
+from sse_starlette import ServerSentEvent
 
 from readmodel import Layout
 from readmodel.connect import StoreError, arefresh
@@ -62,7 +63,7 @@ class Snapshot:
     def frame(self) -> bytes:
         """The ``event: snapshot`` SSE frame, ``id:`` = version (JSON has no raw newlines)."""
         if self._frame is None:
-            self._frame = f"id: {self.version}\r\nevent: snapshot\r\ndata: {self.json}\r\n\r\n".encode()
+            self._frame = ServerSentEvent(self.json, id=str(self.version), event="snapshot").encode()
         return self._frame
 
 

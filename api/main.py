@@ -1,8 +1,7 @@
 """The ASGI app factory: ``api.main:create_app()`` (``uvicorn --factory api.main:create_app``).
 
-Serve it with ``python -m api``: its server ends every open SSE stream as soon as it starts
-shutting down (:func:`end_streams`). Plain uvicorn knows nothing of open streams and waits for
-them until ``--timeout-graceful-shutdown`` runs out.
+Open SSE streams end by themselves when uvicorn starts shutting down (sse-starlette watches its
+exit signal), under ``python -m api`` as under plain uvicorn.
 """
 
 from __future__ import annotations
@@ -35,13 +34,6 @@ INSECURE_BANNER = (
     "!!  INSECURE DEV MODE: every user's status is served WITHOUT authentication.   !!\n"
     "!!  Never expose this server. Set API_KEYS and AUTH_SECRET for anything else.  !!\n" + "!" * 78
 )
-
-
-def end_streams(app: FastAPI) -> None:
-    """End every open SSE stream of ``app`` and every one opened later (the server is stopping)."""
-    fanout = getattr(app.state, "fanout", None)
-    if fanout is not None:
-        fanout.end_streams()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

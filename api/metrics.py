@@ -82,12 +82,15 @@ class LatencyMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        # The scope is let go at the response start: a stream's send must not keep the request's
+        # scope (and what the routing stack left in it) alive for hours.
+        pending = [scope]
 
         async def timed_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                route = scope.get("route")
+            if message["type"] == "http.response.start" and pending:
+                request = pending.pop()
                 self.metrics.request_seconds.labels(
-                    method_label(scope["method"]), getattr(route, "path", "unmatched"), str(message["status"])
+                    method_label(request["method"]), getattr(request.get("route"), "path", "unmatched"), str(message["status"])
                 ).observe(time.perf_counter() - started)
             await send(message)
 

@@ -1,27 +1,29 @@
-"""The Server-Sent Events stream of one user's snapshots.
+"""The Server-Sent Events stream of one user's snapshots, served by sse-starlette.
 
 Wire format: ``retry:`` first, then the current snapshot as ``event: snapshot`` with ``id:`` =
 its version (skipped on a resume whose Last-Event-ID is already current), then one event per
 new version. After the initial part, an ``event: sync`` tells the client it is caught up
-(``{"version", "resumedFrom", "sentSnapshot"}``). Heartbeat comments keep proxies from closing
-the stream.
+(``{"version", "resumedFrom", "sentSnapshot"}``). Every frame is a ``ServerSentEvent``.
 
-A stream is held by tens of thousands at once, so it costs as little as we can make it: the
-request's own task writes the frames and waits on the listener's mailbox (the heartbeat is that
-wait's timeout); one small task waits for the client to leave, which uvicorn only tells through
-``receive()`` (its ``send()`` to a vanished client returns quietly). Server shutdown closes every
-listener at once (:meth:`Fanout.end_streams`), so no stream needs a watcher of its own.
+sse-starlette's ``EventSourceResponse`` does the rest: the ``: ping`` heartbeats, the send
+timeout, noticing a client that left, and ending the stream when the server shuts down (it
+hooks uvicorn's exit signal; each stream then gets ``SSE_SHUTDOWN_GRACE_S`` to end by itself,
+which ours does at once: see :class:`EndsOnShutdown`).
+
+A stream stays open for hours, but the routing stack that opened it (FastAPI's exit stacks,
+exception wrappers, router and middleware frames) is only needed for the request: kept for the
+stream's life it is about 10 KB per stream. With :class:`StreamHandoff` installed, the route
+validates, authorizes and reads the first snapshot as usual, and the response is run once that
+stack has returned, still sending through the middlewares' ``send`` (CORS, latency metric).
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-from typing import Annotated
+from typing import Annotated, AsyncIterator
 
 from fastapi import APIRouter, Header, Query
-from starlette.responses import Response
+from sse_starlette import EventSourceResponse, JSONServerSentEvent, ServerSentEvent
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import snapshots
@@ -31,18 +33,18 @@ from .fanout import Listener, Snapshot
 from .limits import LIMIT_ERRORS
 from .metrics import Metrics
 from .routes import ERRORS
+from .settings import Settings
 
 log = logging.getLogger("api.stream")
+HANDOFF = "livestatus.stream_handoff"
 router = APIRouter(tags=["status"], responses={**ERRORS, **LIMIT_ERRORS})
 MAX_VERSION = 2**63 - 1
-HEARTBEAT = b": ping\r\n\r\n"
-HANDOFF = "livestatus.stream_handoff"
-REQUEST_ONLY_SCOPE_KEYS = ("fastapi_astack", "fastapi_inner_astack", "fastapi_function_astack", "fastapi_middleware_astack")
-HEADERS = (
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-store"),
-    (b"x-accel-buffering", b"no"),  # nginx: do not buffer the stream
-)
+PING = ServerSentEvent(comment="ping")
+
+
+def ping() -> ServerSentEvent:
+    """The heartbeat, a ``: ping`` comment (sse-starlette's own carries a timestamp)."""
+    return PING
 
 
 def parse_last_event_id(header: str | None, query: str | None) -> int | None:
@@ -58,103 +60,96 @@ def parse_last_event_id(header: str | None, query: str | None) -> int | None:
 
 
 def opening(first: Snapshot, resumed_from: int | None, retry_ms: int) -> tuple[bytes, bool]:
-    """The bytes a stream starts with, and whether they hold the snapshot."""
+    """The bytes a stream starts with (one write), and whether they hold the snapshot."""
     # A client ahead of us holds a state from another history (the user's keys were rebuilt):
     # it gets the current snapshot too.
     send_first = resumed_from is None or first.version != resumed_from
-    sync = json.dumps({"version": first.version, "resumedFrom": resumed_from, "sentSnapshot": send_first})
-    parts = [f": livestatus\r\nretry: {retry_ms}\r\n\r\n".encode()]
+    sync = {"version": first.version, "resumedFrom": resumed_from, "sentSnapshot": send_first}
+    parts = [ServerSentEvent(comment="livestatus", retry=retry_ms).encode()]
     if send_first:
         parts.append(first.frame)
-    parts.append(f"event: sync\r\ndata: {sync}\r\n\r\n".encode())
+    parts.append(JSONServerSentEvent(sync, event="sync").encode())
     return b"".join(parts), send_first
 
 
-async def _until_disconnect(receive: Receive, listener: Listener) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    listener.close()
+async def frames(opening: bytes, listener: Listener, metrics: Metrics) -> AsyncIterator[bytes]:
+    """The stream's body: ``opening``, then each new snapshot's frame until the listener closes
+    (and then its farewell, if it was ended with a reason: an expired token)."""
+    yield opening
+    del opening  # nothing sent is held while the stream waits
+    while True:
+        snapshot = await listener.next()
+        if snapshot is None:
+            if listener.farewell:
+                yield listener.farewell
+            return
+        if snapshot.version <= listener.sent_version:
+            continue  # read before the first snapshot was sent
+        listener.sent_version = snapshot.version
+        metrics.events_sent.inc()
+        frame = snapshot.frame
+        del snapshot
+        yield frame
 
 
-class StatusStream(Response):
-    """The SSE response of one stream: ``opening``, then each snapshot its listener gets.
+class EndsOnShutdown:
+    """The ``shutdown_event`` handed to sse-starlette: setting it closes the stream's listener,
+    so the stream ends by itself (a complete response) within the grace period."""
 
-    Called by the route, it sends only the response head (so the middlewares see it) and, when
-    :class:`StreamHandoff` is installed, hands itself over and returns: the stream then runs
-    outside the routing stack. The route's dependencies must therefore hold nothing that needs
-    closing (no ``yield`` dependencies): they are finished before the stream is.
-    """
+    __slots__ = ("listener",)
 
-    def __init__(
-        self, opening: bytes, listener: Listener, metrics: Metrics, heartbeat_s: float, send_timeout_s: float
-    ) -> None:
-        # Response.__init__ is skipped on purpose: it renders a body and builds headers we do not keep.
-        self.status_code = 200
-        self.background = None  # FastAPI sets it; the stream route takes no background tasks
-        self.opening = opening
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+
+    def set(self) -> None:
+        self.listener.close()
+
+    def is_set(self) -> bool:
+        return self.listener.closed
+
+
+class StatusStream(EventSourceResponse):
+    """sse-starlette's response for one listener: counts the open stream, logs a dropped slow
+    client, and closes the listener however the response ends (even if the body never started)."""
+
+    def __init__(self, opening: bytes, listener: Listener, metrics: Metrics, settings: Settings) -> None:
+        super().__init__(
+            frames(opening, listener, metrics),
+            ping=settings.heartbeat_s,
+            ping_message_factory=ping,
+            send_timeout=settings.send_timeout_s,
+            shutdown_event=EndsOnShutdown(listener),  # type: ignore[arg-type]  # only set() is called
+            shutdown_grace_period=settings.shutdown_grace_s,
+        )
         self.listener = listener
         self.metrics = metrics
-        self.heartbeat_s = heartbeat_s
-        self.send_timeout_s = send_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": list(HEADERS)})
-        except BaseException:
-            self.listener.close()
-            raise
         handoff = scope.get(HANDOFF)
         if handoff is not None:
-            handoff.append(self)
-        else:
-            await self.run(receive, send)
+            handoff.append((self, send))  # StreamHandoff runs it once the routing stack has returned
+            return
+        await self.run(scope, receive, send)
 
-    async def run(self, receive: Receive, send: Send) -> None:
-        """Send the opening, then every new snapshot and heartbeats, until the listener closes."""
-        listener = self.listener
+    async def run(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the stream until it ends (sse-starlette's ``EventSourceResponse.__call__``)."""
         self.metrics.open_streams.inc()
-        watcher = asyncio.ensure_future(_until_disconnect(receive, listener))
         try:
-            body: bytes | None = self.opening
-            self.opening = b""
-            while body is not None:
-                if body:
-                    async with asyncio.timeout(self.send_timeout_s):
-                        await send({"type": "http.response.body", "body": body, "more_body": True})
-                    body = b""  # not held while waiting
-                body = await self._next_body(listener)
-            # A listener ended with a reason (an expired token) says it in a last event.
-            async with asyncio.timeout(self.send_timeout_s):
-                await send({"type": "http.response.body", "body": listener.farewell or b"", "more_body": False})
-        except TimeoutError:
-            log.warning("dropped a stream of %s: its client accepted nothing for %.0fs", listener.uid, self.send_timeout_s)
+            await super().__call__(scope, receive, send)
+        except TimeoutError:  # sse-starlette's SendTimeoutError: the client is gone or stuck
+            log.warning("dropped a stream of %s: its client accepted nothing for %.0fs",
+                        self.listener.uid, self.send_timeout)
         finally:
-            watcher.cancel()
-            listener.close()
+            self.listener.close()
             self.metrics.open_streams.dec()
-
-    async def _next_body(self, listener: Listener) -> bytes | None:
-        """The next frame to send (a heartbeat when nothing happened for a while); None at the end."""
-        if not await listener.wait(self.heartbeat_s):
-            return HEARTBEAT
-        snapshot = listener.take()
-        if snapshot is None:
-            return None if listener.closed else b""
-        if snapshot.version <= listener.sent_version:
-            return b""  # read before the first snapshot was sent
-        listener.sent_version = snapshot.version
-        self.metrics.events_sent.inc()
-        return snapshot.frame
 
 
 class StreamHandoff:
-    """ASGI middleware (add it outermost) that runs streams once the routing stack has returned.
+    """ASGI middleware (add it outermost) that runs a stream once the stack that opened it returned.
 
-    A stream stays open for hours, but the stack that opened it (FastAPI's exit stacks,
-    exception wrappers, router and middleware frames) is only needed for the request: kept for
-    the stream's life it was about 10 KB per stream. The route validates, authorizes, reads the
-    first snapshot and sends the response head through the whole stack as usual; then the
-    stack unwinds and the stream's body is written from here.
+    The stack gets a copy of the scope, so whatever it keeps there (FastAPI's exit stacks) goes
+    with it; the stream is served with the server's own scope and ``receive``, and the ``send``
+    the route was given (through every middleware).
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -164,25 +159,21 @@ class StreamHandoff:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        handoff: list[StatusStream] = []
-        scope[HANDOFF] = handoff
+        handoff: list[tuple[StatusStream, Send]] = []
         try:
-            await self.app(scope, receive, send)
+            await self.app({**scope, HANDOFF: handoff}, receive, send)
         except BaseException:
-            for stream in handoff:
+            for stream, _ in handoff:
                 stream.listener.close()
             raise
-        finally:
-            del scope[HANDOFF]
-            for key in REQUEST_ONLY_SCOPE_KEYS:  # what the stack left in the scope, done with now
-                scope.pop(key, None)
         if handoff:
-            await handoff.pop().run(receive, send)
+            stream, inner_send = handoff.pop()
+            await stream.run(scope, receive, inner_send)
 
 
 @router.get(
     "/users/{masterAccountId}/status/stream",
-    response_class=StatusStream,
+    response_class=EventSourceResponse,
     status_code=200,
     responses={200: {"content": {"text/event-stream": {}}, "description": "a stream of snapshot events"}},
 )
@@ -211,4 +202,4 @@ async def status_stream(
     if sent_first:
         metrics.events_sent.inc()
     listener.sent_version = max(listener.sent_version, first.version)
-    return StatusStream(body, listener, metrics, settings.heartbeat_s, settings.send_timeout_s)
+    return StatusStream(body, listener, metrics, settings)

@@ -25,6 +25,7 @@ KEEP_RUNS = 4
 BENCHMARKS = {
     "throughput": "bench.throughput",
     "latency": "bench.latency",
+    "delivery": "bench.delivery",
     "capacity": "bench.capacity",
     "reads": "bench.reads",
     "resync": "bench.resync",

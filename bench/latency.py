@@ -82,7 +82,7 @@ def drive(model: ReadModel, stream: Stream, sizes: Sizes) -> tuple[dict[tuple[st
 def match(stamps: dict[tuple[str, int], int], records: list) -> tuple[list[float], int]:
     """Latencies (ms) of the stamped versions that arrived, and how many stamped ones never did."""
     arrived: dict[tuple[str, int], int] = {}
-    for uid, version, at in records:
+    for uid, version, at, *_ in records:
         arrived.setdefault((uid, version), at)
     latencies = sorted((arrived[key] - stamp) / 1e6 for key, stamp in stamps.items() if key in arrived)
     return latencies, sum(1 for key in stamps if key not in arrived)

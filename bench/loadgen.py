@@ -6,7 +6,8 @@ costs as little CPU as a Python client can. It reports JSON lines on stdout:
 * ``sse`` mode opens one stream per entry of ``users``, prints ``{"ready": n, "failed": m}`` once
   every stream has its first event (the current snapshot), keeps reading until a line arrives
   on stdin, then writes every ``(user, version, monotonic ns)`` it saw to ``records`` (if set)
-  and prints ``{"done": ...}``.
+  and prints ``{"done": ...}``. With ``marker`` set to a JSON key, each record also carries that
+  key's string value from the event's data (``(user, version, ns, value)``).
 * ``get`` mode sends GETs for ``duration_s`` (after ``warmup_s``): closed-loop over
   ``connections`` when ``rate`` is 0, else at a fixed rate, latency measured from each
   request's scheduled time (no coordinated omission). Prints ``{"done": ..., "latencies_ms": ...}``.
@@ -80,6 +81,8 @@ async def _stream(cfg: dict[str, Any], uid: str, local_ip: str | None, stats: Ss
         if status != 200:
             raise RuntimeError(f"HTTP {status}")
         chunked = headers.get("transfer-encoding", "").lower() == "chunked"
+        marker = cfg.get("marker")
+        marker = f'"{marker}":"'.encode() if marker else None
         buffer = b""
         first = True
         while not stop.is_set():
@@ -97,13 +100,18 @@ async def _stream(cfg: dict[str, Any], uid: str, local_ip: str | None, stats: Ss
             now = time.monotonic_ns()
             *messages, buffer = buffer.replace(b"\r\n", b"\n").split(b"\n\n")
             for message in messages:
+                version = None
+                mark = None
                 for line in message.split(b"\n"):
                     if line.startswith(b"id:"):
+                        version = int(line[3:].strip())
                         if first:
                             stats.first_events += 1
                             first = False
-                        if record:
-                            stats.records.append((uid, int(line[3:].strip()), now))
+                    elif marker and line.startswith(b"data:"):
+                        mark = _marked(line, marker)
+                if record and version is not None:
+                    stats.records.append((uid, version, now) if marker is None else (uid, version, now, mark))
     except asyncio.CancelledError:
         raise
     except Exception as exc:
@@ -113,6 +121,15 @@ async def _stream(cfg: dict[str, Any], uid: str, local_ip: str | None, stats: Ss
     finally:
         if writer is not None:
             writer.close()
+
+
+def _marked(data_line: bytes, marker: bytes) -> str | None:
+    """The string value after ``"marker":"`` in a data line (the first one), or None."""
+    at = data_line.find(marker)
+    if at < 0:
+        return None
+    start = at + len(marker)
+    return data_line[start:data_line.index(b'"', start)].decode()
 
 
 async def _pubsub(cfg: dict[str, Any], users: list[str], records: list[tuple[str, int, int]], stop: asyncio.Event,

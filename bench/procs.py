@@ -58,11 +58,14 @@ def api_available() -> str | None:
 class Server:
     """A uvicorn process serving the API (``kind="api"``) or the bare baseline (``"bare"``)."""
 
-    def __init__(self, kind: str, prefix: str, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, kind: str, prefix: str, extra_env: dict[str, str] | None = None,
+                 root: Path | None = None) -> None:
+        """``root``: the checkout whose code the server runs (default ``APP_ROOT``)."""
         self.kind = kind
         self.port = free_port()
         LOGS.mkdir(parents=True, exist_ok=True)
         self.log_path = LOGS / f"{kind}-{self.port}.log"
+        root = root or APP_ROOT
         env = {
             **os.environ,
             "REDIS_URL": REDIS_URL,
@@ -81,7 +84,7 @@ class Server:
         else:
             command = [sys.executable, "-m", "bench.bare", "--host", HOST, "--port", str(self.port)]
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=APP_ROOT)
+        self.proc = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=root)
         self._wait_ready()
 
     @property
@@ -166,4 +169,7 @@ class Client:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
         os.unlink(self._config_file.name)

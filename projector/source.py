@@ -114,7 +114,16 @@ class Stream:
 
     def poll(self, max_events: int, max_wait_s: float) -> tuple[list[Mapping[str, Any]], bool]:
         """Up to ``max_events`` events, for at most about ``max_wait_s``; and whether the stream
-        is caught up (the last read returned nothing). Stops after an event that ends the stream."""
+        is caught up (the driver holds no more events). Stops after an event that ends the stream.
+
+        Returns as soon as the driver has handed out the last event it holds: asking for one more
+        would be a getMore that waits out ``maxAwaitTimeMS`` on the server when nothing new came
+        (a fixed delay on every isolated change). pymongo tells us through its public
+        ``resume_token``: it becomes the batch's ``postBatchResumeToken`` instead of the event's
+        ``_id`` once the event handed out is the last one it holds (change streams spec). A batch
+        cut by ``batchSize`` ends on the last event's own token: reading on is right then, the
+        server has more.
+        """
         events: list[Mapping[str, Any]] = []
         deadline = time.monotonic() + max_wait_s
         while len(events) < max_events:
@@ -124,6 +133,8 @@ class Stream:
             events.append(event)
             if event.get("operationType") in RESYNC_EVENTS or time.monotonic() >= deadline:
                 break
+            if self._stream.resume_token != event.get("_id"):
+                return events, True  # the driver's buffer is empty
         return events, False
 
     def close(self) -> None:

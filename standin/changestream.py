@@ -106,6 +106,7 @@ class ChangeStreamCursor:
         self._before_change = stage.get("fullDocumentBeforeChange", "off")
         self.position = self._start_position(stage)
         self.alive = True
+        self.cut = False  # the last batch stopped at its size limit (the server holds more)
         self.last_used = time.monotonic()
 
     @property
@@ -138,6 +139,7 @@ class ChangeStreamCursor:
         deadline = self.last_used + wait_seconds
         batch: list[RawBSONDocument] = []
         size = 0
+        self.cut = True
         while self.alive:
             entries, idle_position = self._store.wait_entries(self.position, deadline, _SCAN_CHUNK)
             if not entries:
@@ -168,13 +170,16 @@ class ChangeStreamCursor:
                     return batch
             if batch:
                 break
+        self.cut = False
         self.last_used = time.monotonic()
         return batch
 
     def post_batch_resume_token(self) -> dict:
         if not self.alive:
             return tokens.token(self.position, tokens.INVALIDATE)
-        return tokens.token(self.position)
+        # A batch cut by its size ends on its last event's token; one that drained what there was
+        # ends on a high-water mark (as on a real server, where pymongo then caches it).
+        return tokens.token(self.position, tokens.EVENT if self.cut else tokens.HIGH_WATER_MARK)
 
     def _sees(self, entry: Entry) -> bool:
         if entry.op == INVALIDATE:

@@ -3,7 +3,9 @@
 A cluster time ``Timestamp(t, i)`` is handled as the 64-bit integer ``t << 32 | i``. A resume
 token is ``{"_data": "82" + 16 hex digits of that integer + 2 hex digits of kind}``: fixed
 width upper-case hex, so string order equals oplog order. The kind marks invalidate events,
-which may be passed to ``startAfter`` but not to ``resumeAfter``, as on a real server.
+which may be passed to ``startAfter`` but not to ``resumeAfter``, as on a real server, and
+high-water marks: the ``postBatchResumeToken`` of a batch that ended because nothing more was
+there (a real server's high-water-mark tokens differ from every event's token too).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from .errors import CommandError
 
 EVENT = 0
 INVALIDATE = 1
+HIGH_WATER_MARK = 2
 _PREFIX = "82"
 _LENGTH = len(_PREFIX) + 16 + 2
 

@@ -288,7 +288,8 @@ def test_an_open_stream_behind_a_truncation_fails_with_code_286(mongo, db):
 def test_resumable_getmore_error_is_resumed_by_pymongo_without_losing_events(mongo, db, code):
     with watch(db) as stream:
         mongo.insert(DB, "userEconomy", {"_id": 1})
-        token = next_change(stream)["_id"]
+        next_change(stream)
+        token = stream.resume_token  # the batch's high-water mark, cached by pymongo with its last event
         mongo.fail_next("getMore", code=code)
         mongo.insert(DB, "userEconomy", {"_id": 2})
         mongo.insert(DB, "userEconomy", {"_id": 3})
@@ -301,7 +302,8 @@ def test_resumable_getmore_error_is_resumed_by_pymongo_without_losing_events(mon
 def test_dropped_connection_is_resumed_by_pymongo_without_losing_events(mongo, db):
     with watch(db) as stream:
         mongo.insert(DB, "userEconomy", {"_id": 1})
-        token = next_change(stream)["_id"]
+        next_change(stream)
+        token = stream.resume_token  # the batch's high-water mark, cached by pymongo with its last event
         mongo.hangup_next("getMore")
         mongo.insert(DB, "userEconomy", {"_id": 2})
         changes = drain(stream)
@@ -418,7 +420,8 @@ def test_an_inclusion_project_stage_trims_events_but_keeps_the_resume_token(mong
         mongo.insert(DB, "generationOutputs", {"_id": 1, "status": "pending", "prompt": "x" * 500,
                                                "metadata": {"progress": 0.5, "seed": 7}})
         change = next_change(stream)
-        assert change["_id"] == stream.resume_token
+        # the event's own token; pymongo caches the batch's high-water mark, at or after it
+        assert change["_id"]["_data"] <= stream.resume_token["_data"]
     assert change["fullDocument"] == {"status": "pending", "metadata": {"progress": 0.5}}  # nested _id is not implied
     assert set(change) == {"_id", "operationType", "documentKey", "fullDocument"}
 
@@ -433,3 +436,19 @@ def test_find_by_in_matches_embedded_document_and_number_ids(db):
     db.t.insert_many([{"_id": {"nested": "a"}}, {"_id": 1.5}, {"_id": "s"}])
     found = db.t.find({"_id": {"$in": [{"nested": "a"}, 1.5, "missing"]}})
     assert sorted(map(repr, (d["_id"] for d in found))) == ["1.5", "{'nested': 'a'}"]
+
+
+def test_a_batch_cut_by_its_size_ends_on_its_last_event_token_a_drained_one_on_a_high_water_mark(mongo, db):
+    """As on a real server: pymongo caches the postBatchResumeToken with a batch's last event, so
+    a client can tell "the server has more" (the event's own token) from "that was all"."""
+    with watch(db, batch_size=2) as stream:
+        assert stream.try_next() is None
+        for i in range(3):
+            mongo.insert(DB, "userEconomy", {"_id": i})
+        first = stream.try_next()
+        assert stream.resume_token == first["_id"]  # not the batch's last event
+        second = stream.try_next()
+        assert stream.resume_token == second["_id"]  # last of a full batch: the server holds more
+        third = stream.try_next()
+        assert stream.resume_token != third["_id"]  # last of a drained batch: a high-water mark
+        assert stream.resume_token["_data"] > third["_id"]["_data"]
