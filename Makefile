@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-clock soak bench fuzz redis chromium faketime sse-clients clean
+.PHONY: install demo test test-pymongo test-mongo test-clock soak bench fuzz redis chromium faketime sse-clients clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,17 @@ demo: install
 
 test: install redis chromium sse-clients
 	$(BIN)/pytest
+	$(BIN)/python scripts/pymongo-spec
+
+# pymongo's own change-stream tests (its sdist, fetched once into .cache/) against a stand-in
+# process, unmodified; tests/pymongo_spec/skips.txt lists what is skipped and why (~30 s).
+test-pymongo: install
+	$(BIN)/python scripts/pymongo-spec
+
+# The capture tests and the reliability suite against compose's MongoDB instead of the stand-in
+# (needs Docker; MONGO_TEST_URL=mongodb://... pytest does the same against any test replica set).
+test-mongo: install redis
+	bash scripts/test-mongo
 
 # The clock-dependent parts of the suite again, with the process clock (and every process it
 # starts) moved 40 days and 3 years ahead: no test may depend on the day it was written. Only the

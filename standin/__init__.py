@@ -2,20 +2,22 @@
 
 ``StandIn`` is the entry point; ``python -m standin --port 27017`` runs one as a process.
 
-It advertises a replica-set primary (wire version 21, sessions) and keeps everything in
-memory. Supported: insert/update/delete/findAndModify (``$set $unset $inc $mul $min $max
-$setOnInsert $currentDate $push $addToSet $pull``, replacements, upserts, multi, ordered
-batches), find (filters with equality, ``$in $nin $ne $gt(e) $lt(e) $exists $regex $not
-$size $elemMatch $and $or $nor``; sort, skip, limit, projection, batches), count,
-distinct, a small aggregate (``$match $sort $skip $limit $project $count $group``),
-list/create/drop of collections and databases, and change streams on a collection, a
-database or the cluster (``$match`` stages; fullDocument default/updateLookup/whenAvailable/
-required; fullDocumentBeforeChange; resumeAfter/startAfter/startAtOperationTime;
-postBatchResumeToken; long-polling getMore; drop/dropDatabase/invalidate events).
+It advertises a replica-set primary (MongoDB 7.0, wire version 21, sessions) and keeps
+everything in memory. It holds what the projector, the demo, the benchmarks and pymongo's own
+change-stream tests use, and nothing else (docs/standin.md): insert/update/delete (``$set
+$unset $inc``, replacements, upserts, multi, ordered batches), find (equality, ``$in $nin $ne
+$gt $lt $exists $or``; sort, skip, limit, projection, batches), count, ``count_documents``'s
+aggregate (``$match $skip $limit $group``/``$sum``), create/drop/rename/list of collections,
+dropDatabase, the handshake and admin commands a driver's test harness sends (every login is
+refused, as unknown credentials are), the
+``failCommand`` and ``failGetMoreAfterCursorCheckout`` fail points, and change streams on a
+collection, a database or the cluster (``$match`` and ``$project`` stages; fullDocument
+default/updateLookup; resumeAfter/startAfter/startAtOperationTime; postBatchResumeToken;
+long-polling getMore; drop/dropDatabase/rename/invalidate events).
 
-Not supported: transactions, secondary indexes (createIndexes is accepted and ignored),
-pipeline-style updates, arrayFilters, positional ``$`` updates, aggregation expressions,
-authentication, TLS, compression.
+Anything else is refused with an error naming it, among others: transactions, indexes, pre/post
+images, expanded events, pipeline-style updates, other update and query operators, TLS,
+compression.
 """
 
 from .changestream import ChangeStreamOpen

@@ -13,10 +13,10 @@ from bson.raw_bson import RawBSONDocument
 
 from . import tokens
 from .cursors import MAX_BATCH_BYTES
-from .errors import CommandError, history_lost
-from .projection import truthy, projector
+from .errors import NON_RESUMABLE, CommandError, history_lost
+from .projection import stage_projector
 from .query import compile_filter
-from .store import DELETE, DROP, DROP_DATABASE, INSERT, INVALIDATE, REPLACE, UPDATE, Entry, Store
+from .store import DROP, DROP_DATABASE, INSERT, INVALIDATE, RENAME, REPLACE, UPDATE, Entry, Store
 
 _SCAN_CHUNK = 4096
 _STAGE_OPTIONS = {
@@ -28,8 +28,13 @@ _STAGE_OPTIONS = {
     "allChangesForCluster",
     "showExpandedEvents",
 }
-_FULL_DOCUMENT = {"default", "updateLookup", "whenAvailable", "required"}
-_BEFORE_CHANGE = {"off", "whenAvailable", "required"}
+_TOKEN_MODIFIED = (
+    "Encountered an event whose _id field, which contains the resume token, was modified by the pipeline. "
+    "Modifying the _id field of an event makes it impossible to resume the stream from that point."
+)
+# Pre/post images (fullDocument required/whenAvailable, fullDocumentBeforeChange) and expanded
+# events are not kept: nothing here asks for them (see docs/standin.md).
+_FULL_DOCUMENT = {"default", "updateLookup"}
 
 
 @dataclass(frozen=True)
@@ -55,28 +60,26 @@ def parse_stage(stage: Any) -> dict:
     if sum(k in stage for k in ("resumeAfter", "startAfter", "startAtOperationTime")) > 1:
         raise CommandError(40674, "Only one type of resume option is allowed, but multiple were found.")
     if stage.get("fullDocument", "default") not in _FULL_DOCUMENT:
-        raise CommandError(2, f"unknown fullDocument mode {stage['fullDocument']!r}")
-    if stage.get("fullDocumentBeforeChange", "off") not in _BEFORE_CHANGE:
-        raise CommandError(2, f"unknown fullDocumentBeforeChange mode {stage['fullDocumentBeforeChange']!r}")
+        raise CommandError(2, f"the stand-in supports fullDocument default and updateLookup only, not {stage['fullDocument']!r}")
+    if stage.get("fullDocumentBeforeChange", "off") != "off":
+        raise CommandError(2, "the stand-in keeps no pre-images: fullDocumentBeforeChange must be off")
+    if stage.get("showExpandedEvents"):
+        raise CommandError(2, "the stand-in does not produce expanded events (showExpandedEvents)")
     return dict(stage)
 
 
 def compile_match(pipeline: list) -> Callable[[dict], dict | None] | None:
-    """The stages after ``$changeStream``, in order: ``$match`` and inclusion ``$project``
-    stages. Returns a function giving the event as the pipeline leaves it, or None when a
-    ``$match`` drops it; None for an empty pipeline."""
+    """The stages after ``$changeStream``, in order: ``$match`` and ``$project`` stages.
+    Returns a function giving the event as the pipeline leaves it, or None when a ``$match``
+    drops it; None for an empty pipeline."""
     steps: list[Callable[[dict], dict | None]] = []
     for stage in pipeline:
         name = next(iter(stage), "?") if isinstance(stage, Mapping) else "?"
         if name == "$match" and len(stage) == 1:
             predicate = compile_filter(stage["$match"])
             steps.append(lambda event, p=predicate: event if p(event) else None)
-        elif name == "$project" and len(stage) == 1 and isinstance(stage["$project"], Mapping):
-            spec = stage["$project"]
-            if any(not truthy(v) for k, v in spec.items()):
-                # Real servers refuse to drop the resume token (error 280 on the next batch).
-                raise CommandError(40324, "the stand-in supports only inclusion $project after $changeStream")
-            steps.append(projector(spec))
+        elif name == "$project" and len(stage) == 1:
+            steps.append(stage_projector(stage["$project"]))
         else:
             raise CommandError(40324, f"the stand-in supports only $match and $project after $changeStream, not {name}")
     if not steps:
@@ -102,8 +105,7 @@ class ChangeStreamCursor:
         self.db = db
         self.coll = coll
         self._match = match
-        self._full_document = stage.get("fullDocument", "default")
-        self._before_change = stage.get("fullDocumentBeforeChange", "off")
+        self._lookup = stage.get("fullDocument") == "updateLookup"
         self.position = self._start_position(stage)
         self.alive = True
         self.cut = False  # the last batch stopped at its size limit (the server holds more)
@@ -156,7 +158,10 @@ class ChangeStreamCursor:
                     break
                 event = self._render(entry)
                 if self._match is not None:
+                    token = event["_id"]
                     event = self._match(event)
+                    if event is not None and event.get("_id") != token:
+                        raise CommandError(280, _TOKEN_MODIFIED, [NON_RESUMABLE])
                 if event is None:
                     self.position = entry.position
                     continue
@@ -208,18 +213,15 @@ class ChangeStreamCursor:
         }
         if op == INSERT or op == REPLACE:
             event["fullDocument"] = entry.post
-        elif op == UPDATE:
-            if self._full_document == "updateLookup":
-                event["fullDocument"] = self._store.lookup(entry.db, entry.coll, entry.key)
-            elif self._full_document != "default":
-                event["fullDocument"] = entry.post
-        if self._before_change != "off" and op in (UPDATE, REPLACE, DELETE):
-            event["fullDocumentBeforeChange"] = entry.pre
+        elif op == UPDATE and self._lookup:
+            event["fullDocument"] = self._store.lookup(entry.db, entry.coll, entry.key)
         if op == DROP_DATABASE:
             event["ns"] = {"db": entry.db}
         else:
             event["ns"] = {"db": entry.db, "coll": entry.coll}
-        if op != DROP and op != DROP_DATABASE:
+        if op == RENAME:
+            event["to"] = dict(entry.to)
+        elif op != DROP and op != DROP_DATABASE:
             event["documentKey"] = {"_id": entry.key}
         if op == UPDATE:
             event["updateDescription"] = entry.description

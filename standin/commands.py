@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -20,7 +21,7 @@ from .changestream import ChangeStreamCursor, ChangeStreamOpen
 from .crud import DataCommands
 from .cursors import Cursors, QueryCursor, cursor_reply
 from .errors import CommandError
-from .faults import Fault, Faults
+from .faults import Fault, Faults, fail_point
 from .pipeline import run_pipeline
 from .store import Store
 from .wire import HANGUP
@@ -28,7 +29,7 @@ from .wire import HANGUP
 log = logging.getLogger(__name__)
 
 MAX_WIRE_VERSION = 21  # MongoDB 7.0
-WRITE_COMMANDS = frozenset({"insert", "update", "delete", "findAndModify"})
+WRITE_COMMANDS = frozenset({"insert", "update", "delete"})
 _SIGNATURE = {"hash": Binary(b"\x00" * 20), "keyId": Int64(0)}
 
 
@@ -44,6 +45,7 @@ class Dispatcher:
         self._stats_lock = threading.Lock()
         self.command_counts: Counter[str] = Counter()
         self.change_stream_opens: list[ChangeStreamOpen] = []
+        self._app_names: dict[int, str] = {}  # client port -> appName from its handshake
         self._handlers = {
             "hello": self.hello,
             "isMaster": self.hello,
@@ -52,15 +54,17 @@ class Dispatcher:
             "endSessions": self.ok,
             "buildInfo": self.build_info,
             "buildinfo": self.build_info,
+            "getCmdLineOpts": self.cmd_line_opts,
+            "serverStatus": self.server_status,
+            "getParameter": self.get_parameter,
+            "configureFailPoint": self.configure_fail_point,
+            "killAllSessions": self.ok,
             "listCollections": self.list_collections,
-            "listDatabases": self.list_databases,
-            "listIndexes": self.list_indexes,
             "create": self.create,
-            "createIndexes": self.create_indexes,
             "drop": self.drop,
             "dropDatabase": self.drop_database,
+            "renameCollection": self.rename_collection,
             "saslStart": self.authenticate,
-            "authenticate": self.authenticate,
             **DataCommands(store, self.cursors, self.record_open).handlers(),
         }
 
@@ -75,11 +79,17 @@ class Dispatcher:
         db = command.get("$db") or request.namespace or "admin"
         with self._stats_lock:
             self.command_counts[name] += 1
-        fault = self.faults.take(name, command)
-        if fault is not None and fault.code is None:
-            return HANGUP
+            if name in ("hello", "isMaster", "ismaster") and isinstance(command.get("client"), Mapping):
+                self._app_names[request.client_port] = command["client"].get("application", {}).get("name")
+            app_name = self._app_names.get(request.client_port)
+        fault = self.faults.take(name, command, app_name)
+        if fault is not None:
+            if fault.block_seconds:
+                time.sleep(fault.block_seconds)
+            if fault.close:
+                return HANGUP
         try:
-            if fault is not None:
+            if fault is not None and fault.code is not None:
                 raise self._fault_error(fault, name, command)
             if "startTransaction" in command:
                 raise CommandError(20, "transactions are not supported by the stand-in")
@@ -99,9 +109,9 @@ class Dispatcher:
         return reply
 
     def _fault_error(self, fault: Fault, name: str, command: Mapping) -> CommandError:
-        labels = fault.labels
-        if labels is None:
-            labels = []
+        # The labels given; else none (failCommand), or those a real error of that code carries.
+        labels = list(fault.labels) if fault.labels is not None else []
+        if fault.labels is None and fault.server_labels:
             if fault.code == 286:
                 labels = [errors.NON_RESUMABLE]
             elif name in WRITE_COMMANDS and fault.code in errors.RETRYABLE_WRITE_CODES:
@@ -170,6 +180,32 @@ class Dispatcher:
             "standin": True,
         }
 
+    def cmd_line_opts(self, command: Mapping, db: str) -> dict:
+        # What a single-node replica set started for driver tests reports (test commands on).
+        return {
+            "argv": ["mongod", "--replSet", self.replica_set, "--setParameter", "enableTestCommands=1"],
+            "parsed": {"replication": {"replSet": self.replica_set}, "setParameter": {"enableTestCommands": "1"}},
+        }
+
+    def server_status(self, command: Mapping, db: str) -> dict:
+        return {"host": self.host, "version": "7.0.0", "process": "mongod", "storageEngine": {"name": "standin"}}
+
+    def get_parameter(self, command: Mapping, db: str) -> dict:
+        parameters = {"enableTestCommands": True, "featureCompatibilityVersion": {"version": "7.0"}}
+        wanted = command["getParameter"]
+        if wanted == "*" or command.get("allParameters"):
+            return parameters
+        return {name: value for name, value in parameters.items() if name in command}
+
+    def configure_fail_point(self, command: Mapping, db: str) -> dict:
+        if db != "admin":
+            raise CommandError(13, "configureFailPoint may only be run against the admin database.")
+        fault = fail_point(command)
+        if fault is not None and command["configureFailPoint"] == "failGetMoreAfterCursorCheckout":
+            fault.when = lambda getmore: self.cursors.peek(getmore.get("getMore")) is not None  # checked out
+        self.faults.set_fail_point(command["configureFailPoint"], fault)
+        return {"count": 0}
+
     # ------------------------------------------------------------ catalog
 
     def drop(self, command: Mapping, db: str) -> dict:
@@ -177,6 +213,13 @@ class Dispatcher:
         if not self.store.drop(db, coll):
             raise CommandError(26, "ns not found")
         return {"ns": f"{db}.{coll}", "nIndexesWas": 1}
+
+    def rename_collection(self, command: Mapping, db: str) -> dict:
+        if db != "admin":
+            raise CommandError(13, "renameCollection may only be run against the admin database.")
+        source, target = (_namespace(command.get(field)) for field in ("renameCollection", "to"))
+        self.store.rename(*source, *target, drop_target=bool(command.get("dropTarget")))
+        return {}
 
     def drop_database(self, command: Mapping, db: str) -> dict:
         self.store.drop_database(db)
@@ -186,11 +229,6 @@ class Dispatcher:
         if not self.store.create(db, command["create"]):
             raise CommandError(48, f"Collection already exists. NS: {db}.{command['create']}")
         return {}
-
-    def create_indexes(self, command: Mapping, db: str) -> dict:
-        created = self.store.create(db, command["createIndexes"])
-        return {"numIndexesBefore": 1, "numIndexesAfter": 1, "createdCollectionAutomatically": created,
-                "note": "the stand-in keeps no secondary indexes"}
 
     def list_collections(self, command: Mapping, db: str) -> dict:
         infos = [
@@ -202,15 +240,9 @@ class Dispatcher:
             docs = [{"name": d["name"], "type": d["type"]} for d in docs]
         return cursor_reply(self.cursors, QueryCursor(f"{db}.$cmd.listCollections", docs), "firstBatch", docs, True)
 
-    def list_databases(self, command: Mapping, db: str) -> dict:
-        names = self.store.database_names()
-        if command.get("nameOnly"):
-            return {"databases": [{"name": n} for n in names]}
-        return {"databases": [{"name": n, "sizeOnDisk": 0, "empty": False} for n in names], "totalSize": 0}
 
-    def list_indexes(self, command: Mapping, db: str) -> dict:
-        coll = command["listIndexes"]
-        if coll not in self.store.collection_names(db):
-            raise CommandError(26, f"ns does not exist: {db}.{coll}")
-        docs = [{"v": 2, "key": {"_id": 1}, "name": "_id_"}]
-        return cursor_reply(self.cursors, QueryCursor(f"{db}.{coll}", docs), "firstBatch", docs, True)
+def _namespace(value: Any) -> tuple[str, str]:
+    db, dot, coll = value.partition(".") if isinstance(value, str) else ("", "", "")
+    if not db or not dot or not coll:
+        raise CommandError(73, f"Invalid namespace specified '{value}'")
+    return db, coll

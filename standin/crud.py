@@ -11,9 +11,8 @@ from .changestream import ChangeStreamCursor, ChangeStreamOpen, compile_match, p
 from .cursors import FIRST_BATCH_SIZE, Cursors, QueryCursor, batch_size, cursor_reply
 from .errors import CommandError, DuplicateKey
 from .pipeline import run_pipeline
-from .projection import projector
+from .projection import stage_projector
 from .store import Store, WriteResult
-from .values import resolve, sort_key
 
 UNLIMITED = 1 << 62
 DEFAULT_AWAIT_SECONDS = 1.0  # a server's default wait for a tailable getMore without maxTimeMS
@@ -32,13 +31,10 @@ class DataCommands:
             "insert": self.insert,
             "update": self.update,
             "delete": self.delete,
-            "findAndModify": self.find_and_modify,
-            "findandmodify": self.find_and_modify,
             "find": self.find,
             "getMore": self.get_more,
             "killCursors": self.kill_cursors,
             "count": self.count,
-            "distinct": self.distinct,
             "aggregate": self.aggregate,
         }
 
@@ -63,31 +59,6 @@ class DataCommands:
         result = self.store.delete(db, command["delete"], command.get("deletes", []), command.get("ordered", True))
         return _write_reply(result)
 
-    def find_and_modify(self, command: Mapping, db: str) -> dict:
-        coll = command.get("findAndModify", command.get("findandmodify"))
-        remove = bool(command.get("remove"))
-        if not remove and command.get("update") is None:
-            raise CommandError(9, "Either an update or remove=true must be specified")
-        before, after, upserted = self.store.find_and_modify(
-            db,
-            coll,
-            command.get("query"),
-            sort=command.get("sort"),
-            update=command.get("update"),
-            remove=remove,
-            upsert=bool(command.get("upsert")),
-        )
-        value = after if command.get("new") and not remove else before
-        project = projector(command.get("fields"))
-        if value is not None and project:
-            value = project(value)
-        last_error: dict = {"n": int(before is not None or upserted is not None)}
-        if not remove:
-            last_error["updatedExisting"] = before is not None
-            if upserted is not None:
-                last_error["upserted"] = upserted
-        return {"lastErrorObject": last_error, "value": value}
-
     # ------------------------------------------------------------ reads
 
     def find(self, command: Mapping, db: str) -> dict:
@@ -98,7 +69,8 @@ class DataCommands:
             docs = docs[skip:]
         if limit:
             docs = docs[: abs(limit)]
-        cursor = QueryCursor(f"{db}.{coll}", docs, projector(command.get("projection")))
+        projection = command.get("projection")
+        cursor = QueryCursor(f"{db}.{coll}", docs, stage_projector(projection) if projection else None)
         first = cursor.next_batch(batch_size(command.get("batchSize"), FIRST_BATCH_SIZE))
         single = command.get("singleBatch") or limit < 0
         return cursor_reply(self.cursors, cursor, "firstBatch", first, single)
@@ -136,15 +108,6 @@ class DataCommands:
         n = max(0, len(docs) - skip)
         return {"n": min(n, limit) if limit else n}
 
-    def distinct(self, command: Mapping, db: str) -> dict:
-        parts = command["key"].split(".")
-        seen: dict = {}
-        for doc in self.store.find(db, command["distinct"], command.get("query")):
-            for value in resolve(doc, parts):
-                for item in value if isinstance(value, list) else [value]:
-                    seen.setdefault(sort_key(item), item)
-        return {"values": list(seen.values())}
-
     def aggregate(self, command: Mapping, db: str) -> dict:
         pipeline = command.get("pipeline", [])
         target = command["aggregate"]
@@ -159,6 +122,9 @@ class DataCommands:
 
     def _open_change_stream(self, command: Mapping, db: str, target: Any, pipeline: list) -> dict:
         stage = parse_stage(pipeline[0]["$changeStream"])
+        level = (command.get("readConcern") or {}).get("level")
+        if level not in (None, "majority"):
+            raise CommandError(72, f"$changeStream supports only readConcern level majority, not {level!r}")
         match = compile_match(pipeline[1:])
         if stage.get("allChangesForCluster"):
             if db != "admin" or target != 1:

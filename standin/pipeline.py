@@ -1,8 +1,7 @@
 """A small aggregation pipeline for plain (non change-stream) aggregates.
 
-Enough for ``count_documents`` and simple reporting: ``$match``, ``$sort``, ``$skip``,
-``$limit``, ``$project`` (inclusion/exclusion), ``$count`` and ``$group`` with ``$sum``,
-``$min``, ``$max``, ``$first``, ``$last`` of constants or ``"$field"`` paths.
+Exactly what ``count_documents`` sends: ``$match``, ``$skip``, ``$limit`` and ``$group`` with
+``$sum`` of constants or ``"$field"`` paths.
 """
 
 from __future__ import annotations
@@ -11,10 +10,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import CommandError
-from .projection import projector, sort_documents
 from .query import compile_filter
-from .values import id_key, resolve, sort_key, type_rank
-from .update import arith
+from .values import id_key, resolve, type_rank
+from .update import add
 
 
 def run_pipeline(docs: list, pipeline: list) -> list:
@@ -26,17 +24,10 @@ def run_pipeline(docs: list, pipeline: list) -> list:
         if name == "$match":
             predicate = compile_filter(arg)
             docs = [d for d in docs if predicate(d)]
-        elif name == "$sort":
-            docs = sort_documents(list(docs), arg)
         elif name == "$skip":
             docs = docs[int(arg):]
         elif name == "$limit":
             docs = docs[: int(arg)]
-        elif name == "$project":
-            project = projector(arg)
-            docs = [project(d) for d in docs] if project else docs
-        elif name == "$count":
-            docs = [{arg: len(docs)}] if docs else []
         elif name == "$group":
             docs = _group(docs, arg)
         else:
@@ -76,24 +67,7 @@ def _group(docs: list, spec: Mapping) -> list:
 def _sum(out: dict, name: str, value: Any, first: bool) -> None:
     current = 0 if first else out[name]
     numeric = type_rank(value) == 3
-    out[name] = arith(current, value, "$inc") if numeric else current
+    out[name] = add(current, value) if numeric else current
 
 
-def _min_max(lower: bool):
-    def accumulate(out: dict, name: str, value: Any, first: bool) -> None:
-        if first or (sort_key(value) < sort_key(out[name])) == lower:
-            out[name] = value
-
-    return accumulate
-
-
-def _first(out: dict, name: str, value: Any, first: bool) -> None:
-    if first:
-        out[name] = value
-
-
-def _last(out: dict, name: str, value: Any, first: bool) -> None:
-    out[name] = value
-
-
-_ACCUMULATE = {"$sum": _sum, "$min": _min_max(True), "$max": _min_max(False), "$first": _first, "$last": _last}
+_ACCUMULATE = {"$sum": _sum}

@@ -45,19 +45,15 @@ def compile_filter(spec: Mapping | None) -> Predicate:
 
 
 def _compile_clause(key: str, cond: Any) -> Predicate:
-    if key in ("$and", "$or", "$nor"):
+    if key == "$or":
         if not isinstance(cond, list) or not cond:
             raise CommandError(2, f"{key} argument must be a non-empty array")
         subs = [compile_filter(sub) for sub in cond]
-        if key == "$and":
-            return lambda doc: all(sub(doc) for sub in subs)
-        if key == "$or":
-            return lambda doc: any(sub(doc) for sub in subs)
-        return lambda doc: not any(sub(doc) for sub in subs)
+        return lambda doc: any(sub(doc) for sub in subs)
     if key == "$comment":
         return _always
     if key.startswith("$"):
-        raise CommandError(2, f"unknown top level operator: {key}")
+        raise CommandError(2, f"unknown top level operator (or one the stand-in does not support): {key}")
     parts = key.split(".")
     test = _compile_condition(cond)
     if len(parts) == 1:
@@ -78,10 +74,10 @@ def _is_operator_doc(cond: Any) -> bool:
 
 def _compile_condition(cond: Any) -> ValuesTest:
     if isinstance(cond, (Regex, re.Pattern)):
-        return _regex_test(cond)
+        raise CommandError(2, "the stand-in does not support regular expressions in filters")
     if not _is_operator_doc(cond):
         return _eq_test(cond)
-    tests = [_compile_operator(op, arg, cond) for op, arg in cond.items() if op != "$options"]
+    tests = [_compile_operator(op, arg) for op, arg in cond.items()]
     if len(tests) == 1:
         return tests[0]
     return lambda values: all(test(values) for test in tests)
@@ -92,8 +88,6 @@ def _eq_test(target: Any) -> ValuesTest:
         return _in_strings_test(frozenset([target]))
     if target is None:
         return lambda values: not values or any(v is None for v in _expanded(values))
-    if isinstance(target, (Regex, re.Pattern)):
-        return _regex_test(target)
     return lambda values: any(values_equal(v, target) for v in _expanded(values))
 
 
@@ -112,29 +106,13 @@ def _in_strings_test(targets: frozenset) -> ValuesTest:
     return test
 
 
-def _regex_test(pattern: Any, options: str = "") -> ValuesTest:
-    if isinstance(pattern, Regex):
-        pattern = pattern.try_compile()
-    if not isinstance(pattern, re.Pattern):
-        flags = 0
-        for letter, flag in (("i", re.I), ("m", re.M), ("s", re.S), ("x", re.X)):
-            if letter in options:
-                flags |= flag
-        pattern = re.compile(pattern, flags)
-    return lambda values: any(isinstance(v, str) and pattern.search(v) for v in _expanded(values))
-
-
 _COMPARE = {
     "$gt": lambda a, b: a > b,
-    "$gte": lambda a, b: a >= b,
     "$lt": lambda a, b: a < b,
-    "$lte": lambda a, b: a <= b,
 }
 
 
-def _compile_operator(op: str, arg: Any, cond: Mapping) -> ValuesTest:
-    if op == "$eq":
-        return _eq_test(arg)
+def _compile_operator(op: str, arg: Any) -> ValuesTest:
     if op == "$ne":
         eq = _eq_test(arg)
         return lambda values: not eq(values)
@@ -157,26 +135,4 @@ def _compile_operator(op: str, arg: Any, cond: Mapping) -> ValuesTest:
     if op == "$exists":
         wanted = bool(arg)
         return lambda values: bool(values) == wanted
-    if op == "$regex":
-        return _regex_test(arg, cond.get("$options", ""))
-    if op == "$not":
-        inner = _compile_condition(arg)
-        return lambda values: not inner(values)
-    if op == "$size":
-        return lambda values: any(isinstance(v, list) and len(v) == arg for v in values)
-    if op == "$elemMatch":
-        inner_doc = compile_filter(arg) if not _is_operator_doc(arg) else None
-        inner_values = _compile_condition(arg) if inner_doc is None else None
-
-        def elem_match(values: list) -> bool:
-            for v in values:
-                if isinstance(v, list):
-                    for element in v:
-                        if inner_doc is not None and isinstance(element, Mapping) and inner_doc(element):
-                            return True
-                        if inner_values is not None and inner_values([element]):
-                            return True
-            return False
-
-        return elem_match
-    raise CommandError(2, f"unknown operator: {op}")
+    raise CommandError(2, f"unknown operator (or one the stand-in does not support): {op}")

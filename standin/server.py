@@ -207,11 +207,11 @@ class StandIn:
         ``when`` narrows the fault to commands whose document it accepts, e.g.
         ``when=lambda cmd: cmd.get("collection") == "$cmd.aggregate"`` for db-level streams.
         """
-        self._faults.arm(Fault(command, times, code=code, message=message, labels=labels, when=when))
+        self._faults.arm(Fault(frozenset({command.lower()}), times, code=code, message=message, labels=labels, when=when))
 
     def hangup_next(self, command: str, *, times: int = 1, when: Callable[[Mapping], bool] | None = None) -> None:
         """Drop the connection instead of answering the next ``times`` ``command`` commands."""
-        self._faults.arm(Fault(command, times, when=when))
+        self._faults.arm(Fault(frozenset({command.lower()}), times, close=True, when=when))
 
     def clear_faults(self) -> None:
         self._faults.clear()

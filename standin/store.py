@@ -25,7 +25,7 @@ from .values import id_key
 from .update import apply_operators, apply_replacement, ensure_id, is_operator_update, same_value, seed_from_filter
 
 INSERT, UPDATE, REPLACE, DELETE = "insert", "update", "replace", "delete"
-DROP, DROP_DATABASE, INVALIDATE = "drop", "dropDatabase", "invalidate"
+DROP, DROP_DATABASE, RENAME, INVALIDATE = "drop", "dropDatabase", "rename", "invalidate"
 
 
 class Entry:
@@ -34,18 +34,18 @@ class Entry:
     ``db``/``coll`` of an invalidate entry name the streams it invalidates (None = any).
     """
 
-    __slots__ = ("position", "op", "db", "coll", "key", "post", "pre", "description", "wall")
+    __slots__ = ("position", "op", "db", "coll", "key", "post", "description", "wall", "to")
 
-    def __init__(self, position, op, db, coll, key=None, post=None, pre=None, description=None, wall=None):
+    def __init__(self, position, op, db, coll, key=None, post=None, description=None, wall=None, to=None):
         self.position = position
         self.op = op
         self.db = db
         self.coll = coll
         self.key = key
-        self.post = post
-        self.pre = pre
+        self.post = post  # the inserted or replacing document
         self.description = description
         self.wall = wall
+        self.to = to
 
 
 @dataclass
@@ -168,10 +168,6 @@ class Store:
             found = [doc for doc in self._candidates(docs, filter_doc) if predicate(doc)]
         return sort_documents(found, sort)
 
-    def database_names(self) -> list[str]:
-        with self._lock:
-            return [name for name, colls in self._dbs.items() if colls]
-
     def collection_names(self, db: str) -> list[str]:
         with self._lock:
             return list(self._dbs.get(db, {}))
@@ -183,9 +179,7 @@ class Store:
             return list(docs.values())
         cond = filter_doc["_id"]
         if isinstance(cond, Mapping) and cond and all(str(k).startswith("$") for k in cond):
-            if list(cond) == ["$eq"]:
-                cond = cond["$eq"]
-            elif list(cond) == ["$in"] and isinstance(cond["$in"], list):
+            if list(cond) == ["$in"] and isinstance(cond["$in"], list):
                 keys = dict.fromkeys(id_key(v) for v in cond["$in"])  # embedded documents are _ids too
                 return [docs[k] for k in keys if k in docs]
             else:
@@ -276,7 +270,7 @@ class Store:
         if not targets:
             if stmt.get("upsert"):
                 seed = seed_from_filter(filter_doc)
-                new = apply_operators(seed, update, inserting=True)[0] if operators else apply_replacement(seed, update)
+                new = apply_operators(seed, update)[0] if operators else apply_replacement(seed, update)
                 _id = self._insert_one(db, coll, new)
                 result.n += 1
                 result.upserted.append((index, _id))
@@ -299,9 +293,9 @@ class Store:
         _id = old["_id"]
         self._dbs[db][coll][id_key(_id)] = new
         if operators:
-            self._append(UPDATE, db, coll, key=_id, post=new, pre=old, description=description.as_event_field())
+            self._append(UPDATE, db, coll, key=_id, description=description.as_event_field())
         else:
-            self._append(REPLACE, db, coll, key=_id, post=new, pre=old)
+            self._append(REPLACE, db, coll, key=_id, post=new)
         return new
 
     def _delete(self, db: str, coll: str, stmt: Mapping, result: WriteResult) -> None:
@@ -309,44 +303,8 @@ class Store:
         docs = self._dbs.get(db, {}).get(coll, {})
         for old in targets:
             del docs[id_key(old["_id"])]
-            self._append(DELETE, db, coll, key=old["_id"], pre=old)
+            self._append(DELETE, db, coll, key=old["_id"])
             result.n += 1
-
-    def find_and_modify(
-        self,
-        db: str,
-        coll: str,
-        query: Mapping | None,
-        *,
-        sort: Mapping | None = None,
-        update: Mapping | None = None,
-        remove: bool = False,
-        upsert: bool = False,
-    ) -> tuple[dict | None, dict | None, Any]:
-        """Modify the first match; returns ``(before, after, upserted_id)``."""
-        with self.changed:
-            before_position = self._position
-            try:
-                targets = self._matching(db, coll, query, multi=bool(sort))
-                old = sort_documents(targets, sort)[0] if targets else None
-                if remove:
-                    if old is not None:
-                        del self._dbs[db][coll][id_key(old["_id"])]
-                        self._append(DELETE, db, coll, key=old["_id"], pre=old)
-                    return old, None, None
-                operators = is_operator_update(update)
-                if old is None:
-                    if not upsert:
-                        return None, None, None
-                    seed = seed_from_filter(query)
-                    new = apply_operators(seed, update, inserting=True)[0] if operators else apply_replacement(seed, update)
-                    _id = self._insert_one(db, coll, new)
-                    return None, self.lookup(db, coll, _id), _id
-                new = self._replace_doc(db, coll, old, update, operators)
-                return old, new if new is not None else old, None
-            finally:
-                if self._position != before_position:
-                    self.changed.notify_all()
 
     def drop(self, db: str, coll: str) -> bool:
         """Drop a collection: a drop event, then invalidate that collection's streams."""
@@ -358,6 +316,22 @@ class Store:
             self._append(INVALIDATE, db, coll)
             self.changed.notify_all()
             return True
+
+    def rename(self, db: str, coll: str, to_db: str, to_coll: str, *, drop_target: bool = False) -> None:
+        """Rename a collection: a rename event, then invalidate the source collection's streams."""
+        with self.changed:
+            if coll not in self._dbs.get(db, {}):
+                raise CommandError(26, f"Source collection {db}.{coll} does not exist")
+            if to_coll in self._dbs.get(to_db, {}):
+                if not drop_target:
+                    raise CommandError(48, f"target namespace exists: {to_db}.{to_coll}")
+                del self._dbs[to_db][to_coll]
+                self._append(DROP, to_db, to_coll)
+                self._append(INVALIDATE, to_db, to_coll)
+            self._dbs.setdefault(to_db, {})[to_coll] = self._dbs[db].pop(coll)
+            self._append(RENAME, db, coll, to={"db": to_db, "coll": to_coll})
+            self._append(INVALIDATE, db, coll)
+            self.changed.notify_all()
 
     def drop_database(self, db: str) -> bool:
         """Drop every collection, then the database; invalidates the database's streams."""

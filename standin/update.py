@@ -10,15 +10,14 @@ from __future__ import annotations
 import decimal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 import bson
-from bson import Int64, ObjectId, Timestamp
+from bson import Int64, ObjectId
 from bson.decimal128 import Decimal128, create_decimal128_context
 
 from .errors import CommandError
-from .values import resolve, sort_key, type_rank, values_equal
+from .values import resolve, type_rank, values_equal
 
 _DECIMAL128 = create_decimal128_context()
 _INT32 = range(-(2**31), 2**31)
@@ -48,10 +47,8 @@ def is_operator_update(update: Any) -> bool:
     return bool(operators)
 
 
-def apply_operators(
-    doc: Mapping, update: Mapping, *, inserting: bool = False, now: datetime | None = None
-) -> tuple[dict, Description]:
-    """Apply ``$set``-style operators; returns the new document and what changed."""
+def apply_operators(doc: Mapping, update: Mapping) -> tuple[dict, Description]:
+    """Apply ``$set``/``$unset``/``$inc``; returns the new document and what changed."""
     new = dict(doc)
     description = Description()
     for op, args in update.items():
@@ -60,13 +57,11 @@ def apply_operators(
             raise CommandError(9, f"Unknown modifier: {op}. Supported: {', '.join(_OPERATORS)}")
         if not isinstance(args, Mapping):
             raise CommandError(9, f"Modifiers operate on fields but {op} was given {args!r}")
-        if op == "$setOnInsert" and not inserting:
-            continue
         for path, arg in args.items():
             if path == "_id" or path.startswith("_id."):
-                if op != "$setOnInsert" and not (op == "$set" and values_equal(doc.get("_id"), arg)):
+                if not (op == "$set" and values_equal(doc.get("_id"), arg)):
                     raise CommandError(66, "Performing an update on the path '_id' would modify the immutable field '_id'")
-            handler(new, path, arg, description, now)
+            handler(new, path, arg, description)
     return new, description
 
 
@@ -85,16 +80,8 @@ def seed_from_filter(filter_doc: Mapping | None) -> dict:
     """The document an upsert starts from: the filter's equality conditions."""
     seed: dict = {}
     for key, cond in (filter_doc or {}).items():
-        if key == "$and":
-            for sub in cond:
-                seed.update(seed_from_filter(sub))
+        if key.startswith("$") or isinstance(cond, Mapping) and cond and all(str(k).startswith("$") for k in cond):
             continue
-        if key.startswith("$"):
-            continue
-        if isinstance(cond, Mapping) and cond and all(str(k).startswith("$") for k in cond):
-            if "$eq" not in cond:
-                continue
-            cond = cond["$eq"]
         _set_path(seed, key.split("."), cond)
     return seed
 
@@ -155,14 +142,6 @@ def _parent(doc: dict, parts: list[str], create: bool) -> tuple[Any, str] | None
     return node, parts[-1]
 
 
-def _get(container: Any, key: str, default: Any = None) -> Any:
-    if isinstance(container, dict):
-        return container.get(key, default)
-    if isinstance(container, list) and key.isdigit() and int(key) < len(container):
-        return container[int(key)]
-    return default
-
-
 def _put(container: Any, key: str, value: Any) -> None:
     if isinstance(container, dict):
         container[key] = value
@@ -192,11 +171,11 @@ def _write(doc: dict, path: str, value: Any, description: Description) -> None:
 # ---------------------------------------------------------------- operators
 
 
-def _op_set(doc, path, value, description, now):
+def _op_set(doc, path, value, description):
     _write(doc, path, value, description)
 
 
-def _op_unset(doc, path, _arg, description, now):
+def _op_unset(doc, path, _arg, description):
     located = _parent(doc, path.split("."), create=False)
     if located is None:
         return
@@ -215,15 +194,14 @@ def _number(value: Any, path: str, op: str) -> Any:
     return value
 
 
-def arith(a: Any, b: Any, op: str) -> Any:
-    """Add or multiply keeping MongoDB's type promotion: int32 < int64 < double < decimal."""
+def add(a: Any, b: Any) -> Any:
+    """``a + b`` with MongoDB's type promotion: int32 < int64 < double < decimal."""
     if isinstance(a, Decimal128) or isinstance(b, Decimal128):
         with decimal.localcontext(_DECIMAL128):
-            x, y = _to_decimal(a), _to_decimal(b)
-            return Decimal128(x + y if op == "$inc" else x * y)
+            return Decimal128(_to_decimal(a) + _to_decimal(b))
     if isinstance(a, float) or isinstance(b, float):
-        return float(a) + float(b) if op == "$inc" else float(a) * float(b)
-    result = int(a) + int(b) if op == "$inc" else int(a) * int(b)
+        return float(a) + float(b)
+    result = int(a) + int(b)
     if isinstance(a, Int64) or isinstance(b, Int64) or result not in _INT32:
         return Int64(result)
     return result
@@ -237,85 +215,18 @@ def _to_decimal(value: Any) -> decimal.Decimal:
     return decimal.Decimal(int(value))
 
 
-def _op_inc(doc, path, amount, description, now, op="$inc"):
-    _number(amount, path, op)
+def _op_inc(doc, path, amount, description):
+    _number(amount, path, "$inc")
     current = resolve(doc, path.split("."))
     if current and current[0] is not None:
-        value = arith(_number(current[0], path, op), amount, op)
+        value = add(_number(current[0], path, "$inc"), amount)
     else:
-        value = amount if op == "$inc" else arith(0, amount, op)
+        value = amount
     _write(doc, path, value, description)
-
-
-def _op_mul(doc, path, factor, description, now):
-    _op_inc(doc, path, factor, description, now, op="$mul")
-
-
-def _op_minmax(op):
-    def apply(doc, path, value, description, now):
-        current = resolve(doc, path.split("."))
-        if current:
-            lower = sort_key(value) < sort_key(current[0])
-            if lower != (op == "$min"):
-                return
-        _write(doc, path, value, description)
-
-    return apply
-
-
-def _op_current_date(doc, path, spec, description, now):
-    now = now or datetime.now(timezone.utc)
-    if isinstance(spec, Mapping) and spec.get("$type") == "timestamp":
-        value: Any = Timestamp(int(now.timestamp()), 1)
-    else:
-        value = now.replace(microsecond=now.microsecond // 1000 * 1000)
-    _write(doc, path, value, description)
-
-
-def _array_at(doc: dict, path: str, op: str) -> list:
-    current = resolve(doc, path.split("."))
-    if not current:
-        return []
-    if not isinstance(current[0], list):
-        raise CommandError(14, f"The field '{path}' must be an array to apply {op}")
-    return list(current[0])
-
-
-def _each(arg: Any) -> list:
-    if isinstance(arg, Mapping) and "$each" in arg:
-        return list(arg["$each"])
-    return [arg]
-
-
-def _op_push(doc, path, arg, description, now):
-    _write(doc, path, _array_at(doc, path, "$push") + _each(arg), description)
-
-
-def _op_add_to_set(doc, path, arg, description, now):
-    array = _array_at(doc, path, "$addToSet")
-    for item in _each(arg):
-        if not any(same_value(existing, item) for existing in array):
-            array.append(item)
-    _write(doc, path, array, description)
-
-
-def _op_pull(doc, path, arg, description, now):
-    array = _array_at(doc, path, "$pull")
-    kept = [item for item in array if not values_equal(item, arg)]
-    if len(kept) != len(array):
-        _write(doc, path, kept, description)
 
 
 _OPERATORS = {
     "$set": _op_set,
-    "$setOnInsert": _op_set,
     "$unset": _op_unset,
     "$inc": _op_inc,
-    "$mul": _op_mul,
-    "$min": _op_minmax("$min"),
-    "$max": _op_minmax("$max"),
-    "$currentDate": _op_current_date,
-    "$push": _op_push,
-    "$addToSet": _op_add_to_set,
-    "$pull": _op_pull,
 }

@@ -99,7 +99,10 @@ class WireServer(MockupDB):
 
     def _accept_loop(self) -> None:
         listener = self._listening_sock
-        listener.setblocking(False)
+        try:
+            listener.setblocking(False)
+        except OSError:  # stop() closed the listener before this thread got going
+            return
         while not self._stopped:
             try:
                 readable, _, _ = select.select([listener, self._wake_r], [], [])

@@ -88,10 +88,11 @@ def fake_redis():
 
 @pytest.fixture
 def standin():
-    """A MongoDB stand-in (a single-node replica set on a loopback port), stopped afterwards."""
-    from standin import StandIn
+    """A MongoDB stand-in (a single-node replica set on a loopback port), stopped afterwards; or
+    the replica set MONGO_TEST_URL names (tests/mongo_target.py)."""
+    from .mongo_target import mongo_target
 
-    with StandIn() as server:
+    with mongo_target() as server:
         yield server
 
 

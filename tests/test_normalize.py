@@ -291,7 +291,7 @@ def _step_examples(test):
 @given(RICH_DOCS)
 def test_the_change_stream_projection_keeps_everything_normalization_reads(doc):
     from projector.normalize import BALANCE_FIELDS, TASK_FIELDS
-    from standin.projection import projector
+    from standin.projection import stage_projector
 
-    assert normalize_task(projector({f: 1 for f in TASK_FIELDS})(doc)) == normalize_task(doc)
-    assert normalize_balance(projector({f: 1 for f in BALANCE_FIELDS})(doc)) == normalize_balance(doc)
+    assert normalize_task(stage_projector({f: 1 for f in TASK_FIELDS})(doc)) == normalize_task(doc)
+    assert normalize_balance(stage_projector({f: 1 for f in BALANCE_FIELDS})(doc)) == normalize_balance(doc)

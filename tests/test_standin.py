@@ -426,10 +426,38 @@ def test_an_inclusion_project_stage_trims_events_but_keeps_the_resume_token(mong
     assert set(change) == {"_id", "operationType", "documentKey", "fullDocument"}
 
 
-def test_an_exclusion_project_stage_is_refused(db):
+def test_an_exclusion_project_stage_drops_fields_and_keeps_the_resume_token(mongo, db):
+    with db.watch([{"$project": {"fullDocument.prompt": 0, "wallTime": 0}}], max_await_time_ms=100) as stream:
+        mongo.insert(DB, "generationOutputs", {"_id": 1, "status": "pending", "prompt": "x" * 500})
+        change = next_change(stream)
+        # the event's own token is kept; pymongo caches the drained batch's high-water mark after it
+        assert change["_id"]["_data"] <= stream.resume_token["_data"]
+    assert change["fullDocument"] == {"_id": 1, "status": "pending"}
+    assert "wallTime" not in change and "clusterTime" in change
+
+
+def test_a_pipeline_that_drops_the_resume_token_fails_the_stream_without_resuming(mongo, db):
+    with db.watch([{"$project": {"_id": 0}}], max_await_time_ms=100) as stream:
+        mongo.insert(DB, "generationOutputs", {"_id": 1})
+        with pytest.raises(OperationFailure) as failure:
+            next_change(stream)
+    assert failure.value.code == 280
+    assert failure.value.has_error_label("NonResumableChangeStreamError")
+    assert len(mongo.change_stream_opens) == 1  # not resumed
+
+
+def test_computed_project_fields_are_evaluated_against_the_event(mongo, db):
+    pipeline = [{"$project": {"kind": "$operationType", "ns.db": 1, "tag": {"$literal": "$x"}, "n": "fixed"}}]
+    with db.watch(pipeline, max_await_time_ms=100) as stream:
+        mongo.insert(DB, "generationOutputs", {"_id": 1})
+        change = next_change(stream)
+    assert change == {"_id": change["_id"], "ns": {"db": DB}, "kind": "insert", "tag": "$x", "n": "fixed"}
+
+
+def test_mixing_exclusion_with_inclusion_is_refused(db):
     with pytest.raises(OperationFailure) as failure:
-        db.watch([{"$project": {"fullDocument.prompt": 0}}]).close()
-    assert failure.value.code == 40324
+        db.watch([{"$project": {"fullDocument.prompt": 0, "operationType": 1}}]).close()
+    assert failure.value.code == 31254
 
 
 def test_find_by_in_matches_embedded_document_and_number_ids(db):
@@ -452,3 +480,12 @@ def test_a_batch_cut_by_its_size_ends_on_its_last_event_token_a_drained_one_on_a
         third = stream.try_next()
         assert stream.resume_token != third["_id"]  # last of a drained batch: a high-water mark
         assert stream.resume_token["_data"] > third["_id"]["_data"]
+
+
+def test_stopping_right_after_starting_leaves_no_failed_thread(monkeypatch):
+    failures = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: failures.append(args.exc_value))
+    for _ in range(100):
+        with StandIn():
+            pass
+    assert failures == []

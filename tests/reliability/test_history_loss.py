@@ -55,6 +55,10 @@ def test_lost_history_mid_run_resyncs_with_no_empty_window_and_converges(standin
             proc.send_signal(signal.SIGSTOP)
             try:
                 time.sleep(0.3)
+                # Writes the paused projector has not read, whatever the writer's pace under load
+                # (had the writer finished, a caught-up projector would lose nothing to the cut).
+                for k in range(3):
+                    standin.insert(DB, TASKS, task_doc(f"gap-{n}-{k}", "gap", progress=0.5, requestTimestamp=now_iso()))
                 standin.truncate_history()
             finally:
                 proc.send_signal(signal.SIGCONT)
