@@ -2,6 +2,7 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY readmodel ./readmodel
 COPY projector ./projector
 COPY api ./api
 COPY standin ./standin

@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from redis.exceptions import RedisError
+from readmodel.connect import StoreError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("api")
@@ -134,10 +134,13 @@ def install_handlers(app: FastAPI) -> None:
         code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
         return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
-    @app.exception_handler(RedisError)
-    async def _redis(request: Request, exc: RedisError) -> JSONResponse:
+    async def _redis(request: Request, exc: Exception) -> JSONResponse:
         log.warning("redis error on %s: %s", request.url.path, exc)
-        return error_response(StoreUnavailable.status, StoreUnavailable.code, "the status store is unavailable; retry shortly")
+        return error_response(StoreUnavailable.status, StoreUnavailable.code, "the status store is unavailable; retry shortly",
+                              {"Retry-After": "1"})
+
+    for store_error in StoreError:  # a cluster client's errors are not all RedisErrors
+        app.add_exception_handler(store_error, _redis)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -1,8 +1,11 @@
-"""One Redis pub/sub connection per process, fanned out to every open stream.
+"""Sharded pub/sub per process (one connection per Redis shard it needs), fanned out to every open stream.
 
-The projector publishes a user's new version on ``Layout.channel(uid)`` in the same script that
-changes the snapshot. This process subscribes to a user's channel while at least one stream of
-that user is open here, and unsubscribes when the last one closes. A notification makes *one*
+The projector announces a user's new version on ``Layout.channel(uid)`` (``SPUBLISH``: on a
+cluster only the shard holding the user's slot carries it) in the same script that changes the
+snapshot. This process subscribes (``SSUBSCRIBE``) to a user's channel while at least one stream
+of that user is open here, and unsubscribes when the last one closes. On a single Redis that is
+one connection; on a cluster redis-py keeps one per master owning a subscribed channel and moves
+subscriptions to the new owner after a failover. A notification makes *one*
 snapshot read per user and version, whatever the number of streams; each stream has a
 :class:`Listener` that keeps only the newest snapshot it has not sent yet, so a slow client is
 never queued for: an undelivered state is replaced by the next one (and counted as dropped).
@@ -24,10 +27,11 @@ import logging
 from collections import deque
 from typing import Any, Awaitable, Callable
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 from sse_starlette import ServerSentEvent
 
 from readmodel import Layout
+from readmodel.connect import StoreError, arefresh
 from readmodel.text import text
 
 from .metrics import Metrics
@@ -175,6 +179,8 @@ class Fanout:
         (without it, a batch is read with concurrent ``read`` calls)."""
         self._redis = redis
         self._pubsub = redis.pubsub()
+        # A cluster's pub/sub reads sharded messages from every node's connection in turn.
+        self._receive = getattr(self._pubsub, "get_sharded_message", self._pubsub.get_message)
         self.layout = layout
         self._read = read
         self._read_many = read_many or self._read_each
@@ -196,6 +202,7 @@ class Fanout:
         self._tasks: set[asyncio.Task] = set()
         self._runner: asyncio.Task | None = None
         self._reconcile_queued = False  # a reconcile is spawned and has not looked at the listeners yet
+        self._connected = False  # the client answered since the last pub/sub error (a cluster client knows its slots)
         self.ending = False  # the server is shutting down: no stream may stay open
 
     # ------------------------------------------------------------------ listeners
@@ -261,7 +268,7 @@ class Fanout:
         self._runner = self._reader = None
         try:
             await asyncio.wait_for(self._pubsub.aclose(), CLOSE_TIMEOUT_S)
-        except (RedisError, OSError, asyncio.TimeoutError):
+        except (*StoreError, OSError, asyncio.TimeoutError):
             pass
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
@@ -285,14 +292,18 @@ class Fanout:
             wanted = {self.layout.channel(uid) for uid in self._listeners}
             add, remove = sorted(wanted - self._channels), sorted(self._channels - wanted)
             try:
+                if add and not self._connected:
+                    await arefresh(self._redis)
+                    self._connected = True
                 if add:
-                    await self._pubsub.subscribe(*add)
+                    await self._pubsub.ssubscribe(*add)
                     self._channels.update(add)
                     self._wake.set()
                 if remove:
-                    await self._pubsub.unsubscribe(*remove)
+                    await self._pubsub.sunsubscribe(*remove)
                     self._channels.difference_update(remove)
-            except RedisError as exc:
+            except StoreError as exc:
+                self._connected = False
                 log.warning("pub/sub (un)subscribe failed, retrying in 1s: %s", exc)
                 self._spawn(self._reconcile_later(1.0))
             self.metrics.subscribed_users.set(len(self._channels))
@@ -304,22 +315,46 @@ class Fanout:
     async def _run(self) -> None:
         backoff = 0.1
         while True:
-            if not self._channels or self._pubsub.connection is None:
+            if not self._channels or not self._pubsub.subscribed:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             try:
-                message = await self._pubsub.get_message(timeout=self.poll_s)
-            except (RedisError, OSError) as exc:
+                message = await self._receive(timeout=self.poll_s)
+            except Exception as exc:  # noqa: BLE001 - this loop serves every stream: it must not die
+                # Besides connection errors: redis-py's cluster pub/sub can end its round-robin
+                # over shard connections for good (RuntimeError) once failover emptied it.
+                self._connected = False
                 self.metrics.pubsub_reconnects.inc()
                 self._confirmed.clear()
-                log.warning("pub/sub connection lost (%s); reconnecting in %.1fs", exc, backoff)
+                log.warning("pub/sub connection lost (%s: %s); reconnecting in %.1fs", type(exc).__name__, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+                await self._restart()
                 continue
             backoff = 0.1
             if message is not None:
                 self._handle(message)
+
+    async def _restart(self) -> None:
+        """After a pub/sub error: drop every subscription and subscribe again from scratch.
+
+        The reconcile first makes sure the client answers and, on a cluster, re-reads the slot map
+        (:func:`readmodel.connect.arefresh`: the subscriptions then go to the promoted replica);
+        it retries every second until it succeeds, and each confirmation reads its user again, so
+        no change announced meanwhile is lost.
+        """
+        async with self._lock:
+            old, self._pubsub = self._pubsub, self._redis.pubsub()
+            self._receive = getattr(self._pubsub, "get_sharded_message", self._pubsub.get_message)
+            self._channels.clear()
+            self._confirmed.clear()
+            self._connected = False
+        try:
+            await old.aclose()
+        except (*StoreError, OSError):
+            pass
+        self._queue_reconcile()
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -327,14 +362,14 @@ class Fanout:
         if not self.layout.is_channel(channel):
             return
         uid = self.layout.user_of_channel(channel)
-        if kind == "subscribe":
+        if kind == "ssubscribe":
             if channel in self._confirmed:
                 self.metrics.resubscribes.inc()
             self._confirmed.add(channel)
             self._want_read(uid)  # a publish may have happened before this confirmation
-        elif kind == "unsubscribe":
+        elif kind == "sunsubscribe":
             self._confirmed.discard(channel)
-        elif kind == "message":
+        elif kind == "smessage":
             try:
                 version = int(text(message.get("data") or b""))
             except ValueError:
@@ -398,7 +433,7 @@ class Fanout:
             self.metrics.snapshot_read_batches.inc(1 + len(uids))  # the failed round trip and one each
             failed = []
             for uid, result in zip(uids, results):
-                if isinstance(result, RedisError):
+                if isinstance(result, StoreError):
                     failed.append(uid)
                 elif isinstance(result, BaseException):
                     log.error("snapshot read for %s failed", uid, exc_info=result)
@@ -407,7 +442,7 @@ class Fanout:
             if failed:
                 self._retry_later(failed, exc)
             return
-        except RedisError as exc:
+        except StoreError as exc:
             self._retry_later(uids, exc)
             return
         except Exception:  # noqa: BLE001 - the reader serves every user: it must not die

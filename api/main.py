@@ -13,11 +13,9 @@ from typing import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.retry import Retry
 
 from readmodel import Layout
+from readmodel.connect import aconnect, apubsub_client
 
 from . import redact, snapshots
 from .errors import install_handlers
@@ -49,29 +47,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Fail fast: a request answers 503 within about a second rather than hanging on Redis.
-        retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2)
-        # A bounded pool: a burst of stream opens waits for a connection instead of opening
-        # thousands of them.
-        pool = BlockingConnectionPool.from_url(
-            settings.redis_url,
-            max_connections=settings.redis_max_connections,
-            timeout=5,
-            socket_keepalive=True,
-            socket_connect_timeout=2,
-            socket_timeout=5,
-            retry=retry,
-        )
-        redis = Redis(connection_pool=pool)
-        # The pub/sub connection has its own client (and name, to find it in CLIENT LIST).
-        pubsub_redis = Redis.from_url(
-            settings.redis_url,
-            socket_keepalive=True,
-            socket_connect_timeout=2,
-            health_check_interval=10,
-            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2),
-            client_name=f"livestatus-api-fanout-{settings.key_prefix}-{os.getpid()}",
-        )
+        # Fail fast: a request answers 503 within about a second rather than hanging on Redis. A
+        # bounded pool: a burst of stream opens waits for a connection instead of opening thousands.
+        redis = aconnect(settings.store, settings.redis_max_connections, socket_keepalive=True,
+                         socket_connect_timeout=2, socket_timeout=5)
+        # Change notifications have a client of their own (and a name, to find it in CLIENT LIST).
+        pubsub_redis = apubsub_client(settings.store, f"livestatus-api-fanout-{settings.key_prefix}-{os.getpid()}",
+                                      socket_keepalive=True, socket_connect_timeout=2)
         layout = Layout(settings.key_prefix)
 
         async def read(uid: str) -> dict:
@@ -80,7 +62,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async def read_many(uids: list[str]) -> list[dict]:
             return await snapshots.read_many(redis, layout, uids, settings.estimate_cap_percent, settings.live_tasks_shown)
 
-        fanout = Fanout(pubsub_redis, layout, read, metrics, read_many=read_many)
+        # A cluster's sharded messages are read from one node's connection after another, each
+        # waiting up to poll_s: a short poll keeps a message on the next node from waiting long.
+        fanout = Fanout(pubsub_redis, layout, read, metrics, read_many=read_many,
+                        poll_s=0.02 if settings.redis_cluster else 1.0)
         await fanout.start()
         app.state.redis, app.state.layout, app.state.fanout = redis, layout, fanout
         try:
@@ -89,7 +74,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await fanout.close()
             await pubsub_redis.aclose()
             await redis.aclose()
-            await pool.aclose()
 
     app = FastAPI(
         title="livestatus API",

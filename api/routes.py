@@ -14,6 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from readmodel import aread_heartbeat_ms
+from readmodel.connect import StoreError
 
 from . import panel as panel_page
 from . import snapshots
@@ -103,7 +104,7 @@ async def readyz(redis: RedisDep, layout: LayoutDep, settings: SettingsDep) -> d
     """Redis answers and the projector's heartbeat is fresh."""
     try:
         heartbeat = await aread_heartbeat_ms(redis, layout)
-    except RedisError as exc:
+    except StoreError as exc:
         log.warning("/readyz: Redis failed: %s: %s", type(exc).__name__, exc)
         raise NotReady(_redis_problem(exc)) from None
     if heartbeat is None:
@@ -114,12 +115,14 @@ async def readyz(redis: RedisDep, layout: LayoutDep, settings: SettingsDep) -> d
     return {"status": "ready", "projectorHeartbeatAgeMs": age}
 
 
-def _redis_problem(exc: RedisError) -> str:
+def _redis_problem(exc: Exception) -> str:
     """What is wrong with Redis, in our words (its own text may name hosts; it goes to the log)."""
     if isinstance(exc, AuthenticationError):
         return "Redis refused this process's credentials (check REDIS_URL)"
     if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
         return "Redis does not answer (check that it runs and that REDIS_URL points at it)"
+    if not isinstance(exc, RedisError):  # a cluster client's RedisClusterException
+        return "the Redis Cluster does not serve every slot right now (a failover may be under way)"
     return "Redis answered the health read with an error (details in this process's log)"
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from readmodel.records import ESTIMATE_CAP_PERCENT, LIVE_TASKS_SHOWN
-from readmodel.settings import SettingsError, number, store_settings
+from readmodel.settings import SettingsError, StoreSettings, number, store_settings
 
 MIN_SECRET_BYTES = 32  # HS256 wants a key at least as long as its hash
 MIN_KEY_CHARS = 32  # a service key must not be guessable
@@ -37,6 +37,7 @@ class Settings:
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "ls"
+    redis_cluster: bool = False  # REDIS_URL names a node of a Redis Cluster
     redis_max_connections: int = 64  # per process; requests beyond it wait for a free connection
     api_keys: tuple[str, ...] = ()
     auth_secret: str | None = None
@@ -72,6 +73,7 @@ class Settings:
         values: dict[str, object] = dict(
             redis_url=store.redis_url,
             key_prefix=store.key_prefix,
+            redis_cluster=store.cluster,
             redis_max_connections=int(number(env, "REDIS_MAX_CONNECTIONS", cls.redis_max_connections, 1)),
             api_keys=_csv(env.get("API_KEYS")),
             auth_secret=env.get("AUTH_SECRET") or None,
@@ -113,6 +115,10 @@ class Settings:
             raise SettingsError("PANEL_FRAME_ANCESTORS must be CSP sources separated by spaces (e.g. https://app.example)")
         if self.estimate_cap_percent > 100:
             raise SettingsError("ESTIMATE_CAP_PERCENT must be at most 100")
+
+    @property
+    def store(self) -> StoreSettings:
+        return StoreSettings(self.redis_url, self.key_prefix, self.redis_cluster)
 
     def check_secure(self) -> None:
         """Refuse to serve without both kinds of credentials unless insecure dev mode is on."""

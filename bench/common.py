@@ -19,6 +19,8 @@ from tqdm import tqdm
 
 from projector.normalize import iso
 from readmodel import Layout
+from readmodel.connect import connect
+from readmodel.settings import store_settings
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -96,10 +98,21 @@ def raise_nofile() -> int:
 # ---------------------------------------------------------------------------- redis
 
 
-def redis_client(**kwargs: Any) -> redis.Redis:
-    client = redis.Redis.from_url(REDIS_URL, **kwargs)
+def redis_client(store_env: dict[str, str] | None = None, **kwargs: Any) -> Any:
+    """A client of the benchmark's Redis, or of the Redis Cluster ``store_env`` names
+    (``REDIS_URL`` + ``REDIS_CLUSTER=1``), made as the projector makes its own."""
+    client = connect(store_settings(store_env or {"REDIS_URL": REDIS_URL}), **kwargs)
     client.ping()
     return client
+
+
+@contextmanager
+def local_cluster() -> Iterator[dict[str, str]]:
+    """A six-node Redis Cluster on loopback (three masters) for the run; yields its ``store_env``."""
+    from tests.rediscluster import LocalCluster
+
+    with LocalCluster() as cluster:
+        yield cluster.env
 
 
 PREFIXES_USED: list[str] = []  # every scratch prefix of this process (the smoke test checks they are gone)
@@ -135,9 +148,11 @@ def scratch_prefix(client: redis.Redis, tag: str) -> Iterator[str]:
         delete_prefix(client, prefix)
 
 
-def redis_cpu_seconds(client: redis.Redis) -> float:
+def redis_cpu_seconds(client: Any) -> float:
+    """CPU seconds the Redis server (every node of a cluster) has used."""
     info = client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    nodes = info.values() if "used_cpu_user" not in info else [info]
+    return sum(float(node["used_cpu_user"]) + float(node["used_cpu_sys"]) for node in nodes)
 
 
 # ---------------------------------------------------------------------------- measuring

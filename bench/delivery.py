@@ -11,7 +11,7 @@ client records that value from each event it reads, so a write is matched to its
 Two phases: isolated changes (one write at a time, 100-300 ms apart: what a bot platform mostly
 sees) and a steady load (writes at ``rate`` per second, sent in one bulk write every 5 ms).
 Baseline in the same run: the same client process also subscribes to the read model's Redis
-channels, so write -> the projector's PUBLISH seen by a bare subscriber is the floor under the
+channels, so write -> the projector's SPUBLISH seen by a bare subscriber is the floor under the
 API (matched on the (user, version) the SSE event carried). When ``BENCH_BEFORE_ROOT`` names
 another checkout, the isolated phase is run once more with that checkout's projector (same
 stand-in, API and clients): a before/after of the projector in the same run.
@@ -166,7 +166,7 @@ class Marks:
 
 
 def latencies(marks: Marks, sse: list, pubsub: list, phase: str) -> tuple[list[float], list[float], int]:
-    """(write -> SSE ms, write -> PUBLISH ms, writes never delivered) for one phase's writes."""
+    """(write -> SSE ms, write -> SPUBLISH ms, writes never delivered) for one phase's writes."""
     first_sse: dict[str, tuple[str, int, int]] = {}
     for uid, version, at, mark in sse:
         if mark is not None and mark not in first_sse:
@@ -209,7 +209,7 @@ def _measure(redis, standin, prefix: str, users: list[str], sizes: Sizes, marks:
         with Server("api", prefix) as api:
             client = Client({"mode": "sse", "host": HOST, "port": api.port, "path": "/users/{uid}/status/stream",
                              "key": SERVICE_KEY, "users": users, "records": files[0], "marker": "usdCredit",
-                             "pubsub": {"url": REDIS_URL, "prefix": prefix,
+                             "pubsub": {"store_env": {"REDIS_URL": REDIS_URL}, "prefix": prefix,
                                         "records": files[1]}})
             try:
                 ready = client.wait_for("ready", timeout_s=120)
@@ -285,7 +285,7 @@ def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
         for p in (50, 95, 99):
             rows.append(Row(BENCH, f"write -> SSE client p{p}, {label}", percentile(lat, p), "ms",
                             baseline=percentile(floor, p) if floor else None,
-                            baseline_name="write -> Redis PUBLISH at a bare subscriber",
+                            baseline_name="write -> Redis SPUBLISH at a bare subscriber",
                             target=TARGETS.get(phase, {}).get(p), higher_is_better=False,
                             note=note if p == 50 else "", extra={"max_ms": round(lat[-1], 2)} if p == 99 else {}))
     return rows

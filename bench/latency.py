@@ -8,8 +8,8 @@ user and records when each ``id: version`` arrives. Latency = arrival - stamp, m
 (user, version).
 
 Baseline in the same run: the same client process also subscribes to the read model's Redis
-channels directly, so the Lua script's PUBLISH -> a Python subscriber is the floor under the
-API's fan-out.
+channels directly (SSUBSCRIBE), so the Lua script's SPUBLISH -> a Python subscriber is the floor
+under the API's fan-out. Both run on one Redis and then on a 3-master Redis Cluster on loopback.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from projector.changes import event_change
 from projector.normalize import Rules
 from readmodel import Layout, ReadModel
 
-from .common import Row, now_iso, percentile, progress, redis_client, scratch_prefix, skipped
+from .common import REDIS_URL, Row, local_cluster, now_iso, percentile, progress, redis_client, scratch_prefix, skipped
 from .events import KINDS, Stream
 from .procs import HOST, SERVICE_KEY, Client, Server, api_available
 
@@ -93,18 +93,25 @@ def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
     if reason:
         return [skipped(BENCH, "end-to-end latency", reason)]
     sizes = sizes or (QUICK if quick else FULL)
-    redis = redis_client()
+    rows = _rows(sizes, *measure(sizes, {"REDIS_URL": REDIS_URL, "REDIS_CLUSTER": "0"}), where="")
+    with local_cluster() as cluster_env:
+        rows += _rows(sizes, *measure(sizes, cluster_env), where=", 3-master Redis Cluster")
+    return rows
+
+
+def measure(sizes: Sizes, store_env: dict[str, str]) -> tuple[list[float], list[float], int, int, dict, dict]:
+    """SSE and pub/sub latencies (ms, sorted) on the Redis ``store_env`` names, what each missed,
+    the pacing and the load generator's summary."""
+    redis = redis_client(store_env)
     stream = Stream(users=sizes.subscribers, in_flight=sizes.subscribers)
     records_file = tempfile.NamedTemporaryFile(suffix=".json", prefix="sse-records-", delete=False).name
     pubsub_file = tempfile.NamedTemporaryFile(suffix=".json", prefix="pubsub-records-", delete=False).name
     try:
-        with scratch_prefix(redis, "e2e") as prefix, Server("api", prefix) as api:
+        with scratch_prefix(redis, "e2e") as prefix, Server("api", prefix, extra_env=store_env) as api:
             layout = Layout(prefix)
             client = Client({"mode": "sse", "host": HOST, "port": api.port, "path": "/users/{uid}/status/stream",
                              "key": SERVICE_KEY, "users": stream.user_ids, "records": records_file,
-                             "pubsub": {"url": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
-                                        "prefix": prefix,
-                                        "records": pubsub_file}})
+                             "pubsub": {"store_env": store_env, "prefix": prefix, "records": pubsub_file}})
             try:
                 ready = client.wait_for("ready", timeout_s=120)
                 if ready["ready"] != sizes.subscribers:
@@ -116,26 +123,31 @@ def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
             finally:
                 client.close()
         with open(records_file) as f:
-            sse = match(stamps, json.load(f))
+            lat, missing = match(stamps, json.load(f))
         with open(pubsub_file) as f:
-            pubsub = match(stamps, json.load(f))
+            floor, floor_missing = match(stamps, json.load(f))
     finally:
         for path in (records_file, pubsub_file):
             if os.path.exists(path):
                 os.unlink(path)
         redis.close()
-    (lat, missing), (floor, floor_missing) = sse, pubsub
     if not lat:
         raise RuntimeError(f"no SSE event matched a stamped version ({done})")
+    pacing["versions"] = len(stamps)
+    return lat, floor, missing, floor_missing, pacing, done
+
+
+def _rows(sizes: Sizes, lat: list[float], floor: list[float], missing: int, floor_missing: int, pacing: dict,
+          done: dict, where: str) -> list[Row]:
     note = (f"{sizes.subscribers} streams (1 per user), {pacing['achieved_rate']} events/s achieved for "
-            f"{sizes.duration_s:g}s, {len(stamps)} versions published; {missing} superseded before delivery "
+            f"{sizes.duration_s:g}s, {pacing['versions']} versions published; {missing} superseded before delivery "
             f"(a stream only gets the newest state), pub/sub missed {floor_missing}")
     extra = {"pacing": pacing, "sse_events": done.get("events"), "stream_failures": done.get("failed"),
              "sse_max_ms": round(lat[-1], 2), "pubsub_max_ms": round(floor[-1], 2) if floor else None}
     rows = []
     for p, target in ((50, 5.0), (95, None), (99, 50.0)):
-        rows.append(Row(BENCH, f"change -> SSE client p{p}", percentile(lat, p), "ms",
+        rows.append(Row(BENCH, f"change -> SSE client p{p}{where}", percentile(lat, p), "ms",
                         baseline=percentile(floor, p) if floor else None,
-                        baseline_name="Redis PUBLISH -> subscriber", target=target, higher_is_better=False,
+                        baseline_name="Redis SPUBLISH -> subscriber", target=target, higher_is_better=False,
                         note=note if p == 50 else "", extra=extra if p == 50 else {}))
     return rows

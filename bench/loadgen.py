@@ -132,23 +132,30 @@ def _marked(data_line: bytes, marker: bytes) -> str | None:
     return data_line[start:data_line.index(b'"', start)].decode()
 
 
-async def _pubsub(cfg: dict[str, Any], records: list[tuple[str, int, int]], stop: asyncio.Event,
+async def _pubsub(cfg: dict[str, Any], users: list[str], records: list[tuple[str, int, int]], stop: asyncio.Event,
                   subscribed: asyncio.Event) -> None:
-    """The baseline listener: the read model's channels straight from Redis, no API in between."""
-    import redis.asyncio as aioredis
+    """The baseline listener: every user's channel straight from Redis (SSUBSCRIBE), no API in between."""
+    from readmodel.connect import apubsub_client, arefresh
+    from readmodel.settings import store_settings
 
-    client = aioredis.Redis.from_url(cfg["url"])
+    client = apubsub_client(store_settings(cfg["store_env"]), "bench-baseline")
+    await arefresh(client)
     pubsub = client.pubsub()
+    receive = getattr(pubsub, "get_sharded_message", pubsub.get_message)
     layout = Layout(cfg["prefix"])
-    await pubsub.psubscribe(layout.channel_pattern())
+    waiting = {layout.channel(uid) for uid in users}
+    for start in range(0, len(users), 500):
+        await pubsub.ssubscribe(*(layout.channel(uid) for uid in users[start : start + 500]))
     try:
         while not stop.is_set():
-            message = await pubsub.get_message(ignore_subscribe_messages=False, timeout=0.2)
+            message = await receive(ignore_subscribe_messages=False, timeout=0.02)
             if message is None:
                 continue
-            if message["type"] == "psubscribe":
-                subscribed.set()
-            elif message["type"] == "pmessage":
+            if message["type"] == "ssubscribe":
+                waiting.discard(message["channel"].decode())
+                if not waiting:
+                    subscribed.set()
+            elif message["type"] == "smessage":
                 records.append((layout.user_of_channel(message["channel"].decode()), int(message["data"]),
                                 time.monotonic_ns()))
     finally:
@@ -163,7 +170,7 @@ async def run_sse(cfg: dict[str, Any]) -> None:
     pubsub_task = None
     if cfg.get("pubsub"):
         subscribed = asyncio.Event()
-        pubsub_task = asyncio.create_task(_pubsub(cfg["pubsub"], pubsub_records, stop, subscribed))
+        pubsub_task = asyncio.create_task(_pubsub(cfg["pubsub"], cfg["users"], pubsub_records, stop, subscribed))
         await asyncio.wait_for(subscribed.wait(), 30)
     gate = asyncio.Semaphore(cfg.get("connect_concurrency", 50))
     ips = cfg.get("local_ips") or [None]

@@ -24,7 +24,7 @@ from projector.changes import event_change
 from projector.normalize import Rules
 from readmodel import LIVE, BalanceChange, Layout, ReadModel, TaskChange
 
-from .common import Row, now_iso, Stopwatch, progress, redis_client, redis_cpu_seconds, scratch_prefix
+from .common import Row, Stopwatch, local_cluster, now_iso, progress, redis_client, redis_cpu_seconds, scratch_prefix
 from .events import KINDS, Stream, encoded
 
 BENCH = "throughput"
@@ -66,9 +66,10 @@ def measure_normalize(raw: list[bytes], rules: Rules) -> float:
 
 
 def measure_apply(raw: list[bytes], rules: Rules, *, with_decode: bool, precomputed: bool = False,
-                  desc: str = "apply") -> tuple[float, dict[str, Any]]:
-    """events/s through event_change + ReadModel.apply (optionally timing the decode too)."""
-    client = redis_client()
+                  desc: str = "apply", store_env: dict[str, str] | None = None) -> tuple[float, dict[str, Any]]:
+    """events/s through event_change + ReadModel.apply (optionally timing the decode too), on the
+    benchmark's Redis or the cluster ``store_env`` names."""
+    client = redis_client(store_env)
     with scratch_prefix(client, "tp") as prefix:
         model = ReadModel(client, Layout(prefix))
         watch = Stopwatch()
@@ -257,6 +258,9 @@ def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
     apply_only, apply_only_x = measure_apply(raw, rules, with_decode=False, precomputed=True, desc="apply only")
     whole, whole_x = measure_apply(raw, rules, with_decode=True, desc="decode+changes+apply")
     worker, worker_x = measure_worker(raw)
+    with local_cluster() as cluster_env:
+        on_cluster, on_cluster_x = measure_apply(raw, rules, with_decode=False, precomputed=True,
+                                                 desc="apply only, cluster", store_env=cluster_env)
     naive_raw = raw[: sizes.naive_events]
     naive, naive_x = measure_naive(naive_raw, rules)
 
@@ -268,6 +272,9 @@ def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
             ratio_target=10, note=f"naive over the first {len(naive_raw)} events", extra=naive_x),
         Row(BENCH, "ReadModel.apply alone (changes precomputed)", apply_only, "ev/s", baseline=ceiling,
             baseline_name="pipelined HSET", extra=apply_only_x),
+        Row(BENCH, "ReadModel.apply alone on a 3-master Redis Cluster (loopback)", on_cluster, "ev/s",
+            baseline=apply_only, baseline_name="the same on one Redis", extra=on_cluster_x,
+            note="6 nodes (3 masters + 3 replicas) on this machine's 2 vCPUs: they compete with the projector"),
         Row(BENCH, "event_change alone (CPU, no Redis)", normalize, "ev/s"),
         Row(BENCH, "bson.decode of raw change events", decode, "ev/s"),
         Row(BENCH, "worker path: decode -> event_change -> apply", whole, "ev/s", baseline=ceiling,

@@ -14,23 +14,29 @@ from readmodel.text import text_map
 log = logging.getLogger(__name__)
 
 # KEYS: fence, checkpoint. ARGV: the caller's fencing token, resume token (extended JSON),
-# position, written at (ms). Writes only while the caller's fencing token is the current one.
+# position, written at (ms), the Redis masters the covered writes went to. Writes only while the
+# caller's fencing token is the current one.
 SAVE_LUA = """
 local current = redis.call('GET', KEYS[1])
 if current ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[2], 'token', ARGV[2], 'position', ARGV[3], 'atMs', ARGV[4], 'fence', ARGV[1])
+redis.call('HSET', KEYS[2], 'token', ARGV[2], 'position', ARGV[3], 'atMs', ARGV[4], 'fence', ARGV[1], 'masters', ARGV[5])
 return 1
 """
 
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """Where tailing resumes: the resume token (None: resume at ``position`` by cluster time)."""
+    """Where tailing resumes: the resume token (None: resume at ``position`` by cluster time).
+
+    ``masters`` (:func:`readmodel.connect.masters`) says which Redis masters held the writes it
+    covers: when they are not the masters any more, those writes cannot be trusted.
+    """
 
     token: Mapping[str, Any] | None
     position: str
     at_ms: int
     fence: int = 0
+    masters: str = ""
 
 
 class CheckpointStore:
@@ -50,15 +56,17 @@ class CheckpointStore:
             token = json_util.loads(raw["token"]) if raw.get("token") else None
             if token is not None and not isinstance(token, Mapping):
                 raise ValueError("token is not a document")
-            return Checkpoint(token, raw["position"], int(raw.get("atMs", 0)), int(raw.get("fence", 0)))
+            return Checkpoint(token, raw["position"], int(raw.get("atMs", 0)), int(raw.get("fence", 0)),
+                              raw.get("masters", ""))
         except (KeyError, ValueError, TypeError) as exc:
             log.warning("ignoring an unreadable checkpoint (%s): a resync will rebuild the read model", exc)
             return None
 
-    def save(self, token: Mapping[str, Any] | None, position: str, fence: int, now_ms: int) -> bool:
+    def save(self, token: Mapping[str, Any] | None, position: str, fence: int, now_ms: int, masters: str = "") -> bool:
         """Record the resume point; False when ``fence`` is no longer current (leadership lost)."""
         encoded = "" if token is None else json_util.dumps(token)
-        done = self._save(keys=[self.layout.fence, self.layout.checkpoint], args=[fence, encoded, position, now_ms])
+        done = self._save(keys=[self.layout.fence, self.layout.checkpoint],
+                          args=[fence, encoded, position, now_ms, masters])
         return bool(int(done))
 
     def clear(self) -> None:

@@ -10,7 +10,8 @@ import sys
 import time
 from typing import Any, Sequence
 
-import redis as redis_lib
+from urllib.parse import urlsplit
+
 from redis.exceptions import RedisError
 
 from . import health
@@ -18,6 +19,8 @@ from .checkpoint import CheckpointStore
 from .deadletters import DeadLetters
 from .lease import Lease
 from readmodel import Layout, View, read_snapshot
+from readmodel.connect import StoreError
+from readmodel.connect import connect as connect_redis
 from readmodel.text import text, text_map
 from .settings import Settings, SettingsError
 from .source import SourceError, connect, hosts_of, preflight
@@ -44,13 +47,20 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise Misconfigured(str(exc)) from None
 
 
+def _where(url: str) -> str:
+    """host:port of a Redis URL, without credentials."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or '?'}:{parts.port or 6379}" if parts.scheme != "unix" else parts.path
+
+
 def _redis(settings: Settings) -> Any:
     try:
-        client = redis_lib.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=10,
-                                          health_check_interval=30)
+        client = connect_redis(settings.store, socket_connect_timeout=5, socket_timeout=10, health_check_interval=30)
     except ValueError as exc:
         raise Misconfigured(f"REDIS_URL is not usable: {exc}.") from None
-    where = "{host}:{port}".format(**{"host": "?", "port": "?", **client.connection_pool.connection_kwargs})
+    except StoreError as exc:  # a cluster client asks a node for the slot map at once
+        raise Misconfigured(f"cannot reach the Redis Cluster at {_where(settings.redis_url)} ({str(exc).rstrip('.')}).") from None
+    where = _where(settings.redis_url)
     try:
         client.ping()
     except RedisError as exc:
@@ -298,6 +308,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Misconfigured as exc:
         print(f"projector: {exc}", file=sys.stderr)
         return 2
-    except RedisError as exc:
+    except StoreError as exc:
         print(f"projector: Redis failed: {exc}.", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Mapping
 
-from readmodel.settings import SettingsError, store_settings, whole
+from readmodel.settings import SettingsError, StoreSettings, store_settings, whole
 
 from .normalize import QUEUED_STATUSES, RUNNING_STATUSES, TERMINAL_STATUSES, Rules, normalize_status
 
@@ -54,10 +54,15 @@ class Settings:
     economy_collection: str = "userEconomy"
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "ls"
+    redis_cluster: bool = False  # REDIS_URL names a node of a Redis Cluster
     rules: Rules = field(default_factory=Rules)
     batch_size: int = 1000
     metrics_port: int | None = None
     deadletter_max: int = 10_000
+
+    @property
+    def store(self) -> StoreSettings:
+        return StoreSettings(self.redis_url, self.key_prefix, self.redis_cluster)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
@@ -82,6 +87,7 @@ class Settings:
             economy_collection=_collection(env, "ECONOMY_COLLECTION", cls.economy_collection),
             redis_url=store.redis_url,
             key_prefix=store.key_prefix,
+            redis_cluster=store.cluster,
             rules=rules,
             batch_size=whole(env, "BATCH_SIZE", cls.batch_size, 1),
             deadletter_max=whole(env, "DEADLETTER_MAX", cls.deadletter_max, 1),

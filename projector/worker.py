@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from tqdm import tqdm
 
 from readmodel import LIVE, Change, Layout, ReadModel, TaskChange
+from readmodel.connect import StoreError, masters
 
 from .changes import ECONOMY, TASKS, Rejected, document_change, event_change, seq_of
 from .checkpoint import Checkpoint, CheckpointStore
@@ -35,6 +36,10 @@ log = logging.getLogger(__name__)
 
 EVERY_S = 1.0  # lease renewal, stale sweep, health report, idle checkpoint
 SWEEP_CHUNK = 1000
+# After Redis lost acknowledged writes, every user's version moves this far: further than the
+# versions a user can have gone through in the replication lag a failover loses, so no version a
+# client saw is handed out again for another state.
+VERSION_JUMP = 1000
 
 
 class LeaseLost(Exception):
@@ -43,6 +48,11 @@ class LeaseLost(Exception):
 
 class Stopped(Exception):
     """Asked to stop in the middle of a long operation (a resync)."""
+
+
+class MastersChanged(RedisError):
+    """The Redis masters are not the ones the last writes went to (a failover or a restart):
+    writes they acknowledged may be lost, so the next open resyncs."""
 
 
 class Worker:
@@ -79,6 +89,7 @@ class Worker:
         self.monotonic = monotonic  # intervals: lease renewal, chores, durations
         self.stream: Stream | None = None
         self.saved: Checkpoint | None = None
+        self.masters = ""  # the Redis masters the writes since the last checkpoint went to
         self.backoff_s = 0.0
         self.caught_up = False  # the last read found nothing new
         self._stop = threading.Event()
@@ -123,7 +134,7 @@ class Worker:
             if was_leader:
                 publish(self.redis, self.layout, self.stats, self._now_ms())
             self.lease.release()
-        except RedisError as exc:
+        except StoreError as exc:
             log.warning("could not release the lease: %s", exc)
         if self.metrics is not None:
             self.metrics.close()
@@ -148,7 +159,7 @@ class Worker:
         except Stopped:
             log.info("stopping in the middle of a resync; the next start resyncs again")
             self._drop_stream()
-        except (PyMongoError, RedisError) as exc:
+        except (PyMongoError, *StoreError) as exc:
             if needs_resync(exc) and self.stream is not None:
                 self._safely_resync(f"the stream cannot continue: {exc}")
             else:
@@ -162,7 +173,7 @@ class Worker:
             self._drop_stream()
         except LeaseLost as exc:
             self._stand_by(exc)
-        except (PyMongoError, RedisError) as exc:
+        except (PyMongoError, *StoreError) as exc:
             self._failed(exc)
 
     def _stand_by(self, lost: LeaseLost) -> None:
@@ -201,6 +212,13 @@ class Worker:
         if checkpoint is None:
             self.resync("no checkpoint")
             return
+        now = masters(self.redis)
+        if checkpoint.masters and now != checkpoint.masters:
+            # Asynchronous replication: the checkpoint may cover writes the new masters never got.
+            self.resync("the Redis masters changed since the checkpoint (failover or restart): "
+                        "writes they acknowledged may be lost", version_jump=VERSION_JUMP)
+            return
+        self.masters = now
         try:
             self.stream = self.source.open(checkpoint)
         except PyMongoError as exc:
@@ -303,22 +321,26 @@ class Worker:
 
     def _checkpoint(self, token: Mapping[str, Any] | None, position: str, now_ms: int) -> None:
         assert self.lease.token is not None
-        if not self.checkpoints.save(token, position, self.lease.token, now_ms):
+        if masters(self.redis) != self.masters:
+            raise MastersChanged(f"the Redis masters changed since {self.masters[:24]}...: not checkpointing")
+        if not self.checkpoints.save(token, position, self.lease.token, now_ms, self.masters):
             raise LeaseLost("the checkpoint write was fenced off")
-        self.saved = Checkpoint(token, position, now_ms, self.lease.token)
+        self.saved = Checkpoint(token, position, now_ms, self.lease.token, self.masters)
         self.stats.checkpoint_ms = now_ms
         self.stats.position = position
 
     # ------------------------------------------------------------ resync
 
-    def resync(self, reason: str) -> None:
+    def resync(self, reason: str, version_jump: int = 0) -> None:
         """Rebuild the read model from the collections without ever emptying it for readers.
 
         The stream is opened first, so its start position P precedes the scan; scanned
         documents are written at P; whatever was not written at P or later is swept; tailing
-        then continues from P, replaying whatever changed during the scan.
+        then continues from P, replaying whatever changed during the scan. ``version_jump``
+        moves every user's version that far in the sweep (after Redis lost writes).
         """
         log.warning("resync: %s", reason)
+        self.masters = masters(self.redis)
         self.stats.resyncs += 1
         self.stats.state = State.RESYNCING
         self._drop_stream()
@@ -331,7 +353,8 @@ class Worker:
             users = list(self.model.known_users())
             now_ms, now_iso = self._now_ms(), self._now_iso()
             for i in range(0, len(users), SWEEP_CHUNK):
-                self.model.sweep(now_ms, now_iso, users=users[i : i + SWEEP_CHUNK], min_seq=stream.start)
+                self.model.sweep(now_ms, now_iso, users=users[i : i + SWEEP_CHUNK], min_seq=stream.start,
+                                 version_jump=version_jump)
             self._checkpoint(stream.token, stream.start, self._now_ms())
         except BaseException:
             stream.close()

@@ -1,30 +1,33 @@
-"""Reading snapshots, with a sync or an asyncio redis-py client.
+"""Reading snapshots, with a sync or an asyncio redis-py client (single Redis or cluster).
 
-A snapshot is read in one MULTI/EXEC round trip (three reads per user), so a reader never sees
-half of a change. Several users can be read in one round trip; their keys may live in different
-cluster slots, so that is for a standalone Redis (a cluster client needs one transaction per slot).
+A user's snapshot is read by one script call (``scripts/read.lua``), so a reader never sees half
+of a change. Several users are read in one pipeline: a cluster client sends each master its
+users' calls, in one round trip per master, and every call still reads one user whole.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from . import scripts
 from .keys import Layout
 from .records import View, decode_snapshot, heartbeat_ms
 
-READS_PER_USER = 3
+
+def _queue_reads(layout: Layout, uids: list[str]):
+    def build(pipe: Any) -> None:
+        for uid in uids:
+            scripts.READ.queue(pipe, layout.user_keys(uid), [])
+    return build
 
 
-def queue_snapshot_read(pipe: Any, layout: Layout, uid: str) -> None:
-    """Queue the reads of one user's snapshot on a transactional pipeline."""
-    pipe.hgetall(layout.user(uid))
-    pipe.hgetall(layout.tasks(uid))
-    pipe.lrange(layout.finished(uid), 0, -1)
+def _pairs(flat: list[Any]) -> dict[Any, Any]:
+    return dict(zip(flat[::2], flat[1::2]))
 
 
 def _decode_many(uids: list[str], replies: list[Any], view: View) -> list[dict[str, Any]]:
-    n = READS_PER_USER
-    return [decode_snapshot(uid, *replies[n * i : n * i + n], view) for i, uid in enumerate(uids)]
+    return [decode_snapshot(uid, _pairs(user), _pairs(tasks), finished, view)
+            for uid, (user, tasks, finished) in zip(uids, replies)]
 
 
 def read_snapshot(redis: Any, layout: Layout, uid: str, view: View) -> dict[str, Any]:
@@ -33,11 +36,8 @@ def read_snapshot(redis: Any, layout: Layout, uid: str, view: View) -> dict[str,
 
 
 def read_snapshots(redis: Any, layout: Layout, uids: list[str], view: View) -> list[dict[str, Any]]:
-    """The snapshots of ``uids``, in that order, in one round trip (sync client)."""
-    pipe = redis.pipeline(transaction=True)
-    for uid in uids:
-        queue_snapshot_read(pipe, layout, uid)
-    return _decode_many(uids, pipe.execute(), view)
+    """The snapshots of ``uids``, in that order, each one whole (sync client)."""
+    return _decode_many(uids, scripts.run(redis, _queue_reads(layout, uids)), view)
 
 
 async def aread_snapshot(redis: Any, layout: Layout, uid: str, view: View) -> dict[str, Any]:
@@ -46,12 +46,8 @@ async def aread_snapshot(redis: Any, layout: Layout, uid: str, view: View) -> di
 
 
 async def aread_snapshots(redis: Any, layout: Layout, uids: list[str], view: View) -> list[dict[str, Any]]:
-    """The snapshots of ``uids``, in that order, in one round trip (``redis.asyncio`` client)."""
-    async with redis.pipeline(transaction=True) as pipe:
-        for uid in uids:
-            queue_snapshot_read(pipe, layout, uid)
-        replies = await pipe.execute()
-    return _decode_many(uids, replies, view)
+    """The snapshots of ``uids``, in that order, each one whole (``redis.asyncio`` client)."""
+    return _decode_many(uids, await scripts.arun(redis, _queue_reads(layout, uids)), view)
 
 
 async def aread_heartbeat_ms(redis: Any, layout: Layout) -> int | None:

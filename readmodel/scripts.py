@@ -1,16 +1,71 @@
-"""The Lua scripts that write the read model, read once from their ``.lua`` files."""
+"""The Lua scripts that write (and read) the read model, read once from their ``.lua`` files.
+
+Scripts run by ``EVALSHA`` inside plain pipelines, on a single Redis and on a cluster alike
+(redis-py's cluster pipeline refuses ``Script`` objects, so the command is queued by name). A node
+that restarted or a replica promoted in a failover has an empty script cache: :func:`run` and
+:func:`arun` then load every script on every master and run the pipeline once more, which is
+harmless because every write here is idempotent.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from importlib.resources import files
+from typing import Any, Callable
+
+from redis.exceptions import NoScriptError
 
 FINISHED_CAP = 10  # finished tasks remembered per user
+
+
+class Lua:
+    """One script: its source and SHA-1, queued on a pipeline by ``EVALSHA``."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    def queue(self, pipe: Any, keys: list[str], args: list[Any]) -> Any:
+        return pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
 def _load(name: str) -> str:
     return files(__package__).joinpath("scripts", f"{name}.lua").read_text(encoding="utf-8")
 
 
-APPLY = _load("apply").replace("$FINISHED_CAP", str(FINISHED_CAP))
-SWEEP = _load("sweep")
-OWN = _load("own")
+APPLY = Lua(_load("apply").replace("$FINISHED_CAP", str(FINISHED_CAP)))
+SWEEP = Lua(_load("sweep"))
+OWN = Lua(_load("own"))
+READ = Lua(_load("read"))
+ALL = (APPLY, SWEEP, OWN, READ)
+
+
+def run(redis: Any, build: Callable[[Any], None]) -> list[Any]:
+    """Queue commands with ``build`` on a pipeline (not a transaction) and execute it; on
+    ``NOSCRIPT``, load the scripts (every master of a cluster) and run it again once."""
+    for attempt in (1, 2):
+        pipe = redis.pipeline(transaction=False)
+        build(pipe)
+        try:
+            return pipe.execute()
+        except NoScriptError:
+            if attempt == 2:
+                raise
+            for script in ALL:
+                redis.script_load(script.source)
+    raise AssertionError("unreachable")
+
+
+async def arun(redis: Any, build: Callable[[Any], None]) -> list[Any]:
+    """:func:`run` for a ``redis.asyncio`` client."""
+    for attempt in (1, 2):
+        pipe = redis.pipeline(transaction=False)
+        build(pipe)
+        try:
+            return await pipe.execute()
+        except NoScriptError:
+            if attempt == 2:
+                raise
+            for script in ALL:
+                await redis.script_load(script.source)
+    raise AssertionError("unreachable")

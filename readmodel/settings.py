@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Mapping
+from urllib.parse import urlsplit
 
 from .keys import PREFIX_RE
 
@@ -14,22 +15,45 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class StoreSettings:
-    """Where the read model lives: the Redis URL and the key prefix every key starts with."""
+    """Where the read model lives: the Redis URL, whether it names a node of a Redis Cluster,
+    and the key prefix every key starts with."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "ls"
+    cluster: bool = False
 
 
 def store_settings(env: Mapping[str, str]) -> StoreSettings:
-    """``REDIS_URL`` and ``KEY_PREFIX`` from ``env``; unset means the default, set but empty or
-    malformed is an error (an empty prefix would make the two processes disagree on every key)."""
+    """``REDIS_URL``, ``REDIS_CLUSTER`` and ``KEY_PREFIX`` from ``env``; unset means the default,
+    set but empty or malformed is an error (an empty prefix would make the two processes disagree
+    on every key). With ``REDIS_CLUSTER=1`` the URL names any node of the cluster."""
     url = env.get("REDIS_URL", StoreSettings.redis_url).strip()
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise SettingsError(f"REDIS_URL must be a redis://, rediss:// or unix:// URL, got {url[:40]!r}")
     prefix = env.get("KEY_PREFIX", StoreSettings.key_prefix)
     if not PREFIX_RE.match(prefix):
         raise SettingsError(f"KEY_PREFIX must be 1-32 letters, digits or any of _ . : - (got {prefix!r})")
-    return StoreSettings(redis_url=url, key_prefix=prefix)
+    cluster = flag(env, "REDIS_CLUSTER", StoreSettings.cluster)
+    if cluster:
+        if url.startswith("unix://"):
+            raise SettingsError("REDIS_CLUSTER=1 needs a redis:// or rediss:// URL naming a cluster node, not a unix socket")
+        database = urlsplit(url).path.strip("/")
+        if database not in ("", "0"):
+            raise SettingsError(f"a Redis Cluster has database 0 only; REDIS_URL names database {database!r}")
+    return StoreSettings(redis_url=url, key_prefix=prefix, cluster=cluster)
+
+
+def flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """A yes/no setting: 1/true/yes/on or 0/false/no/off (any case); unset or blank means ``default``."""
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be 1 or 0 (true/false, yes/no, on/off), got {raw!r}")
 
 
 def number(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:

@@ -78,21 +78,15 @@ class ReadModel:
         self.redis = redis
         self.layout = layout or Layout()
         self.tombstone_cap = tombstone_cap
-        self._apply = redis.register_script(scripts.APPLY)
-        self._sweep = redis.register_script(scripts.SWEEP)
-        self._own = redis.register_script(scripts.OWN)
 
     def apply(self, changes: Iterable[Change], now_iso: str) -> dict[str, int]:
         """Apply a batch; returns {user: new version} for users whose snapshot changed."""
         plan = self.plan(changes, now_iso)
         if not plan.steps:
             return {}
-        pipe = self.redis.pipeline(transaction=False)
-        for step in plan.steps:
-            step(pipe)
-        results = pipe.execute()
-        scripts = results[plan.first_script : plan.first_script + len(plan.users)]
-        return {uid: int(version) for uid, version in zip(plan.users, scripts) if int(version)}
+        results = self.run(plan.steps)
+        versions = results[plan.first_script : plan.first_script + len(plan.users)]
+        return {uid: int(version) for uid, version in zip(plan.users, versions) if int(version)}
 
     def plan(self, changes: Iterable[Change], now_iso: str) -> "Plan":
         """The writes of a batch, in order: deadlines, owner entries, one script per user.
@@ -130,7 +124,7 @@ class ReadModel:
                         ops.earliest_stale_at = change.stale_at_ms
             if not draft.unchanged:
                 args = [change.seq, draft.owner_now, ",".join(draft.past), OWNER_TTL_S if draft.owner_now else GONE_TTL_S]
-                entry_steps.append(lambda pipe, key=draft.key, args=args: self._own(keys=[key], args=args, client=pipe))
+                entry_steps.append(lambda pipe, key=draft.key, args=args: scripts.OWN.queue(pipe, [key], args))
 
         users = list(per_user)
         steps: list[Callable[[Any], Any]] = []
@@ -143,8 +137,12 @@ class ReadModel:
         for uid in users:
             keys = self.layout.user_keys(uid)
             args = [self.layout.channel(uid), now_iso, self.tombstone_cap, *per_user[uid].args]
-            steps.append(lambda pipe, keys=keys, args=args: self._apply(keys=keys, args=args, client=pipe))
+            steps.append(lambda pipe, keys=keys, args=args: scripts.APPLY.queue(pipe, keys, args))
         return Plan(users, steps, first_script)
+
+    def run(self, steps: list[Callable[[Any], Any]]) -> list[Any]:
+        """Execute ``steps`` (each queues one command) in one pipelined round trip per node."""
+        return scripts.run(self.redis, lambda pipe: [step(pipe) for step in steps])
 
     def _check_with_current_owner(self, drafts: list["_Draft"]) -> None:
         """Fill in the position the current owner holds for documents that leave or move.
@@ -165,25 +163,24 @@ class ReadModel:
             if seq is not None:
                 draft.newest_seq = max(draft.newest_seq, text(seq))
 
-    def sweep(self, now_ms: int, now_iso: str, users: Iterable[str] | None = None, min_seq: str = "") -> dict[str, int]:
+    def sweep(self, now_ms: int, now_iso: str, users: Iterable[str] | None = None, min_seq: str = "",
+              version_jump: int = 0) -> dict[str, int]:
         """Remove stale tasks (and, with ``min_seq``, whatever a resync did not see).
 
-        Without ``users``, sweeps the users whose earliest deadline has passed. Returns
-        {user: new version} for users whose snapshot changed.
+        Without ``users``, sweeps the users whose earliest deadline has passed. ``version_jump``
+        moves every swept user's version that far (and announces it). Returns {user: new version}
+        for users whose snapshot changed.
         """
         if users is None:
             users = [text(u) for u in self.redis.zrangebyscore(self.layout.deadlines, "-inf", now_ms)]
         users = list(users)
         if not users:
             return {}
-        pipe = self.redis.pipeline(transaction=False)
-        for uid in users:
-            self._sweep(
-                keys=self.layout.user_keys(uid),
-                args=[self.layout.channel(uid), now_iso, now_ms, min_seq],
-                client=pipe,
-            )
-        results = pipe.execute()
+        results = self.run([
+            lambda pipe, uid=uid: scripts.SWEEP.queue(pipe, self.layout.user_keys(uid),
+                                                      [self.layout.channel(uid), now_iso, now_ms, min_seq, version_jump])
+            for uid in users
+        ])
         pipe = self.redis.pipeline(transaction=False)
         versions: dict[str, int] = {}
         for uid, (version, next_deadline, *removed) in zip(users, results):

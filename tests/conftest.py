@@ -10,6 +10,8 @@ import pytest
 import redis
 
 from readmodel import Layout, ReadModel
+from readmodel.connect import connect
+from readmodel.settings import store_settings
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -32,14 +34,46 @@ def layout(prefix: str) -> Layout:
     return Layout(prefix)
 
 
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A real six-node Redis Cluster on loopback (three masters, one replica each), for the session."""
+    from .rediscluster import LocalCluster
+
+    with LocalCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def backend() -> str:
+    """Which Redis the real-Redis fixtures use. A module that runs on both overrides it:
+    ``@pytest.fixture(name="backend", scope="module", params=BACKENDS)``."""
+    return "single"
+
+
+BACKENDS = ["single", "cluster"]
+
+
+@pytest.fixture(scope="module")
+def store_env(backend: str, request) -> dict[str, str]:
+    """``REDIS_URL`` and ``REDIS_CLUSTER`` of the backend (for settings and child processes)."""
+    if backend == "cluster":
+        return request.getfixturevalue("redis_cluster").env
+    return {"REDIS_URL": REDIS_URL, "REDIS_CLUSTER": "0"}
+
+
+def store_client(env: dict[str, str]):
+    """A sync client of the backend ``env`` names, made as the projector makes its own."""
+    return connect(store_settings(env))
+
+
 @pytest.fixture
-def real_redis(prefix: str):
-    """The real local Redis; every key under this test's prefix is deleted afterwards."""
-    client = redis.Redis.from_url(REDIS_URL)
+def real_redis(prefix: str, store_env: dict[str, str]):
+    """The real local Redis (or cluster); every key under this test's prefix is deleted afterwards."""
+    client = store_client(store_env)
     try:
         client.ping()
     except redis.ConnectionError:
-        pytest.fail(f"no Redis answers at {REDIS_URL}: start one (see README)")
+        pytest.fail(f"no Redis answers at {store_env['REDIS_URL']}: start one (see README)")
     yield client
     delete_prefix(client, prefix)
     client.close()
@@ -69,22 +103,22 @@ def module_prefix() -> str:
 
 
 @pytest.fixture(scope="module")
-def server(module_prefix):
+def server(module_prefix, store_env):
     """``python -m api`` on a loopback port, shared by the module; its keys deleted afterwards."""
     from .apiserver import Server
 
-    api = Server(module_prefix).start()
+    api = Server(module_prefix, env=dict(store_env)).start()
     yield api
     api.stop()
-    client = redis.Redis.from_url(REDIS_URL)
+    client = store_client(store_env)
     delete_prefix(client, module_prefix)
     client.close()
 
 
 @pytest.fixture(scope="module")
-def readmodel(module_prefix):
-    """A ReadModel writing under the module's prefix into the real Redis."""
-    client = redis.Redis.from_url(REDIS_URL)
+def readmodel(module_prefix, store_env):
+    """A ReadModel writing under the module's prefix into the real Redis (or cluster)."""
+    client = store_client(store_env)
     yield ReadModel(client, Layout(module_prefix))
     client.close()
 

@@ -76,7 +76,7 @@ async def test_one_notification_makes_one_read_for_all_listeners_of_a_user(fake_
     await _until(lambda: "u1" in fanout.subscribed_users and len(reads) == 1)  # the confirmation's catch-up read
     assert [(await l.next()).version for l in listeners] == [0] * 10
     await client.hset(layout.user("u1"), mapping={"version": 1})
-    await client.publish(layout.channel("u1"), 1)
+    await client.spublish(layout.channel("u1"), 1)
     results = await asyncio.wait_for(asyncio.gather(*(l.next() for l in listeners)), 5)
     assert {s.version for s in results} == {1}
     assert len(reads) == 2
@@ -109,7 +109,7 @@ async def test_after_a_pubsub_reconnect_subscribed_users_are_read_again(prefix, 
     try:
         listener = fanout.listen("u1")
         assert (await asyncio.wait_for(listener.next(), 5)).version == 0  # the subscription's catch-up read
-        # The change happens with no publish reaching us: written without PUBLISH, then the
+        # The change happens with no publish reaching us: written without SPUBLISH, then the
         # pub/sub connection (found by its own name) is killed.
         real_redis.hset(layout.user("u1"), mapping={"version": 7, "usdCredit": "9"})
         (conn,) = [c for c in real_redis.client_list() if c["name"] == name and "subscribe" in c["cmd"]]
@@ -178,7 +178,7 @@ async def test_many_users_notified_at_once_are_read_in_a_few_round_trips(batched
     async with client.pipeline(transaction=False) as pipe:
         for uid in users:
             pipe.hset(layout.user(uid), mapping={"version": 3, "usdCredit": uid})
-            pipe.publish(layout.channel(uid), 3)
+            pipe.spublish(layout.channel(uid), 3)
         await pipe.execute()
     got = await asyncio.wait_for(asyncio.gather(*(l.next() for g in listeners.values() for l in g)), 5)
     assert {s.version for s in got} == {3}
@@ -195,10 +195,10 @@ async def test_a_user_notified_while_its_read_is_in_flight_is_read_again(batched
     listener = fanout.listen("u1")
     assert (await asyncio.wait_for(listener.next(), 5)).version == 0
     await client.hset(layout.user("u1"), mapping={"version": 1})
-    await client.publish(layout.channel("u1"), 1)
+    await client.spublish(layout.channel("u1"), 1)
     await _until(lambda: len(batches) == 2)  # the read of version 1 is in flight (waiting 50 ms)
     await client.hset(layout.user("u1"), mapping={"version": 2})
-    await client.publish(layout.channel("u1"), 2)
+    await client.spublish(layout.channel("u1"), 2)
     seen = []
     while not seen or seen[-1] < 2:
         seen.append((await asyncio.wait_for(listener.next(), 5)).version)
@@ -213,6 +213,6 @@ async def test_versions_already_read_are_not_read_again(batched_fanout):
     assert (await asyncio.wait_for(listener.next(), 5)).version == 5
     reads = metrics.snapshot_reads._value.get()
     for version in (4, 5):
-        await client.publish(layout.channel("u1"), version)
+        await client.spublish(layout.channel("u1"), version)
     await asyncio.sleep(0.2)
     assert metrics.snapshot_reads._value.get() == reads

@@ -16,14 +16,21 @@ from api.main import create_app
 from api.settings import Settings
 from readmodel import ReadModel
 from tests.apiserver import KEY, SECRET, apply, auth, balance_change, gone_change, task_change
-from tests.conftest import REDIS_URL
+from tests.conftest import BACKENDS, REDIS_URL
 
 USER = "x402:0x1821ab"
 
 
+@pytest.fixture(name="backend", scope="module", params=BACKENDS)
+def _backend(request) -> str:
+    """Every real-Redis test here runs on a single Redis and on a Redis Cluster."""
+    return request.param
+
+
 @pytest.fixture
-def settings(prefix: str) -> Settings:
-    return Settings(redis_url=REDIS_URL, key_prefix=prefix, api_keys=(KEY,), auth_secret=SECRET, text_task_limit=3)
+def settings(prefix: str, store_env: dict[str, str]) -> Settings:
+    return Settings(redis_url=store_env["REDIS_URL"], redis_cluster=store_env["REDIS_CLUSTER"] == "1", key_prefix=prefix,
+                    api_keys=(KEY,), auth_secret=SECRET, text_task_limit=3)
 
 
 @pytest.fixture

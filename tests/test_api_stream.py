@@ -22,7 +22,13 @@ from api.errors import InvalidRequest
 from api.settings import Settings
 from api.stream import parse_last_event_id
 from tests.apiserver import KEY, SECRET, SSE, Server, apply, auth, balance_change, free_port, task_change
-from tests.conftest import REDIS_URL
+from tests.conftest import BACKENDS, REDIS_URL
+
+
+@pytest.fixture(name="backend", scope="module", params=BACKENDS)
+def _backend(request) -> str:
+    """Every real-Redis test here runs on a single Redis and on a Redis Cluster."""
+    return request.param
 
 
 @pytest.fixture
@@ -218,8 +224,8 @@ def test_a_stalled_client_gets_only_the_latest_state_when_it_reads_again(server,
     assert ids == sorted(ids) and len(set(ids)) == len(ids)  # never out of order, never repeated
 
 
-def test_sigterm_ends_open_streams_promptly_with_a_complete_response(module_prefix, user):
-    server = Server(module_prefix).start()
+def test_sigterm_ends_open_streams_promptly_with_a_complete_response(module_prefix, user, store_env):
+    server = Server(module_prefix, env=dict(store_env)).start()
     try:
         with stream(server, user) as response:
             sse = SSE(response)
@@ -248,8 +254,8 @@ def _auth_line() -> str:
     return f"Authorization: Bearer {KEY}\r\n"
 
 
-def test_a_client_that_accepts_nothing_for_the_send_timeout_is_dropped(module_prefix, readmodel, user):
-    server = Server(module_prefix, env={"SSE_SEND_TIMEOUT_S": "0.5"}).start()
+def test_a_client_that_accepts_nothing_for_the_send_timeout_is_dropped(module_prefix, readmodel, user, store_env):
+    server = Server(module_prefix, env={**store_env, "SSE_SEND_TIMEOUT_S": "0.5"}).start()
     try:
         sock = _stalled_stream(server, user)
         wait_for(lambda: server.metric("livestatus_api_open_streams") == 1, what="stream open")

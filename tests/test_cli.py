@@ -15,7 +15,20 @@ from projector.worker import Worker
 from readmodel import Layout
 
 from .capture_helpers import DB, ECONOMY, TASKS, economy_doc, settle, task_doc
-from .conftest import REDIS_URL
+from .conftest import BACKENDS
+
+
+@pytest.fixture(name="backend", scope="module", params=BACKENDS)
+def _backend(request) -> str:
+    """Every ops command runs against a single Redis and a Redis Cluster."""
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def store_in_env(store_env, monkeypatch):
+    """The commands read REDIS_URL and REDIS_CLUSTER from the environment, as in production."""
+    for name, value in store_env.items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture
@@ -28,9 +41,10 @@ def seeded(standin):
 
 
 @pytest.fixture
-def worker(seeded, real_redis, prefix):
+def worker(seeded, real_redis, prefix, backend):
     mongo = MongoClient(seeded.url, serverSelectionTimeoutMS=3000)
-    worker = Worker(Settings(mongo_url=seeded.url, key_prefix=prefix), real_redis, mongo, progress=False)
+    worker = Worker(Settings(mongo_url=seeded.url, key_prefix=prefix, redis_cluster=backend == "cluster"), real_redis,
+                    mongo, progress=False)
     yield worker
     worker.close()
     mongo.close()
@@ -43,7 +57,7 @@ def run(capsys, *args):
 
 
 def common(prefix):
-    return ["--redis-url", REDIS_URL, "--key-prefix", prefix]
+    return ["--key-prefix", prefix]
 
 
 def test_check_fails_with_a_reason_when_no_worker_ever_ran(capsys, real_redis, prefix):

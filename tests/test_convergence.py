@@ -6,7 +6,6 @@ import uuid
 
 import fakeredis
 import pytest
-import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -15,7 +14,7 @@ from projector.normalize import Rules, Task, normalize_balance, normalize_task
 from readmodel import Layout, ReadModel, View, position, read_snapshot
 from readmodel.records import live_task_record
 
-from .conftest import REDIS_URL
+from .conftest import BACKENDS, store_client
 
 RULES = Rules()
 USERS = ["u0", "u1", "x402:0xabc"]
@@ -123,10 +122,7 @@ def run(client, history, batches):
                 model.apply(changes, "2026-11-25T09:00:00.000Z")
                 continue
             plan = model.plan(changes, "2026-11-25T09:00:00.000Z")
-            pipe = client.pipeline(transaction=False)
-            for step in plan.steps[:cut]:
-                step(pipe)
-            pipe.execute()
+            model.run(plan.steps[:cut])
         assert_every_live_task_has_a_deadline(client, layout)
         return observed_state(client, layout)
     finally:
@@ -143,9 +139,15 @@ def test_any_delivery_with_duplicates_and_replays_converges_fakeredis(data):
     assert run(fakeredis.FakeRedis(), history, batches) == expected_state(history)
 
 
+@pytest.fixture(name="backend", scope="module", params=BACKENDS)
+def _backend(request) -> str:
+    """The real-Redis property runs on a single Redis and on a Redis Cluster."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def shared_real_redis():
-    client = redis.Redis.from_url(REDIS_URL)
+def shared_real_redis(store_env):
+    client = store_client(store_env)
     yield client
     client.close()
 

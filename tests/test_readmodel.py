@@ -120,8 +120,8 @@ def test_users_are_isolated(model):
 
 def test_change_is_announced_with_the_new_version(model):
     pubsub = model.redis.pubsub()
-    pubsub.subscribe(model.layout.channel("u1"))
-    assert pubsub.get_message(timeout=1)["type"] == "subscribe"
+    pubsub.ssubscribe(model.layout.channel("u1"))
+    assert pubsub.get_message(timeout=1)["type"] == "ssubscribe"
     model.apply([put("g1", 1)], NOW_ISO)
     message = pubsub.get_message(timeout=2)
     assert message["channel"].decode() == model.layout.channel("u1") and int(message["data"]) == 1

@@ -72,3 +72,19 @@ def test_the_projector_and_the_api_read_the_same_store_from_the_same_environment
     env = {"KEY_PREFIX": "prod:ls", "REDIS_URL": "redis://10.0.0.5:6380/2"}
     projector, api = Settings.from_env(env), ApiSettings.from_env(env)
     assert (projector.key_prefix, projector.redis_url) == (api.key_prefix, api.redis_url) == ("prod:ls", env["REDIS_URL"])
+
+
+@pytest.mark.parametrize("raw, cluster", [(None, False), ("0", False), ("1", True), ("true", True), ("No", False)])
+def test_redis_cluster_selects_the_cluster_client(raw, cluster):
+    env = {} if raw is None else {"REDIS_CLUSTER": raw}
+    assert Settings.from_env(env).store.cluster is cluster
+
+
+@pytest.mark.parametrize("env, words", [
+    ({"REDIS_CLUSTER": "maybe"}, "REDIS_CLUSTER must be 1 or 0"),
+    ({"REDIS_CLUSTER": "1", "REDIS_URL": "unix:///tmp/redis.sock"}, "not a unix socket"),
+    ({"REDIS_CLUSTER": "1", "REDIS_URL": "redis://node1:7000/2"}, "database 0 only"),
+])
+def test_an_unusable_cluster_setting_is_refused_with_a_sentence(env, words):
+    with pytest.raises(SettingsError, match=words):
+        Settings.from_env(env)

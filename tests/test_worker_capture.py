@@ -19,14 +19,21 @@ from .capture_helpers import (
     DB, ECONOMY, TASKS, actual_state, drive, economy_doc, expected_state, iso_ago, settle, snapshot, task_doc,
     without_empty,
 )
+from .conftest import BACKENDS
+
+
+@pytest.fixture(name="backend", scope="module", params=BACKENDS)
+def _backend(request) -> str:
+    """Every real-Redis test here runs on a single Redis and on a Redis Cluster."""
+    return request.param
 
 
 @pytest.fixture
-def make_worker(standin, real_redis, prefix):
+def make_worker(standin, real_redis, prefix, backend):
     made = []
 
     def make(batch_size=1000, rules=None, holder=None, **kwargs):
-        settings = Settings(mongo_url=standin.url, key_prefix=prefix, batch_size=batch_size,
+        settings = Settings(mongo_url=standin.url, key_prefix=prefix, batch_size=batch_size, redis_cluster=backend == "cluster",
                             rules=rules or Rules())
         mongo = MongoClient(standin.url, serverSelectionTimeoutMS=3000)
         worker = Worker(settings, real_redis, mongo, holder=holder, progress=False, **kwargs)
@@ -267,12 +274,13 @@ def test_stale_task_disappears_without_new_events_with_a_version_bump(standin, m
     worker = make_worker(rules=Rules(stale_after_ms=1500))
     settle(worker)
     pubsub = real_redis.pubsub()
-    pubsub.subscribe(worker.layout.channel("u1"))
+    pubsub.ssubscribe(worker.layout.channel("u1"))
     before = snapshot(real_redis, layout, "u1")["version"]
     assert real_redis.hlen(layout.tasks("u1")) == 1
     drive(worker, lambda: real_redis.hlen(layout.tasks("u1")) == 0, timeout=6, what="the stale sweep")
     assert snapshot(real_redis, layout, "u1")["version"] == before + 1
-    messages = [m for m in iter(lambda: pubsub.get_message(timeout=0.5), None) if m["type"] == "message"]
+    receive = getattr(pubsub, "get_sharded_message", pubsub.get_message)  # a cluster's is per shard
+    messages = [m for m in iter(lambda: receive(timeout=0.5), None) if m["type"] == "smessage"]
     assert [int(m["data"]) for m in messages] == [before + 1]
     pubsub.close()
 
@@ -321,3 +329,20 @@ def test_only_the_lease_holder_applies_and_a_paused_leader_cannot_write_its_chec
     assert a.step() == "standby"
     assert CheckpointStore(real_redis, layout).load().fence == b_fence
     assert snapshot(real_redis, layout, "u1")["liveTasks"][0]["progressPercent"] == 90.0
+
+
+def test_a_checkpoint_written_to_other_redis_masters_is_not_trusted(standin, make_worker, real_redis, layout):
+    """After a failover (or a restart) the writes a checkpoint covers may be lost: resync, and move
+    every version far ahead so that no version a client saw is reused for another state."""
+    seed(standin)
+    first = make_worker()
+    settle(first)
+    first.close()
+    version_before = snapshot(real_redis, layout, "u1")["version"]
+    real_redis.hset(layout.checkpoint, "masters", "a-master-that-failed")
+    again = make_worker()
+    settle(again)
+    assert again.stats.resyncs == 1
+    assert snapshot(real_redis, layout, "u1")["version"] >= version_before + 1000
+    assert CheckpointStore(real_redis, layout).load().masters not in ("", "a-master-that-failed")
+    assert converged(standin, real_redis, layout)

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def spawn(prefix, tmp_path):
+def spawn(prefix, tmp_path, store_env):
     """Start `python -m projector run ...`; every process still alive at the end is killed."""
     started: list[subprocess.Popen] = []
 
@@ -37,7 +37,7 @@ def spawn(prefix, tmp_path):
         proc = subprocess.Popen(
             [sys.executable, "-m", "projector", command, *extra, *args],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            env=dict(os.environ, PYTHONUNBUFFERED="1", **store_env),
         )
         proc.log = log  # type: ignore[attr-defined]
         started.append(proc)

@@ -65,5 +65,5 @@ end
 if not changed then return 0 end
 local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HSET', KEYS[1], 'updatedAt', ARGV[2])
-redis.call('PUBLISH', ARGV[1], version)
+redis.call('SPUBLISH', ARGV[1], version)
 return version

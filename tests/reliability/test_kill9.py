@@ -7,10 +7,20 @@ import random
 import signal
 import time
 
+import pytest
+
+from tests.conftest import BACKENDS
 from tests.test_worker_process import caught_up, output, wait_for
 
 from .conftest import size
 from .helpers import MixedWriter, compare
+
+
+@pytest.fixture(name="backend", scope="module", params=BACKENDS)
+def _backend(request) -> str:
+    """Every real-Redis test here runs on a single Redis and on a Redis Cluster."""
+    return request.param
+
 
 RUN = ("--batch-size", "50", "--lease-ttl-ms", "1500", "--no-progress")
 

@@ -1,0 +1,151 @@
+"""A real Redis Cluster on loopback for tests and benchmarks: six ``redis-server`` processes
+(three masters, one replica each) on free ports, created with ``redis-cli --cluster create``."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+from redis.cluster import RedisCluster
+
+from tests.net import real_clock_env
+
+NODE_TIMEOUT_MS = 1500  # low, so a killed master's replica takes over within a few seconds
+
+
+def _free_cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too."""
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+@dataclass
+class LocalCluster:
+    """Six loopback nodes; ``start()`` returns once ``cluster_state:ok`` on every node."""
+
+    masters: int = 3
+    replicas: int = 1
+    directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="lscluster-")))
+    ports: list[int] = field(default_factory=list)
+    procs: dict[int, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        """``REDIS_URL`` naming one node (any node will do)."""
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a projector or an API process needs to use this cluster."""
+        return {"REDIS_URL": self.url, "REDIS_CLUSTER": "1"}
+
+    def start(self, timeout_s: float = 30) -> "LocalCluster":
+        count = self.masters * (1 + self.replicas)
+        self.ports = [_free_cluster_port() for _ in range(count)]
+        for port in self.ports:
+            self._spawn(port)
+        for port in self.ports:
+            self._wait_answering(port, timeout_s)
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout_s, env=real_clock_env(),
+        )
+        self.wait_ok(timeout_s)
+        return self
+
+    def _spawn(self, port: int) -> None:
+        workdir = self.directory / str(port)
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.procs[port] = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+             "--cluster-config-file", str(workdir / "nodes.conf"), "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+             "--dir", str(workdir), "--save", "", "--appendonly", "no", "--protected-mode", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=real_clock_env(),
+        )
+
+    def _wait_answering(self, port: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with redis.Redis(port=port, socket_connect_timeout=0.5) as node:
+                    node.ping()
+                    return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.procs[port].poll() is not None:
+                    raise RuntimeError(f"cluster node {port} did not start") from None
+                time.sleep(0.05)
+
+    def node_info(self, port: int) -> dict[str, str]:
+        with redis.Redis(port=port, socket_connect_timeout=0.5, socket_timeout=2) as node:
+            return {k: str(v) for k, v in node.cluster("INFO").items()}
+
+    def wait_ok(self, timeout_s: float = 30) -> None:
+        """Until every running node reports ``cluster_state:ok`` with all 16384 slots served."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if all(self.node_info(p).get("cluster_state") == "ok" for p in self.running_ports()):
+                    return
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cluster did not reach cluster_state:ok")
+            time.sleep(0.1)
+
+    def running_ports(self) -> list[int]:
+        return [p for p, proc in self.procs.items() if proc.poll() is None]
+
+    def master_ports(self) -> list[int]:
+        """The ports of the nodes that are masters now (by what a running node sees)."""
+        with redis.Redis(port=self.running_ports()[0], decode_responses=True) as node:
+            lines = node.execute_command("CLUSTER", "NODES").splitlines()
+        ports = []
+        for line in lines:  # id host:port@bus flags master ping pong epoch link-state slots...
+            _, address, flags, *_rest = line.split()
+            if "master" in flags.split(",") and "fail" not in flags:
+                ports.append(int(address.split(":")[1].split("@")[0]))
+        return sorted(ports)
+
+    def client(self, **kwargs) -> RedisCluster:
+        return RedisCluster(host="127.0.0.1", port=self.ports[0], **kwargs)
+
+    def kill9(self, port: int) -> None:
+        proc = self.procs[port]
+        proc.kill()
+        proc.wait()
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> "LocalCluster":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
