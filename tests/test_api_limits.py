@@ -13,15 +13,7 @@ from api.auth import Principal, mint_token
 from api.errors import ServerBusy, TooManyStreams
 from api.limits import StreamLimiter
 from tests.apiserver import KEY, SECRET, SSE, Server, auth
-
-
-def wait_for(predicate, timeout_s: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.waits import wait_for
 
 
 @pytest.fixture

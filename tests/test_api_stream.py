@@ -23,6 +23,7 @@ from api.settings import Settings
 from api.stream import parse_last_event_id
 from tests.apiserver import KEY, SECRET, SSE, Server, apply, auth, balance_change, free_port, task_change
 from tests.conftest import BACKENDS, REDIS_URL
+from tests.waits import wait_for
 
 
 @pytest.fixture(name="backend", scope="module", params=BACKENDS)
@@ -40,15 +41,6 @@ def stream(server: Server, user: str, headers: dict[str, str] | None = None, **p
     return httpx.stream(
         "GET", f"{server.url}/users/{user}/status/stream", headers={**auth(), **(headers or {})}, params=params, timeout=5
     )
-
-
-def wait_for(predicate, timeout_s: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_first_event_is_the_current_snapshot_with_its_version_as_id(server, readmodel, user):
