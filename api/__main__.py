@@ -9,8 +9,9 @@ import re
 import sys
 from typing import Any
 
-from .auth import DEFAULT_TTL_S, mint_token
 from readmodel.keys import USER_ID_PATTERN
+
+from .auth import DEFAULT_TTL_S, mint_token
 from .settings import Settings, SettingsError
 
 

@@ -9,19 +9,19 @@ import signal
 import sys
 import time
 from typing import Any, Sequence
-
 from urllib.parse import urlsplit
 
 from redis.exceptions import RedisError
+
+from readmodel import Layout, View, read_snapshot
+from readmodel.connect import StoreError
+from readmodel.connect import connect as connect_redis
+from readmodel.text import text, text_map
 
 from . import health
 from .checkpoint import CheckpointStore
 from .deadletters import DeadLetters
 from .lease import Lease
-from readmodel import Layout, View, read_snapshot
-from readmodel.connect import StoreError
-from readmodel.connect import connect as connect_redis
-from readmodel.text import text, text_map
 from .settings import Settings, SettingsError
 from .source import SourceError, connect, hosts_of, preflight
 

@@ -12,10 +12,11 @@ from pymongo import MongoClient
 from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError, ServerSelectionTimeoutError
 from pymongo.uri_parser import parse_uri
 
+from readmodel import position
+
 from .changes import ECONOMY, TASKS
 from .checkpoint import Checkpoint
 from .normalize import BALANCE_FIELDS, TASK_FIELDS
-from readmodel import position
 
 EVENT_FIELDS = ("operationType", "clusterTime", "wallTime", "ns", "documentKey",
                 *(f"fullDocument.{name}" for name in dict.fromkeys(TASK_FIELDS + BALANCE_FIELDS)))

@@ -25,7 +25,8 @@ from projector.normalize import (
 from readmodel import BalanceChange, TaskChange
 
 from .capture_helpers import DB, ECONOMY, TASKS, economy_doc, snapshot, task_doc
-from .test_worker_process import caught_up, output, spawn, wait_for  # noqa: F401
+from .test_worker_process import caught_up, output, spawn  # noqa: F401
+from .waits import wait_for
 
 RULES = Rules()
 RECORD_LIMIT = 2000  # bytes: the largest record any single document may produce

@@ -8,15 +8,10 @@ from pymongo import MongoClient
 from pymongo.errors import AutoReconnect, OperationFailure
 from pymongo.read_concern import ReadConcern
 
-from standin import StandIn
+
+from .test_standin import mongo, next_change  # noqa: F401  (a fixture and a helper shared with the stand-in tests)
 
 DB = "app"
-
-
-@pytest.fixture
-def mongo():
-    with StandIn() as stand_in:
-        yield stand_in
 
 
 @pytest.fixture
@@ -28,14 +23,6 @@ def client(mongo):
 
 def fail_point(client, name="failCommand", mode=None, **data):
     client.admin.command({"configureFailPoint": name, "mode": mode or {"times": 1}, "data": data})
-
-
-def next_change(stream, attempts=50):
-    for _ in range(attempts):
-        change = stream.try_next()
-        if change is not None:
-            return change
-    raise AssertionError("no change arrived")
 
 
 def test_the_harness_handshake_reports_a_replica_set_with_test_commands(client):

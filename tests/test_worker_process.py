@@ -22,6 +22,7 @@ from .capture_helpers import (
     DB, ECONOMY, TASKS, actual_state, economy_doc, expected_state, snapshot, task_doc, without_empty,
 )
 from .net import free_port
+from .waits import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,15 +56,6 @@ def output(proc) -> str:
     proc.log.flush()
     proc.log.seek(0)
     return proc.log.read()
-
-
-def wait_for(condition, timeout: float, what: str) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if condition():
-            return time.monotonic() - started
-        time.sleep(0.05)
-    raise AssertionError(f"{what} did not happen within {timeout} s")
 
 
 def leader_pid(redis, layout) -> int | None:

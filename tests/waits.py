@@ -6,11 +6,12 @@ import time
 from typing import Callable
 
 
-def wait_for(predicate: Callable[[], object], timeout_s: float = 5.0, what: str = "condition") -> None:
-    """Poll ``predicate`` every 50 ms until it holds; fail naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+def wait_for(predicate: Callable[[], object], timeout_s: float = 5.0, what: str = "condition") -> float:
+    """Poll ``predicate`` every 50 ms until it holds and return how long that took; fail naming
+    ``what`` after ``timeout_s``."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
         if predicate():
-            return
+            return time.monotonic() - started
         time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"{what} did not happen within {timeout_s} s")

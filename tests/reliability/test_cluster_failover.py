@@ -16,7 +16,8 @@ import pytest
 from readmodel import Layout
 from tests.apiserver import Server, auth
 from tests.rediscluster import LocalCluster
-from tests.test_worker_process import caught_up, output, wait_for
+from tests.test_worker_process import caught_up, output
+from tests.waits import wait_for
 
 from .conftest import size
 from .helpers import MixedWriter, compare

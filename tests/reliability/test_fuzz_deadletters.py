@@ -11,7 +11,8 @@ from projector.deadletters import MAXLEN
 from projector.health import read as read_health
 from standin import DuplicateKey
 from tests.capture_helpers import DB
-from tests.test_worker_process import caught_up, output, wait_for
+from tests.test_worker_process import caught_up, output
+from tests.waits import wait_for
 
 from .conftest import size
 from .fuzzdocs import Generator

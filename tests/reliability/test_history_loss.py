@@ -9,7 +9,8 @@ import threading
 import time
 
 from tests.capture_helpers import DB, TASKS, snapshot, task_doc
-from tests.test_worker_process import caught_up, output, wait_for
+from tests.test_worker_process import caught_up, output
+from tests.waits import wait_for
 
 from .conftest import size
 from .helpers import MixedWriter, compare, now_iso, resync_seconds

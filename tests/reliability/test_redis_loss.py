@@ -10,7 +10,8 @@ import time
 import redis
 
 from readmodel import Layout
-from tests.test_worker_process import caught_up, output, wait_for
+from tests.test_worker_process import caught_up, output
+from tests.waits import wait_for
 
 from .conftest import size
 from .helpers import MixedWriter, compare, resync_seconds

@@ -13,7 +13,7 @@ import httpx
 
 from readmodel import View, read_snapshot
 from tests.apiserver import SSE, Server, apply, auth, task_change
-from tests.test_worker_process import wait_for
+from tests.waits import wait_for
 
 from .conftest import size
 
