@@ -8,7 +8,6 @@ from pymongo import MongoClient
 from pymongo.errors import AutoReconnect, OperationFailure
 from pymongo.read_concern import ReadConcern
 
-
 from .test_standin import mongo, next_change  # noqa: F401  (a fixture and a helper shared with the stand-in tests)
 
 DB = "app"
