@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from readmodel.records import ESTIMATE_CAP_PERCENT, LIVE_TASKS_SHOWN
-from readmodel.settings import SettingsError, StoreSettings, number, store_settings
+from readmodel.settings import SettingsError, StoreSettings, flag, number, store_settings
 
 MIN_SECRET_BYTES = 32  # HS256 wants a key at least as long as its hash
 MIN_KEY_CHARS = 32  # a service key must not be guessable
@@ -25,10 +25,6 @@ class InsecureConfig(SettingsError):
 
 def _csv(raw: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
-
-
-def _flag(raw: str | None) -> bool:
-    return (raw or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True)
@@ -77,7 +73,7 @@ class Settings:
             redis_max_connections=int(number(env, "REDIS_MAX_CONNECTIONS", cls.redis_max_connections, 1)),
             api_keys=_csv(env.get("API_KEYS")),
             auth_secret=env.get("AUTH_SECRET") or None,
-            insecure_dev=_flag(env.get("API_INSECURE_DEV")),
+            insecure_dev=flag(env, "API_INSECURE_DEV", cls.insecure_dev),
             cors_origins=_csv(env.get("CORS_ORIGINS")),
             heartbeat_s=number(env, "SSE_HEARTBEAT_S", cls.heartbeat_s, 0.05),
             retry_ms=int(number(env, "SSE_RETRY_MS", cls.retry_ms, 0)),

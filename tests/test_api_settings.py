@@ -82,3 +82,10 @@ def test_panel_frame_ancestors_is_a_setting_that_cannot_inject_directives():
     assert Settings.from_env({"PANEL_FRAME_ANCESTORS": "https://app.example"}).panel_frame_ancestors == "https://app.example"
     with pytest.raises(SettingsError, match="PANEL_FRAME_ANCESTORS"):
         Settings.from_env({"PANEL_FRAME_ANCESTORS": "'self'; script-src *"})
+
+
+def test_the_insecure_dev_switch_is_read_like_every_other_yes_no_setting():
+    assert Settings.from_env({"API_INSECURE_DEV": "On"}).insecure_dev
+    assert not Settings.from_env({"API_INSECURE_DEV": "off"}).insecure_dev
+    with pytest.raises(SettingsError, match="API_INSECURE_DEV"):
+        Settings.from_env({"API_INSECURE_DEV": "maybe"})  # a typo on this switch is an error, not "off"
