@@ -12,11 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
+from redis.retry import Retry
 
 from tests.net import real_clock_env
 
 NODE_TIMEOUT_MS = 1500  # low, so a killed master's replica takes over within a few seconds
+NO_RETRY = Retry(NoBackoff(), 0)  # a start-up probe asks once; the loop around it decides
 
 
 def _free_cluster_port() -> int:
@@ -57,19 +60,39 @@ class LocalCluster:
         return {"REDIS_URL": self.url, "REDIS_CLUSTER": "1"}
 
     def start(self, timeout_s: float = 30) -> "LocalCluster":
-        count = self.masters * (1 + self.replicas)
-        self.ports = [_free_cluster_port() for _ in range(count)]
-        for port in self.ports:
-            self._spawn(port)
-        for port in self.ports:
-            self._wait_answering(port, timeout_s)
-        subprocess.run(
-            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
-             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout_s, env=real_clock_env(),
-        )
-        self.wait_ok(timeout_s)
+        """Start the nodes and create the cluster; on any failure every node started is stopped."""
+        try:
+            for _ in range(self.masters * (1 + self.replicas)):
+                self.ports.append(self._spawn_answering(timeout_s))
+            subprocess.run(
+                ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+                 "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout_s,
+                env=real_clock_env(),
+            )
+            self.wait_ok(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
         return self
+
+    def _spawn_answering(self, timeout_s: float, attempts: int = 5) -> int:
+        """A node on a free port, answering PING. The port is free when chosen but may be taken
+        (by any process's outgoing connection) before redis-server binds it; then the node exits
+        at once and is started again on another port."""
+        for _ in range(attempts):
+            port = self._free_port_pair()
+            self._spawn(port)
+            if self._wait_answering(port, timeout_s):
+                return port
+        raise RuntimeError(f"no cluster node started in {attempts} attempts; last log:\n{self._log_tail(port)}")
+
+    def _free_port_pair(self) -> int:
+        taken = {q + d for q in self.procs for d in (0, 10000)}
+        while True:
+            port = _free_cluster_port()
+            if port not in taken and port + 10000 not in taken:
+                return port
 
     def _spawn(self, port: int) -> None:
         workdir = self.directory / str(port)
@@ -77,20 +100,33 @@ class LocalCluster:
         self.procs[port] = subprocess.Popen(
             ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
              "--cluster-config-file", str(workdir / "nodes.conf"), "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
-             "--dir", str(workdir), "--save", "", "--appendonly", "no", "--protected-mode", "no"],
+             "--dir", str(workdir), "--logfile", str(workdir / "redis.log"),
+             "--save", "", "--appendonly", "no", "--protected-mode", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=real_clock_env(),
         )
 
-    def _wait_answering(self, port: int, timeout_s: float) -> None:
+    def _log_tail(self, port: int, lines: int = 5) -> str:
+        try:
+            return "\n".join((self.directory / str(port) / "redis.log").read_text().splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def _wait_answering(self, port: int, timeout_s: float) -> bool:
+        """True once the node answers; False if it exited (its port was taken)."""
         deadline = time.monotonic() + timeout_s
+        proc = self.procs[port]
         while True:
+            if proc.poll() is not None:
+                del self.procs[port]
+                return False
             try:
-                with redis.Redis(port=port, socket_connect_timeout=0.5) as node:
+                with redis.Redis(port=port, socket_connect_timeout=0.5, socket_timeout=0.5, retry=NO_RETRY) as node:
                     node.ping()
-                    return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.procs[port].poll() is not None:
-                    raise RuntimeError(f"cluster node {port} did not start") from None
+                    return True
+            except (redis.ConnectionError, redis.TimeoutError):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"cluster node {port} did not answer in {timeout_s} s:\n"
+                                       f"{self._log_tail(port)}") from None
                 time.sleep(0.05)
 
     def node_info(self, port: int) -> dict[str, str]:

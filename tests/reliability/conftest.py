@@ -68,7 +68,8 @@ class PrivateRedis:
                     time.sleep(0.05)
         finally:
             client.close()
-        raise RuntimeError("the private redis-server did not answer")
+        self.kill()
+        raise RuntimeError(f"the private redis-server on port {self.port} did not answer in 10 s")
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
