@@ -71,6 +71,7 @@ class LocalCluster:
                 env=real_clock_env(),
             )
             self.wait_ok(timeout_s)
+            self.wait_replicas_synced(timeout_s)
         except BaseException:
             self.stop()
             raise
@@ -100,7 +101,7 @@ class LocalCluster:
         self.procs[port] = subprocess.Popen(
             ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
              "--cluster-config-file", str(workdir / "nodes.conf"), "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
-             "--dir", str(workdir), "--logfile", str(workdir / "redis.log"),
+             "--dir", str(workdir), "--logfile", str(workdir / "redis.log"), "--repl-diskless-sync-delay", "0",
              "--save", "", "--appendonly", "no", "--protected-mode", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=real_clock_env(),
         )
@@ -144,6 +145,28 @@ class LocalCluster:
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError("the cluster did not reach cluster_state:ok")
+            time.sleep(0.1)
+
+    def wait_replicas_synced(self, timeout_s: float = 30) -> None:
+        """Until every replica has finished its first sync with its master. A replica that never
+        synced refuses to take over (its data counts as older than cluster-replica-validity-factor
+        allows), so a master killed before then would stay down."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            pending = []
+            for port in self.running_ports():
+                try:
+                    with redis.Redis(port=port, socket_connect_timeout=0.5, socket_timeout=2) as node:
+                        info = node.info("replication")
+                except redis.RedisError:
+                    pending.append(port)
+                    continue
+                if info.get("role") == "slave" and info.get("master_link_status") != "up":
+                    pending.append(port)
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"replicas {pending} did not finish their first sync in {timeout_s} s")
             time.sleep(0.1)
 
     def running_ports(self) -> list[int]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 
 import pytest
+import redis
 
 import tests.rediscluster as rediscluster
 from tests.rediscluster import LocalCluster
@@ -41,6 +42,10 @@ def test_a_node_whose_port_was_taken_starts_again_elsewhere(steal_second_port):
         with cluster.client() as client:
             client.set("k", "v")
             assert client.get("k") == b"v"
+        # Every replica has synced once, or a master killed now would never be replaced.
+        links = [redis.Redis(port=port).info("replication") for port in cluster.ports]
+        assert sorted(info["role"] for info in links) == ["master"] * 3 + ["slave"] * 3
+        assert all(info["master_link_status"] == "up" for info in links if info["role"] == "slave")
 
 
 def test_a_cluster_that_cannot_start_stops_every_node_it_started(monkeypatch):
