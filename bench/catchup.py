@@ -9,6 +9,10 @@ same resume token (the checkpoint the projector left when it stopped):
    a time and a checkpoint per event;
 3. a bare pymongo reader (``bench.drain bare``): the source's ceiling.
 
+Beside each projector run it records the CPU the projector, the stand-in and Redis used per event
+while it drained. ``BENCH_BEFORE_ROOT`` (another checkout) adds the same run of that checkout's
+projector, ``BENCH_ROUNDS`` repeats the runs in alternating order; the rows give medians.
+
 The backlog mixes inserts, progress updates, completions, deletes and balance ``$inc`` over many
 users with a few tasks each and a few users with many tasks each.
 """
@@ -16,22 +20,24 @@ users with a few tasks each and a few users with many tasks each.
 from __future__ import annotations
 
 import json
+import os
 import random
-import signal
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
+from statistics import median
 from pathlib import Path
 from typing import Any
 
 from bson import Decimal128, Int64, json_util
 
 from projector.checkpoint import CheckpointStore
-from readmodel import Layout
+from readmodel import Layout, position
 from readmodel.text import text
 
-from .common import REDIS_URL, Row, progress, redis_client, scratch_prefix, skipped
+from .common import REDIS_URL, Row, cpu_seconds, progress, redis_cpu_seconds, redis_client, scratch_prefix, skipped
 from .events import DB, ECONOMY, TASKS
 from .procs import LOGS, stop_process
 from .resync import StandInProcess
@@ -39,6 +45,10 @@ from .resync import StandInProcess
 BENCH = "catchup"
 ROOT = Path(__file__).resolve().parent.parent
 FULL, QUICK = 30_000, 2_000
+# Another checkout (e.g. `git worktree add /tmp/base <commit>`) drains the same backlog too, for a
+# before/after in one run; BENCH_ROUNDS repeats each projector, alternating the order.
+BEFORE_ROOT = os.environ.get("BENCH_BEFORE_ROOT")
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1"))
 MANY_USERS, HEAVY_USERS = 500, 5
 
 
@@ -102,12 +112,44 @@ def _position(redis: Any, layout: Layout) -> str:
     return text(raw) if raw else ""
 
 
-def _spawn_projector(url: str, prefix: str, log_path: Path) -> tuple[subprocess.Popen, Any]:
+def _spawn_projector(url: str, prefix: str, log_path: Path, root: Path = ROOT) -> tuple[subprocess.Popen, Any]:
     log = open(log_path, "w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "projector", "run", "--mongo-url", url, "--redis-url", REDIS_URL, "--key-prefix", prefix,
-         "--no-progress"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
+         "--no-progress"], cwd=root, stdout=log, stderr=subprocess.STDOUT, text=True)
     return proc, log
+
+
+def _first_sync(url: str, redis: Any, prefix: str, root: Path) -> Any:
+    """The projector syncs the still empty database, checkpoints and stops: the backlog comes after.
+    Returns the resume token it left."""
+    layout = Layout(prefix)
+    proc, log = _spawn_projector(url, prefix, LOGS / f"catchup-first-{prefix}.log", root)
+    try:
+        _wait(lambda: _position(redis, layout) != "", 60, "the first checkpoint", 0.05)
+    finally:
+        stop_process(proc)
+        log.close()
+    return CheckpointStore(redis, layout).load().token
+
+
+def _catch_up(standin: Any, redis: Any, prefix: str, root: Path, final: str, events: int) -> dict[str, Any]:
+    """One projector drains the backlog; its rate and the CPU every party used meanwhile."""
+    layout = Layout(prefix)
+    proc, log = _spawn_projector(standin.url, prefix, LOGS / f"catchup-{prefix}.log", root)
+    try:
+        started = _wait(lambda: "tailing from position" in Path(log.name).read_text(), 60, "the stream opening")
+        cpu = (cpu_seconds(proc.pid), cpu_seconds(standin.proc.pid), redis_cpu_seconds(redis))
+        ended = _wait(lambda: _position(redis, layout) >= final, 900, "draining the backlog")
+        used = [after - before for before, after in
+                zip(cpu, (cpu_seconds(proc.pid), cpu_seconds(standin.proc.pid), redis_cpu_seconds(redis)))]
+    finally:
+        stop_process(proc)
+        log.close()
+    seconds = ended - started
+    return {"events_per_s": events / seconds, "seconds": round(seconds, 3),
+            "cpu_us_per_event": {name: round(value / events * 1e6, 1)
+                                 for name, value in zip(("projector", "standin", "redis"), used)}}
 
 
 def _wait(condition, timeout_s: float, what: str, poll_s: float = 0.002) -> float:
@@ -135,47 +177,49 @@ def run(quick: bool = False) -> list[Row]:
     except ImportError as exc:
         return [skipped(BENCH, "catch-up", f"pymongo is not importable ({exc})")]
     count = QUICK if quick else FULL
+    projectors = [("this projector", ROOT)]
+    if BEFORE_ROOT:
+        projectors.append((f"projector at {Path(BEFORE_ROOT).name}", Path(BEFORE_ROOT)))
+    # Rounds alternate the order, so neither projector always drains on a warmer machine.
+    plan = [p for r in range(ROUNDS) for p in (projectors if r % 2 == 0 else projectors[::-1])]
     redis = redis_client()
     standin = StandInProcess()
     LOGS.mkdir(parents=True, exist_ok=True)
     mongo = None
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in projectors}
     try:
         mongo = MongoClient(standin.url, serverSelectionTimeoutMS=30_000)
         mongo.admin.command("ping")
-        with scratch_prefix(redis, "cu") as prefix, scratch_prefix(redis, "cn") as naive_prefix:
-            layout = Layout(prefix)
-            # The projector syncs the empty database, checkpoints, and stops: the backlog comes after.
-            proc, log = _spawn_projector(standin.url, prefix, LOGS / "catchup-first.log")
-            _wait(lambda: _position(redis, layout) != "", 60, "the first checkpoint", 0.05)
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
-            log.close()
-            token = CheckpointStore(redis, layout).load().token
+        with ExitStack() as scratch:
+            naive_prefix = scratch.enter_context(scratch_prefix(redis, "cn"))
+            prefixes = [scratch.enter_context(scratch_prefix(redis, f"cu{i}")) for i in range(len(plan))]
+            tokens = [_first_sync(standin.url, redis, prefix, root) for prefix, (_, root) in zip(prefixes, plan)]
             events = write_backlog(mongo, count)
             last = mongo.admin.command("ping")["operationTime"]
-            final = f"{last.time:010d}.{last.inc:010d}"
+            final = position(last.time, last.inc)
 
-            bare = _drain("bare", standin.url, token, events, naive_prefix)
-            naive = _drain("naive", standin.url, token, events, naive_prefix)
-
-            proc, log = _spawn_projector(standin.url, prefix, LOGS / "catchup.log")
-            try:
-                started = _wait(lambda: "tailing from position" in Path(log.name).read_text(), 60, "the stream opening")
-                ended = _wait(lambda: _position(redis, layout) >= final, 900, "draining the backlog")
-            finally:
-                stop_process(proc)
-                log.close()
-            ours = events / (ended - started)
+            bare = _drain("bare", standin.url, tokens[0], events, naive_prefix)
+            naive = _drain("naive", standin.url, tokens[0], events, naive_prefix)
+            with progress(total=len(plan), desc="projector runs", unit="run") as bar:
+                for prefix, (label, root) in zip(prefixes, plan):
+                    runs[label].append(_catch_up(standin, redis, prefix, root, final, events))
+                    bar.update(1)
     finally:
         if mongo is not None:
             mongo.close()
         standin.stop()
         redis.close()
     bare_rate, naive_rate = bare["events"] / bare["seconds"], naive["events"] / naive["seconds"]
-    details = {"events": events, "bare": bare, "naive": naive, "projector_seconds": round(ended - started, 3)}
-    return [
+    rate = {label: median(r["events_per_s"] for r in done) for label, done in runs.items()}
+    ours = rate["this projector"]
+    details = {"events": events, "bare": bare, "naive": naive, "projector_runs": runs}
+    rows = [
         Row(BENCH, "projector run vs bare pymongo reader", ours, "ev/s", bare_rate, "bare reader",
             ratio_target=0.7, extra=details),
         Row(BENCH, "projector run vs naive per-event projector", ours, "ev/s", naive_rate, "naive projector",
             ratio_target=3.0),
     ]
+    for label, _ in projectors[1:]:
+        rows.append(Row(BENCH, f"projector run vs {label}", ours, "ev/s", rate[label], label,
+                        note=f"median of {len(runs[label])} alternating rounds"))
+    return rows

@@ -3,6 +3,10 @@
 One :meth:`Worker.step` is one unit of work (tests drive it directly); :meth:`Worker.run` loops
 until :meth:`Worker.stop`. Every failure is handled the same way: drop the stream and reopen it
 from the last checkpoint that was stored, which only ever covers writes already in Redis.
+
+Redis writes run behind the loop (:mod:`.writebehind`): a batch's scripts and its checkpoint are
+written, in order, while the next batch is read and normalized. A step driven on its own waits for
+its writes (``step()``); :meth:`Worker.run` keeps one batch in flight (``step(wait=False)``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from .lease import Lease
 from .normalize import epoch_ms, iso, to_utc
 from .settings import Settings
 from .source import RESYNC_EVENTS, Source, Stream, id_key, needs_resync, token_position
+from .writebehind import WriteBehind
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +97,7 @@ class Worker:
         self.masters = ""  # the Redis masters the writes since the last checkpoint went to
         self.backoff_s = 0.0
         self.caught_up = False  # the last read found nothing new
+        self.writes = WriteBehind()
         self._stop = threading.Event()
         self._due = {"renew": 0.0, "periodic": 0.0}
         self._closed = False
@@ -113,7 +119,7 @@ class Worker:
         """Loop until :meth:`stop`; returns the counters."""
         try:
             while not self._stop.is_set():
-                state = self.step()
+                state = self.step(wait=False)
                 if state == State.STANDBY:
                     self._stop.wait(0.5)
                 elif self.backoff_s:
@@ -128,6 +134,7 @@ class Worker:
             return
         self._closed = True
         self._drop_stream()
+        self.writes.close()
         was_leader = self.lease.token is not None
         self.stats.state = State.STOPPED
         try:
@@ -143,15 +150,20 @@ class Worker:
 
     # ------------------------------------------------------------ one step
 
-    def step(self) -> State:
-        """Hold the lease, (re)open the stream if needed, apply one batch, do periodic chores."""
+    def step(self, wait: bool = True) -> State:
+        """Hold the lease, (re)open the stream if needed, apply one batch, do periodic chores.
+        With ``wait=False`` the batch's writes may still be running when it returns; a failure
+        among them is raised (and handled) by a later step."""
         try:
+            self.writes.check()
             if not self._ensure_lease():
                 self.stats.state = State.STANDBY
                 return State.STANDBY
             if self.stream is None:
                 self._open()
             self._tail_once()
+            if wait:
+                self.writes.flush()
             self._periodic()
             self.backoff_s = 0.0
         except LeaseLost as exc:
@@ -235,6 +247,10 @@ class Worker:
         if self.stream is not None:
             self.stream.close()
             self.stream = None
+        failed = self.writes.settle()  # what is in flight lands (or fails) before anyone reopens
+        if failed is not None:
+            log.warning("a write behind the stream failed (%s: %s); the stream reopens from the last checkpoint",
+                        type(failed).__name__, failed)
 
     # ------------------------------------------------------------ tailing
 
@@ -265,8 +281,9 @@ class Worker:
                 learned.update(self.durations.learn([change]))  # a later live task in this batch benefits
         if rejected:
             rejected = self._with_full_documents(rejected)
-        self._apply(changes, rejected, len(events), learned)
         if resync_reason:
+            self.writes.submit(lambda: self._apply(changes, rejected, len(events), learned))
+            self.writes.flush()
             self.resync(resync_reason)
             return
         now_ms = self._now_ms()
@@ -282,7 +299,11 @@ class Worker:
         position = position or (self.saved.position if self.saved else self.stream.start)
         idle_due = self.saved is None or now_ms - self.saved.at_ms >= EVERY_S * 1000
         if events or idle_due:
-            self._checkpoint(token, position, now_ms)
+            def write() -> None:
+                self._apply(changes, rejected, len(events), learned)
+                self._checkpoint(token, position, self._now_ms())
+
+            self.writes.submit(write)
 
     def _with_full_documents(self, rejected: list[Rejected]) -> list[Rejected]:
         """Dead letters carry the whole document as it is now, not the stream's trimmed copy
@@ -349,6 +370,7 @@ class Worker:
         stream = self.source.open(None)
         try:
             scanned = self._scan(stream.start)
+            self.writes.flush()  # every scanned document is in Redis before the sweep looks
             self._keep_lease()
             users = list(self.model.known_users())
             now_ms, now_iso = self._now_ms(), self._now_iso()
@@ -399,7 +421,7 @@ class Worker:
         self, changes: list[Change], rejected: list[Rejected], learned: dict[str, int], count: int, bar: tqdm
     ) -> None:
         self._keep_lease()
-        self._apply(changes, rejected, 0, learned)
+        self.writes.submit(lambda: self._apply(changes, rejected, 0, learned))
         bar.update(count)
         self._periodic(sweep=False)
 
@@ -418,6 +440,7 @@ class Worker:
         if now < self._due["periodic"]:
             return
         self._due["periodic"] = now + EVERY_S
+        self.writes.flush()  # the sweep and the report come after the writes read so far
         self._report()
         if sweep and self.lease.held():
             self.model.sweep(self._now_ms(), self._now_iso())

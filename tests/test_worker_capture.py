@@ -7,6 +7,7 @@ import time
 
 import pytest
 from pymongo import MongoClient
+from redis import exceptions as redis_errors
 
 from projector.checkpoint import CheckpointStore
 from projector.deadletters import DeadLetters
@@ -218,6 +219,55 @@ def test_dropped_connections_and_resumable_errors_lose_nothing(standin, make_wor
         settle(worker)
     assert standin.pending_faults() == 0
     assert worker.stats.resyncs == 1
+    assert converged(standin, real_redis, layout)
+
+
+def test_writes_behind_the_reader_never_let_a_checkpoint_pass_a_write_that_failed(
+    standin, make_worker, real_redis, layout
+):
+    """run() reads batch N+1 while batch N is written; a checkpoint is stored only after the
+    writes it covers, and a write that fails is never skipped over by a later checkpoint."""
+    seed(standin)
+    worker = make_worker(batch_size=2)
+    settle(worker)
+    apply, save = worker.model.apply, worker.checkpoints.save
+    applied: set[str] = set()
+    failed: set[str] = set()
+    calls = {"apply": 0, "in_flight": 0, "polls_during_a_write": 0}
+
+    def slow_apply(changes, now_iso):
+        calls["apply"] += 1
+        calls["in_flight"] += 1
+        try:
+            time.sleep(0.02)  # a slow Redis, so that reading runs ahead of writing
+            if calls["apply"] == 3:
+                failed.update(c.seq for c in changes)
+                raise redis_errors.ConnectionError("injected: Redis went away mid-batch")
+            apply(changes, now_iso)
+            applied.update(c.seq for c in changes)
+        finally:
+            calls["in_flight"] -= 1
+
+    def checked_save(token, position, *args):
+        skipped = {seq for seq in failed - applied if seq <= position}
+        assert not skipped, f"checkpoint {position} would skip the failed writes {sorted(skipped)}"
+        return save(token, position, *args)
+
+    worker.model.apply = slow_apply
+    worker.checkpoints.save = checked_save
+    for n in range(30):
+        standin.insert(DB, TASKS, task_doc(f"burst-{n}", f"u{n % 3 + 1}"))
+        standin.update(DB, TASKS, f"u{n % 2 + 1}-g{n % 3}", set={"progress": round(0.3 + n / 100, 2)})
+    expected = worker.stats.events_total + 60
+    deadline = time.monotonic() + 30
+    while not (worker.stats.events_total >= expected and worker.caught_up and not worker.writes.busy):
+        assert time.monotonic() < deadline, "did not catch up with writes behind within 30 s"
+        if worker.stream is not None and calls["in_flight"]:
+            calls["polls_during_a_write"] += 1
+        worker.step(wait=False)
+    assert calls["apply"] > 3 and failed and failed <= applied  # the failed batch was replayed
+    assert calls["polls_during_a_write"] > 0  # reading really overlapped writing
+    assert worker.stats.errors >= 1
     assert converged(standin, real_redis, layout)
 
 
