@@ -30,6 +30,7 @@ BENCHMARKS = {
     "reads": "bench.reads",
     "resync": "bench.resync",
     "catchup": "bench.catchup",
+    "scaleout": "bench.scaleout",
 }
 
 

@@ -41,8 +41,11 @@ FINISHED_TASK_FIELDS = ("generationId", "idHash", "status", "toolId", "toolDispl
 TASK_FIELDS = tuple(name for name in LIVE_TASK_FIELDS if name != "expectedDurationMs")  # the producer's
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # one instance: json.dumps(**options) builds one per call
+
+
 def _json(record: dict[str, Any]) -> str:
-    return json.dumps(record, separators=(",", ":"))
+    return _ENCODER.encode(record)
 
 
 def live_task_record(visible: dict[str, Any], expected_duration_ms: int | None, stale_at_ms: int | None) -> str:
