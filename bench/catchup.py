@@ -34,7 +34,7 @@ from typing import Any
 from bson import Decimal128, Int64, json_util
 
 from projector.checkpoint import CheckpointStore
-from readmodel import Layout, position
+from readmodel import Layout, Partition, position
 from readmodel.text import text
 
 from .common import REDIS_URL, Row, cpu_seconds, progress, redis_cpu_seconds, redis_client, scratch_prefix, skipped
@@ -49,6 +49,7 @@ FULL, QUICK = 30_000, 2_000
 # before/after in one run; BENCH_ROUNDS repeats each projector, alternating the order.
 BEFORE_ROOT = os.environ.get("BENCH_BEFORE_ROOT")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1"))
+EVENTS = int(os.environ.get("BENCH_EVENTS", "0"))  # the backlog's size instead of FULL (QUICK with --quick)
 MANY_USERS, HEAVY_USERS = 500, 5
 
 
@@ -112,19 +113,21 @@ def _position(redis: Any, layout: Layout) -> str:
     return text(raw) if raw else ""
 
 
-def _spawn_projector(url: str, prefix: str, log_path: Path, root: Path = ROOT) -> tuple[subprocess.Popen, Any]:
+def _spawn_projector(url: str, prefix: str, log_path: Path, root: Path = ROOT,
+                     partition: Partition = Partition()) -> tuple[subprocess.Popen, Any]:
     log = open(log_path, "w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "projector", "run", "--mongo-url", url, "--redis-url", REDIS_URL, "--key-prefix", prefix,
-         "--no-progress"], cwd=root, stdout=log, stderr=subprocess.STDOUT, text=True)
+         "--no-progress", *(("--partition", str(partition)) if partition.count > 1 else ())],
+        cwd=root, stdout=log, stderr=subprocess.STDOUT, text=True)
     return proc, log
 
 
-def _first_sync(url: str, redis: Any, prefix: str, root: Path) -> Any:
+def _first_sync(url: str, redis: Any, prefix: str, root: Path, partition: Partition = Partition()) -> Any:
     """The projector syncs the still empty database, checkpoints and stops: the backlog comes after.
     Returns the resume token it left."""
-    layout = Layout(prefix)
-    proc, log = _spawn_projector(url, prefix, LOGS / f"catchup-first-{prefix}.log", root)
+    layout = Layout(prefix, partition)
+    proc, log = _spawn_projector(url, prefix, LOGS / f"catchup-first-{prefix}-{partition.index}.log", root, partition)
     try:
         _wait(lambda: _position(redis, layout) != "", 60, "the first checkpoint", 0.05)
     finally:
@@ -176,7 +179,7 @@ def run(quick: bool = False) -> list[Row]:
         from pymongo import MongoClient
     except ImportError as exc:
         return [skipped(BENCH, "catch-up", f"pymongo is not importable ({exc})")]
-    count = QUICK if quick else FULL
+    count = QUICK if quick else EVENTS or FULL
     projectors = [("this projector", ROOT)]
     if BEFORE_ROOT:
         projectors.append((f"projector at {Path(BEFORE_ROOT).name}", Path(BEFORE_ROOT)))

@@ -1,11 +1,14 @@
 """Scale-out: what one more projector process buys on this machine.
 
-The same N changes are drained once by one ``projector run`` process, and once split between K
-processes draining at the same time. Each share comes from a stand-in process of its own, so
-each projector reads only its part of the stream, as it would if the stream were split on the
-server by a hash of the document id (``docs/scale-out.md``); the stand-ins' CPU adds up to the
-same as one stand-in serving everything. The rate is the N changes over the time from the first
-process tailing to the last one's checkpoint covering its last change.
+The same N changes are drained three ways, each timed from the first process tailing to the
+last one's checkpoint covering the last change:
+
+1. one ``projector run`` process (the baseline);
+2. two processes, ``--partition 0/2`` and ``--partition 1/2``, reading the same stream from one
+   stand-in: each reads every event and applies the documents it owns (docs/scale-out.md);
+3. the ideal split: two processes, each reading only its half from a stand-in of its own, as if
+   MongoDB filtered the stream by partition on the server. The stand-ins' CPU adds up to what one
+   stand-in serving everything uses.
 """
 
 from __future__ import annotations
@@ -15,62 +18,64 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from readmodel import Layout, position
+from readmodel import Layout, Partition, position
 
-from .catchup import QUICK, FULL, ROOT, _first_sync, _position, _spawn_projector, write_backlog
+from .catchup import EVENTS, QUICK, FULL, _first_sync, _position, _spawn_projector, write_backlog
 from .common import Row, cpu_seconds, progress, redis_client, redis_cpu_seconds, scratch_prefix, skipped
 from .procs import LOGS, stop_process
 from .resync import StandInProcess
 
 BENCH = "scaleout"
-PROCESSES = (1, 2)
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def _drain_split(redis: Any, parts: int, count: int, scratch: ExitStack) -> dict[str, Any]:
-    """``count`` changes split over ``parts`` stand-ins, drained by as many projectors at once."""
+def _source(redis: Any, count: int, seed: int, prefix: str, partitions: list[Partition],
+            scratch: ExitStack) -> dict[str, Any]:
+    """A stand-in process with ``count`` changes written after every partition's first sync."""
     from pymongo import MongoClient
 
-    shares = []
-    for part in range(parts):
-        standin = StandInProcess()
-        scratch.callback(standin.stop)
-        mongo = scratch.enter_context(MongoClient(standin.url, serverSelectionTimeoutMS=30_000))
-        mongo.admin.command("ping")
-        prefix = scratch.enter_context(scratch_prefix(redis, f"so{parts}{part}"))
-        _first_sync(standin.url, redis, prefix, ROOT)
-        events = write_backlog(mongo, count // parts, seed=11 + part)
-        last = mongo.admin.command("ping")["operationTime"]
-        shares.append({"standin": standin, "prefix": prefix, "events": events,
-                       "final": position(last.time, last.inc)})
+    standin = StandInProcess()
+    scratch.callback(standin.stop)
+    mongo = scratch.enter_context(MongoClient(standin.url, serverSelectionTimeoutMS=30_000))
+    mongo.admin.command("ping")
+    for partition in partitions:
+        _first_sync(standin.url, redis, prefix, ROOT, partition)
+    events = write_backlog(mongo, count, seed=seed)
+    last = mongo.admin.command("ping")["operationTime"]
+    return {"standin": standin, "events": events, "final": position(last.time, last.inc)}
+
+
+def _drain(redis: Any, consumers: list[tuple[dict[str, Any], str, Partition]], scratch: ExitStack) -> dict[str, Any]:
+    """Start every (source, prefix, partition) projector at once; wait until each covers its source."""
     procs = []
-    for share in shares:
-        proc, log = _spawn_projector(share["standin"].url, share["prefix"], LOGS / f"scaleout-{share['prefix']}.log")
+    for source, prefix, partition in consumers:
+        proc, log = _spawn_projector(source["standin"].url, prefix,
+                                     LOGS / f"scaleout-{prefix}-{partition.index}.log", ROOT, partition)
         scratch.callback(log.close)
         scratch.callback(stop_process, proc)
         procs.append((proc, log))
-    started: list[float] = []
-    ended: dict[int, float] = {}
+    pids = [proc.pid for proc, _ in procs] + list({id(s): s["standin"].proc.pid for s, _, _ in consumers}.values())
     deadline = time.monotonic() + 900
-    while len(started) < parts:
-        started = [time.perf_counter() for _, log in procs if "tailing from position" in Path(log.name).read_text()]
+    while not all("tailing from position" in Path(log.name).read_text() for _, log in procs):
         if time.monotonic() > deadline:
             raise RuntimeError("the projectors did not open their streams")
         time.sleep(0.002)
     first = time.perf_counter()
-    cpu_before = sum(cpu_seconds(proc.pid) + cpu_seconds(s["standin"].proc.pid) for (proc, _), s in zip(procs, shares))
-    redis_before = redis_cpu_seconds(redis)
-    while len(ended) < parts:
-        for i, share in enumerate(shares):
-            if i not in ended and _position(redis, Layout(share["prefix"])) >= share["final"]:
-                ended[i] = time.perf_counter()
+    cpu_before = sum(cpu_seconds(pid) for pid in pids) + redis_cpu_seconds(redis)
+    pending = set(range(len(consumers)))
+    while pending:
+        for i in list(pending):
+            source, prefix, partition = consumers[i]
+            if _position(redis, Layout(prefix, partition)) >= source["final"]:
+                pending.discard(i)
         if time.monotonic() > deadline:
-            raise RuntimeError("the projectors did not drain their shares")
+            raise RuntimeError("the projectors did not drain the backlog")
         time.sleep(0.002)
-    cpu_after = sum(cpu_seconds(proc.pid) + cpu_seconds(s["standin"].proc.pid) for (proc, _), s in zip(procs, shares))
-    events = sum(share["events"] for share in shares)
-    seconds = max(ended.values()) - first
+    seconds = time.perf_counter() - first
+    busy = (sum(cpu_seconds(pid) for pid in pids) + redis_cpu_seconds(redis) - cpu_before) / seconds
+    events = sum({id(s): s["events"] for s, _, _ in consumers}.values())
     return {"events": events, "seconds": round(seconds, 3), "events_per_s": events / seconds,
-            "cpu_cores_busy": round((cpu_after - cpu_before + redis_cpu_seconds(redis) - redis_before) / seconds, 2)}
+            "cpu_cores_busy": round(busy, 2)}
 
 
 def run(quick: bool = False) -> list[Row]:
@@ -78,23 +83,40 @@ def run(quick: bool = False) -> list[Row]:
         import pymongo  # noqa: F401
     except ImportError as exc:
         return [skipped(BENCH, "scale-out", f"pymongo is not importable ({exc})")]
-    count = QUICK if quick else FULL
+    count = QUICK if quick else EVENTS or FULL
     LOGS.mkdir(parents=True, exist_ok=True)
     redis = redis_client()
-    results: dict[int, dict[str, Any]] = {}
+    halves = [Partition(0, 2), Partition(1, 2)]
+    results: dict[str, dict[str, Any]] = {}
     try:
-        with progress(total=len(PROCESSES), desc="scale-out runs", unit="run") as bar:
-            for parts in PROCESSES:
-                with ExitStack() as scratch:
-                    results[parts] = _drain_split(redis, parts, count, scratch)
-                bar.update(1)
+        with progress(total=3, desc="scale-out runs", unit="run") as bar:
+            with ExitStack() as scratch:
+                prefix = scratch.enter_context(scratch_prefix(redis, "so1"))
+                source = _source(redis, count, 11, prefix, [Partition()], scratch)
+                results["one"] = _drain(redis, [(source, prefix, Partition())], scratch)
+            bar.update(1)
+            with ExitStack() as scratch:
+                prefix = scratch.enter_context(scratch_prefix(redis, "so2"))
+                source = _source(redis, count, 11, prefix, halves, scratch)
+                results["partitions"] = _drain(redis, [(source, prefix, part) for part in halves], scratch)
+            bar.update(1)
+            with ExitStack() as scratch:
+                prefixes = [scratch.enter_context(scratch_prefix(redis, f"so3{i}")) for i in range(2)]
+                sources = [_source(redis, count // 2, 11 + i, prefixes[i], [Partition()], scratch) for i in range(2)]
+                results["ideal"] = _drain(redis, [(sources[i], prefixes[i], Partition()) for i in range(2)], scratch)
+            bar.update(1)
     finally:
         redis.close()
-    one = results[1]
+    one = results["one"]
+
+    def busy(name: str) -> str:
+        return (f"CPU cores busy (projectors + stand-ins + Redis): {results[name]['cpu_cores_busy']} "
+                f"(one process: {one['cpu_cores_busy']})")
+
     return [
-        Row(BENCH, f"{parts} projector processes draining {results[parts]['events']:,} changes",
-            results[parts]["events_per_s"], "ev/s", one["events_per_s"], "one process",
-            note=f"CPU cores busy (projectors + stand-ins + Redis): {results[parts]['cpu_cores_busy']} "
-                 f"(one process: {one['cpu_cores_busy']})", extra=results[parts])
-        for parts in PROCESSES[1:]
+        Row(BENCH, f"2 processes (--partition 0/2, 1/2), {results['partitions']['events']:,} changes",
+            results["partitions"]["events_per_s"], "ev/s", one["events_per_s"], "one process",
+            note=busy("partitions"), extra=results),
+        Row(BENCH, "2 processes, ideal split (each reads only its half)", results["ideal"]["events_per_s"], "ev/s",
+            one["events_per_s"], "one process", note=busy("ideal")),
     ]

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from redis.exceptions import RedisError
 
-from readmodel import Layout, View, read_snapshot
+from readmodel import View, read_snapshot
 from readmodel.connect import StoreError
 from readmodel.connect import connect as connect_redis
 from readmodel.text import text, text_map
@@ -39,7 +39,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     overrides = {
         name: getattr(args, name, None)
         for name in ("mongo_url", "mongo_db", "tasks_collection", "economy_collection", "redis_url", "key_prefix",
-                     "batch_size", "metrics_port")
+                     "batch_size", "metrics_port", "partition")
     }
     try:
         return Settings.from_env(**overrides)
@@ -111,9 +111,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             worker.serve_metrics(settings.metrics_port)
         except OSError as exc:
             raise Misconfigured(f"cannot serve metrics on port {settings.metrics_port}: {exc.strerror}.") from None
-    log.info("projector %s watching %s/%s (%s, %s) into %s, prefix %s", worker.lease.holder,
+    log.info("projector %s watching %s/%s (%s, %s) into %s, prefix %s%s", worker.lease.holder,
              hosts_of(settings.mongo_url), settings.mongo_db, settings.tasks_collection,
-             settings.economy_collection, settings.redis_url.rsplit("@", 1)[-1], settings.key_prefix)
+             settings.economy_collection, settings.redis_url.rsplit("@", 1)[-1], settings.key_prefix,
+             f", partition {settings.partition}" if settings.partition.count > 1 else "")
     try:
         worker.run()
     finally:
@@ -125,12 +126,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings(args)
     redis = _redis(settings)
-    layout = Layout(settings.key_prefix)
+    layout = settings.layout
     now_ms = int(time.time() * 1000)
     report = health.read(redis, layout)
     lease = Lease.current(redis, layout)
     checkpoint = CheckpointStore(redis, layout).load()
     status = {
+        "partition": str(settings.partition),
         "health": report,
         "leader": {"holder": lease[0], "fence": lease[1]} if lease else None,
         "checkpoint": None if checkpoint is None else {
@@ -143,6 +145,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         _print_json(status)
         return 0
     rows = [
+        *([("partition", f"{settings.partition} (run `status --partition K/N` for each)")]
+          if settings.partition.count > 1 else []),
         ("leader", f"{lease[0]} (fence {lease[1]})" if lease else "none"),
         ("state", report.get("state", "-")),
         ("heartbeat", f"{(now_ms - int(report['heartbeatMs'])) / 1000:.1f} s ago" if report.get("heartbeatMs") else "-"),
@@ -164,7 +168,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     settings = _settings(args)
     redis = _redis(settings)
-    problem = health.evaluate(health.read(redis, Layout(settings.key_prefix)), int(time.time() * 1000),
+    problem = health.evaluate(health.read(redis, settings.layout), int(time.time() * 1000),
                               max_lag_ms=int(args.max_lag_s * 1000))
     if problem:
         print(f"unhealthy: {problem}", file=sys.stderr)
@@ -176,7 +180,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_resync(args: argparse.Namespace) -> int:
     settings = _settings(args)
     redis = _redis(settings)
-    layout = Layout(settings.key_prefix)
+    layout = settings.layout
     lease = Lease.current(redis, layout)
     if lease is not None:
         redis.set(layout.resync_request, str(int(time.time() * 1000)))
@@ -201,7 +205,7 @@ def cmd_resync(args: argparse.Namespace) -> int:
 
 def cmd_deadletters(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    entries = DeadLetters(_redis(settings), Layout(settings.key_prefix)).recent(args.limit)
+    entries = DeadLetters(_redis(settings), settings.layout).recent(args.limit)
     if args.json:
         _print_json(entries)
         return 0
@@ -216,7 +220,7 @@ def cmd_deadletters(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     settings = _settings(args)
     redis = _redis(settings)
-    layout = Layout(settings.key_prefix)
+    layout = settings.layout
     snapshot = read_snapshot(redis, layout, args.user, View(now_ms=int(time.time() * 1000)))
     raw = {
         layout.user(args.user): text_map(redis.hgetall(layout.user(args.user))),
@@ -253,6 +257,8 @@ def parser() -> argparse.ArgumentParser:
     def redis_options(cmd: argparse.ArgumentParser) -> None:
         cmd.add_argument("--redis-url", help="REDIS_URL (default redis://127.0.0.1:6379/0)")
         cmd.add_argument("--key-prefix", help="KEY_PREFIX (default ls)")
+        cmd.add_argument("--partition", help="PARTITION: K/N, this process's share when N processes split the "
+                                             "stream by document id (default 0/1: all of it)")
 
     def mongo_options(cmd: argparse.ArgumentParser) -> None:
         cmd.add_argument("--mongo-url", help="MONGO_URL")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Mapping
 
+from readmodel import Layout, Partition
 from readmodel.settings import SettingsError, StoreSettings, store_settings, whole
 
 from .normalize import QUEUED_STATUSES, RUNNING_STATUSES, TERMINAL_STATUSES, Rules, normalize_status
@@ -37,6 +38,13 @@ def _positive_decimal(env: Mapping[str, str], name: str, default: str) -> Decima
     return value
 
 
+def _partition(raw: str) -> Partition:
+    try:
+        return Partition.parse(raw)
+    except ValueError as exc:
+        raise SettingsError(f"PARTITION: {exc}") from None
+
+
 def _collection(env: Mapping[str, str], name: str, default: str) -> str:
     value = env.get(name, default).strip()
     if not value or "$" in value or "\0" in value:
@@ -59,10 +67,16 @@ class Settings:
     batch_size: int = 1000
     metrics_port: int | None = None
     deadletter_max: int = 10_000
+    partition: Partition = Partition()  # K/N: this process owns 1/N of the documents (PARTITION)
 
     @property
     def store(self) -> StoreSettings:
         return StoreSettings(self.redis_url, self.key_prefix, self.redis_cluster)
+
+    @property
+    def layout(self) -> Layout:
+        """The read model's keys, with this partition's own projector keys."""
+        return Layout(self.key_prefix, self.partition)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
@@ -81,6 +95,7 @@ class Settings:
             stale_after_ms=int(stale_hours * 3600 * 1000),
         )
         values: dict[str, object] = dict(
+            partition=_partition(str(overrides.pop("partition", None) or env.get("PARTITION") or "0/1")),
             mongo_url=env.get("MONGO_URL", cls.mongo_url),
             mongo_db=_collection(env, "MONGO_DB", cls.mongo_db),
             tasks_collection=_collection(env, "TASKS_COLLECTION", cls.tasks_collection),

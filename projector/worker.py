@@ -32,7 +32,7 @@ from .deadletters import DeadLetters
 from .durations import Durations
 from .health import Metrics, State, Stats, publish
 from .lease import Lease
-from .normalize import epoch_ms, iso, to_utc
+from .normalize import document_id, epoch_ms, iso, to_utc
 from .settings import Settings
 from .source import RESYNC_EVENTS, Source, Stream, id_key, needs_resync, token_position
 from .writebehind import WriteBehind
@@ -78,7 +78,8 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.redis = redis
-        self.layout = Layout(settings.key_prefix)
+        self.layout = settings.layout
+        self.partition = settings.partition
         self.model = ReadModel(redis, self.layout)
         self.source = Source(mongo, settings.mongo_db, settings.tasks_collection, settings.economy_collection,
                              batch_size=settings.batch_size)
@@ -269,9 +270,11 @@ class Worker:
             if operation in RESYNC_EVENTS:
                 resync_reason = f"{operation} event on {(event.get('ns') or {}).get('coll') or 'the database'}"
                 break
-            change = event_change(event, self.source.kinds, self.settings.rules, self.durations)
             last_time = event.get("clusterTime") or last_time
             last_wall_ms = epoch_ms(to_utc(event.get("wallTime"))) or last_wall_ms
+            if not self._owns((event.get("documentKey") or {}).get("_id")):
+                continue  # another partition's document
+            change = event_change(event, self.source.kinds, self.settings.rules, self.durations)
             if change is None:
                 continue
             if isinstance(change, Rejected):
@@ -304,6 +307,14 @@ class Worker:
                 self._checkpoint(token, position, self._now_ms())
 
             self.writes.submit(write)
+
+    def _owns(self, doc_id: Any) -> bool:
+        """Whether this process's partition owns the document; one whose id cannot be read is
+        partition 0's, so that it is dead-lettered once."""
+        if self.partition.count == 1:
+            return True
+        text_id = document_id(doc_id)
+        return self.partition.owns(text_id) if text_id is not None else self.partition.index == 0
 
     def _with_full_documents(self, rejected: list[Rejected]) -> list[Rejected]:
         """Dead letters carry the whole document as it is now, not the stream's trimmed copy
@@ -399,15 +410,16 @@ class Worker:
                 learned: dict[str, int] = {}
                 count = 0
                 for doc in self.source.scan(kind):
-                    change = document_change(kind, doc, doc.get("_id"), seq, self._now_ms(), rules, self.durations)
                     count += 1
+                    change = (document_change(kind, doc, doc.get("_id"), seq, self._now_ms(), rules, self.durations)
+                              if self._owns(doc.get("_id")) else None)  # None: another partition's
                     if isinstance(change, Rejected):
                         rejected.append(change)
                     elif isinstance(change, TaskChange) and change.state != LIVE:
                         # Finished tasks: nothing to show (the sweep removes any earlier live state),
                         # but they teach typical durations.
                         learned.update(self.durations.learn([change]))
-                    else:
+                    elif change is not None:
                         changes.append(change)
                     if count >= self.settings.batch_size:
                         self._scan_batch(changes, rejected, learned, count, bar)

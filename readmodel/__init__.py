@@ -12,13 +12,13 @@ It depends on redis-py alone: nothing of MongoDB, bson or normalization.
 """
 
 from .changes import FINISHED, GONE, LIVE, BalanceChange, Change, TaskChange
-from .keys import Layout, position
+from .keys import Layout, Partition, position
 from .reader import aread_heartbeat_ms, aread_snapshot, aread_snapshots, read_snapshot, read_snapshots
 from .records import View
 from .text import text
 from .writer import ReadModel
 
 __all__ = [
-    "FINISHED", "GONE", "LIVE", "BalanceChange", "Change", "Layout", "ReadModel", "TaskChange", "View",
+    "FINISHED", "GONE", "LIVE", "BalanceChange", "Change", "Layout", "Partition", "ReadModel", "TaskChange", "View",
     "aread_heartbeat_ms", "aread_snapshot", "aread_snapshots", "position", "read_snapshot", "read_snapshots", "text",
 ]

@@ -165,7 +165,8 @@ class ReadModel:
 
     def sweep(self, now_ms: int, now_iso: str, users: Iterable[str] | None = None, min_seq: str = "",
               version_jump: int = 0) -> dict[str, int]:
-        """Remove stale tasks (and, with ``min_seq``, whatever a resync did not see).
+        """Remove stale tasks (and, with ``min_seq``, whatever a resync did not see, of the documents
+        the layout's partition owns).
 
         Without ``users``, sweeps the users whose earliest deadline has passed. ``version_jump``
         moves every swept user's version that far (and announces it). Returns {user: new version}
@@ -176,9 +177,11 @@ class ReadModel:
         users = list(users)
         if not users:
             return {}
+        part = self.layout.partition
         results = self.run([
             lambda pipe, uid=uid: scripts.SWEEP.queue(pipe, self.layout.user_keys(uid),
-                                                      [self.layout.channel(uid), now_iso, now_ms, min_seq, version_jump])
+                                                      [self.layout.channel(uid), now_iso, now_ms, min_seq, version_jump,
+                                                       part.index, part.count])
             for uid in users
         ])
         pipe = self.redis.pipeline(transaction=False)

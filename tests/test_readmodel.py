@@ -7,7 +7,7 @@ from bson import Decimal128
 
 from projector.changes import balance_change, task_change
 from projector.normalize import Rules
-from readmodel import ReadModel, View, position, read_snapshot
+from readmodel import Layout, Partition, ReadModel, View, position, read_snapshot
 from readmodel.records import epoch_ms
 
 RULES = Rules(stale_after_ms=60_000)
@@ -152,6 +152,34 @@ def test_resync_sweep_removes_what_the_scan_did_not_see(model):
     snapshot = snap(model)
     assert [t["generationId"] for t in snapshot["liveTasks"]] == ["g2"]
     assert snapshot["balance"]["usdCredit"] == "0"
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_a_partitions_resync_sweep_removes_only_the_documents_it_owns(any_redis, prefix, index):
+    """Two projector processes split the documents; one's resync must not sweep the other's.
+    The script and Python compute the same id hash, or this fails."""
+    part = Partition(index, 2)
+    model = ReadModel(any_redis, Layout(prefix, part))
+    ids = [f"g{n}" for n in range(36)] + ["6756f1a2c3d4e5f6a7b8c9d0", "gé-✓", "ObjectId-ish:😀", "x" * 64]
+    model.apply([put(gid, 1) for gid in ids] + [balance("e7", 1)], NOW_ISO)
+    model.sweep(0, NOW_ISO, users=["u1"], min_seq=seq(5))  # nothing was seen again after seq 5
+    snapshot = snap(model)
+    kept = {t["generationId"] for t in snapshot["liveTasks"]}
+    assert kept == {gid for gid in ids if not part.owns(gid)}
+    assert 5 < len(kept) < 35  # both partitions really own some of them
+    assert (snapshot["balance"]["usdCredit"] == "0") == part.owns("e7")
+
+
+def test_a_partition_is_written_k_of_n_and_its_projector_keys_are_its_own():
+    assert Partition.parse(" 1 / 3 ") == Partition(1, 3) and str(Partition(1, 3)) == "1/3"
+    for bad in ("3/3", "1", "-1/2", "0/0", "a/b", "0/257"):
+        with pytest.raises(ValueError, match="K/N"):
+            Partition.parse(bad)
+    whole, half = Layout("p"), Layout("p", Partition(1, 2))
+    assert (whole.checkpoint, half.checkpoint) == ("p:{projector}:checkpoint", "p:{projector:1of2}:checkpoint")
+    assert {whole.leader, whole.fence, whole.health} & {half.leader, half.fence, half.health} == set()
+    assert (whole.deadletters, whole.durations, whole.user("u")) == (half.deadletters, half.durations, half.user("u"))
+    assert all(Partition().owns(f"g{n}") for n in range(50))
 
 
 def test_tombstones_are_capped_per_user(any_redis, layout):

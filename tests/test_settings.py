@@ -30,7 +30,8 @@ def test_numbers_are_read():
 
 @pytest.mark.parametrize(("name", "value"), [("POINTS_RATE", "free"), ("POINTS_RATE", "0"),
                                              ("STALE_AFTER_HOURS", "-1"), ("DEADLETTER_MAX", "NaN"),
-                                             ("METRICS_PORT", "http")])
+                                             ("METRICS_PORT", "http"), ("PARTITION", "2/2"),
+                                             ("PARTITION", "half")])
 def test_bad_values_are_refused_with_the_name(name, value):
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
@@ -38,6 +39,13 @@ def test_bad_values_are_refused_with_the_name(name, value):
 
 def test_flags_override_the_environment():
     assert Settings.from_env({"MONGO_DB": "a"}, mongo_db="b").mongo_db == "b"
+    assert Settings.from_env({"PARTITION": "0/2"}, partition="1/2").layout.checkpoint.endswith("{projector:1of2}:checkpoint")
+
+
+def test_a_partition_has_its_own_projector_keys_and_the_whole_stream_is_the_default():
+    assert str(Settings.from_env({}).partition) == "0/1"
+    assert Settings.from_env({}).layout.checkpoint == "ls:{projector}:checkpoint"
+    assert Settings.from_env({"PARTITION": "1/4"}).layout.leader == "ls:{projector:1of4}:leader"
 
 
 def test_the_worker_caps_dead_letters_as_configured():

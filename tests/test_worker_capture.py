@@ -15,6 +15,7 @@ from projector.health import read as read_health
 from projector.normalize import Rules
 from projector.settings import Settings
 from projector.worker import Worker
+from readmodel import Partition
 
 from .capture_helpers import (
     DB, ECONOMY, TASKS, actual_state, drive, economy_doc, expected_state, iso_ago, settle, snapshot, task_doc,
@@ -33,9 +34,9 @@ def _backend(request) -> str:
 def make_worker(standin, real_redis, prefix, backend):
     made = []
 
-    def make(batch_size=1000, rules=None, holder=None, **kwargs):
+    def make(batch_size=1000, rules=None, holder=None, partition=Partition(), **kwargs):
         settings = Settings(mongo_url=standin.url, key_prefix=prefix, batch_size=batch_size, redis_cluster=backend == "cluster",
-                            rules=rules or Rules())
+                            rules=rules or Rules(), partition=partition)
         mongo = MongoClient(standin.url, serverSelectionTimeoutMS=3000)
         worker = Worker(settings, real_redis, mongo, holder=holder, progress=False, **kwargs)
         made.append((worker, mongo))
@@ -268,6 +269,50 @@ def test_writes_behind_the_reader_never_let_a_checkpoint_pass_a_write_that_faile
     assert calls["apply"] > 3 and failed and failed <= applied  # the failed batch was replayed
     assert calls["polls_during_a_write"] > 0  # reading really overlapped writing
     assert worker.stats.errors >= 1
+    assert converged(standin, real_redis, layout)
+
+
+def test_two_partitions_split_the_documents_and_one_resyncing_leaves_the_others_alone(
+    standin, make_worker, real_redis, layout
+):
+    seed(standin, tasks=12, users=("u1", "u2", "u3"))
+    first, second = make_worker(partition=Partition(0, 2)), make_worker(partition=Partition(1, 2))
+    applied: dict[int, set[str]] = {0: set(), 1: set()}
+    for index, worker in enumerate((first, second)):
+        def spy(changes, now_iso, apply=worker.model.apply, index=index):
+            applied[index].update(c.generation_id for c in changes if hasattr(c, "generation_id"))
+            return apply(changes, now_iso)
+        worker.model.apply = spy
+    settle(first)
+    settle(second)
+    assert converged(standin, real_redis, layout)
+    for n in range(12):
+        standin.update(DB, TASKS, f"u{n % 3 + 1}-g{n}", set={"progress": 0.5})
+    standin.delete(DB, TASKS, "u1-g3")
+    standin.insert(DB, TASKS, task_doc("late", "u2"))
+    settle(first)
+    settle(second)
+    assert converged(standin, real_redis, layout)
+    # Each process applied only its own documents' changes, and between them all of them.
+    assert applied[0] and applied[1] and applied[0].isdisjoint(applied[1])
+    assert all(Partition(0, 2).owns(gid) for gid in applied[0])
+    assert applied[0] | applied[1] >= {d["_id"] for d in standin.documents(DB, TASKS)}
+    assert first.stats.resyncs == second.stats.resyncs == 1
+
+    # Partition 0 rebuilds (an operator asked it to) while partition 1 is down and misses changes:
+    # partition 0's sweep must not remove partition 1's documents, and partition 1 catches up after.
+    second.close()
+    for n in range(12):
+        standin.update(DB, TASKS, f"u{n % 3 + 1}-g{n}", set={"progress": 0.75})
+    real_redis.set(first.layout.resync_request, "1")
+    drive(first, lambda: first.stats.resyncs == 2 and first.caught_up, what="partition 0 resyncing")
+    owned_by_second = [gid for gid in (f"u{n % 3 + 1}-g{n}" for n in range(12)) if not Partition(0, 2).owns(gid)]
+    assert owned_by_second and all(
+        gid in {t["generationId"] for t in snapshot(real_redis, layout, gid.split("-")[0])["liveTasks"]}
+        for gid in owned_by_second if gid != "u1-g3")
+    third = make_worker(partition=Partition(1, 2))
+    settle(third)
+    assert third.stats.resyncs == 0  # resumed from partition 1's own checkpoint
     assert converged(standin, real_redis, layout)
 
 

@@ -33,7 +33,7 @@ for i = 4, #ARGV do
   else
     local cur = redis.call('HGET', KEYS[1], 'balanceSeq')
     if (not cur) or cur <= seq then
-      redis.call('HSET', KEYS[1], 'balanceSeq', seq)
+      redis.call('HSET', KEYS[1], 'balanceSeq', seq, 'balanceDoc', id)
       if kind == 'b' then
         local usd, points, exp = string.match(payload, '^(%S+) (%S+) (%S+)$')
         local old = redis.call('HMGET', KEYS[1], 'usdCredit', 'points', 'exp')
