@@ -40,3 +40,15 @@ def test_catchup_benchmark_drains_the_same_backlog_with_all_three_consumers():
         assert row.value is not None and row.value > 0 and row.baseline > 0, (row.name, row.note)
     details = rows[0].extra
     assert details["bare"]["events"] == details["naive"]["events"] == details["events"] == catchup.QUICK
+
+
+def test_scaleout_benchmark_drains_with_one_process_two_partitions_and_the_ideal_split():
+    from bench import catchup, scaleout
+
+    rows = scaleout.run(quick=True)
+
+    assert [row.baseline_name for row in rows] == ["one process", "one process"]
+    results = rows[0].extra
+    assert {name: result["events"] for name, result in results.items()} == {
+        "one": catchup.QUICK, "partitions": catchup.QUICK, "ideal": catchup.QUICK}
+    assert all(result["events_per_s"] > 0 and result["cpu_cores_busy"] > 0 for result in results.values())
