@@ -100,19 +100,23 @@ async def healthz() -> dict[str, str]:
 
 
 @ops.get("/readyz", response_model=Ready, responses={503: {"model": ErrorBody, "description": "not ready"}})
-async def readyz(redis: RedisDep, layout: LayoutDep, settings: SettingsDep) -> dict[str, Any]:
-    """Redis answers and the projector's heartbeat is fresh."""
-    try:
-        heartbeat = await aread_heartbeat_ms(redis, layout)
-    except StoreError as exc:
-        log.warning("/readyz: Redis failed: %s: %s", type(exc).__name__, exc)
-        raise NotReady(_redis_problem(exc)) from None
-    if heartbeat is None:
-        raise NotReady("no projector heartbeat in Redis yet")
-    age = snapshots.now_ms() - heartbeat
-    if age > settings.ready_max_heartbeat_age_s * 1000:
-        raise NotReady(f"the projector's heartbeat is {age} ms old (limit {settings.ready_max_heartbeat_age_s:g} s)")
-    return {"status": "ready", "projectorHeartbeatAgeMs": age}
+async def readyz(redis: RedisDep, settings: SettingsDep) -> dict[str, Any]:
+    """Redis answers and the projector's heartbeat (every partition's) is fresh."""
+    ages = []
+    for own in settings.projector_layouts:
+        name = f"projector partition {own.partition}" if own.partition.count > 1 else "the projector"
+        try:
+            heartbeat = await aread_heartbeat_ms(redis, own)
+        except StoreError as exc:
+            log.warning("/readyz: Redis failed: %s: %s", type(exc).__name__, exc)
+            raise NotReady(_redis_problem(exc)) from None
+        if heartbeat is None:
+            raise NotReady(f"no heartbeat of {name} in Redis yet")
+        age = snapshots.now_ms() - heartbeat
+        if age > settings.ready_max_heartbeat_age_s * 1000:
+            raise NotReady(f"the heartbeat of {name} is {age} ms old (limit {settings.ready_max_heartbeat_age_s:g} s)")
+        ages.append(age)
+    return {"status": "ready", "projectorHeartbeatAgeMs": max(ages)}
 
 
 def _redis_problem(exc: Exception) -> str:

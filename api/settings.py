@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from readmodel.records import ESTIMATE_CAP_PERCENT, LIVE_TASKS_SHOWN
-from readmodel.settings import SettingsError, StoreSettings, flag, number, store_settings
+from readmodel import Layout, Partition
+from readmodel.settings import SettingsError, StoreSettings, flag, number, store_settings, whole
 
 MIN_SECRET_BYTES = 32  # HS256 wants a key at least as long as its hash
 MIN_KEY_CHARS = 32  # a service key must not be guessable
@@ -25,6 +26,13 @@ class InsecureConfig(SettingsError):
 
 def _csv(raw: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
+
+
+def _partitions(env: Mapping[str, str]) -> int:
+    count = whole(env, "PROJECTOR_PARTITIONS", 1, 1)
+    if count > 256:
+        raise SettingsError(f"PROJECTOR_PARTITIONS must be at most 256, got {count}")
+    return count
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,7 @@ class Settings:
     send_timeout_s: float = 60.0  # a client that accepts nothing for this long is dropped
     shutdown_grace_s: float = 1.0  # streams get this long to say goodbye on SIGTERM
     ready_max_heartbeat_age_s: float = 10.0  # /readyz: the projector's heartbeat must be this fresh
+    projector_partitions: int = 1  # /readyz: the projector runs as this many partitions (PARTITION=K/N)
     estimate_cap_percent: float = ESTIMATE_CAP_PERCENT  # an estimated bar never claims to be done
     live_tasks_shown: int = LIVE_TASKS_SHOWN  # a snapshot lists this many live tasks, then a count
     text_task_limit: int = 5  # /status/text lists this many tasks, then "…and N more"
@@ -58,6 +67,12 @@ class Settings:
     panel_frame_ancestors: str = "'none'"  # CSP frame-ancestors of /panel: who may embed it
     host: str = "127.0.0.1"
     port: int = 8000
+
+    @property
+    def projector_layouts(self) -> list[Layout]:
+        """The key layout of each projector partition whose heartbeat /readyz checks."""
+        count = self.projector_partitions
+        return [Layout(self.key_prefix, Partition(index, count)) for index in range(count)]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
@@ -80,6 +95,7 @@ class Settings:
             send_timeout_s=number(env, "SSE_SEND_TIMEOUT_S", cls.send_timeout_s, 0.1),
             shutdown_grace_s=number(env, "SSE_SHUTDOWN_GRACE_S", cls.shutdown_grace_s, 0),
             ready_max_heartbeat_age_s=number(env, "READY_MAX_HEARTBEAT_AGE_S", cls.ready_max_heartbeat_age_s, 0.1),
+            projector_partitions=_partitions(env),
             estimate_cap_percent=number(env, "ESTIMATE_CAP_PERCENT", cls.estimate_cap_percent, 0),
             live_tasks_shown=int(number(env, "LIVE_TASKS_SHOWN", cls.live_tasks_shown, 1)),
             text_task_limit=int(number(env, "TEXT_TASK_LIMIT", cls.text_task_limit, 1)),

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import re
 import time
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -14,7 +15,7 @@ from asgi_lifespan import LifespanManager
 from api.auth import mint_token
 from api.main import create_app
 from api.settings import Settings
-from readmodel import ReadModel
+from readmodel import Layout, Partition, ReadModel
 from tests.apiserver import KEY, SECRET, apply, auth, balance_change, gone_change, task_change
 from tests.conftest import BACKENDS, REDIS_URL
 
@@ -161,6 +162,22 @@ async def test_readyz_needs_a_fresh_projector_heartbeat(client, real_redis, layo
     real_redis.hset(layout.health, "heartbeatMs", int(time.time() * 1000))
     fresh = await client.get("/readyz")
     assert fresh.status_code == 200 and fresh.json()["status"] == "ready"
+
+
+async def test_readyz_with_a_partitioned_projector_needs_every_partitions_heartbeat(settings, real_redis, prefix):
+    app = create_app(replace(settings, projector_partitions=2))
+    now_ms = int(time.time() * 1000)
+    async with LifespanManager(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
+            real_redis.hset(Layout(prefix, Partition(0, 2)).health, "heartbeatMs", now_ms)
+            one = await c.get("/readyz")
+            real_redis.hset(Layout(prefix, Partition(1, 2)).health, "heartbeatMs", now_ms - 60_000)
+            stale = await c.get("/readyz")
+            real_redis.hset(Layout(prefix, Partition(1, 2)).health, "heartbeatMs", now_ms)
+            both = await c.get("/readyz")
+    assert one.status_code == 503 and "partition 1/2" in one.json()["error"]["message"]
+    assert stale.status_code == 503 and "partition 1/2" in stale.json()["error"]["message"]
+    assert both.status_code == 200 and both.json()["status"] == "ready"
 
 
 async def test_healthz_answers_without_credentials(client):

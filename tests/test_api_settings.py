@@ -35,11 +35,18 @@ def test_defaults_are_the_documented_ones():
     "name, value",
     [("API_PORT", "http"), ("API_PORT", "70000"), ("SSE_HEARTBEAT_S", "-1"), ("SSE_HEARTBEAT_S", "soon"),
      ("READY_MAX_HEARTBEAT_AGE_S", "inf"), ("AUTH_SECRET", "short"), ("ESTIMATE_CAP_PERCENT", "150"),
-     ("TOKEN_LEEWAY_S", "-1"), ("TOKEN_MAX_LIFETIME_S", "0")],
+     ("TOKEN_LEEWAY_S", "-1"), ("TOKEN_MAX_LIFETIME_S", "0"), ("PROJECTOR_PARTITIONS", "0"),
+     ("PROJECTOR_PARTITIONS", "1.5"), ("PROJECTOR_PARTITIONS", "300")],
 )
 def test_a_malformed_value_is_refused_naming_the_variable(name, value):
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
+
+
+def test_readiness_checks_the_heartbeat_of_each_projector_partition():
+    assert [layout.health for layout in Settings.from_env({}).projector_layouts] == ["ls:{projector}:health"]
+    assert [layout.health for layout in Settings.from_env({"PROJECTOR_PARTITIONS": "2"}).projector_layouts] == [
+        "ls:{projector:0of2}:health", "ls:{projector:1of2}:health"]
 
 
 def test_insecure_dev_flag_accepts_the_usual_spellings():
