@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from bson import Timestamp
@@ -102,6 +102,34 @@ def document_change(
         return Rejected(kind, text_id, f"cannot be projected ({type(exc).__name__}: {str(exc)[:120]})", doc)
 
 
+DOCUMENT_EVENTS = ("insert", "update", "replace", "delete")
+
+
+def superseded(events: Sequence[Mapping[str, Any]], kinds: Mapping[str, str]) -> set[int]:
+    """Indexes of the events a later event of the same batch for the same document supersedes.
+
+    The writer keeps only the latest change per document of a batch (``readmodel.writer``), and
+    a later event carries a state at least as new (updates bring the document looked up when the
+    event was read), so normalizing the earlier ones is work nobody sees. An event whose id cannot
+    be read is never skipped: it is projected (and dead-lettered) on its own.
+    """
+    seen: set[tuple[str, str]] = set()
+    skipped: set[int] = set()
+    for index in range(len(events) - 1, -1, -1):
+        event = events[index]
+        if event.get("operationType") not in DOCUMENT_EVENTS:
+            continue
+        kind = kinds.get((event.get("ns") or {}).get("coll"))
+        doc_id = document_id((event.get("documentKey") or {}).get("_id"))
+        if kind is None or doc_id is None:
+            continue
+        if (kind, doc_id) in seen:
+            skipped.add(index)
+        else:
+            seen.add((kind, doc_id))
+    return skipped
+
+
 def event_change(
     event: Mapping[str, Any],
     kinds: Mapping[str, str],
@@ -115,7 +143,7 @@ def event_change(
     move forward.
     """
     operation = event.get("operationType")
-    if operation not in ("insert", "update", "replace", "delete"):
+    if operation not in DOCUMENT_EVENTS:
         return None
     kind = kinds.get((event.get("ns") or {}).get("coll"))
     if kind is None:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from readmodel import LIVE, Change, Layout, ReadModel, TaskChange
 from readmodel.connect import StoreError, masters
 
-from .changes import ECONOMY, TASKS, Rejected, document_change, event_change, seq_of
+from .changes import ECONOMY, TASKS, Rejected, document_change, event_change, seq_of, superseded
 from .checkpoint import Checkpoint, CheckpointStore
 from .deadletters import DeadLetters
 from .durations import Durations
@@ -265,13 +265,17 @@ class Worker:
         resync_reason = None
         last_time = None
         last_wall_ms = None
-        for event in events:
+        ends = next((i for i, event in enumerate(events) if event.get("operationType") in RESYNC_EVENTS), len(events))
+        skip = superseded(events[:ends], self.source.kinds)
+        for index, event in enumerate(events):
             operation = event.get("operationType")
             if operation in RESYNC_EVENTS:
                 resync_reason = f"{operation} event on {(event.get('ns') or {}).get('coll') or 'the database'}"
                 break
             last_time = event.get("clusterTime") or last_time
             last_wall_ms = epoch_ms(to_utc(event.get("wallTime"))) or last_wall_ms
+            if index in skip:
+                continue  # a later event of this batch carries this document's newer state
             if not self._owns((event.get("documentKey") or {}).get("_id")):
                 continue  # another partition's document
             change = event_change(event, self.source.kinds, self.settings.rules, self.durations)

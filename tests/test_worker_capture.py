@@ -14,6 +14,8 @@ from projector.deadletters import DeadLetters
 from projector.health import read as read_health
 from projector.normalize import Rules
 from projector.settings import Settings
+from projector import worker as worker_module
+from projector.changes import event_change
 from projector.worker import Worker
 from readmodel import Partition
 
@@ -314,6 +316,28 @@ def test_two_partitions_split_the_documents_and_one_resyncing_leaves_the_others_
     settle(third)
     assert third.stats.resyncs == 0  # resumed from partition 1's own checkpoint
     assert converged(standin, real_redis, layout)
+
+
+def test_a_burst_on_one_document_is_normalized_once_per_batch(standin, make_worker, real_redis, layout, monkeypatch):
+    seed(standin, tasks=2, users=("u1",))
+    worker = make_worker()
+    settle(worker)
+    for n in range(20):
+        standin.update(DB, TASKS, "u1-g0", set={"progress": round(0.05 * (n + 1), 2)})
+        standin.update(DB, ECONOMY, "e0", set={"exp": 100 + n})
+    standin.update(DB, TASKS, "u1-g1", set={"status": "completed"})
+    normalized = []
+    monkeypatch.setattr(worker_module, "event_change",
+                        lambda event, *args: normalized.append(event["documentKey"]["_id"]) or event_change(event, *args))
+    events_before, batches_before = worker.stats.events_total, worker.stats.batches_total
+    settle(worker)
+    batches = worker.stats.batches_total - batches_before
+    assert worker.stats.events_total - events_before == 41  # every event was read and counted
+    assert set(normalized) == {"e0", "u1-g0", "u1-g1"}
+    assert len(normalized) <= 3 * batches < 41  # once per document per batch (the burst is one batch, or very few)
+    assert converged(standin, real_redis, layout)
+    [task] = snapshot(real_redis, layout, "u1")["liveTasks"]
+    assert task["progressPercent"] == 100.0 and snapshot(real_redis, layout, "u1")["balance"]["exp"] == 119
 
 
 def test_update_whose_lookup_finds_nothing_removes_the_task(standin, make_worker, real_redis, layout):
