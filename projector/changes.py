@@ -105,28 +105,27 @@ def document_change(
 DOCUMENT_EVENTS = ("insert", "update", "replace", "delete")
 
 
-def superseded(events: Sequence[Mapping[str, Any]], kinds: Mapping[str, str]) -> set[int]:
+def superseded(events: Sequence[Mapping[str, Any]]) -> set[int]:
     """Indexes of the events a later event of the same batch for the same document supersedes.
 
     The writer keeps only the latest change per document of a batch (``readmodel.writer``), and
     a later event carries a state at least as new (updates bring the document looked up when the
-    event was read), so normalizing the earlier ones is work nobody sees. An event whose id cannot
-    be read is never skipped: it is projected (and dead-lettered) on its own.
+    event was read), so normalizing the earlier ones is work nobody sees. Documents are told apart
+    by collection, id type and id; an id that cannot be hashed is never skipped.
     """
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[Any, type, Any]] = set()
     skipped: set[int] = set()
     for index in range(len(events) - 1, -1, -1):
         event = events[index]
-        if event.get("operationType") not in DOCUMENT_EVENTS:
+        try:
+            doc_id = event["documentKey"]["_id"]
+            key = (event["ns"]["coll"], type(doc_id), doc_id)
+            if key in seen:
+                skipped.add(index)
+            else:
+                seen.add(key)
+        except (KeyError, TypeError):  # not a document event, or an unhashable id
             continue
-        kind = kinds.get((event.get("ns") or {}).get("coll"))
-        doc_id = document_id((event.get("documentKey") or {}).get("_id"))
-        if kind is None or doc_id is None:
-            continue
-        if (kind, doc_id) in seen:
-            skipped.add(index)
-        else:
-            seen.add((kind, doc_id))
     return skipped
 
 

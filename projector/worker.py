@@ -266,7 +266,7 @@ class Worker:
         last_time = None
         last_wall_ms = None
         ends = next((i for i, event in enumerate(events) if event.get("operationType") in RESYNC_EVENTS), len(events))
-        skip = superseded(events[:ends], self.source.kinds)
+        skip = superseded(events[:ends])
         for index, event in enumerate(events):
             operation = event.get("operationType")
             if operation in RESYNC_EVENTS:
