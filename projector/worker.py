@@ -23,7 +23,7 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 from tqdm import tqdm
 
-from readmodel import LIVE, Change, Layout, ReadModel, TaskChange
+from readmodel import LIVE, Change, ReadModel, TaskChange
 from readmodel.connect import StoreError, masters
 
 from .changes import ECONOMY, TASKS, Rejected, document_change, event_change, seq_of, superseded
