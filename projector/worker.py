@@ -306,9 +306,11 @@ class Worker:
         position = position or (self.saved.position if self.saved else self.stream.start)
         idle_due = self.saved is None or now_ms - self.saved.at_ms >= EVERY_S * 1000
         if events or idle_due:
+            fence = self.lease.token  # the lease this batch was read under, not whatever holds when it lands
+
             def write() -> None:
                 self._apply(changes, rejected, len(events), learned)
-                self._checkpoint(token, position, self._now_ms())
+                self._checkpoint(token, position, self._now_ms(), fence)
 
             self.writes.submit(write)
 
@@ -355,13 +357,15 @@ class Worker:
         self.stats.events_total += events
         self.stats.batches_total += 1
 
-    def _checkpoint(self, token: Mapping[str, Any] | None, position: str, now_ms: int) -> None:
-        assert self.lease.token is not None
+    def _checkpoint(self, token: Mapping[str, Any] | None, position: str, now_ms: int, fence: int | None = None) -> None:
+        fence = self.lease.token if fence is None else fence
+        if fence is None:
+            raise LeaseLost("no lease to checkpoint under")
         if masters(self.redis) != self.masters:
             raise MastersChanged(f"the Redis masters changed since {self.masters[:24]}...: not checkpointing")
-        if not self.checkpoints.save(token, position, self.lease.token, now_ms, self.masters):
+        if not self.checkpoints.save(token, position, fence, now_ms, self.masters):
             raise LeaseLost("the checkpoint write was fenced off")
-        self.saved = Checkpoint(token, position, now_ms, self.lease.token, self.masters)
+        self.saved = Checkpoint(token, position, now_ms, fence, self.masters)
         self.stats.checkpoint_ms = now_ms
         self.stats.position = position
 

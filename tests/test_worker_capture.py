@@ -16,7 +16,7 @@ from projector.normalize import Rules
 from projector.settings import Settings
 from projector import worker as worker_module
 from projector.changes import event_change
-from projector.worker import Worker
+from projector.worker import LeaseLost, Worker
 from readmodel import Partition
 
 from .capture_helpers import (
@@ -316,6 +316,21 @@ def test_two_partitions_split_the_documents_and_one_resyncing_leaves_the_others_
     settle(third)
     assert third.stats.resyncs == 0  # resumed from partition 1's own checkpoint
     assert converged(standin, real_redis, layout)
+
+
+def test_a_checkpoint_written_behind_uses_the_lease_its_batch_was_read_under(standin, make_worker, real_redis, layout):
+    seed(standin, tasks=1, users=("u1",))
+    worker = make_worker()
+    settle(worker)
+    saved = CheckpointStore(real_redis, layout).load()
+    read_under = worker.lease.token
+    worker.lease.forget()  # the main thread gave the lease up while the write was queued
+    with pytest.raises(LeaseLost, match="no lease"):
+        worker._checkpoint(saved.token, saved.position, saved.at_ms + 1)
+    with pytest.raises(LeaseLost, match="fenced off"):
+        worker._checkpoint(saved.token, saved.position, saved.at_ms + 1, read_under - 1)  # an older lease's batch
+    worker._checkpoint(saved.token, saved.position, saved.at_ms + 1, read_under)
+    assert CheckpointStore(real_redis, layout).load().at_ms == saved.at_ms + 1
 
 
 def test_a_burst_on_one_document_is_normalized_once_per_batch(standin, make_worker, real_redis, layout, monkeypatch):

@@ -63,7 +63,11 @@ def test_lost_history_mid_run_resyncs_with_no_empty_window_and_converges(standin
                 standin.truncate_history()
             finally:
                 proc.send_signal(signal.SIGCONT)
-            wait_for(lambda: len(resync_seconds(output(proc))) > before, 60, f"the resync after loss {n}")
+            try:
+                wait_for(lambda: len(resync_seconds(output(proc))) > before, 60, f"the resync after loss {n}")
+            except AssertionError:
+                print(f"writer at {writer.count} writes; the projector's log ends with:\n{output(proc)[-4000:]}")
+                raise
         writer.join(timeout=900)
         wait_for(lambda: caught_up(real_redis, layout, standin), 60, "catching up after the last write")
     finally:
