@@ -30,8 +30,10 @@ def _csv(raw: str | None) -> tuple[str, ...]:
 
 def _partitions(env: Mapping[str, str]) -> int:
     count = whole(env, "PROJECTOR_PARTITIONS", 1, 1)
-    if count > 256:
-        raise SettingsError(f"PROJECTOR_PARTITIONS must be at most 256, got {count}")
+    try:
+        Partition(0, count)  # the bound lives with the partitions
+    except ValueError as exc:
+        raise SettingsError(f"PROJECTOR_PARTITIONS: {exc}") from None
     return count
 
 

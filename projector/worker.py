@@ -315,12 +315,9 @@ class Worker:
             self.writes.submit(write)
 
     def _owns(self, doc_id: Any) -> bool:
-        """Whether this process's partition owns the document; one whose id cannot be read is
-        partition 0's, so that it is dead-lettered once."""
-        if self.partition.count == 1:
-            return True
-        text_id = document_id(doc_id)
-        return self.partition.owns(text_id) if text_id is not None else self.partition.index == 0
+        """Whether this process's partition owns the document (one whose id cannot be read is
+        partition 0's, so that it is dead-lettered once)."""
+        return self.partition.count == 1 or self.partition.owns(document_id(doc_id))
 
     def _with_full_documents(self, rejected: list[Rejected]) -> list[Rejected]:
         """Dead letters carry the whole document as it is now, not the stream's trimmed copy

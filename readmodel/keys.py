@@ -55,7 +55,8 @@ PARTITION_RE = re.compile(r"^\s*(\d{1,3})\s*/\s*(\d{1,3})\s*$")
 class Partition:
     """Which documents one projector process owns when N processes split the stream: those whose
     id (as the read model stores it) hashes to ``index`` modulo ``count``. The hash is
-    :func:`id_hash`, which ``sweep.lua`` computes too. 0/1 owns everything."""
+    :func:`id_hash`, which ``sweep.lua`` computes too. 0/1 owns everything; a document with no
+    usable id counts as partition 0's (in ``sweep.lua`` too), so exactly one partition handles it."""
 
     index: int = 0
     count: int = 1
@@ -72,9 +73,11 @@ class Partition:
             raise ValueError(f"a partition is written K/N, e.g. 0/2 (got {value!r})")
         return cls(int(match[1]), int(match[2]))
 
-    def owns(self, doc_id: str) -> bool:
+    def owns(self, doc_id: str | None) -> bool:
         if self.count == 1:
             return True
+        if doc_id is None:
+            return self.index == 0
         return id_hash(doc_id) % self.count == self.index
 
     @property

@@ -180,6 +180,7 @@ def test_a_partition_is_written_k_of_n_and_its_projector_keys_are_its_own():
     assert {whole.leader, whole.fence, whole.health} & {half.leader, half.fence, half.health} == set()
     assert (whole.deadletters, whole.durations, whole.user("u")) == (half.deadletters, half.durations, half.user("u"))
     assert all(Partition().owns(f"g{n}") for n in range(50))
+    assert Partition(0, 2).owns(None) and not Partition(1, 2).owns(None)  # no usable id: partition 0's, as in sweep.lua
 
 
 def test_tombstones_are_capped_per_user(any_redis, layout):
