@@ -13,20 +13,18 @@ last one's checkpoint covering the last change:
 
 from __future__ import annotations
 
-import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from readmodel import Layout, Partition, position
 
-from .catchup import EVENTS, QUICK, FULL, _first_sync, _position, _spawn_projector, write_backlog
+from .catchup import EVENTS, QUICK, FULL, ROOT, _first_sync, _position, _spawn_projector, _wait, write_backlog
 from .common import Row, cpu_seconds, progress, redis_client, redis_cpu_seconds, scratch_prefix, skipped
 from .procs import LOGS, stop_process
 from .resync import StandInProcess
 
 BENCH = "scaleout"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _source(redis: Any, count: int, seed: int, prefix: str, partitions: list[Partition],
@@ -55,23 +53,12 @@ def _drain(redis: Any, consumers: list[tuple[dict[str, Any], str, Partition]], s
         scratch.callback(stop_process, proc)
         procs.append((proc, log))
     pids = [proc.pid for proc, _ in procs] + list({id(s): s["standin"].proc.pid for s, _, _ in consumers}.values())
-    deadline = time.monotonic() + 900
-    while not all("tailing from position" in Path(log.name).read_text() for _, log in procs):
-        if time.monotonic() > deadline:
-            raise RuntimeError("the projectors did not open their streams")
-        time.sleep(0.002)
-    first = time.perf_counter()
+    first = _wait(lambda: all("tailing from position" in Path(log.name).read_text() for _, log in procs), 900,
+                  "the projectors opening their streams")
     cpu_before = sum(cpu_seconds(pid) for pid in pids) + redis_cpu_seconds(redis)
-    pending = set(range(len(consumers)))
-    while pending:
-        for i in list(pending):
-            source, prefix, partition = consumers[i]
-            if _position(redis, Layout(prefix, partition)) >= source["final"]:
-                pending.discard(i)
-        if time.monotonic() > deadline:
-            raise RuntimeError("the projectors did not drain the backlog")
-        time.sleep(0.002)
-    seconds = time.perf_counter() - first
+    last = _wait(lambda: all(_position(redis, Layout(prefix, partition)) >= source["final"]
+                             for source, prefix, partition in consumers), 900, "draining the backlog")
+    seconds = last - first
     busy = (sum(cpu_seconds(pid) for pid in pids) + redis_cpu_seconds(redis) - cpu_before) / seconds
     events = sum({id(s): s["events"] for s, _, _ in consumers}.values())
     return {"events": events, "seconds": round(seconds, 3), "events_per_s": events / seconds,

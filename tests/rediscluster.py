@@ -17,6 +17,7 @@ from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from tests.net import real_clock_env
+from tests.waits import wait_for
 
 NODE_TIMEOUT_MS = 1500  # low, so a killed master's replica takes over within a few seconds
 NO_RETRY = Retry(NoBackoff(), 0)  # a start-up probe asks once; the loop around it decides
@@ -130,44 +131,30 @@ class LocalCluster:
                                        f"{self._log_tail(port)}") from None
                 time.sleep(0.05)
 
-    def node_info(self, port: int) -> dict[str, str]:
-        with redis.Redis(port=port, socket_connect_timeout=0.5, socket_timeout=2) as node:
-            return {k: str(v) for k, v in node.cluster("INFO").items()}
-
     def wait_ok(self, timeout_s: float = 30) -> None:
         """Until every running node reports ``cluster_state:ok`` with all 16384 slots served."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                if all(self.node_info(p).get("cluster_state") == "ok" for p in self.running_ports()):
-                    return
-            except redis.RedisError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the cluster did not reach cluster_state:ok")
-            time.sleep(0.1)
+        wait_for(lambda: all(self._answers(p, lambda node: node.cluster("INFO")["cluster_state"] == "ok")
+                             for p in self.running_ports()), timeout_s, "cluster_state:ok on every node")
 
     def wait_replicas_synced(self, timeout_s: float = 30) -> None:
         """Until every replica has finished its first sync with its master. A replica that never
         synced refuses to take over (its data counts as older than cluster-replica-validity-factor
         allows), so a master killed before then would stay down."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            pending = []
-            for port in self.running_ports():
-                try:
-                    with redis.Redis(port=port, socket_connect_timeout=0.5, socket_timeout=2) as node:
-                        info = node.info("replication")
-                except redis.RedisError:
-                    pending.append(port)
-                    continue
-                if info.get("role") == "slave" and info.get("master_link_status") != "up":
-                    pending.append(port)
-            if not pending:
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"replicas {pending} did not finish their first sync in {timeout_s} s")
-            time.sleep(0.1)
+        def synced(node: redis.Redis) -> bool:
+            info = node.info("replication")
+            return info["role"] != "slave" or info.get("master_link_status") == "up"
+
+        wait_for(lambda: all(self._answers(p, synced) for p in self.running_ports()), timeout_s,
+                 "every replica's first sync with its master")
+
+    @staticmethod
+    def _answers(port: int, check) -> bool:
+        """``check(node)`` on a fresh connection to one node; False when the node does not answer."""
+        try:
+            with redis.Redis(port=port, socket_connect_timeout=0.5, socket_timeout=2, decode_responses=True) as node:
+                return bool(check(node))
+        except redis.RedisError:
+            return False
 
     def running_ports(self) -> list[int]:
         return [p for p, proc in self.procs.items() if proc.poll() is None]
