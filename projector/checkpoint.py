@@ -14,12 +14,17 @@ from readmodel.text import text_map
 log = logging.getLogger(__name__)
 
 # KEYS: fence, checkpoint. ARGV: the caller's fencing token, resume token (extended JSON),
-# position, written at (ms), the Redis masters the covered writes went to. Writes only while the
-# caller's fencing token is the current one.
+# position, written at (ms), the Redis masters the covered writes went to, the lag (ms) behind the
+# source when the covered writes were applied, the channel that announces it (Layout.applied).
+# Writes only while the caller's fencing token is the current one. The checkpoint is written after
+# every write it covers, so its position is what readers may rely on: the read model reflects the
+# source through it (the API serves it with every snapshot and waits on the announcement).
 SAVE_LUA = """
 local current = redis.call('GET', KEYS[1])
 if current ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[2], 'token', ARGV[2], 'position', ARGV[3], 'atMs', ARGV[4], 'fence', ARGV[1], 'masters', ARGV[5])
+redis.call('HSET', KEYS[2], 'token', ARGV[2], 'position', ARGV[3], 'atMs', ARGV[4], 'fence', ARGV[1], 'masters', ARGV[5],
+           'lagMs', ARGV[6])
+redis.call('SPUBLISH', ARGV[7], ARGV[3] .. ' ' .. ARGV[6])
 return 1
 """
 
@@ -62,11 +67,16 @@ class CheckpointStore:
             log.warning("ignoring an unreadable checkpoint (%s): a resync will rebuild the read model", exc)
             return None
 
-    def save(self, token: Mapping[str, Any] | None, position: str, fence: int, now_ms: int, masters: str = "") -> bool:
-        """Record the resume point; False when ``fence`` is no longer current (leadership lost)."""
+    def save(self, token: Mapping[str, Any] | None, position: str, fence: int, now_ms: int, masters: str = "",
+             lag_ms: int | None = None) -> bool:
+        """Record the resume point and announce it; False when ``fence`` is no longer current
+        (leadership lost). ``lag_ms``: how far behind the source the covered writes were applied
+        (default: ``now_ms`` minus the position's time, which has whole seconds only)."""
+        if lag_ms is None:
+            lag_ms = max(0, now_ms - int(position.split(".")[0]) * 1000)
         encoded = "" if token is None else json_util.dumps(token)
         done = self._save(keys=[self.layout.fence, self.layout.checkpoint],
-                          args=[fence, encoded, position, now_ms, masters])
+                          args=[fence, encoded, position, now_ms, masters, max(0, int(lag_ms)), self.layout.applied])
         return bool(int(done))
 
     def clear(self) -> None:

@@ -294,6 +294,7 @@ class Worker:
             self.resync(resync_reason)
             return
         now_ms = self._now_ms()
+        event_ms = None  # when the batch's last event (owned or not) happened at the source
         if last_time is not None:
             # wallTime has milliseconds; the cluster time only seconds.
             event_ms = last_wall_ms or last_time.time * 1000
@@ -310,7 +311,8 @@ class Worker:
 
             def write() -> None:
                 self._apply(changes, rejected, len(events), learned)
-                self._checkpoint(token, position, self._now_ms(), fence)
+                at_ms = self._now_ms()  # applied through `position` now, this far behind the source:
+                self._checkpoint(token, position, at_ms, fence, 0 if event_ms is None else at_ms - event_ms)
 
             self.writes.submit(write)
 
@@ -354,13 +356,14 @@ class Worker:
         self.stats.events_total += events
         self.stats.batches_total += 1
 
-    def _checkpoint(self, token: Mapping[str, Any] | None, position: str, now_ms: int, fence: int | None = None) -> None:
+    def _checkpoint(self, token: Mapping[str, Any] | None, position: str, now_ms: int, fence: int | None = None,
+                    lag_ms: int | None = None) -> None:
         fence = self.lease.token if fence is None else fence
         if fence is None:
             raise LeaseLost("no lease to checkpoint under")
         if masters(self.redis) != self.masters:
             raise MastersChanged(f"the Redis masters changed since {self.masters[:24]}...: not checkpointing")
-        if not self.checkpoints.save(token, position, fence, now_ms, self.masters):
+        if not self.checkpoints.save(token, position, fence, now_ms, self.masters, lag_ms):
             raise LeaseLost("the checkpoint write was fenced off")
         self.saved = Checkpoint(token, position, now_ms, fence, self.masters)
         self.stats.checkpoint_ms = now_ms

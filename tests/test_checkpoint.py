@@ -45,3 +45,34 @@ def test_no_checkpoint_loads_as_none(any_redis, layout):
 def test_unreadable_checkpoint_loads_as_none_so_the_worker_resyncs(any_redis, layout):
     any_redis.hset(layout.checkpoint, mapping={"token": "{not json", "position": "x"})
     assert CheckpointStore(any_redis, layout).load() is None
+
+
+def test_saved_checkpoint_records_its_lag_and_announces_position_and_lag(any_redis, layout):
+    lease = Lease(any_redis, layout, holder="a")
+    lease.acquire()
+    pubsub = any_redis.pubsub()
+    pubsub.ssubscribe(layout.applied)
+    assert pubsub.get_sharded_message(timeout=2)["type"] == "ssubscribe"
+    store = CheckpointStore(any_redis, layout)
+    assert store.save(TOKEN, "1795597328.0000000001", lease.token, 1_795_597_328_750, lag_ms=42)
+    message = pubsub.get_sharded_message(timeout=2)
+    assert message["type"] == "smessage" and message["data"] in ("1795597328.0000000001 42", b"1795597328.0000000001 42")
+    assert any_redis.hget(layout.checkpoint, "lagMs") in ("42", b"42")
+    # Without a lag of its own (a resync), it is the time since the position (whole seconds).
+    assert store.save(TOKEN, "1795597328.0000000002", lease.token, 1_795_597_329_500)
+    assert any_redis.hget(layout.checkpoint, "lagMs") in ("1500", b"1500")
+    pubsub.close()
+
+
+def test_a_fenced_off_checkpoint_announces_nothing(any_redis, layout):
+    old = Lease(any_redis, layout, holder="old")
+    old.acquire()
+    stale = old.token
+    any_redis.delete(layout.leader)
+    Lease(any_redis, layout, holder="new").acquire()
+    pubsub = any_redis.pubsub()
+    pubsub.ssubscribe(layout.applied)
+    assert pubsub.get_sharded_message(timeout=2)["type"] == "ssubscribe"
+    assert CheckpointStore(any_redis, layout).save(TOKEN, "0000000001.0000000000", stale, 3) is False
+    assert pubsub.get_sharded_message(timeout=0.2) is None
+    pubsub.close()
