@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-pymongo test-mongo test-clock soak bench fuzz redis chromium faketime sse-clients clean
+.PHONY: install demo test test-pymongo test-mongo test-clock soak bench fuzz redis chromium faketime promtool sse-clients clean
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,9 @@ chromium:
 faketime:
 	@bash scripts/ensure-faketime
 
+promtool:
+	@bash scripts/ensure-promtool
+
 # Node's eventsource package, for the tests that read the stream with third-party clients.
 sse-clients: tests/node/node_modules/.package-lock.json
 
@@ -31,7 +34,7 @@ tests/node/node_modules/.package-lock.json: tests/node/package-lock.json
 demo: install
 	$(BIN)/python -m demo
 
-test: install redis chromium sse-clients
+test: install redis chromium promtool sse-clients
 	$(BIN)/pytest
 	$(BIN)/python scripts/pymongo-spec
 

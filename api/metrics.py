@@ -1,10 +1,20 @@
-"""Prometheus metrics of one app instance (its own registry, so tests can build many apps)."""
+"""Prometheus metrics of one app instance (its own registry, so tests can build many apps).
+
+Counts are counters, levels are gauges, no rate is precomputed; the process, platform and GC
+collectors add ``process_*`` (open fds, RSS, CPU) and ``python_*``, and ``livestatus_api_build_info``
+says which build runs. The prometheus_client objects lock themselves: any task may update them.
+"""
 
 from __future__ import annotations
 
+import platform
 import time
+from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -14,6 +24,11 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        Gauge("livestatus_api_build_info", "always 1; the labels say which build runs", ["version", "python"],
+              registry=r).labels(package_version(), platform.python_version()).set(1)
         self.open_streams = Gauge("livestatus_api_open_streams", "SSE streams open now", registry=r)
         self.subscribed_users = Gauge(
             "livestatus_api_subscribed_users", "users this process is subscribed to in Redis", registry=r
@@ -21,8 +36,9 @@ class Metrics:
         self.events_sent = Counter("livestatus_api_events_sent_total", "snapshot events sent on streams", registry=r)
         self.resumes = Counter(
             "livestatus_api_stream_resumes_total",
-            "streams opened with a Last-Event-ID; caught_up=true when a newer snapshot had to be sent",
-            ["caught_up"],
+            "streams opened with a Last-Event-ID; outcome=behind when a newer snapshot had to be sent, "
+            "current when the client already had the latest version",
+            ["outcome"],
             registry=r,
         )
         self.dropped_states = Counter(
@@ -59,6 +75,13 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=r,
         )
+
+
+def package_version() -> str:
+    try:
+        return version("livestatus")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 # Every label has a bounded set of values: a client may send any token as its method.

@@ -198,7 +198,7 @@ async def status_stream(
         raise
     body, sent_first = opening(first, resumed_from, settings.retry_ms)
     if resumed_from is not None:
-        metrics.resumes.labels(caught_up="true" if sent_first else "false").inc()
+        metrics.resumes.labels(outcome="behind" if sent_first else "current").inc()
     if sent_first:
         metrics.events_sent.inc()
     listener.sent_version = max(listener.sent_version, first.version)

@@ -1,8 +1,7 @@
-"""What the worker reports about itself: the ``health`` hash, Prometheus metrics, the check."""
+"""What the worker reports about itself: the ``health`` hash and the check (metrics: ``metrics.py``)."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -106,42 +105,3 @@ def evaluate(health: dict[str, str], now_ms: int, max_lag_ms: int = LAG_LIMIT_MS
         return f"the checkpoint has not advanced for {checkpoint_age / 1000:.0f} s"
     return None
 
-
-class Metrics:
-    """Prometheus text on a port of its own (only when a metrics port is configured)."""
-
-    def __init__(self, port: int, stats: Stats) -> None:
-        from prometheus_client import CollectorRegistry, Gauge, start_http_server
-
-        self.registry = CollectorRegistry()
-        self.stats = stats
-        names = {
-            "events_total": "change events applied",
-            "batches_total": "batches applied",
-            "resyncs": "resyncs (initial syncs and rebuilds after lost history or invalidation)",
-            "dead_letters": "documents dead-lettered",
-            "errors": "errors survived",
-            "lag_seconds": "now minus the cluster time of the last applied event (0 when caught up)",
-            "checkpoint_age_seconds": "time since the checkpoint was last written",
-            "events_per_second": "recent apply rate",
-            "leader": "1 while this process holds the lease and applies",
-        }
-        self.gauges = {
-            name: Gauge(f"livestatus_projector_{name}", doc, registry=self.registry) for name, doc in names.items()
-        }
-        self.server, self.thread = start_http_server(port, registry=self.registry)
-        self.port = self.server.server_port
-
-    def update(self, now_ms: int | None = None) -> None:
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        s, g = self.stats, self.gauges
-        for name in ("events_total", "batches_total", "resyncs", "dead_letters", "errors"):
-            g[name].set(getattr(s, name))
-        g["lag_seconds"].set(s.lag_ms / 1000)
-        g["checkpoint_age_seconds"].set((now_ms - s.checkpoint_ms) / 1000 if s.checkpoint_ms else -1)
-        g["events_per_second"].set(s.events_per_sec)
-        g["leader"].set(1 if s.state in LEADING else 0)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()

@@ -30,7 +30,8 @@ from .changes import ECONOMY, TASKS, Rejected, document_change, event_change, se
 from .checkpoint import Checkpoint, CheckpointStore
 from .deadletters import DeadLetters
 from .durations import Durations
-from .health import Metrics, State, Stats, publish
+from .health import State, Stats, publish
+from .metrics import Metrics
 from .lease import Lease
 from .normalize import document_id, epoch_ms, iso, to_utc
 from .settings import Settings
@@ -106,7 +107,7 @@ class Worker:
     # ------------------------------------------------------------ lifecycle
 
     def serve_metrics(self, port: int) -> None:
-        self.metrics = Metrics(port, self.stats)
+        self.metrics = Metrics(port, self.stats, f"{self.partition.index}/{self.partition.count}")
 
     def stop(self) -> None:
         """Ask the loop to finish the batch in hand and return (safe from a signal handler)."""

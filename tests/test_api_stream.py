@@ -79,7 +79,7 @@ def test_a_new_version_is_pushed_after_the_read_model_changes(server, readmodel,
 def test_resuming_from_an_older_version_sends_the_current_snapshot_once(server, readmodel, user, via):
     apply(readmodel, balance_change(user, "1", 2702, 0))
     apply(readmodel, balance_change(user, "2", 5405, 0))
-    caught_up_before = server.metric("livestatus_api_stream_resumes_total", caught_up="true")
+    behind_before = server.metric("livestatus_api_stream_resumes_total", outcome="behind")
     kwargs = {"headers": {"Last-Event-ID": "1"}} if via == "header" else {"lastEventId": "1"}
     with stream(server, user, **kwargs) as response:
         sse = SSE(response)
@@ -87,19 +87,19 @@ def test_resuming_from_an_older_version_sends_the_current_snapshot_once(server, 
         assert event.event == "snapshot" and event.id == "2"
         sync = sse.next()
         assert sync.event == "sync" and sync.json() == {"version": 2, "resumedFrom": 1, "sentSnapshot": True}
-    assert server.metric("livestatus_api_stream_resumes_total", caught_up="true") == caught_up_before + 1
+    assert server.metric("livestatus_api_stream_resumes_total", outcome="behind") == behind_before + 1
 
 
 def test_resuming_at_the_current_version_sends_no_snapshot_until_the_next_change(server, readmodel, user):
     apply(readmodel, balance_change(user, "1", 2702, 0))
-    not_needed_before = server.metric("livestatus_api_stream_resumes_total", caught_up="false")
+    current_before = server.metric("livestatus_api_stream_resumes_total", outcome="current")
     with stream(server, user, headers={"Last-Event-ID": "1"}) as response:
         sse = SSE(response)
         first = sse.next()
         assert first.event == "sync" and first.json()["sentSnapshot"] is False
         apply(readmodel, balance_change(user, "5", 13513, 0))
         assert sse.snapshot().id == "2"
-    assert server.metric("livestatus_api_stream_resumes_total", caught_up="false") == not_needed_before + 1
+    assert server.metric("livestatus_api_stream_resumes_total", outcome="current") == current_before + 1
 
 
 def test_a_malformed_last_event_id_is_a_400_json_error(server, user):

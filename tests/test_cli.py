@@ -131,9 +131,9 @@ def test_metrics_port_serves_prometheus_text(worker):
     worker._report()
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
-    assert "livestatus_projector_resyncs 1.0" in text
-    assert "livestatus_projector_dead_letters 1.0" in text
-    assert "livestatus_projector_leader 1.0" in text
+    assert "livestatus_projector_resyncs_total 1.0" in text
+    assert "livestatus_projector_dead_letters_total 1.0" in text
+    assert 'livestatus_projector_leader{partition="0/1"} 1.0' in text
     worker.close()
 
 
