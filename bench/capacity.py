@@ -7,7 +7,10 @@ a stream. The same is measured on the bare app's leanest possible stream (``benc
 floor of this stack, and, when ``BENCH_BEFORE_ROOT`` names another checkout (e.g. ``git archive``
 of an older commit), on that checkout's API: a before/after in the same run. The marginal cost
 of a stream is the RSS growth between the lowest and the highest level divided by the streams
-added (the idle process's one-off costs and the first streams' warm-up drop out). Open files cannot exceed the hard RLIMIT_NOFILE this process inherited (an unprivileged
+added (the idle process's one-off costs and the first streams' warm-up drop out). With
+``BENCH_BEFORE_PYTHON`` (another venv's interpreter) the "before" server runs under it: the same
+code against other dependency versions (``BENCH_BEFORE_ROOT`` defaults to this checkout then).
+Open files cannot exceed the hard RLIMIT_NOFILE this process inherited (an unprivileged
 container cannot raise it), so a level above it is capped and says so.
 """
 
@@ -26,7 +29,8 @@ BENCH = "capacity"
 PER_CLIENT = 7000  # streams per load-client process
 FD_RESERVE = 128  # the server's own files: listening socket, up to 100 pooled Redis connections, logs, epoll
 TARGET_KB = 40  # marginal, with sse-starlette (issue 12); the hand-written stream had 24
-BEFORE_ROOT = os.environ.get("BENCH_BEFORE_ROOT")
+BEFORE_PYTHON = os.environ.get("BENCH_BEFORE_PYTHON")
+BEFORE_ROOT = os.environ.get("BENCH_BEFORE_ROOT") or (str(Path(__file__).parent.parent) if BEFORE_PYTHON else None)
 
 
 @dataclass(frozen=True)
@@ -39,11 +43,12 @@ FULL = Sizes(levels=(1000, 5000, 20000), settle_s=3)
 QUICK = Sizes(levels=(200, 1000), settle_s=1)
 
 
-def hold(kind: str, level: int, prefix: str, settle_s: float, root: Path | None = None) -> dict:
+def hold(kind: str, level: int, prefix: str, settle_s: float, root: Path | None = None,
+         python: str | None = None) -> dict:
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     streams = min(level, limit - FD_RESERVE)
     users = [f"cap-{i}" for i in range(streams)]
-    with Server(kind, prefix, root=root) as api:
+    with Server(kind, prefix, root=root, python=python) as api:
         time.sleep(settle_s)
         idle_kb = api.rss_kb()
         clients = []
@@ -93,6 +98,7 @@ def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
         return [skipped(BENCH, "SSE capacity", reason)]
     sizes = sizes or (QUICK if quick else FULL)
     before_root = Path(BEFORE_ROOT) if BEFORE_ROOT else None
+    before_name = f"API under {BEFORE_PYTHON}" if BEFORE_PYTHON else f"API at {before_root.name if before_root else ''}"
     redis = redis_client()
     rows = []
     held: dict[str, list[dict]] = {"api": [], "bare": [], "before": []}
@@ -100,7 +106,8 @@ def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
         for level in sizes.levels:
             api = hold("api", level, prefix, sizes.settle_s)
             bare = hold("bare", level, prefix, sizes.settle_s)
-            before = hold("api", level, prefix, sizes.settle_s, root=before_root) if before_root else None
+            before = hold("api", level, prefix, sizes.settle_s, root=before_root, python=BEFORE_PYTHON) \
+                if before_root else None
             held["api"].append(api)
             held["bare"].append(bare)
             if before:
@@ -123,7 +130,7 @@ def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
             if before:
                 before_per_stream = (before["held_kb"] - before["idle_kb"]) / max(1, before["ready"])
                 rows.append(Row(BENCH, f"RSS per stream at {level:,}", per_stream, "KiB", baseline=before_per_stream,
-                                baseline_name=f"API at {before_root.name}", higher_is_better=False,
+                                baseline_name=before_name, higher_is_better=False,
                                 note=f"{before['ready']} of {before['streams']} streams opened in {before['open_s']}s"))
     low, high = sizes.levels[0], sizes.levels[-1]
     span = f"{held['api'][0]['ready']:,} -> {held['api'][-1]['ready']:,}"
@@ -135,6 +142,6 @@ def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
     if held["before"]:
         rows.append(Row(BENCH, f"marginal RSS per stream, {span} streams", marginal, "KiB",
                         baseline=marginal_kb(held["before"][0], held["before"][-1]),
-                        baseline_name=f"API at {before_root.name}", higher_is_better=False))
+                        baseline_name=before_name, higher_is_better=False))
     redis.close()
     return rows

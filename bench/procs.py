@@ -48,8 +48,8 @@ def free_port() -> int:
 def api_available() -> str | None:
     """None when the API can be started, else why not."""
     try:
+        import api.__main__
         import api.main  # noqa: F401
-        import api.__main__  # noqa: F401
     except Exception as exc:  # ImportError, or a half-written module
         return f"the API is not importable yet ({exc.__class__.__name__}: {exc})"
     return None
@@ -59,8 +59,9 @@ class Server:
     """A uvicorn process serving the API (``kind="api"``) or the bare baseline (``"bare"``)."""
 
     def __init__(self, kind: str, prefix: str, extra_env: dict[str, str] | None = None,
-                 root: Path | None = None) -> None:
-        """``root``: the checkout whose code the server runs (default ``APP_ROOT``)."""
+                 root: Path | None = None, python: str | None = None) -> None:
+        """``root``: the checkout whose code the server runs (default ``APP_ROOT``); ``python``: the
+        interpreter (default this one; another venv compares dependency versions)."""
         self.kind = kind
         self.port = free_port()
         LOGS.mkdir(parents=True, exist_ok=True)
@@ -78,11 +79,12 @@ class Server:
             "STREAMS_PER_PROCESS": "1000000",
             **(extra_env or {}),
         }
+        python = python or sys.executable
         if kind == "api":
             # warning: no access-log line per request (the bare baseline has none either)
-            command = [sys.executable, "-m", "api", "--host", HOST, "--port", str(self.port), "--log-level", "warning"]
+            command = [python, "-m", "api", "--host", HOST, "--port", str(self.port), "--log-level", "warning"]
         else:
-            command = [sys.executable, "-m", "bench.bare", "--host", HOST, "--port", str(self.port)]
+            command = [python, "-m", "bench.bare", "--host", HOST, "--port", str(self.port)]
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=root)
         self._wait_ready()
@@ -124,7 +126,7 @@ class Server:
         stop_process(self.proc)
         self._log.close()
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         return self
 
     def __exit__(self, *exc: object) -> None:
