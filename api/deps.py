@@ -77,7 +77,7 @@ UserIdPath = Annotated[
 ]
 
 
-async def _readable_user(masterAccountId: UserIdPath, principal: PrincipalDep) -> str:  # noqa: N803 (the API's name)
+async def _readable_user(masterAccountId: UserIdPath, principal: PrincipalDep) -> str:
     authorize(principal, masterAccountId)
     return masterAccountId
 
@@ -88,7 +88,7 @@ ReadableUser = Annotated[str, Depends(_readable_user)]
 class StreamGate:
     """What a stream must pass before it opens: a slot within the limits; and its token's end."""
 
-    __slots__ = ("uid", "principal", "limiter", "leeway_s")
+    __slots__ = ("leeway_s", "limiter", "principal", "uid")
 
     def __init__(self, uid: str, principal: Principal, limiter: StreamLimiter, leeway_s: float) -> None:
         self.uid, self.principal, self.limiter, self.leeway_s = uid, principal, limiter, leeway_s

@@ -8,8 +8,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from readmodel.connect import StoreError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from readmodel.connect import StoreError
 
 log = logging.getLogger("api")
 
@@ -144,5 +145,5 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s", request.url.path)
+        log.error("unexpected error on %s", request.url.path, exc_info=exc)
         return error_response(500, "internal_error", "unexpected error; it has been logged")

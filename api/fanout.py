@@ -25,7 +25,8 @@ import asyncio
 import json
 import logging
 from collections import deque
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from redis.exceptions import ResponseError
 from sse_starlette import ServerSentEvent
@@ -46,7 +47,7 @@ ManyReader = Callable[[list[str]], Awaitable[list[dict[str, Any]]]]
 class Snapshot:
     """A snapshot read once and shared by every stream of its user; its JSON and SSE frame are encoded once."""
 
-    __slots__ = ("data", "version", "_json", "_frame")
+    __slots__ = ("_frame", "_json", "data", "version")
 
     def __init__(self, data: dict[str, Any]) -> None:
         self.data = data
@@ -80,14 +81,14 @@ class Listener:
     ``asyncio.Event`` (a future exists only while its stream waits) and no snapshot it has sent.
     """
 
-    __slots__ = ("uid", "metrics", "sent_version", "closed", "dropped", "farewell", "_pending", "_waiter", "_on_close", "_on_end")
+    __slots__ = ("_on_close", "_on_end", "_pending", "_waiter", "closed", "dropped", "farewell", "metrics", "sent_version", "uid")
 
     def __init__(
         self,
         uid: str,
         metrics: Metrics,
         sent_version: int = -1,
-        on_close: Callable[["Listener"], None] | None = None,
+        on_close: Callable[[Listener], None] | None = None,
         on_end: Callable[[], None] | None = None,
     ) -> None:
         self.uid = uid
@@ -268,7 +269,7 @@ class Fanout:
         self._runner = self._reader = None
         try:
             await asyncio.wait_for(self._pubsub.aclose(), CLOSE_TIMEOUT_S)
-        except (*StoreError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, *StoreError, OSError):
             pass
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
@@ -321,7 +322,7 @@ class Fanout:
                 continue
             try:
                 message = await self._receive(timeout=self.poll_s)
-            except Exception as exc:  # noqa: BLE001 - this loop serves every stream: it must not die
+            except Exception as exc:
                 # Besides connection errors: redis-py's cluster pub/sub can end its round-robin
                 # over shard connections for good (RuntimeError) once failover emptied it.
                 self._connected = False
@@ -445,7 +446,7 @@ class Fanout:
         except StoreError as exc:
             self._retry_later(uids, exc)
             return
-        except Exception:  # noqa: BLE001 - the reader serves every user: it must not die
+        except Exception:
             log.exception("snapshot read of %d users failed", len(uids))
             return
         self.metrics.snapshot_read_batches.inc()

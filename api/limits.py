@@ -24,9 +24,9 @@ LIMIT_ERRORS: dict[int | str, dict[str, Any]] = {
 class StreamSlot:
     """One open stream's place in the counts; :meth:`release` gives it back (idempotent)."""
 
-    __slots__ = ("_limiter", "uid", "credential", "_held")
+    __slots__ = ("_held", "_limiter", "credential", "uid")
 
-    def __init__(self, limiter: "StreamLimiter", uid: str, credential: str) -> None:
+    def __init__(self, limiter: StreamLimiter, uid: str, credential: str) -> None:
         self._limiter, self.uid, self.credential, self._held = limiter, uid, credential, True
 
     def release(self) -> None:

@@ -55,7 +55,8 @@ class Metrics:
             registry=r,
         )
         self.pubsub_reconnects = Counter(
-            "livestatus_api_pubsub_reconnects_total", "times the Redis pub/sub connection failed and was re-established", registry=r
+            "livestatus_api_pubsub_reconnects_total", "times the Redis pub/sub connection failed and was re-established",
+            registry=r
         )
         self.resubscribes = Counter(
             "livestatus_api_pubsub_resubscribes_total",

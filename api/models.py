@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field, create_model
 
@@ -16,12 +16,17 @@ class Balance(BaseModel):
 
 
 # Built from the read model's table of task fields: a field added there is served and documented.
-LiveTask = create_model(
-    "LiveTask",
-    __doc__="A task that is still running (or queued), as every platform shows it.",
-    **{name: (kind, Field(default=None if name == "expectedDurationMs" else ..., description=text or None))
-       for name, (kind, text) in LIVE_TASK_FIELDS.items()},
-)
+if TYPE_CHECKING:  # a model built at run time is no type to a type checker
+
+    class LiveTask(BaseModel): ...
+
+else:
+    LiveTask = create_model(
+        "LiveTask",
+        __doc__="A task that is still running (or queued), as every platform shows it.",
+        **{name: (kind, Field(default=None if name == "expectedDurationMs" else ..., description=text or None))
+           for name, (kind, text) in LIVE_TASK_FIELDS.items()},
+    )
 
 
 class FinishedTask(BaseModel):

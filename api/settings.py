@@ -7,11 +7,11 @@ What the API shares with the projector (Redis URL, key prefix) and the number pa
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
-from readmodel.records import ESTIMATE_CAP_PERCENT, LIVE_TASKS_SHOWN
 from readmodel import Layout, Partition
+from readmodel.records import ESTIMATE_CAP_PERCENT, LIVE_TASKS_SHOWN
 from readmodel.settings import SettingsError, StoreSettings, flag, number, store_settings, whole
 
 MIN_SECRET_BYTES = 32  # HS256 wants a key at least as long as its hash
@@ -77,7 +77,7 @@ class Settings:
         return [Layout(self.key_prefix, Partition(index, count)) for index in range(count)]
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         env = os.environ if env is None else env
         port_raw = env.get("API_PORT", str(cls.port))
         if not port_raw.isdigit() or not 0 < int(port_raw) < 65536:

@@ -20,7 +20,8 @@ stack has returned, still sending through the middlewares' ``send`` (CORS, laten
 from __future__ import annotations
 
 import logging
-from typing import Annotated, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
 from sse_starlette import EventSourceResponse, JSONServerSentEvent, ServerSentEvent
@@ -186,7 +187,7 @@ async def status_stream(
     metrics: MetricsDep,
     gate: StreamGateDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=40)] = None,
-    lastEventId: Annotated[str | None, Query(max_length=40, description="for clients that cannot set Last-Event-ID")] = None,  # noqa: N803
+    lastEventId: Annotated[str | None, Query(max_length=40, description="for clients that cannot set Last-Event-ID")] = None,
 ) -> StatusStream:
     """Server-Sent Events: the current snapshot, then one event per new version (resumable)."""
     resumed_from = parse_last_event_id(last_event_id, lastEventId)

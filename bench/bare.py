@@ -55,7 +55,7 @@ def create_app() -> Starlette:
             while True:
                 try:
                     message = await asyncio.wait_for(receive(), 15)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     await send({"type": "http.response.body", "body": b": ping\n\n", "more_body": True})
                     continue
                 if message["type"] == "http.disconnect":

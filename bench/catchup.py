@@ -26,9 +26,9 @@ import subprocess
 import sys
 import time
 from contextlib import ExitStack
-from datetime import datetime, timedelta, timezone
-from statistics import median
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 from bson import Decimal128, Int64, json_util
@@ -37,7 +37,7 @@ from projector.checkpoint import CheckpointStore
 from readmodel import Layout, Partition, position
 from readmodel.text import text
 
-from .common import REDIS_URL, Row, cpu_seconds, progress, redis_cpu_seconds, redis_client, scratch_prefix, skipped
+from .common import REDIS_URL, Row, cpu_seconds, progress, redis_client, redis_cpu_seconds, scratch_prefix, skipped
 from .events import DB, ECONOMY, TASKS
 from .procs import LOGS, stop_process
 from .resync import StandInProcess
@@ -71,7 +71,7 @@ def write_backlog(mongo: Any, count: int, seed: int = 11) -> int:
     written = len(users)
     bar = progress(total=count, desc="write the backlog", unit="write")
     bar.update(written)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     n = 0
     while written < count:
         roll = rng.random()

@@ -9,9 +9,9 @@ import math
 import sys
 import time
 import traceback
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 from .common import Row, machine, raise_nofile
 
@@ -136,8 +136,8 @@ def record(report: dict, rows: list[Row]) -> None:
         text += f"\n## Recorded runs\n\n{BEGIN}\n{END}\n"
     head, rest = text.split(BEGIN, 1)
     body, tail = rest.split(END, 1)
-    runs = [part for part in body.split("\n### Run ")[1:]]
-    kept = [section] + ["### Run " + part.strip("\n") + "\n" for part in runs][: KEEP_RUNS - 1]
+    runs = body.split("\n### Run ")[1:]
+    kept = [section, *["### Run " + part.strip("\n") + "\n" for part in runs][: KEEP_RUNS - 1]]
     DOC.write_text(head + BEGIN + "\n" + "\n".join(kept) + END + tail)
 
 
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     names = args.only or list(BENCHMARKS)
     raise_nofile()
     info = machine()
-    started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     print(f"[bench] {machine_text(info)}", file=sys.stderr, flush=True)
     rows = run_all(names, args.quick)
     report = {"started": started, "quick": args.quick, "only": names, "machine": info,

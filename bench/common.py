@@ -9,10 +9,11 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 import redis
 from tqdm import tqdm
@@ -74,7 +75,7 @@ class Row:
 
 def now_iso() -> str:
     """The current moment as the read model stamps ``updatedAt``."""
-    return iso(datetime.now(timezone.utc)) or ""
+    return iso(datetime.now(UTC)) or ""
 
 
 def skipped(bench: str, name: str, reason: str) -> Row:
@@ -165,7 +166,7 @@ class Stopwatch:
         self.elapsed = 0.0
         self._start = 0.0
 
-    def __enter__(self) -> "Stopwatch":
+    def __enter__(self) -> Stopwatch:
         self._start = time.perf_counter()
         return self
 
@@ -177,7 +178,7 @@ def percentile(sorted_values: list[float], p: float) -> float:
     """Nearest-rank percentile of an already sorted list."""
     if not sorted_values:
         return float("nan")
-    rank = max(0, min(len(sorted_values) - 1, int(round(p / 100 * len(sorted_values) + 0.5)) - 1))
+    rank = max(0, min(len(sorted_values) - 1, round(p / 100 * len(sorted_values) + 0.5) - 1))
     return sorted_values[rank]
 
 

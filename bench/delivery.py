@@ -102,7 +102,7 @@ def wait_until(what: str, check, proc: Proc, timeout_s: float = 60) -> None:
     raise RuntimeError(f"{what}: not within {timeout_s}s ({proc.log_path})")
 
 
-def isolated(economy, users: list[str], sizes: Sizes, marks: "Marks", phase: str = "isolated") -> None:
+def isolated(economy, users: list[str], sizes: Sizes, marks: Marks, phase: str = "isolated") -> None:
     rng = random.Random(7)
     bar = progress(total=sizes.isolated, desc=f"{phase} writes", unit="write")
     for _ in range(sizes.isolated):
@@ -116,7 +116,7 @@ def isolated(economy, users: list[str], sizes: Sizes, marks: "Marks", phase: str
     bar.close()
 
 
-def steady(economy, users: list[str], sizes: Sizes, marks: "Marks") -> dict:
+def steady(economy, users: list[str], sizes: Sizes, marks: Marks) -> dict:
     """Writes at ``sizes.rate`` for ``sizes.duration_s``, one bulk write per tick."""
     from pymongo import UpdateOne
 
@@ -175,7 +175,7 @@ def latencies(marks: Marks, sse: list, pubsub: list, phase: str) -> tuple[list[f
     for uid, version, at in pubsub:
         first_pub.setdefault((uid, version), at)
     to_sse, to_pub, missing = [], [], 0
-    for mark, (uid, stamp) in marks.written.items():
+    for mark, (_uid, stamp) in marks.written.items():
         if marks.phase[mark] != phase:
             continue
         seen = first_sse.get(mark)

@@ -9,9 +9,10 @@ thousand events rarely holds two changes to the same document (coalescing would 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import bson
 from bson import Decimal128, Int64, ObjectId, Timestamp
@@ -53,7 +54,7 @@ class Stream:
     in_flight: int
     seed: int = 7
     # Tasks start at this moment (now by default: the projector hides tasks idle for a day).
-    epoch: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    epoch: datetime = field(default_factory=lambda: datetime.now(UTC))
     user_ids: list[str] = field(init=False)
 
     def __post_init__(self) -> None:

@@ -270,7 +270,7 @@ def _say(message: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     with open(sys.argv[1]) as source:
         cfg = json.load(source)

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bson import Decimal128, Int64, ObjectId
@@ -77,7 +77,7 @@ def fill(mongo, sizes: Sizes) -> None:
     """userEconomy for every user, and live (recently active) tasks spread over them."""
     stream = Stream(users=sizes.users, in_flight=1)
     db = mongo[DB]
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     bar = progress(total=sizes.users + sizes.live_tasks, desc="fill the stand-in", unit="doc")
     balances = (
         {"_id": ObjectId(), "masterAccountId": uid, "usdCredit": Decimal128(f"{i % 97}.{i % 1000:06d}"),

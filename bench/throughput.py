@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import bson
 
@@ -25,7 +25,7 @@ from projector.normalize import Rules
 from readmodel import LIVE, BalanceChange, Layout, ReadModel, TaskChange
 
 from .common import Row, Stopwatch, local_cluster, now_iso, progress, redis_client, redis_cpu_seconds, scratch_prefix
-from .events import KINDS, Stream, encoded
+from .events import KINDS, Stream
 
 BENCH = "throughput"
 BATCH = 1000

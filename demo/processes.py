@@ -9,8 +9,8 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import redis
 from pymongo import MongoClient

@@ -51,7 +51,7 @@ def check(change: object) -> None:
         if len(change.reason) > REASON_LIMIT:
             raise AssertionError(f"unbounded reason ({len(change.reason)} chars)")
         return
-    record = getattr(change, "record")
+    record = change.record
     if len(record.encode()) > RECORD_LIMIT:
         raise AssertionError(f"unbounded record ({len(record)} chars)")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from bson import Timestamp
@@ -144,7 +144,8 @@ def event_change(
     operation = event.get("operationType")
     if operation not in DOCUMENT_EVENTS:
         return None
-    kind = kinds.get((event.get("ns") or {}).get("coll"))
+    collection = (event.get("ns") or {}).get("coll")
+    kind = kinds.get(collection) if isinstance(collection, str) else None
     if kind is None:
         return None
     cluster_time = event.get("clusterTime")

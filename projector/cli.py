@@ -8,7 +8,8 @@ import logging
 import signal
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from redis.exceptions import RedisError

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from bson import json_util
 
@@ -19,7 +20,7 @@ def encode_document(document: Any, limit: int = DOCUMENT_LIMIT) -> str:
     """The raw document as relaxed extended JSON, cut to ``limit`` characters."""
     try:
         encoded = json_util.dumps(document, json_options=json_util.RELAXED_JSON_OPTIONS)
-    except Exception as exc:  # noqa: BLE001 - a document bson cannot encode is still worth a record
+    except Exception as exc:
         encoded = f"<unencodable {type(document).__name__}: {str(exc)[:200]}>"
     return encoded if len(encoded) <= limit else encoded[: limit - 1] + "…"
 

@@ -8,7 +8,8 @@ new leader starts with what the previous one learned.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from readmodel import Change, Layout, TaskChange
 from readmodel.text import text
@@ -60,7 +61,7 @@ class Durations:
         return updated
 
     @classmethod
-    def load(cls, redis: Any, layout: Layout) -> "Durations":
+    def load(cls, redis: Any, layout: Layout) -> Durations:
         raw = redis.hgetall(layout.durations)
         known = {}
         for key, value in raw.items():

@@ -6,7 +6,8 @@ import os
 import socket
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from readmodel import Layout
 from readmodel.text import text

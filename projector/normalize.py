@@ -9,11 +9,11 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
-from collections.abc import Mapping
-from typing import Any, Callable
+from typing import Any
 
 from bson import Decimal128, Int64, ObjectId
 from bson.datetime_ms import DatetimeMS
@@ -247,7 +247,8 @@ def money(name: str, value: Any) -> Decimal:
     number = exact_decimal(value)
     if number is None:
         raise FieldError(name, f"is not an exact number: {describe(value)}")
-    places = -number.as_tuple().exponent
+    exponent = number.as_tuple().exponent  # an int: exact_decimal returns finite numbers only
+    places = -exponent if isinstance(exponent, int) else MAX_MONEY_PLACES + 1
     if places > MAX_MONEY_PLACES or (not number.is_zero() and number.adjusted() >= MAX_MONEY.adjusted()):
         raise FieldError(name, f"is out of range (|x| < 1e15, at most {MAX_MONEY_PLACES} decimal places): {number:.6E}")
     return number.copy_abs() if number.is_zero() else number
@@ -285,7 +286,7 @@ def to_utc(value: Any) -> datetime | None:
     """A BSON date (naive means UTC), an ISO-8601 string, or epoch seconds/milliseconds."""
     if isinstance(value, datetime):
         try:
-            return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
         except (OverflowError, ValueError):
             return None
     if isinstance(value, DatetimeMS):  # a BSON date outside datetime's years 1..9999
@@ -301,7 +302,7 @@ def to_utc(value: Any) -> datetime | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
         seconds = value / 1000 if value > 1e11 else value
         try:
-            return datetime.fromtimestamp(seconds, timezone.utc)
+            return datetime.fromtimestamp(seconds, UTC)
         except (OverflowError, OSError, ValueError):
             return None
     return None
@@ -311,7 +312,7 @@ def iso(moment: datetime | None) -> str | None:
     """ISO-8601 UTC with millisecond precision and a Z: 2026-11-25T08:48:21.123Z."""
     if moment is None:
         return None
-    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def epoch_ms(moment: datetime | None) -> int | None:
@@ -374,7 +375,8 @@ def _task(doc: Mapping[str, Any], rules: Rules) -> Task | Rejection:
         elif not live:
             percent, source = 100.0, "status"
 
-    metadata = doc.get("metadata") if isinstance(doc.get("metadata"), Mapping) else {}
+    raw_metadata = doc.get("metadata")
+    metadata: Mapping[str, Any] = raw_metadata if isinstance(raw_metadata, Mapping) else {}
     started = _field("requestTimestamp", to_utc, doc.get("requestTimestamp"))
     updated = (_field("updatedAt", to_utc, doc.get("updatedAt"))
                or _field("responseTimestamp", to_utc, doc.get("responseTimestamp")) or started)

@@ -7,9 +7,9 @@ What the API shares with the projector (Redis URL, key prefix) and the number pa
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Mapping
 
 from readmodel import Layout, Partition
 from readmodel.settings import SettingsError, StoreSettings, store_settings, whole
@@ -79,7 +79,7 @@ class Settings:
         return Layout(self.key_prefix, self.partition)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         env = os.environ if env is None else env
         store = store_settings({**env, **{name.upper(): str(overrides.pop(name)) for name in ("redis_url", "key_prefix")
                                           if overrides.get(name) is not None}})

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from bson import Timestamp
 from bson.codec_options import DatetimeConversion
@@ -181,7 +182,7 @@ class Source:
             },
             # Only what normalization reads (the resume token _id is always kept); a dead letter
             # fetches the whole document instead, see full_documents().
-            {"$project": {field: 1 for field in EVENT_FIELDS}},
+            {"$project": dict.fromkeys(EVENT_FIELDS, 1)},
         ]
 
     def open(self, checkpoint: Checkpoint | None = None) -> Stream:

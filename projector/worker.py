@@ -15,9 +15,10 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
@@ -479,4 +480,4 @@ class Worker:
         return int(self.clock() * 1000)
 
     def _now_iso(self) -> str:
-        return iso(datetime.fromtimestamp(self.clock(), timezone.utc)) or ""
+        return iso(datetime.fromtimestamp(self.clock(), UTC)) or ""

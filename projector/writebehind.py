@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 Job = Callable[[], None]
 
@@ -51,7 +51,7 @@ class WriteBehind:
         already giving up on the stream and reopens from the stored checkpoint anyway)."""
         try:
             self.flush()
-        except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+        except BaseException as exc:
             return exc
         return None
 
@@ -76,7 +76,7 @@ class WriteBehind:
                     return
                 if self._error is None:
                     job()
-            except BaseException as exc:  # noqa: BLE001 - raised in the submitting thread
+            except BaseException as exc:
                 self._error = exc
             finally:
                 self._jobs.task_done()

@@ -66,7 +66,7 @@ class Partition:
             raise ValueError(f"a partition is K/N with 0 <= K < N <= 256 (got {self.index}/{self.count})")
 
     @classmethod
-    def parse(cls, value: str) -> "Partition":
+    def parse(cls, value: str) -> Partition:
         """``"K/N"``, e.g. ``"0/2"``; ValueError naming the expected form otherwise."""
         match = PARTITION_RE.match(value)
         if not match:

@@ -7,6 +7,7 @@ users' calls, in one round trip per master, and every call still reads one user 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from . import scripts
@@ -14,7 +15,7 @@ from .keys import Layout
 from .records import View, decode_snapshot, heartbeat_ms
 
 
-def _queue_reads(layout: Layout, uids: list[str]):
+def _queue_reads(layout: Layout, uids: list[str]) -> Callable[[Any], None]:
     def build(pipe: Any) -> None:
         for uid in uids:
             scripts.READ.queue(pipe, layout.user_keys(uid), [])

@@ -103,7 +103,7 @@ class View:
     live_tasks_shown: int = LIVE_TASKS_SHOWN
 
 
-def decode_snapshot(uid: str, user: dict, tasks: dict, finished: list, view: View) -> dict[str, Any]:
+def decode_snapshot(uid: str, user: dict[Any, Any], tasks: dict[Any, Any], finished: list[Any], view: View) -> dict[str, Any]:
     """The snapshot as the API serves it, from the raw replies of one user's keys.
 
     Hides tasks that went stale since the last sweep and finished tasks older than

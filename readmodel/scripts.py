@@ -10,8 +10,9 @@ harmless because every write here is idempotent.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from importlib.resources import files
-from typing import Any, Callable
+from typing import Any
 
 from redis.exceptions import NoScriptError
 
@@ -40,14 +41,15 @@ READ = Lua(_load("read"))
 ALL = (APPLY, SWEEP, OWN, READ)
 
 
-def run(redis: Any, build: Callable[[Any], None]) -> list[Any]:
+def run(redis: Any, build: Callable[[Any], object]) -> list[Any]:
     """Queue commands with ``build`` on a pipeline (not a transaction) and execute it; on
     ``NOSCRIPT``, load the scripts (every master of a cluster) and run it again once."""
     for attempt in (1, 2):
         pipe = redis.pipeline(transaction=False)
         build(pipe)
         try:
-            return pipe.execute()
+            replies: list[Any] = pipe.execute()
+            return replies
         except NoScriptError:
             if attempt == 2:
                 raise
@@ -56,13 +58,14 @@ def run(redis: Any, build: Callable[[Any], None]) -> list[Any]:
     raise AssertionError("unreachable")
 
 
-async def arun(redis: Any, build: Callable[[Any], None]) -> list[Any]:
+async def arun(redis: Any, build: Callable[[Any], object]) -> list[Any]:
     """:func:`run` for a ``redis.asyncio`` client."""
     for attempt in (1, 2):
         pipe = redis.pipeline(transaction=False)
         build(pipe)
         try:
-            return await pipe.execute()
+            areplies: list[Any] = await pipe.execute()
+            return areplies
         except NoScriptError:
             if attempt == 2:
                 raise

@@ -10,6 +10,6 @@ def text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def text_map(mapping: dict) -> dict[str, str]:
+def text_map(mapping: dict[Any, Any]) -> dict[str, str]:
     """A hash reply with str keys and values."""
     return {text(k): text(v) for k, v in mapping.items()}

@@ -8,8 +8,10 @@ reflects is ignored, which makes applying idempotent and replaying an older stre
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from functools import partial
+from typing import Any
 
 from . import scripts
 from .changes import FINISHED, LIVE, Change, TaskChange
@@ -22,11 +24,15 @@ GONE_TTL_S = 24 * 3600  # how long the index remembers that a document left (cov
 TOMBSTONE_CAP = 2000  # per user; pruned to half, oldest first, when exceeded
 
 
+def _move_deadline_earlier(pipe: Any, key: str, uid: str, deadline: int) -> Any:
+    return pipe.zadd(key, {uid: deadline}, lt=True)
+
+
 def _owner_entry(entry: str | None) -> tuple[str, str, list[str]]:
     """(seq, owner or '', past owners) of an owner-index entry; ('', '', []) when absent."""
     if entry is None:
         return "", "", []
-    seq, owner, past = (entry.split("|", 2) + ["", ""])[:3]
+    seq, owner, past = [*entry.split("|", 2), "", ""][:3]
     return seq, owner, [u for u in past.split(",") if u]
 
 
@@ -88,7 +94,7 @@ class ReadModel:
         versions = results[plan.first_script : plan.first_script + len(plan.users)]
         return {uid: int(version) for uid, version in zip(plan.users, versions) if int(version)}
 
-    def plan(self, changes: Iterable[Change], now_iso: str) -> "Plan":
+    def plan(self, changes: Iterable[Change], now_iso: str) -> Plan:
         """The writes of a batch, in order: deadlines, owner entries, one script per user.
 
         Looks up the owners first (one round trip). Returns the users in the order of their
@@ -124,27 +130,27 @@ class ReadModel:
                         ops.earliest_stale_at = change.stale_at_ms
             if not draft.unchanged:
                 args = [change.seq, draft.owner_now, ",".join(draft.past), OWNER_TTL_S if draft.owner_now else GONE_TTL_S]
-                entry_steps.append(lambda pipe, key=draft.key, args=args: scripts.OWN.queue(pipe, [key], args))
+                entry_steps.append(partial(scripts.OWN.queue, keys=[draft.key], args=args))
 
         users = list(per_user)
         steps: list[Callable[[Any], Any]] = []
         for uid in users:
             deadline = per_user[uid].earliest_stale_at
             if deadline is not None:
-                steps.append(lambda pipe, uid=uid, d=deadline: pipe.zadd(self.layout.deadlines, {uid: d}, lt=True))
+                steps.append(partial(_move_deadline_earlier, key=self.layout.deadlines, uid=uid, deadline=deadline))
         steps.extend(entry_steps)
         first_script = len(steps)
         for uid in users:
             keys = self.layout.user_keys(uid)
             args = [self.layout.channel(uid), now_iso, self.tombstone_cap, *per_user[uid].args]
-            steps.append(lambda pipe, keys=keys, args=args: scripts.APPLY.queue(pipe, keys, args))
+            steps.append(partial(scripts.APPLY.queue, keys=keys, args=args))
         return Plan(users, steps, first_script)
 
     def run(self, steps: list[Callable[[Any], Any]]) -> list[Any]:
         """Execute ``steps`` (each queues one command) in one pipelined round trip per node."""
         return scripts.run(self.redis, lambda pipe: [step(pipe) for step in steps])
 
-    def _check_with_current_owner(self, drafts: list["_Draft"]) -> None:
+    def _check_with_current_owner(self, drafts: list[_Draft]) -> None:
         """Fill in the position the current owner holds for documents that leave or move.
 
         An owner entry is not rewritten while a live document changes under the same owner, so
@@ -179,9 +185,8 @@ class ReadModel:
             return {}
         part = self.layout.partition
         results = self.run([
-            lambda pipe, uid=uid: scripts.SWEEP.queue(pipe, self.layout.user_keys(uid),
-                                                      [self.layout.channel(uid), now_iso, now_ms, min_seq, version_jump,
-                                                       part.index, part.count])
+            partial(scripts.SWEEP.queue, keys=self.layout.user_keys(uid),
+                    args=[self.layout.channel(uid), now_iso, now_ms, min_seq, version_jump, part.index, part.count])
             for uid in users
         ])
         pipe = self.redis.pipeline(transaction=False)

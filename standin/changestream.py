@@ -100,7 +100,8 @@ class ChangeStreamCursor:
 
     awaits_data = True
 
-    def __init__(self, store: Store, db: str | None, coll: str | None, stage: Mapping, match: Callable[[dict], dict | None] | None) -> None:
+    def __init__(self, store: Store, db: str | None, coll: str | None, stage: Mapping,
+                 match: Callable[[dict], dict | None] | None) -> None:
         self._store = store
         self.db = db
         self.coll = coll
@@ -121,7 +122,8 @@ class ChangeStreamCursor:
         if "resumeAfter" in stage:
             position, kind = tokens.parse_token(stage["resumeAfter"])
             if kind == tokens.INVALIDATE:
-                raise CommandError(260, "Attempting to resume a change stream using 'resumeAfter' is not allowed from an invalidate notification.")
+                raise CommandError(260, "Attempting to resume a change stream using 'resumeAfter' is not allowed "
+                                        "from an invalidate notification.")
         elif "startAfter" in stage:
             position, _ = tokens.parse_token(stage["startAfter"])
         elif "startAtOperationTime" in stage:

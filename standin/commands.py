@@ -11,7 +11,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from bson import Binary, Int64, ObjectId
@@ -157,7 +157,7 @@ class Dispatcher:
                 "maxBsonObjectSize": 16 * 1024 * 1024,
                 "maxMessageSizeBytes": 48_000_000,
                 "maxWriteBatchSize": 100_000,
-                "localTime": datetime.now(timezone.utc),
+                "localTime": datetime.now(UTC),
                 "logicalSessionTimeoutMinutes": 30,
                 "minWireVersion": 0,
                 "maxWireVersion": MAX_WIRE_VERSION,

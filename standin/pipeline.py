@@ -11,8 +11,8 @@ from typing import Any
 
 from .errors import CommandError
 from .query import compile_filter
-from .values import id_key, resolve, type_rank
 from .update import add
+from .values import id_key, resolve, type_rank
 
 
 def run_pipeline(docs: list, pipeline: list) -> list:

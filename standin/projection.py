@@ -129,7 +129,7 @@ def _stage_tree(spec: Mapping) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise CommandError(31250, f"Invalid $project: path collision at {key}")
-        if isinstance(value, bool) or isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, bool) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
             node[leaf] = bool(value)
         elif isinstance(value, Mapping) and value and not any(str(k).startswith("$") for k in value):
             node[leaf] = _stage_tree(value)

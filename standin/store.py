@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
@@ -21,8 +21,8 @@ from bson import ObjectId
 from .errors import RESUMABLE, CommandError, DuplicateKey, history_lost
 from .projection import sort_documents
 from .query import compile_filter
-from .values import id_key
 from .update import apply_operators, apply_replacement, ensure_id, is_operator_update, same_value, seed_from_filter
+from .values import id_key
 
 INSERT, UPDATE, REPLACE, DELETE = "insert", "update", "replace", "delete"
 DROP, DROP_DATABASE, RENAME, INVALIDATE = "drop", "dropDatabase", "rename", "invalidate"
@@ -34,7 +34,7 @@ class Entry:
     ``db``/``coll`` of an invalidate entry name the streams it invalidates (None = any).
     """
 
-    __slots__ = ("position", "op", "db", "coll", "key", "post", "description", "wall", "to")
+    __slots__ = ("coll", "db", "description", "key", "op", "position", "post", "to", "wall")
 
     def __init__(self, position, op, db, coll, key=None, post=None, description=None, wall=None, to=None):
         self.position = position
@@ -87,7 +87,7 @@ class Store:
         else:
             self._position += 1
         # naive UTC: encodes faster than an aware datetime and decodes the same
-        return self._position, datetime.fromtimestamp(now, timezone.utc).replace(tzinfo=None)
+        return self._position, datetime.fromtimestamp(now, UTC).replace(tzinfo=None)
 
     def _append(self, op: str, db: str | None, coll: str | None, **fields: Any) -> Entry:
         position, wall = self._tick()

@@ -69,7 +69,9 @@ def apply_replacement(doc: Mapping, replacement: Mapping) -> dict:
     """The document after a full replacement, keeping ``_id`` first and unchanged."""
     if "_id" in replacement and "_id" in doc and not values_equal(replacement["_id"], doc["_id"]):
         raise CommandError(
-            66, f"After applying the update, the (immutable) field '_id' was found to have been altered to _id: {replacement['_id']!r}"
+            66,
+            "After applying the update, the (immutable) field '_id' was found to have been altered to "
+            f"_id: {replacement['_id']!r}",
         )
     new = {"_id": doc["_id"]} if "_id" in doc else {}
     new.update((k, v) for k, v in replacement.items() if k != "_id")
@@ -80,7 +82,7 @@ def seed_from_filter(filter_doc: Mapping | None) -> dict:
     """The document an upsert starts from: the filter's equality conditions."""
     seed: dict = {}
     for key, cond in (filter_doc or {}).items():
-        if key.startswith("$") or isinstance(cond, Mapping) and cond and all(str(k).startswith("$") for k in cond):
+        if key.startswith("$") or (isinstance(cond, Mapping) and cond and all(str(k).startswith("$") for k in cond)):
             continue
         _set_path(seed, key.split("."), cond)
     return seed

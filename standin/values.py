@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -67,7 +67,7 @@ def sort_key(value: Any) -> tuple:
         return (8, value.binary)
     if rank == 10:
         if value.tzinfo is not None:
-            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+            value = value.astimezone(UTC).replace(tzinfo=None)
         return (10, value)
     if rank == 11:
         return (11, value.time, value.inc)

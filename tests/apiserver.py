@@ -9,15 +9,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 
 from readmodel import FINISHED, GONE, LIVE, BalanceChange, ReadModel, TaskChange
 from readmodel.records import balance_record, finished_task_record, live_task_record
-
 from tests.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,7 +96,7 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 15) -> "Server":
+    def start(self, timeout_s: float = 15) -> Server:
         self.port = self.port or free_port()
         env = {
             **os.environ,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from projector.normalize import Balance, Rules, Task, normalize_balance, normalize_task
 from readmodel import Layout, ReadModel, View, read_snapshot

@@ -60,7 +60,7 @@ class LocalCluster:
         """What a projector or an API process needs to use this cluster."""
         return {"REDIS_URL": self.url, "REDIS_CLUSTER": "1"}
 
-    def start(self, timeout_s: float = 30) -> "LocalCluster":
+    def start(self, timeout_s: float = 30) -> LocalCluster:
         """Start the nodes and create the cluster; on any failure every node started is stopped."""
         try:
             for _ in range(self.masters * (1 + self.replicas)):
@@ -190,7 +190,7 @@ class LocalCluster:
                 proc.wait()
         shutil.rmtree(self.directory, ignore_errors=True)
 
-    def __enter__(self) -> "LocalCluster":
+    def __enter__(self) -> LocalCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

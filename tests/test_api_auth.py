@@ -10,9 +10,9 @@ from contextlib import asynccontextmanager
 
 import httpx
 import jwt
-from jwt.warnings import InsecureKeyLengthWarning
 import pytest
 from asgi_lifespan import LifespanManager
+from jwt.warnings import InsecureKeyLengthWarning
 
 from api.auth import mint_token
 from api.main import create_app
@@ -190,7 +190,8 @@ async def test_insecure_dev_mode_serves_without_credentials_and_warns_loudly(pre
 
 def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "api", *args], cwd=ROOT, env={"PATH": "/usr/bin:/bin", **clock_env(), **env}, capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "api", *args], cwd=ROOT, env={"PATH": "/usr/bin:/bin", **clock_env(), **env},
+        capture_output=True, text=True, timeout=30
     )
 
 

@@ -74,10 +74,10 @@ async def test_one_notification_makes_one_read_for_all_listeners_of_a_user(fake_
     fanout, client, layout, reads = fake_fanout
     listeners = [fanout.listen("u1") for _ in range(10)]
     await _until(lambda: "u1" in fanout.subscribed_users and len(reads) == 1)  # the confirmation's catch-up read
-    assert [(await l.next()).version for l in listeners] == [0] * 10
+    assert [(await one.next()).version for one in listeners] == [0] * 10
     await client.hset(layout.user("u1"), mapping={"version": 1})
     await client.spublish(layout.channel("u1"), 1)
-    results = await asyncio.wait_for(asyncio.gather(*(l.next() for l in listeners)), 5)
+    results = await asyncio.wait_for(asyncio.gather(*(one.next() for one in listeners)), 5)
     assert {s.version for s in results} == {1}
     assert len(reads) == 2
 
@@ -173,14 +173,14 @@ async def test_many_users_notified_at_once_are_read_in_a_few_round_trips(batched
     listeners = {uid: [fanout.listen(uid), fanout.listen(uid)] for uid in users}
     await _until(lambda: metrics.snapshot_reads._value.get() == 120)  # the subscriptions' catch-up reads
     for group in listeners.values():
-        assert [(await l.next()).version for l in group] == [0, 0]
+        assert [(await one.next()).version for one in group] == [0, 0]
     trips_before = metrics.snapshot_read_batches._value.get()
     async with client.pipeline(transaction=False) as pipe:
         for uid in users:
             pipe.hset(layout.user(uid), mapping={"version": 3, "usdCredit": uid})
             pipe.spublish(layout.channel(uid), 3)
         await pipe.execute()
-    got = await asyncio.wait_for(asyncio.gather(*(l.next() for g in listeners.values() for l in g)), 5)
+    got = await asyncio.wait_for(asyncio.gather(*(one.next() for g in listeners.values() for one in g)), 5)
     assert {s.version for s in got} == {3}
     assert {s.data["balance"]["usdCredit"] for s in got} == set(users)
     # One read per user and version, shared by both streams; 120 users in at most 1 + 3 batches of 50.
@@ -191,7 +191,7 @@ async def test_many_users_notified_at_once_are_read_in_a_few_round_trips(batched
 
 
 async def test_a_user_notified_while_its_read_is_in_flight_is_read_again(batched_fanout):
-    fanout, client, layout, metrics, batches = batched_fanout
+    fanout, client, layout, _metrics, batches = batched_fanout
     listener = fanout.listen("u1")
     assert (await asyncio.wait_for(listener.next(), 5)).version == 0
     await client.hset(layout.user("u1"), mapping={"version": 1})
@@ -207,7 +207,7 @@ async def test_a_user_notified_while_its_read_is_in_flight_is_read_again(batched
 
 async def test_versions_already_read_are_not_read_again(batched_fanout):
     """A notification for a version a read already saw costs no read."""
-    fanout, client, layout, metrics, batches = batched_fanout
+    fanout, client, layout, metrics, _batches = batched_fanout
     listener = fanout.listen("u1")
     await client.hset(layout.user("u1"), mapping={"version": 5})
     assert (await asyncio.wait_for(listener.next(), 5)).version == 5

@@ -38,7 +38,7 @@ class Streams:
         self.stack = contextlib.ExitStack()
         self.open: list[contextlib.ExitStack] = []
 
-    def __enter__(self) -> "Streams":
+    def __enter__(self) -> Streams:
         return self
 
     def __exit__(self, *exc) -> None:

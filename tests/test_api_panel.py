@@ -95,7 +95,8 @@ def test_the_panel_shows_live_changes_and_catches_up_after_a_forced_reconnect(br
         assert "estimate" in estimate.text  # visibly marked
         assert 25 <= int(estimate.find_element("css selector", "[role=progressbar]").get_attribute("aria-valuenow")) <= 95
         apply(readmodel, task_change(user, "gen-a", progress=65.0, tool_name="FLUX Schnell", started_ms=now - 42_000))
-        wait_for(browser, "document.querySelector(\"li[data-id='gen-a'] [role=progressbar]\").getAttribute('aria-valuenow') === '65'")
+        wait_for(browser, "document.querySelector(\"li[data-id='gen-a'] [role=progressbar]\")"
+                          ".getAttribute('aria-valuenow') === '65'")
         shot = screenshot_path(tmp_path)
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
 

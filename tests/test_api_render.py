@@ -9,7 +9,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from api.render import (
-    DISCORD_MARKDOWN, IDLE_LINE, TELEGRAM_HTML, TELEGRAM_MARKDOWN_V2, ZWSP, bar, duration, length, money, render,
+    DISCORD_MARKDOWN,
+    IDLE_LINE,
+    TELEGRAM_HTML,
+    TELEGRAM_MARKDOWN_V2,
+    ZWSP,
+    bar,
+    duration,
+    length,
+    money,
+    render,
 )
 from readmodel.records import estimate_percent
 

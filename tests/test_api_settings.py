@@ -28,7 +28,8 @@ def test_settings_come_from_the_environment():
 
 def test_defaults_are_the_documented_ones():
     settings = Settings.from_env({})
-    assert (settings.key_prefix, settings.heartbeat_s, settings.port, settings.ready_max_heartbeat_age_s) == ("ls", 15.0, 8000, 10.0)
+    assert (settings.key_prefix, settings.heartbeat_s, settings.port, settings.ready_max_heartbeat_age_s) == \
+        ("ls", 15.0, 8000, 10.0)
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from api.__main__ import server as api_server
 from api.auth import mint_token
-from api.main import create_app
 from api.errors import InvalidRequest
+from api.main import create_app
 from api.settings import Settings
 from api.stream import parse_last_event_id
 from tests.apiserver import KEY, SECRET, SSE, Server, apply, auth, balance_change, free_port, task_change
@@ -185,7 +185,8 @@ def test_a_stalled_client_gets_only_the_latest_state_when_it_reads_again(server,
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a tiny window fills fast
     sock.connect(("127.0.0.1", server.port))
     sock.sendall(
-        f"GET /users/{user}/status/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {auth()['Authorization'][7:]}\r\n\r\n".encode()
+        f"GET /users/{user}/status/stream HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {auth()['Authorization'][7:]}\r\n\r\n".encode()
     )
     wait_for(lambda: server.metric("livestatus_api_open_streams") >= 1, what="stream open")
     # ~200 KB snapshots, 12 MB in all: more than the kernel's and uvicorn's buffers hold.

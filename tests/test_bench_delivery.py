@@ -2,10 +2,9 @@
 
 import math
 
-from readmodel import Layout
-
 from bench import delivery
 from bench.common import PREFIXES_USED, redis_client
+from readmodel import Layout
 
 
 def test_a_write_is_matched_to_the_first_event_carrying_its_mark_and_to_that_versions_publish():

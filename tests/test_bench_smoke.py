@@ -2,10 +2,9 @@
 
 import math
 
-from readmodel import Layout
-
 from bench import throughput
 from bench.common import PREFIXES_USED, redis_client
+from readmodel import Layout
 
 
 def test_throughput_benchmark_yields_a_positive_rate_for_every_measurement():

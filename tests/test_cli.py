@@ -11,7 +11,6 @@ from pymongo import MongoClient
 from projector.cli import main
 from projector.settings import Settings
 from projector.worker import Worker
-
 from readmodel import Layout
 
 from .capture_helpers import DB, ECONOMY, TASKS, economy_doc, settle, task_doc
@@ -92,20 +91,20 @@ def test_status_shows_leader_checkpoint_and_counters(capsys, worker, prefix):
 
 def test_deadletters_lists_reason_and_document(capsys, worker, prefix):
     settle(worker)
-    code, out, _ = run(capsys, "deadletters", "--json", "--limit", "5", *common(prefix))
+    _, out, _ = run(capsys, "deadletters", "--json", "--limit", "5", *common(prefix))
     [entry] = json.loads(out)
     assert entry["collection"] == TASKS and entry["id"] == "bad" and "masterAccountId" in entry["reason"]
-    code, out, _ = run(capsys, "deadletters", *common(prefix))
+    _, out, _ = run(capsys, "deadletters", *common(prefix))
     assert "generationOutputs  bad  missing or invalid masterAccountId" in out
 
 
 def test_inspect_shows_the_snapshot_and_the_raw_keys(capsys, worker, prefix):
     settle(worker)
-    code, out, _ = run(capsys, "inspect", "u1", "--json", *common(prefix))
+    _, out, _ = run(capsys, "inspect", "u1", "--json", *common(prefix))
     report = json.loads(out)
     assert report["snapshot"]["balance"] == {"usdCredit": "2.5", "points": 6756, "exp": 7}
     assert report["keys"][Layout(prefix).tasks("u1")]["g1"]["progressPercent"] == 25.0
-    code, out, _ = run(capsys, "inspect", "u1", *common(prefix))
+    _, out, _ = run(capsys, "inspect", "u1", *common(prefix))
     assert "usdCredit 2.5" in out and "25.0%" in out and Layout(prefix).seqs("u1") in out
 
 

@@ -28,7 +28,8 @@ def test_demo_runs_the_pipeline_and_stops_cleanly_on_sigint(redis_probe, says):
     api_port, mongo_port = free_port(), free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "demo", "--api-port", str(api_port), "--mongo-port", str(mongo_port), "--speed", "4"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", "DEMO_LOCAL_REDIS": redis_probe},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "DEMO_LOCAL_REDIS": redis_probe},
     )
     lines = []
     try:

@@ -19,7 +19,15 @@ from projector.changes import TASKS as TASKS_KIND
 from projector.changes import Rejected, document_change
 from projector.deadletters import DeadLetters
 from projector.normalize import (
-    MAX_DISPLAY_NAME, MAX_PLATFORM, MAX_STATUS, MAX_TOOL_ID, Balance, Rejection, Rules, Task, normalize_balance,
+    MAX_DISPLAY_NAME,
+    MAX_PLATFORM,
+    MAX_STATUS,
+    MAX_TOOL_ID,
+    Balance,
+    Rejection,
+    Rules,
+    Task,
+    normalize_balance,
     normalize_task,
 )
 from readmodel import BalanceChange, TaskChange

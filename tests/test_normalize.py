@@ -1,6 +1,6 @@
 """Raw generationOutputs / userEconomy documents become tasks and balances, or rejections."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -173,7 +173,7 @@ def test_platform_tool_and_display_name():
 
 
 def test_stale_after_the_configured_age_without_a_sign_of_life():
-    task = normalize_task(task_doc(updatedAt=datetime(2026, 1, 1, tzinfo=timezone.utc)))
+    task = normalize_task(task_doc(updatedAt=datetime(2026, 1, 1, tzinfo=UTC)))
     start = task.last_activity_ms
     rules = Rules(stale_after_ms=1000)
     assert not is_stale(task, start + 1000, rules)
@@ -248,7 +248,8 @@ def test_decimal128_round_trips_exactly(number):
 
 ANY = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10)
-    | st.builds(ObjectId) | st.sampled_from([Decimal128("NaN"), Decimal128("-Infinity"), Decimal128("0.5"), Decimal128("-1E+6000")]),
+    | st.builds(ObjectId)
+    | st.sampled_from([Decimal128("NaN"), Decimal128("-Infinity"), Decimal128("0.5"), Decimal128("-1E+6000")]),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=10,
 )
@@ -269,7 +270,7 @@ NESTED = st.dictionaries(st.sampled_from(["progress", "progressPercent", "curren
                                           "currentStep", "totalSteps", "toolDisplayName", "prompt", "seed"]),
                          FIELD_VALUES, max_size=5)
 RICH_DOCS = st.dictionaries(
-    st.sampled_from(FIELDS + ["prompt", "outputs", "notificationPlatform", "sourcePlatform", "toolDisplayName",
+    st.sampled_from([*FIELDS, "prompt", "outputs", "notificationPlatform", "sourcePlatform", "toolDisplayName",
                               "currentStep", "totalSteps", "step", "steps", "current", "total", "balanceUsd"]),
     FIELD_VALUES | NESTED, max_size=10,
 ).flatmap(lambda d: NESTED.map(
@@ -293,5 +294,5 @@ def test_the_change_stream_projection_keeps_everything_normalization_reads(doc):
     from projector.normalize import BALANCE_FIELDS, TASK_FIELDS
     from standin.projection import stage_projector
 
-    assert normalize_task(stage_projector({f: 1 for f in TASK_FIELDS})(doc)) == normalize_task(doc)
-    assert normalize_balance(stage_projector({f: 1 for f in BALANCE_FIELDS})(doc)) == normalize_balance(doc)
+    assert normalize_task(stage_projector(dict.fromkeys(TASK_FIELDS, 1))(doc)) == normalize_task(doc)
+    assert normalize_balance(stage_projector(dict.fromkeys(BALANCE_FIELDS, 1))(doc)) == normalize_balance(doc)

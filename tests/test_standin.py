@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -84,7 +84,7 @@ def test_bson_types_survive_a_round_trip_through_pymongo(mongo, db):
         "_id": ObjectId(),
         "credits": Decimal128("10.25"),
         "big": Int64(2**40),
-        "at": datetime(2026, 1, 2, 3, 4, 5, 6000, tzinfo=timezone.utc),
+        "at": datetime(2026, 1, 2, 3, 4, 5, 6000, tzinfo=UTC),
         "nested": {"list": [1, "two", None]},
     }
     db.generationOutputs.insert_one(doc)
@@ -181,7 +181,8 @@ def test_writes_through_pymongo_produce_the_matching_events(db):
         db.generationOutputs.update_one({"_id": 1}, {"$set": {"s": "done"}, "$unset": {"x": ""}})
         db.generationOutputs.replace_one({"_id": 2}, {"s": "replaced"})
         db.generationOutputs.bulk_write(
-            [InsertOne({"_id": 3}), UpdateOne({"_id": 3}, {"$inc": {"n": 1}}), ReplaceOne({"_id": 3}, {"n": 9}), DeleteOne({"_id": 1})]
+            [InsertOne({"_id": 3}), UpdateOne({"_id": 3}, {"$inc": {"n": 1}}), ReplaceOne({"_id": 3}, {"n": 9}),
+             DeleteOne({"_id": 1})]
         )
         db.generationOutputs.delete_one({"_id": 2})
         changes = drain(stream)
@@ -257,7 +258,7 @@ def test_update_lookup_shows_the_current_document_not_the_one_at_event_time(mong
     with watch(db) as stream:
         mongo.update(DB, "generationOutputs", "g1", set={"s": "running"})
         mongo.update(DB, "generationOutputs", "g1", set={"s": "done"})
-        first, second = drain(stream)
+        first, _second = drain(stream)
     assert first["updateDescription"]["updatedFields"] == {"s": "running"}
     assert first["fullDocument"]["s"] == "done"
 
@@ -415,7 +416,8 @@ def test_runs_as_a_process_until_sigterm(tmp_path):
 
 def test_an_inclusion_project_stage_trims_events_but_keeps_the_resume_token(mongo, db):
     pipeline = [{"$match": {"ns.coll": "generationOutputs"}},
-                {"$project": {"operationType": 1, "documentKey": 1, "fullDocument.status": 1, "fullDocument.metadata.progress": 1}}]
+                {"$project": {"operationType": 1, "documentKey": 1, "fullDocument.status": 1,
+                              "fullDocument.metadata.progress": 1}}]
     with db.watch(pipeline, max_await_time_ms=100) as stream:
         mongo.insert(DB, "generationOutputs", {"_id": 1, "status": "pending", "prompt": "x" * 500,
                                                "metadata": {"progress": 0.5, "seed": 7}})

@@ -9,18 +9,28 @@ import pytest
 from pymongo import MongoClient
 from redis import exceptions as redis_errors
 
+from projector import worker as worker_module
+from projector.changes import event_change
 from projector.checkpoint import CheckpointStore
 from projector.deadletters import DeadLetters
 from projector.health import read as read_health
 from projector.normalize import Rules
 from projector.settings import Settings
-from projector import worker as worker_module
-from projector.changes import event_change
 from projector.worker import LeaseLost, Worker
 from readmodel import Partition
 
 from .capture_helpers import (
-    DB, ECONOMY, TASKS, actual_state, drive, economy_doc, expected_state, iso_ago, settle, snapshot, task_doc,
+    DB,
+    ECONOMY,
+    TASKS,
+    actual_state,
+    drive,
+    economy_doc,
+    expected_state,
+    iso_ago,
+    settle,
+    snapshot,
+    task_doc,
     without_empty,
 )
 from .conftest import BACKENDS

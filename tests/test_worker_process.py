@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -18,9 +19,7 @@ from projector.lease import Lease
 from readmodel import position
 from standin import StandIn
 
-from .capture_helpers import (
-    DB, ECONOMY, TASKS, actual_state, economy_doc, expected_state, snapshot, task_doc, without_empty,
-)
+from .capture_helpers import DB, ECONOMY, TASKS, actual_state, economy_doc, expected_state, snapshot, task_doc, without_empty
 from .net import free_port
 from .waits import wait_for
 
@@ -161,7 +160,7 @@ def test_paused_old_leader_cannot_overwrite_newer_data_or_the_checkpoint(standin
 class Writer(threading.Thread):
     """Mixed writes at a steady pace: inserts, progress, completions, deletes, owner moves, balances."""
 
-    USERS = [f"u{i}" for i in range(6)]
+    USERS: ClassVar[list[str]] = [f"u{i}" for i in range(6)]
 
     def __init__(self, standin, seed: int) -> None:
         super().__init__(daemon=True)

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.net import free_port, real_clock_env
+
 # The stand-in and the `projector run` spawner of the process tests, reused as they are.
 from tests.test_worker_process import spawn  # noqa: F401
-from tests.net import free_port, real_clock_env
 
 SOAK = os.environ.get("SOAK", "") not in ("", "0")
 HERE = Path(__file__).resolve().parent
@@ -51,7 +52,7 @@ class PrivateRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> "PrivateRedis":
+    def start(self) -> PrivateRedis:
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.dir)],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from bson import Decimal128, Int64
 
@@ -35,7 +36,7 @@ class MixedWriter(Writer):
     """The process tests' writer with the full mix: progress shapes, terminal transitions,
     replacements, deletes, Decimal128 ``$inc`` on balances, and rare owner moves."""
 
-    USERS = [f"u{i}" for i in range(12)]
+    USERS: ClassVar[list[str]] = [f"u{i}" for i in range(12)]
 
     def __init__(self, standin, seed: int, limit: int, pause_s: float = 0.002) -> None:
         super().__init__(standin, seed)

@@ -148,8 +148,9 @@ def test_a_master_killed_mid_stream_loses_nothing_and_every_client_ends_on_the_f
             behind = {(uid, last and last[0], finals[uid]["version"]) for uid, last in zip(listeners.users, listeners.last)
                       if last is None or last[0] != finals[uid]["version"]}
             api.stop()
-            raise AssertionError(f"behind: {sorted(behind)}; SSE {dict(listeners.statuses)}; API log: {api.stderr[-4000:]}")
-        for uid, (version, data) in zip(listeners.users, listeners.last):
+            raise AssertionError(
+                f"behind: {sorted(behind)}; SSE {dict(listeners.statuses)}; API log: {api.stderr[-4000:]}") from None
+        for uid, (_version, data) in zip(listeners.users, listeners.last):
             want = finals[uid]
             assert data["balance"] == want["balance"], uid
             assert {t["generationId"]: t["status"] for t in data["liveTasks"]} == \
