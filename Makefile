@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-pymongo test-mongo test-clock soak bench fuzz redis chromium faketime promtool sse-clients clean
+.PHONY: install lint demo test test-pymongo test-mongo test-clock soak bench fuzz redis chromium faketime promtool sse-clients clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,11 @@ sse-clients: tests/node/node_modules/.package-lock.json
 
 tests/node/node_modules/.package-lock.json: tests/node/package-lock.json
 	npm ci --prefix tests/node --no-audit --no-fund
+
+# ruff (rules in pyproject.toml) and mypy (strict on readmodel/); CI runs it before the tests.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 demo: install
 	$(BIN)/python -m demo
