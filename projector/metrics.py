@@ -12,9 +12,9 @@ swaps the reference; the HTTP server's thread only reads the reference it finds 
 from __future__ import annotations
 
 import platform
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-from typing import Iterator
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -54,7 +54,7 @@ class Reading:
     reported_ms: int
 
     @classmethod
-    def of(cls, stats: Stats, now_ms: int) -> "Reading":
+    def of(cls, stats: Stats, now_ms: int) -> Reading:
         return cls({name: int(getattr(stats, name)) for name in COUNTERS}, State(stats.state), stats.lag_ms,
                    stats.last_event_ms, stats.checkpoint_ms, now_ms)
 

@@ -32,8 +32,8 @@ from .checkpoint import Checkpoint, CheckpointStore
 from .deadletters import DeadLetters
 from .durations import Durations
 from .health import State, Stats, publish
-from .metrics import Metrics
 from .lease import Lease
+from .metrics import Metrics
 from .normalize import document_id, epoch_ms, iso, to_utc
 from .settings import Settings
 from .source import RESYNC_EVENTS, Source, Stream, id_key, needs_resync, token_position
