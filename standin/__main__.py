@@ -18,6 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--oplog-limit", type=int, default=1_000_000, help="keep at most this many change events (default 1000000)"
     )
+    parser.add_argument(
+        "--noop-interval", type=float, default=10.0,
+        help="seconds of an idle oplog before the periodic no-op entry, as the server's periodicNoopIntervalSecs (default 10)",
+    )
     args = parser.parse_args(argv)
 
     done = threading.Event()
@@ -25,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, lambda *_: done.set())
 
     try:
-        mongo = StandIn(args.port, args.host, replica_set=args.replica_set, oplog_limit=args.oplog_limit).start()
+        mongo = StandIn(args.port, args.host, replica_set=args.replica_set, oplog_limit=args.oplog_limit,
+                        noop_interval=args.noop_interval).start()
     except OSError as error:
         print(f"standin: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
         return 1

@@ -16,7 +16,7 @@ from .cursors import MAX_BATCH_BYTES
 from .errors import NON_RESUMABLE, CommandError, history_lost
 from .projection import stage_projector
 from .query import compile_filter
-from .store import DROP, DROP_DATABASE, INSERT, INVALIDATE, RENAME, REPLACE, UPDATE, Entry, Store
+from .store import DROP, DROP_DATABASE, INSERT, INVALIDATE, NOOP, RENAME, REPLACE, UPDATE, Entry, Store
 
 _SCAN_CHUNK = 4096
 _STAGE_OPTIONS = {
@@ -107,9 +107,14 @@ class ChangeStreamCursor:
         self.coll = coll
         self._match = match
         self._lookup = stage.get("fullDocument") == "updateLookup"
-        self.position = self._start_position(stage)
+        self.position = self._start_position(stage)  # the last oplog entry scanned
+        # The post-batch resume token and the oplog position it stands for: the token given to
+        # resume from, else a high-water mark at the start (plan_executor_pipeline.cpp,
+        # _initializeResumableScanState).
+        given = stage.get("resumeAfter") or stage.get("startAfter")
+        self._pbrt = dict(given) if given is not None else tokens.token(self.position, tokens.HIGH_WATER_MARK)
+        self._pbrt_position = self.position
         self.alive = True
-        self.cut = False  # the last batch stopped at its size limit (the server holds more)
         self.last_used = time.monotonic()
 
     @property
@@ -138,24 +143,36 @@ class ChangeStreamCursor:
         return position
 
     def next_batch(self, limit: int, wait_seconds: float) -> list[RawBSONDocument]:
-        """Up to ``limit`` matching events, waiting up to ``wait_seconds`` for the first one."""
+        """Up to ``limit`` matching events (and ~16 MB), waiting up to ``wait_seconds`` for the
+        first one; a batch takes every event already there up to those limits.
+
+        The post-batch token follows ``_performChangeStreamsAccounting`` in the server's
+        plan_executor_pipeline.cpp: each event returned sets it to that event's ``_id``; when the
+        scan runs out of entries it becomes a high-water mark only if the oplog scanned has moved
+        past that token. A batch that stops at ``limit`` or at the size limit ends on its last
+        event's token.
+        """
         self.last_used = time.monotonic()
         deadline = self.last_used + wait_seconds
         batch: list[RawBSONDocument] = []
         size = 0
-        self.cut = True
         while self.alive:
-            entries, idle_position = self._store.wait_entries(self.position, deadline, _SCAN_CHUNK)
+            entries = self._store.wait_entries(self.position, deadline if not batch else 0.0, _SCAN_CHUNK)
             if not entries:
-                self.position = idle_position
-                break
+                if self.position > self._pbrt_position:
+                    self._pbrt = tokens.token(self.position, tokens.HIGH_WATER_MARK)
+                    self._pbrt_position = self.position
+                if batch or time.monotonic() >= deadline:
+                    break
+                continue
             for entry in entries:
                 if not self._sees(entry):
                     self.position = entry.position
                     continue
                 if entry.op == INVALIDATE:
                     batch.append(RawBSONDocument(bson.encode(self._invalidate_event(entry))))
-                    self.position = entry.position
+                    self.position = self._pbrt_position = entry.position
+                    self._pbrt = tokens.token(entry.position, tokens.INVALIDATE)
                     self.alive = False
                     break
                 event = self._render(entry)
@@ -172,23 +189,19 @@ class ChangeStreamCursor:
                     return batch
                 batch.append(RawBSONDocument(raw))
                 size += len(raw)
-                self.position = entry.position
+                self.position = self._pbrt_position = entry.position
+                self._pbrt = event["_id"]
                 if len(batch) >= limit:
                     return batch
-            if batch:
-                break
-        self.cut = False
         self.last_used = time.monotonic()
         return batch
 
     def post_batch_resume_token(self) -> dict:
-        if not self.alive:
-            return tokens.token(self.position, tokens.INVALIDATE)
-        # A batch cut by its size ends on its last event's token; one that drained what there was
-        # ends on a high-water mark (as on a real server, where pymongo then caches it).
-        return tokens.token(self.position, tokens.EVENT if self.cut else tokens.HIGH_WATER_MARK)
+        return self._pbrt
 
     def _sees(self, entry: Entry) -> bool:
+        if entry.op == NOOP:
+            return False
         if entry.op == INVALIDATE:
             if self.db is None:
                 return entry.db is None and entry.coll is None

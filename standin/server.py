@@ -19,7 +19,7 @@ from . import tokens
 from .changestream import ChangeStreamOpen
 from .commands import Dispatcher
 from .faults import Fault, Faults
-from .store import Store, snapshot
+from .store import NOOP_INTERVAL_SECONDS, Store, snapshot
 from .update import ensure_id
 from .wire import WireServer
 
@@ -29,6 +29,8 @@ class StandIn:
 
     ``port=0`` picks a free port. All methods are thread-safe. ``oplog_limit`` caps the
     change history like a capped oplog: resuming from before it fails with error 286.
+    ``noop_interval`` is the server's ``periodicNoopIntervalSecs``: an oplog idle that long gets a
+    no-op entry when a change stream waits, so idle streams' post-batch tokens advance.
     """
 
     def __init__(
@@ -39,8 +41,9 @@ class StandIn:
         replica_set: str = "rs0",
         oplog_limit: int | None = None,
         clock: Callable[[], float] = time.time,
+        noop_interval: float = NOOP_INTERVAL_SECONDS,
     ) -> None:
-        self.store = Store(oplog_limit=oplog_limit, clock=clock)
+        self.store = Store(oplog_limit=oplog_limit, clock=clock, noop_interval=noop_interval)
         self._faults = Faults()
         self._dispatcher = Dispatcher(self.store, self._faults, replica_set=replica_set)
         self._server = WireServer(self._dispatcher.handle, host, port)

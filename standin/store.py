@@ -26,6 +26,8 @@ from .values import id_key
 
 INSERT, UPDATE, REPLACE, DELETE = "insert", "update", "replace", "delete"
 DROP, DROP_DATABASE, RENAME, INVALIDATE = "drop", "dropDatabase", "rename", "invalidate"
+NOOP = "noop"  # an oplog entry no stream shows: the server's periodic no-op write
+NOOP_INTERVAL_SECONDS = 10.0  # the server's periodicNoopIntervalSecs default (a startup parameter)
 
 
 class Entry:
@@ -61,12 +63,20 @@ class WriteResult:
 class Store:
     """Databases -> collections -> documents by _id, plus the oplog."""
 
-    def __init__(self, *, oplog_limit: int | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        oplog_limit: int | None = None,
+        clock: Callable[[], float] = time.time,
+        noop_interval: float = NOOP_INTERVAL_SECONDS,
+    ) -> None:
         self._lock = threading.Lock()
         self.changed = threading.Condition(self._lock)
         self._clock = clock
         self._dbs: dict[str, dict[str, dict]] = {}
         self._position = int(clock()) << 32
+        self._last_write = clock()
+        self._noop_interval = noop_interval
         self._lost_upto = self._position - 1  # history at or before this position is gone
         self._log: list[Entry] = []
         self._log_positions: list[int] = []
@@ -76,11 +86,12 @@ class Store:
     # ------------------------------------------------------------ time and the oplog
 
     def cluster_time(self) -> int:
-        """The position of the latest write (or of the latest idle high-water mark)."""
+        """The position of the latest oplog entry (a write or the periodic no-op)."""
         return self._position
 
     def _tick(self) -> tuple[int, datetime]:
         now = self._clock()
+        self._last_write = now
         seconds = int(now)
         if seconds > self._position >> 32:
             self._position = seconds << 32 | 1
@@ -110,11 +121,12 @@ class Store:
         """Resuming after a position older than this one fails with ChangeStreamHistoryLost."""
         return self._lost_upto
 
-    def wait_entries(self, after: int, deadline: float, limit: int) -> tuple[list[Entry], int]:
-        """Oplog entries after ``after`` (at most ``limit``), waiting until ``deadline``.
+    def wait_entries(self, after: int, deadline: float, limit: int) -> list[Entry]:
+        """Oplog entries after ``after`` (at most ``limit``), waiting until ``deadline`` for one.
 
-        Returns ``(entries, position)``; when nothing came, position is a high-water mark
-        (the current cluster time, advanced to the wall clock) that a stream may resume from.
+        A wait that ends with nothing new writes the server's periodic no-op first when the oplog
+        has been idle for the no-op interval: an idle stream's post-batch token advances
+        only when the oplog does, as on a replica set (whose primary writes that no-op).
         """
         with self.changed:
             while True:
@@ -124,13 +136,14 @@ class Store:
                     raise history_lost()
                 index = bisect.bisect_right(self._log_positions, after)
                 if index < len(self._log):
-                    return self._log[index : index + limit], after
+                    return self._log[index : index + limit]
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    seconds = int(self._clock())
-                    if seconds << 32 > self._position:
-                        self._position = seconds << 32
-                    return [], max(after, self._position)
+                    if self._clock() - self._last_write < self._noop_interval:
+                        return []
+                    self._append(NOOP, None, None)
+                    self.changed.notify_all()
+                    continue
                 self.changed.wait(remaining)
 
     def truncate_history(self) -> int:

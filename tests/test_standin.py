@@ -468,9 +468,12 @@ def test_find_by_in_matches_embedded_document_and_number_ids(db):
     assert sorted(map(repr, (d["_id"] for d in found))) == ["1.5", "{'nested': 'a'}"]
 
 
-def test_a_batch_cut_by_its_size_ends_on_its_last_event_token_a_drained_one_on_a_high_water_mark(mongo, db):
-    """As on a real server: pymongo caches the postBatchResumeToken with a batch's last event, so
-    a client can tell "the server has more" (the event's own token) from "that was all"."""
+def test_a_batch_ends_on_its_last_event_token_until_the_oplog_moves_past_it(mongo, db):
+    """As on a real server (jstests/change_streams/report_post_batch_resume_token.js): a batch's
+    post-batch token is its last event's ``_id`` when it stopped at ``batchSize`` and also when that
+    event is the newest oplog entry; it becomes a later high-water mark only once the oplog has
+    moved past it. (This test asserted a distinct high-water mark for every drained batch before:
+    that was the old stand-in, not the server.)"""
     with watch(db, batch_size=2) as stream:
         assert stream.try_next() is None
         for i in range(3):
@@ -478,10 +481,14 @@ def test_a_batch_cut_by_its_size_ends_on_its_last_event_token_a_drained_one_on_a
         first = stream.try_next()
         assert stream.resume_token == first["_id"]  # not the batch's last event
         second = stream.try_next()
-        assert stream.resume_token == second["_id"]  # last of a full batch: the server holds more
+        assert stream.resume_token == second["_id"]  # last of a full batch
         third = stream.try_next()
-        assert stream.resume_token != third["_id"]  # last of a drained batch: a high-water mark
-        assert stream.resume_token["_data"] > third["_id"]["_data"]
+        assert stream.resume_token == third["_id"]  # the newest oplog entry
+        assert stream.try_next() is None
+        assert stream.resume_token == third["_id"]  # nothing moved
+        mongo.insert(DB, "unwatched", {"_id": 1})
+        assert stream.try_next() is None
+        assert stream.resume_token["_data"] > third["_id"]["_data"]  # a high-water mark past it
 
 
 def test_stopping_right_after_starting_leaves_no_failed_thread(monkeypatch):
