@@ -19,7 +19,7 @@ from readmodel.connect import StoreError
 from readmodel.connect import connect as connect_redis
 from readmodel.text import text, text_map
 
-from . import health
+from . import health, verify_cli
 from .checkpoint import CheckpointStore
 from .deadletters import DeadLetters
 from .lease import Lease
@@ -247,6 +247,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    redis, mongo = _redis(settings), _mongo(settings)
+    try:
+        return verify_cli.run(args, settings, redis, mongo)
+    finally:
+        mongo.close()
+
+
 # ---------------------------------------------------------------------------- parser
 
 
@@ -302,6 +311,8 @@ def parser() -> argparse.ArgumentParser:
     inspect.add_argument("user")
     inspect.add_argument("--json", action="store_true")
     inspect.set_defaults(handler=cmd_inspect)
+
+    verify_cli.add_parser(commands, cmd_verify, mongo_options, redis_options)
     return root
 
 
@@ -312,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("pymongo").setLevel(logging.WARNING)
     try:
         return args.handler(args)
-    except Misconfigured as exc:
+    except (Misconfigured, SettingsError) as exc:
         print(f"projector: {exc}", file=sys.stderr)
         return 2
     except StoreError as exc:

@@ -37,6 +37,7 @@ from .metrics import Metrics
 from .normalize import document_id, epoch_ms, iso, to_utc
 from .settings import Settings
 from .source import RESYNC_EVENTS, Source, Stream, id_key, needs_resync, token_position
+from .verify_schedule import VerifySchedule
 from .writebehind import WriteBehind
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ class Worker:
         self._stop = threading.Event()
         self._due = {"renew": 0.0, "periodic": 0.0}
         self._closed = False
+        self.verify = VerifySchedule(self)  # scheduled verify and requested repairs (VERIFY_EVERY_S)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -136,6 +138,7 @@ class Worker:
         if self._closed:
             return
         self._closed = True
+        self.verify.close()
         self._drop_stream()
         self.writes.close()
         was_leader = self.lease.token is not None
@@ -468,6 +471,7 @@ class Worker:
             self.model.sweep(self._now_ms(), self._now_iso())
             if self.redis.getdel(self.layout.resync_request) is not None:
                 self.resync("requested by an operator")
+            self.verify.tick()
 
     def _report(self) -> None:
         now_ms = self._now_ms()

@@ -1,0 +1,115 @@
+"""``projector verify --repair``: re-project exactly the documents a verify found differing.
+
+A plan is made from a fresh read of those documents, at the position S of the source's clock
+taken *before* that read: a change after S carries a later position and wins over the repair, a
+change before S is in what was read. It is written through the projector's write path
+(:class:`readmodel.ReadModel`: owner entries, one script per user, versions, ``SPUBLISH``):
+
+1. positions that cannot be (past the source's clock, or not a position) are removed first, or
+   they would make the writer skip every real change to their document;
+2. each document is taken away from the users that show it but do not own it;
+3. each document's state is applied under its owner (a deleted or finished one is removed);
+4. every repaired user's snapshot is swept with a version jump, announced on pub/sub: a deleted
+   key or a restored dump took its version back, and an SSE client ignores a version it had.
+
+Every write step runs only while ``fenced()`` passes (it raises once the lease is lost). The plan
+is built on the caller's thread; :meth:`Plan.apply` runs where the lease holder writes (the
+worker's writer thread, or the CLI when no projector runs).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from readmodel import BalanceChange, Change, Layout, ReadModel, TaskChange
+from readmodel.changes import GONE
+
+from .changes import Rejected, document_change
+from .durations import Durations
+from .normalize import document_id, iso
+from .settings import Settings
+from .verify import Verifier
+from .verify_compare import ECONOMY, TASKS, Difference
+
+log = logging.getLogger(__name__)
+
+VERSION_JUMP = 1000  # as after a Redis failover: past any version a client can have seen since
+
+
+@dataclass
+class Plan:
+    """The writes that repair a set of differences."""
+
+    layout: Layout
+    clear: list[tuple[str, str, str]] = field(default_factory=list)  # (redis command, key, field)
+    take_away: list[Change] = field(default_factory=list)
+    states: list[Change] = field(default_factory=list)
+    users: set[str] = field(default_factory=set)
+    documents: int = 0
+
+    def apply(self, redis: Any, fenced: Callable[[], None], clock: Callable[[], float]) -> dict[str, int]:
+        """Write the plan; returns {user: new version}. ``fenced()`` raises when the lease is lost."""
+        model = ReadModel(redis, self.layout)
+        now = clock()
+        now_iso = iso(datetime.fromtimestamp(now, timezone.utc)) or ""
+        if self.clear:
+            fenced()
+            pipe = redis.pipeline(transaction=False)
+            for command, key, name in self.clear:
+                pipe.hdel(key, name) if command == "hdel" else pipe.delete(key)
+            pipe.execute()
+        for changes in (self.take_away, self.states):
+            if changes:
+                fenced()
+                model.apply(changes, now_iso)
+        fenced()
+        return model.sweep(int(now * 1000), now_iso, users=sorted(self.users), version_jump=VERSION_JUMP)
+
+
+def plan(verifier: Verifier, drift: list[Difference], raw_ids: dict[tuple[str, str], Any]) -> Plan:
+    """Read the differing documents again and plan their re-projection."""
+    settings: Settings = verifier.settings
+    layout = settings.layout
+    result = Plan(layout)
+    seq = verifier.cluster_time()  # before the read: see the module docstring
+    wanted: dict[str, dict[str, set[str]]] = {TASKS: {}, ECONOMY: {}}  # collection -> id -> users showing it
+    for diff in drift:
+        result.users.add(diff.user)
+        if diff.kind == "position-ahead":
+            if diff.collection == TASKS:
+                result.clear.append(("hdel", layout.seqs(diff.user), diff.doc))
+                result.clear.append(("delete", layout.task_owner(diff.doc), ""))
+            else:
+                result.clear.append(("hdel", layout.user(diff.user), "balanceSeq"))
+                if diff.doc:
+                    result.clear.append(("delete", layout.balance_owner(diff.doc), ""))
+        if diff.doc and diff.collection:
+            wanted[diff.collection].setdefault(diff.doc, set()).add(diff.user)
+    durations = Durations.load(verifier.redis, layout)
+    now_ms = int(verifier.clock() * 1000)
+    for collection, ids in wanted.items():
+        found = {document_id(doc.get("_id")): doc for doc in verifier.fetch(collection, ids, raw_ids)}
+        for doc_id, users in ids.items():
+            doc = found.get(doc_id)
+            change = document_change(collection, doc, doc.get("_id") if doc else doc_id, seq, now_ms, settings.rules,
+                                     durations)
+            if isinstance(change, Rejected):
+                log.warning("verify: %s %s cannot be projected (%s); left as it is", collection, doc_id, change.reason)
+                continue
+            result.documents += 1
+            owner = change.owner if doc is not None else None
+            for uid in sorted(users - {owner}):
+                result.take_away.append(_gone(collection, doc_id, seq, uid))
+            if owner:
+                result.users.add(owner)
+                result.states.append(change)
+    return result
+
+
+def _gone(collection: str, doc_id: str, seq: str, uid: str) -> Change:
+    if collection == TASKS:
+        return TaskChange(generation_id=doc_id, seq=seq, owner=uid, state=GONE)
+    return BalanceChange(doc_id=doc_id, seq=seq, owner=uid)
