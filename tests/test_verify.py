@@ -1,0 +1,180 @@
+"""`projector verify`: every kind of damage named, repaired through the write path, and a write
+racing the verify never reported as drift (in-process verifier against the stand-in and Redis)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from projector.settings import Settings
+from projector.source import connect
+from projector.verify import Verifier, VerifyError
+from projector import verify_compare
+from projector.verify_compare import Actual, Documents, compare
+from projector.verify_repair import plan as plan_repair
+from projector.worker import Worker
+from projector.normalize import Rules
+
+from projector.checkpoint import Checkpoint, CheckpointStore
+from readmodel import position
+
+from .capture_helpers import DB, ECONOMY, TASKS, economy_doc, snapshot, task_doc
+from .waits import wait_for
+
+
+class Running:
+    """A worker running on a thread of its own, as `projector run` does."""
+
+    def __init__(self, worker: Worker, standin) -> None:
+        self.worker, self.standin = worker, standin
+        self.thread = threading.Thread(target=worker.run, daemon=True)
+        self.thread.start()
+
+    def applied(self) -> None:
+        """Until the worker has applied everything written to the stand-in so far."""
+        latest = self.standin.cluster_time()
+        target = position(latest.time, latest.inc)
+        wait_for(lambda: (CheckpointStore(self.worker.redis, self.worker.layout).load() or NONE).position >= target,
+                 15, f"the worker applying up to {target}")
+
+    def stop(self) -> None:
+        self.worker.stop()
+        self.thread.join(10)
+
+
+NONE = Checkpoint(None, "", 0)
+
+
+@pytest.fixture
+def setup(standin, real_redis, prefix, store_env):
+    """A stand-in with three users, a running worker that applied them, and a verifier."""
+    for n in range(3):
+        standin.insert(DB, TASKS, task_doc(f"g{n}", f"u{n}", progress=0.25))
+        standin.insert(DB, TASKS, task_doc(f"h{n}", f"u{n}", status="queued"))
+        standin.insert(DB, ECONOMY, economy_doc(f"e{n}", f"u{n}", credit=f"{n}.5"))
+    settings = Settings.from_env({**store_env, "MONGO_URL": standin.url, "KEY_PREFIX": prefix})
+    mongo = connect(standin.url)
+    running = Running(Worker(settings, real_redis, mongo, progress=False), standin)
+    running.applied()
+    yield running, Verifier(settings, real_redis, mongo, wait_s=10)
+    running.stop()
+    mongo.close()
+
+
+def kinds(report) -> set[tuple[str, str, str]]:
+    return {(d.kind, d.user, d.doc) for d in report.drift}
+
+
+def test_a_read_model_the_projector_wrote_is_clean(setup):
+    _worker, verifier = setup
+    report = verifier.check()
+    assert report.drift == [] and report.unsettled == []
+    assert report.users == 3 and report.documents == 9
+
+
+def test_each_damage_is_named_and_the_repair_restores_every_snapshot(setup, real_redis, layout):
+    worker, verifier = setup
+    before = {u: snapshot(real_redis, layout, u) for u in ("u0", "u1", "u2")}
+    real_redis.delete(layout.user("u0"))  # the user hash: balance and version gone
+    real_redis.hdel(layout.tasks("u1"), "g1")  # one task
+    real_redis.hset(layout.user("u2"), "usdCredit", "999")  # a balance
+    record = json.loads(real_redis.hget(layout.tasks("u2"), "g2"))
+    real_redis.hset(layout.tasks("u2"), "zz", json.dumps({**record, "generationId": "zz"}))  # an extra task
+    real_redis.set(layout.task_owner("h1"), "0000000001.0000000000|intruder|")  # an owner entry
+    real_redis.hset(layout.seqs("u2"), "h2", "9999999999.0000000000")  # a position from the future
+    real_redis.zrem(layout.deadlines, "u1")  # the stale deadline
+    report = verifier.check()
+    assert kinds(report) == {
+        ("balance-missing", "u0", "e0"), ("version-missing", "u0", ""),
+        ("task-missing", "u1", "g1"), ("owner-wrong", "u1", "h1"), ("deadline-missing", "u1", ""),
+        ("balance-different", "u2", "e2"), ("task-extra", "u2", "zz"), ("position-ahead", "u2", "h2"),
+    }
+    assert report.rounds == 2  # drift is confirmed by a second read
+    versions = plan_repair(verifier, report.drift, report.raw_ids).apply(real_redis, lambda: None, time.time)
+    assert set(versions) == {"u0", "u1", "u2"}
+    after = {u: snapshot(real_redis, layout, u) for u in ("u0", "u1", "u2")}
+    for uid in before:
+        assert {**after[uid], "version": 0, "updatedAt": 0} == {**before[uid], "version": 0, "updatedAt": 0}
+        # a deleted or restored hash took the version back: the jump goes past what clients saw
+        assert after[uid]["version"] > max(1000, before[uid]["version"])
+    assert verifier.check().drift == []
+    worker.applied()  # the projector goes on over the repaired model
+    assert verifier.check().drift == []
+
+
+def test_a_different_task_and_a_restored_old_dump_are_named(setup, standin, real_redis, layout):
+    worker, verifier = setup
+    dump = {key: real_redis.dump(key) for key in layout.user_keys("u0") if real_redis.exists(key)}
+    standin.update(DB, TASKS, "g0", set={"progress": 0.75})
+    standin.update(DB, ECONOMY, "e0", set={"usdCredit": "7.25"})
+    worker.applied()
+    for key, value in dump.items():
+        real_redis.restore(key, 0, value, replace=True)
+    record = json.loads(real_redis.hget(layout.tasks("u1"), "g1"))
+    real_redis.hset(layout.tasks("u1"), "g1", json.dumps({**record, "status": "failed"}))
+    report = verifier.check()
+    assert kinds(report) == {("task-different", "u0", "g0"), ("balance-different", "u0", "e0"),
+                             ("task-different", "u1", "g1")}
+    assert "progressPercent 25.0!=75.0" in next(d.detail for d in report.drift if d.doc == "g0")
+    assert 'status "failed"!="processing"' in next(d.detail for d in report.drift if d.doc == "g1")
+
+
+def test_a_write_racing_the_verify_is_not_drift(setup, standin, monkeypatch):
+    """Documents change after MongoDB was read and the projector applies them before Redis is
+    read, twice in a row: the read model is newer than what was read, which is not drift."""
+    worker, verifier = setup
+    wait = verifier._wait_applied
+    races = []
+
+    def write_then_wait(target: str) -> None:
+        if len(races) < 2:
+            races.append(target)
+            standin.update(DB, TASKS, "g0", set={"progress": 0.9 + len(races) / 100})
+            standin.update(DB, ECONOMY, "e1", set={"usdCredit": f"4{len(races)}"})
+            standin.delete(DB, TASKS, f"h{len(races)}")
+            worker.applied()
+        wait(target)
+
+    monkeypatch.setattr(verifier, "_wait_applied", write_then_wait)
+    report = verifier.check()
+    assert len(races) == 2 and report.drift == [] and report.unsettled == []
+    assert report.rounds == 3  # the raced users were read again until they held still
+
+
+def test_the_verify_waits_for_the_projector_and_says_so_when_it_does_not_apply(setup, standin):
+    worker, verifier = setup
+    worker.stop()
+    standin.update(DB, TASKS, "g0", set={"progress": 0.9})  # no projector applies it
+    verifier.wait_s = 0.3
+    with pytest.raises(VerifyError, match="has not applied up to"):
+        verifier.check()
+
+
+def test_a_sample_checks_that_many_users_and_finds_a_user_missing_from_redis(setup, real_redis, layout):
+    _worker, verifier = setup
+    for key in layout.user_keys("u1"):
+        real_redis.delete(key)
+    assert len(verifier.sample(2)) == 2 and len(verifier.sample(0.5)) == 2
+    assert verifier.all_users() == ["u0", "u1", "u2"]  # u1 is known from MongoDB only now
+    report = verifier.check(["u1"])
+    assert {d.kind for d in report.drift} == {"task-missing", "balance-missing"}
+
+
+def test_an_estimate_from_a_learned_duration_and_a_stale_task_are_not_drift():
+    rules = Rules()
+    now_ms = int(time.time() * 1000)
+    docs = Documents(rules, now_ms)
+    docs.add(verify_compare.TASKS, task_doc("g1", "u1"), "g1")
+    docs.add(verify_compare.TASKS, task_doc("old", "u1", requestTimestamp="2020-01-01T00:00:00Z"), "old")
+    task = docs.expected("u1").tasks["g1"]
+    stored = {**task.visible(), "progressSource": "estimate", "expectedDurationMs": 5000,
+              "staleAt": docs.stale_at(task)}
+    have = Actual({"version": "3"}, {"g1": stored, "old": {**stored, "generationId": "old", "staleAt": 1}},
+                  {"g1": "0000000002.0000000000"}, [], float(now_ms))
+    have.owners = {(verify_compare.TASKS, "g1"): "0000000001.0000000000|u1|"}
+    assert compare("u1", docs.expected("u1"), have, docs, "0000000003.0000000000") == []
+    stored["progressSource"] = "reported"
+    assert [d.kind for d in compare("u1", docs.expected("u1"), have, docs, "0000000003.0000000000")] == ["task-different"]
