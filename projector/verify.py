@@ -19,8 +19,9 @@ from __future__ import annotations
 import random
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from bson import ObjectId
 from pymongo.errors import OperationFailure
@@ -152,7 +153,8 @@ class Verifier:
                 bar.update()
         after = self.cluster_time()
         self._wait_applied(after)
-        uids = sorted(set(users) if users is not None else set(docs.users) | set(ReadModel(self.redis, self.layout).known_users()))
+        known = set(ReadModel(self.redis, self.layout).known_users()) if users is None else set()
+        uids = sorted(set(users) if users is not None else set(docs.users) | known)
         actual = self._read_redis(uids, docs)
         report.raw_ids.update(docs.raw_ids)
         return before, docs, actual, self.cluster_time()
@@ -160,7 +162,7 @@ class Verifier:
     def _documents(self, users: list[str] | None) -> Iterator[tuple[str, Any]]:
         for collection in (TASKS, ECONOMY):
             coll = self.db[self.names[collection]]
-            projection = {name: 1 for name in self.fields[collection]}
+            projection = dict.fromkeys(self.fields[collection], 1)
             if users is None:
                 with coll.find({}, projection, batch_size=1000) as cursor:
                     for doc in cursor:
@@ -181,7 +183,7 @@ class Verifier:
         ids = [c for doc_id in doc_ids
                for c in ([known[(collection, doc_id)]] if (collection, doc_id) in known else candidates(doc_id))]
         coll = self.db[self.names[collection]]
-        projection = {name: 1 for name in self.fields[collection]} if fields else None
+        projection = dict.fromkeys(self.fields[collection], 1) if fields else None
         for start in range(0, len(ids), CHUNK):
             yield from coll.find({"_id": {"$in": ids[start : start + CHUNK]}}, projection)
 

@@ -12,7 +12,8 @@ import json
 import sys
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pymongo.errors import PyMongoError
 

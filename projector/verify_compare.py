@@ -18,8 +18,9 @@ wall time), the version's value (MongoDB knows nothing of it) and ``updatedAt``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from readmodel.records import FINISHED_SHOWN_MS, FINISHED_TASK_FIELDS, TASK_FIELDS
 from readmodel.text import text, text_map
@@ -102,7 +103,7 @@ class Documents:
         self.task_owner[doc_id] = task.owner if task.live else None
         if not task.live:
             expected.finished[doc_id] = task
-        elif self.stale_at(task) is not None and self.stale_at(task) <= self.now_ms:
+        elif (stale_at := self.stale_at(task)) is not None and stale_at <= self.now_ms:
             expected.tolerated.add(doc_id)  # hidden on read, swept by the worker
         else:
             expected.tasks[doc_id] = task
@@ -125,7 +126,7 @@ class Actual:
     owners: dict[tuple[str, str], str | None] = field(default_factory=dict)  # (collection, id) -> entry
 
     @classmethod
-    def from_replies(cls, user: Any, tasks: Any, seqs: Any, finished: Any, deadline: Any) -> "Actual":
+    def from_replies(cls, user: Any, tasks: Any, seqs: Any, finished: Any, deadline: Any) -> Actual:
         return cls(text_map(user), {text(k): _json(v) for k, v in (tasks or {}).items()}, text_map(seqs),
                    [_json(v) for v in finished or []], None if deadline is None else float(deadline))
 
@@ -158,7 +159,7 @@ def _task_fields(stored: dict[str, Any], task: Task, stale_at: int | None) -> li
 
 
 def _owner_of(entry: str) -> str:
-    return (entry.split("|", 2) + [""])[1]
+    return [*entry.split("|", 2), ""][1]
 
 
 def _entry_seq(entry: str | None) -> str:
@@ -207,7 +208,7 @@ def compare(uid: str, want: Expected, have: Actual, docs: Documents, newest: str
     stored_balance = tuple(have.user.get(name) for name in ("usdCredit", "points", "exp"))
     balance_owned = owns(balance_doc) if balance_doc else owns(None)
     if want.balances:
-        for doc_id, balance in want.balances.items():
+        for doc_id in want.balances:
             entry = have.owners.get((ECONOMY, doc_id))
             if entry is None:
                 diff("owner-missing", ECONOMY, doc_id, "no owner entry for the user's balance document", balance_seq)
@@ -227,7 +228,7 @@ def compare(uid: str, want: Expected, have: Actual, docs: Documents, newest: str
         diff("balance-extra", ECONOMY, balance_doc, f"read model has {' '.join(map(str, stored_balance))}, "
              "MongoDB no balance document for this user", balance_seq)
 
-    shown = [(t.get("staleAt"), gid) for gid, t in have.tasks.items() if isinstance(t.get("staleAt"), int)
+    shown = [(t["staleAt"], gid) for gid, t in have.tasks.items() if isinstance(t.get("staleAt"), int)
              and t["staleAt"] > now_ms]
     if shown:
         earliest, gid = min(shown)
@@ -237,10 +238,10 @@ def compare(uid: str, want: Expected, have: Actual, docs: Documents, newest: str
 
     for record in have.finished:
         gid, finished_ms = str(record.get("generationId")), record.get("finishedAtMs")
-        task = want.finished.get(gid)
-        if task is None or (isinstance(finished_ms, int) and now_ms - finished_ms > FINISHED_SHOWN_MS):
+        done = want.finished.get(gid)
+        if done is None or (isinstance(finished_ms, int) and now_ms - finished_ms > FINISHED_SHOWN_MS):
             continue
-        visible = task.visible()
+        visible = done.visible()
         wrong = [f"{n} {_show(record.get(n))}!={_show(visible.get(n))}" for n in FINISHED_TASK_FIELDS
                  if record.get(n) != visible.get(n)]
         if wrong:

@@ -20,9 +20,10 @@ worker's writer thread, or the CLI when no projector runs).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from readmodel import BalanceChange, Change, Layout, ReadModel, TaskChange
 from readmodel.changes import GONE
@@ -54,7 +55,7 @@ class Plan:
         """Write the plan; returns {user: new version}. ``fenced()`` raises when the lease is lost."""
         model = ReadModel(redis, self.layout)
         now = clock()
-        now_iso = iso(datetime.fromtimestamp(now, timezone.utc)) or ""
+        now_iso = iso(datetime.fromtimestamp(now, UTC)) or ""
         if self.clear:
             fenced()
             pipe = redis.pipeline(transaction=False)

@@ -19,9 +19,9 @@ import logging
 import os
 import queue
 import threading
-import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -63,7 +63,7 @@ class Config:
     repair: bool = True
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Config":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
         env = os.environ if env is None else env
         try:
             every = float(env.get("VERIFY_EVERY_S", cls.every_s))
@@ -90,7 +90,7 @@ class Counts:
 class Collector:
     """The counters as Prometheus families (registered on the worker's metrics registry)."""
 
-    def __init__(self, schedule: "VerifySchedule") -> None:
+    def __init__(self, schedule: VerifySchedule) -> None:
         self.schedule = schedule
 
     def collect(self) -> Iterator[Metric]:
@@ -202,7 +202,8 @@ class VerifySchedule:
 
     def _repair(self, verifier: Verifier, report: Report) -> dict[str, int]:
         plan = plan_repair(verifier, report.drift, report.raw_ids)
-        done, outcome = threading.Event(), []
+        done = threading.Event()
+        outcome: list[Any] = []
         self.plans.put((plan, done, outcome))
         if not done.wait(REPAIR_WAIT_S) or isinstance(outcome[0], Exception):
             raise VerifyError(f"the repair was not written: {outcome[0] if outcome else 'timed out'}")

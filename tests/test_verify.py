@@ -9,16 +9,15 @@ import time
 
 import pytest
 
+from projector import verify_compare
+from projector.checkpoint import Checkpoint, CheckpointStore
+from projector.normalize import Rules
 from projector.settings import Settings
 from projector.source import connect
 from projector.verify import Verifier, VerifyError
-from projector import verify_compare
 from projector.verify_compare import Actual, Documents, compare
 from projector.verify_repair import plan as plan_repair
 from projector.worker import Worker
-from projector.normalize import Rules
-
-from projector.checkpoint import Checkpoint, CheckpointStore
 from readmodel import position
 
 from .capture_helpers import DB, ECONOMY, TASKS, economy_doc, snapshot, task_doc
