@@ -16,10 +16,12 @@ from readmodel.keys import USER_ID_PATTERN
 
 from .auth import Principal, authenticate, authorize
 from .expiry import end_at_expiry
-from .fanout import Fanout, Listener
+from .fanout import Fanout
 from .limits import StreamLimiter
+from .mailbox import Mailbox
 from .metrics import Metrics
 from .settings import Settings
+from .snapshots import SnapshotReader
 
 TOKEN_COOKIE = "livestatus_token"
 
@@ -36,6 +38,10 @@ async def _layout(request: Request) -> Layout:
     return request.app.state.layout
 
 
+async def _reader(request: Request) -> SnapshotReader:
+    return request.app.state.reader
+
+
 async def _fanout(request: Request) -> Fanout:
     return request.app.state.fanout
 
@@ -47,6 +53,7 @@ async def _metrics(request: Request) -> Metrics:
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RedisDep = Annotated[Any, Depends(_redis)]
 LayoutDep = Annotated[Layout, Depends(_layout)]
+ReaderDep = Annotated[SnapshotReader, Depends(_reader)]
 FanoutDep = Annotated[Fanout, Depends(_fanout)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
 
@@ -93,8 +100,8 @@ class StreamGate:
     def __init__(self, uid: str, principal: Principal, limiter: StreamLimiter, leeway_s: float) -> None:
         self.uid, self.principal, self.limiter, self.leeway_s = uid, principal, limiter, leeway_s
 
-    def listen(self, fanout: Fanout) -> Listener:
-        """The stream's listener, holding a slot until it closes and ending when a user token does.
+    def listen(self, fanout: Fanout) -> Mailbox:
+        """The stream's mailbox, holding a slot until it closes and ending when a user token does.
 
         Raises TooManyStreams (429) or ServerBusy (503) past a limit.
         """
@@ -106,10 +113,10 @@ class StreamGate:
             if timer is not None:
                 timer.cancel()
 
-        listener = fanout.listen(self.uid, on_end=end)
-        if not listener.closed:
-            timer = end_at_expiry(listener, self.principal.expires_at, self.leeway_s)
-        return listener
+        mailbox = fanout.listen(self.uid, on_end=end)
+        if not mailbox.closed:
+            timer = end_at_expiry(mailbox, self.principal.expires_at, self.leeway_s)
+        return mailbox
 
 
 async def _stream_gate(request: Request, uid: ReadableUser, principal: PrincipalDep, settings: SettingsDep) -> StreamGate:

@@ -13,16 +13,16 @@ import time
 
 from sse_starlette import JSONServerSentEvent
 
-from .fanout import Listener
+from .mailbox import Mailbox
 
 TOKEN_EXPIRED_FRAME = JSONServerSentEvent(
     {"reason": "token_expired", "message": "the token has expired; reconnect with a fresh one"}, event="end"
 ).encode()
 
 
-def end_at_expiry(listener: Listener, expires_at: float | None, leeway_s: float) -> asyncio.TimerHandle | None:
-    """Schedule ``listener``'s end with :data:`TOKEN_EXPIRED_FRAME` when the token stops being accepted."""
+def end_at_expiry(mailbox: Mailbox, expires_at: float | None, leeway_s: float) -> asyncio.TimerHandle | None:
+    """Schedule ``mailbox``'s end with :data:`TOKEN_EXPIRED_FRAME` when the token stops being accepted."""
     if expires_at is None:
         return None
     delay = max(0.0, expires_at + leeway_s - time.time())
-    return asyncio.get_running_loop().call_later(delay, listener.finish, TOKEN_EXPIRED_FRAME)
+    return asyncio.get_running_loop().call_later(delay, mailbox.finish, TOKEN_EXPIRED_FRAME)

@@ -90,6 +90,10 @@ class StreamLimiter:
             return self._credentials.get(credential, 0)
         return self.open
 
+    def entries(self) -> int:
+        """Users and credentials counted now (each with an open stream): what the limiter holds."""
+        return len(self._users) + len(self._credentials)
+
     def _release(self, slot: StreamSlot) -> None:
         self.open -= 1
         _drop(self._users, slot.uid)

@@ -17,13 +17,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from readmodel import Layout
 from readmodel.connect import aconnect, apubsub_client
 
-from . import redact, snapshots
+from . import redact
 from .errors import install_handlers
 from .fanout import Fanout
 from .limits import StreamLimiter
 from .metrics import LatencyMiddleware, Metrics
 from .routes import ops, users
 from .settings import Settings
+from .snapshots import SnapshotReader
 from .stream import StreamHandoff
 from .stream import router as stream_router
 
@@ -55,19 +56,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pubsub_redis = apubsub_client(settings.store, f"livestatus-api-fanout-{settings.key_prefix}-{os.getpid()}",
                                       socket_keepalive=True, socket_connect_timeout=2)
         layout = Layout(settings.key_prefix)
-
-        async def read(uid: str) -> dict:
-            return await snapshots.read(redis, layout, uid, settings.estimate_cap_percent, settings.live_tasks_shown)
-
-        async def read_many(uids: list[str]) -> list[dict]:
-            return await snapshots.read_many(redis, layout, uids, settings.estimate_cap_percent, settings.live_tasks_shown)
-
+        reader = SnapshotReader(redis, layout, settings.estimate_cap_percent, settings.live_tasks_shown)
         # A cluster's sharded messages are read from one node's connection after another, each
         # waiting up to poll_s: a short poll keeps a message on the next node from waiting long.
-        fanout = Fanout(pubsub_redis, layout, read, metrics, read_many=read_many,
-                        poll_s=0.02 if settings.redis_cluster else 1.0)
+        fanout = Fanout(pubsub_redis, layout, reader, metrics, poll_s=0.02 if settings.redis_cluster else 1.0)
         await fanout.start()
-        app.state.redis, app.state.layout, app.state.fanout = redis, layout, fanout
+        app.state.redis, app.state.layout, app.state.reader, app.state.fanout = redis, layout, reader, fanout
         try:
             yield
         finally:

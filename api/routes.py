@@ -18,7 +18,7 @@ from readmodel.connect import StoreError
 
 from . import panel as panel_page
 from . import snapshots
-from .deps import LayoutDep, MetricsDep, ReadableUser, RedisDep, SettingsDep
+from .deps import MetricsDep, ReadableUser, ReaderDep, RedisDep, SettingsDep
 from .errors import ErrorBody, NotReady
 from .models import Health, Ready, Snapshot, StatusReport, StatusText
 from .render import DISCORD_ALLOWED_MENTIONS, markup_for, render
@@ -36,9 +36,9 @@ ops = APIRouter(tags=["operations"])
 
 
 @users.get("/users/{masterAccountId}/status", response_model=Snapshot)
-async def status(uid: ReadableUser, redis: RedisDep, layout: LayoutDep, settings: SettingsDep) -> dict[str, Any]:
+async def status(uid: ReadableUser, reader: ReaderDep) -> dict[str, Any]:
     """The user's current snapshot (version 0 and empty when nothing is known)."""
-    return await snapshots.read(redis, layout, uid, settings.estimate_cap_percent, settings.live_tasks_shown)
+    return await reader.read(uid)
 
 
 def _number(text: str | None) -> float | None:
@@ -46,9 +46,9 @@ def _number(text: str | None) -> float | None:
 
 
 @users.get("/users/{masterAccountId}/status-report", response_model=StatusReport)
-async def status_report(uid: ReadableUser, redis: RedisDep, layout: LayoutDep, settings: SettingsDep) -> dict[str, Any]:
+async def status_report(uid: ReadableUser, reader: ReaderDep) -> dict[str, Any]:
     """The legacy shape the bots consume today (walletAddress is always null: not ours)."""
-    snap = await snapshots.read(redis, layout, uid, settings.estimate_cap_percent, settings.live_tasks_shown)
+    snap = await reader.read(uid)
     return {
         "points": snap["balance"]["points"],
         "exp": snap["balance"]["exp"],
@@ -72,8 +72,7 @@ async def status_report(uid: ReadableUser, redis: RedisDep, layout: LayoutDep, s
 @users.get("/users/{masterAccountId}/status/text", response_model=StatusText)
 async def status_text(
     uid: ReadableUser,
-    redis: RedisDep,
-    layout: LayoutDep,
+    reader: ReaderDep,
     settings: SettingsDep,
     platform: Annotated[Literal["telegram", "discord"], Query(description="where the text will be sent")],
     markup: Annotated[
@@ -81,7 +80,7 @@ async def status_text(
     ] = None,
 ) -> dict[str, Any]:
     """The status message rendered for a chat platform, escaped for its parse mode."""
-    snap = await snapshots.read(redis, layout, uid, settings.estimate_cap_percent, settings.live_tasks_shown)
+    snap = await reader.read(uid)
     chosen = markup_for(platform, markup)
     return {
         "masterAccountId": uid,
@@ -89,7 +88,7 @@ async def status_text(
         "platform": platform,
         "parseMode": chosen.parse_mode,
         "allowedMentions": DISCORD_ALLOWED_MENTIONS if platform == "discord" else None,
-        "text": render(snap, chosen, snapshots.now_ms(), settings.text_task_limit),
+        "text": render(snap, chosen, reader.clock(), settings.text_task_limit),
     }
 
 

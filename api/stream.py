@@ -27,14 +27,14 @@ from fastapi import APIRouter, Header, Query
 from sse_starlette import EventSourceResponse, JSONServerSentEvent, ServerSentEvent
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import snapshots
-from .deps import FanoutDep, LayoutDep, MetricsDep, ReadableUser, RedisDep, SettingsDep, StreamGateDep
+from .deps import FanoutDep, MetricsDep, ReadableUser, SettingsDep, StreamGateDep
 from .errors import InvalidRequest
-from .fanout import Listener, Snapshot
 from .limits import LIMIT_ERRORS
+from .mailbox import Mailbox
 from .metrics import Metrics
 from .routes import ERRORS
 from .settings import Settings
+from .snapshots import Snapshot
 
 log = logging.getLogger("api.stream")
 HANDOFF = "livestatus.stream_handoff"
@@ -46,6 +46,14 @@ PING = ServerSentEvent(comment="ping")
 def ping() -> ServerSentEvent:
     """The heartbeat, a ``: ping`` comment (sse-starlette's own carries a timestamp)."""
     return PING
+
+
+def frame(snapshot: Snapshot) -> bytes:
+    """The ``event: snapshot`` SSE frame, ``id:`` = version (JSON has no raw newlines); encoded
+    once per snapshot, however many streams send it."""
+    if snapshot.frame is None:
+        snapshot.frame = ServerSentEvent(snapshot.json, id=str(snapshot.version), event="snapshot").encode()
+    return snapshot.frame
 
 
 def parse_last_event_id(header: str | None, query: str | None) -> int | None:
@@ -68,61 +76,61 @@ def opening(first: Snapshot, resumed_from: int | None, retry_ms: int) -> tuple[b
     sync = {"version": first.version, "resumedFrom": resumed_from, "sentSnapshot": send_first}
     parts = [ServerSentEvent(comment="livestatus", retry=retry_ms).encode()]
     if send_first:
-        parts.append(first.frame)
+        parts.append(frame(first))
     parts.append(JSONServerSentEvent(sync, event="sync").encode())
     return b"".join(parts), send_first
 
 
-async def frames(opening: bytes, listener: Listener, metrics: Metrics) -> AsyncIterator[bytes]:
-    """The stream's body: ``opening``, then each new snapshot's frame until the listener closes
+async def frames(opening: bytes, mailbox: Mailbox, metrics: Metrics) -> AsyncIterator[bytes]:
+    """The stream's body: ``opening``, then each new snapshot's frame until the mailbox closes
     (and then its farewell, if it was ended with a reason: an expired token)."""
     yield opening
     del opening  # nothing sent is held while the stream waits
     while True:
-        snapshot = await listener.next()
+        snapshot = await mailbox.next()
         if snapshot is None:
-            if listener.farewell:
-                yield listener.farewell
+            if mailbox.farewell:
+                yield mailbox.farewell
             return
-        if snapshot.version <= listener.sent_version:
+        if snapshot.version <= mailbox.sent_version:
             continue  # read before the first snapshot was sent
-        listener.sent_version = snapshot.version
+        mailbox.sent_version = snapshot.version
         metrics.events_sent.inc()
-        frame = snapshot.frame
+        encoded = frame(snapshot)
         del snapshot
-        yield frame
+        yield encoded
 
 
 class EndsOnShutdown:
-    """The ``shutdown_event`` handed to sse-starlette: setting it closes the stream's listener,
+    """The ``shutdown_event`` handed to sse-starlette: setting it closes the stream's mailbox,
     so the stream ends by itself (a complete response) within the grace period."""
 
-    __slots__ = ("listener",)
+    __slots__ = ("mailbox",)
 
-    def __init__(self, listener: Listener) -> None:
-        self.listener = listener
+    def __init__(self, mailbox: Mailbox) -> None:
+        self.mailbox = mailbox
 
     def set(self) -> None:
-        self.listener.close()
+        self.mailbox.close()
 
     def is_set(self) -> bool:
-        return self.listener.closed
+        return self.mailbox.closed
 
 
 class StatusStream(EventSourceResponse):
-    """sse-starlette's response for one listener: counts the open stream, logs a dropped slow
-    client, and closes the listener however the response ends (even if the body never started)."""
+    """sse-starlette's response for one mailbox: counts the open stream, logs a dropped slow
+    client, and closes the mailbox however the response ends (even if the body never started)."""
 
-    def __init__(self, opening: bytes, listener: Listener, metrics: Metrics, settings: Settings) -> None:
+    def __init__(self, opening: bytes, mailbox: Mailbox, metrics: Metrics, settings: Settings) -> None:
         super().__init__(
-            frames(opening, listener, metrics),
+            frames(opening, mailbox, metrics),
             ping=settings.heartbeat_s,
             ping_message_factory=ping,
             send_timeout=settings.send_timeout_s,
-            shutdown_event=EndsOnShutdown(listener),  # type: ignore[arg-type]  # only set() is called
+            shutdown_event=EndsOnShutdown(mailbox),  # type: ignore[arg-type]  # only set() is called
             shutdown_grace_period=settings.shutdown_grace_s,
         )
-        self.listener = listener
+        self.mailbox = mailbox
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -139,9 +147,9 @@ class StatusStream(EventSourceResponse):
             await super().__call__(scope, receive, send)
         except TimeoutError:  # sse-starlette's SendTimeoutError: the client is gone or stuck
             log.warning("dropped a stream of %s: its client accepted nothing for %.0fs",
-                        self.listener.uid, self.send_timeout)
+                        self.mailbox.uid, self.send_timeout)
         finally:
-            self.listener.close()
+            self.mailbox.close()
             self.metrics.open_streams.dec()
 
 
@@ -165,7 +173,7 @@ class StreamHandoff:
             await self.app({**scope, HANDOFF: handoff}, receive, send)
         except BaseException:
             for stream, _ in handoff:
-                stream.listener.close()
+                stream.mailbox.close()
             raise
         if handoff:
             stream, inner_send = handoff.pop()
@@ -180,8 +188,6 @@ class StreamHandoff:
 )
 async def status_stream(
     uid: ReadableUser,
-    redis: RedisDep,
-    layout: LayoutDep,
     fanout: FanoutDep,
     settings: SettingsDep,
     metrics: MetricsDep,
@@ -191,16 +197,17 @@ async def status_stream(
 ) -> StatusStream:
     """Server-Sent Events: the current snapshot, then one event per new version (resumable)."""
     resumed_from = parse_last_event_id(last_event_id, lastEventId)
-    listener = gate.listen(fanout)  # before the read: a change right after it is not missed; 429/503 past a limit
+    mailbox = gate.listen(fanout)  # before the read: a change right after it is not missed; 429/503 past a limit
     try:
-        first = Snapshot(await snapshots.read(redis, layout, uid, settings.estimate_cap_percent, settings.live_tasks_shown))
+        # Batched with every other read waiting: a burst of openings shares round trips.
+        first = await fanout.first_snapshot(uid)
     except BaseException:
-        listener.close()
+        mailbox.close()
         raise
     body, sent_first = opening(first, resumed_from, settings.retry_ms)
     if resumed_from is not None:
         metrics.resumes.labels(outcome="behind" if sent_first else "current").inc()
     if sent_first:
         metrics.events_sent.inc()
-    listener.sent_version = max(listener.sent_version, first.version)
-    return StatusStream(body, listener, metrics, settings)
+    mailbox.mark_sent(first.version)
+    return StatusStream(body, mailbox, metrics, settings)

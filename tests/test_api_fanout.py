@@ -1,4 +1,5 @@
-"""The fan-out: latest-only mailboxes, one read per version, catch-up after a pub/sub reconnect."""
+"""The fan-out: latest-only mailboxes, one read per version, catch-up after a pub/sub reconnect,
+and stream openings' first reads batched like every other read."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import pytest
 import redis
 import redis.asyncio
 
-from api import snapshots
-from api.fanout import Fanout, Listener, Snapshot
+from api.errors import ServerBusy
+from api.fanout import Fanout, Mailbox, Snapshot
 from api.metrics import Metrics
-from readmodel import Layout, View, aread_snapshot
+from api.snapshots import SnapshotReader
+from readmodel import Layout
 from tests.conftest import REDIS_URL
 
 
@@ -20,29 +22,35 @@ def snap(version: int) -> Snapshot:
     return Snapshot({"version": version})
 
 
-def test_a_listener_keeps_only_the_newest_unsent_snapshot_and_counts_the_replaced():
-    metrics = Metrics()
-    listener = Listener("u", metrics)
+def sample(metrics: Metrics, name: str) -> float:
+    return metrics.registry.get_sample_value(name) or 0.0
+
+
+def test_a_mailbox_keeps_only_the_newest_unsent_snapshot_and_reports_the_replaced_to_its_hook():
+    drops = []
+    mailbox = Mailbox("u", on_drop=lambda: drops.append(1))
     for version in (1, 2, 3):
-        listener.offer(snap(version))
-    listener.offer(snap(2))  # older than what is pending: ignored, not a drop
-    assert listener.dropped == 2
-    assert metrics.dropped_states._value.get() == 2
-    assert asyncio.run(listener.next()).version == 3
+        mailbox.offer(snap(version))
+    mailbox.offer(snap(2))  # older than what is pending: ignored, not a drop
+    assert mailbox.dropped == 2 and len(drops) == 2
+    assert asyncio.run(mailbox.next()).version == 3
 
 
-def test_a_listener_ignores_versions_its_client_already_has():
-    listener = Listener("u", Metrics(), sent_version=5)
-    listener.offer(snap(5))
-    listener.offer(snap(4))
-    assert listener._pending is None and listener.dropped == 0
+def test_a_mailbox_ignores_versions_its_client_already_has():
+    mailbox = Mailbox("u", sent_version=5)
+    mailbox.offer(snap(5))
+    mailbox.offer(snap(4))
+    assert not mailbox.pending and mailbox.dropped == 0
+    mailbox.offer(snap(7))
+    mailbox.mark_sent(7)  # sent another way (a stream's opening): no longer pending
+    assert not mailbox.pending and mailbox.sent_version == 7
 
 
-async def test_a_closed_listener_wakes_its_stream_with_none():
-    listener = Listener("u", Metrics())
-    waiting = asyncio.create_task(listener.next())
+async def test_a_closed_mailbox_wakes_its_stream_with_none():
+    mailbox = Mailbox("u")
+    waiting = asyncio.create_task(mailbox.next())
     await asyncio.sleep(0)
-    listener.close()
+    mailbox.close()
     assert await asyncio.wait_for(waiting, 1) is None
 
 
@@ -59,30 +67,31 @@ async def fake_fanout():
     layout = Layout("f")
     reads: list[str] = []
 
-    async def read(uid: str) -> dict:
-        reads.append(uid)
-        return await aread_snapshot(client, layout, uid, View(0))
+    class CountingReader(SnapshotReader):
+        async def read_many(self, uids: list[str]) -> list[dict]:
+            reads.extend(uids)
+            return await super().read_many(uids)
 
-    fanout = Fanout(client, layout, read, Metrics(), poll_s=0.05)
+    fanout = Fanout(client, layout, CountingReader(client, layout, clock=lambda: 0), Metrics(), poll_s=0.05)
     await fanout.start()
     yield fanout, client, layout, reads
     await fanout.close()
     await client.aclose()
 
 
-async def test_one_notification_makes_one_read_for_all_listeners_of_a_user(fake_fanout):
+async def test_one_notification_makes_one_read_for_all_mailboxs_of_a_user(fake_fanout):
     fanout, client, layout, reads = fake_fanout
-    listeners = [fanout.listen("u1") for _ in range(10)]
+    mailboxs = [fanout.listen("u1") for _ in range(10)]
     await _until(lambda: "u1" in fanout.subscribed_users and len(reads) == 1)  # the confirmation's catch-up read
-    assert [(await one.next()).version for one in listeners] == [0] * 10
+    assert [(await one.next()).version for one in mailboxs] == [0] * 10
     await client.hset(layout.user("u1"), mapping={"version": 1})
     await client.spublish(layout.channel("u1"), 1)
-    results = await asyncio.wait_for(asyncio.gather(*(one.next() for one in listeners)), 5)
+    results = await asyncio.wait_for(asyncio.gather(*(l.next() for l in mailboxs)), 5)
     assert {s.version for s in results} == {1}
     assert len(reads) == 2
 
 
-async def test_the_last_listener_leaving_unsubscribes_the_user(fake_fanout):
+async def test_the_last_mailbox_leaving_unsubscribes_the_user(fake_fanout):
     fanout, *_ = fake_fanout
     first, second = fanout.listen("u1"), fanout.listen("u1")
     await _until(lambda: "u1" in fanout.subscribed_users)
@@ -100,67 +109,64 @@ async def test_after_a_pubsub_reconnect_subscribed_users_are_read_again(prefix, 
     name = f"fanout-test-{prefix}"
     client = redis.asyncio.Redis.from_url(REDIS_URL, client_name=name)
     metrics = Metrics()
-
-    async def read(uid: str) -> dict:
-        return await aread_snapshot(client, layout, uid, View(0))
-
-    fanout = Fanout(client, layout, read, metrics, poll_s=0.05)
+    fanout = Fanout(client, layout, SnapshotReader(client, layout), metrics, poll_s=0.05)
     await fanout.start()
     try:
-        listener = fanout.listen("u1")
-        assert (await asyncio.wait_for(listener.next(), 5)).version == 0  # the subscription's catch-up read
+        mailbox = fanout.listen("u1")
+        assert (await asyncio.wait_for(mailbox.next(), 5)).version == 0  # the subscription's catch-up read
         # The change happens with no publish reaching us: written without SPUBLISH, then the
         # pub/sub connection (found by its own name) is killed.
         real_redis.hset(layout.user("u1"), mapping={"version": 7, "usdCredit": "9"})
         (conn,) = [c for c in real_redis.client_list() if c["name"] == name and "subscribe" in c["cmd"]]
         real_redis.client_kill_filter(_id=conn["id"])
-        got = await asyncio.wait_for(listener.next(), 10)
+        got = await asyncio.wait_for(mailbox.next(), 10)
         assert got.version == 7 and got.data["balance"]["usdCredit"] == "9"
-        assert metrics.resubscribes._value.get() + metrics.pubsub_reconnects._value.get() >= 1
+        assert (sample(metrics, "livestatus_api_pubsub_resubscribes_total")
+                + sample(metrics, "livestatus_api_pubsub_reconnects_total")) >= 1
     finally:
         await fanout.close()
         await client.aclose()
 
 
-async def test_a_listener_waits_at_most_its_timeout_and_wakes_at_once_on_an_offer():
+async def test_a_mailbox_waits_at_most_its_timeout_and_wakes_at_once_on_an_offer():
     """The stream's heartbeat is the wait's timeout; an offer ends the wait early."""
-    listener = Listener("u", Metrics())
-    assert await listener.wait(0.01) is False
-    waiting = asyncio.create_task(listener.wait(30))
+    mailbox = Mailbox("u")
+    assert await mailbox.wait(0.01) is False
+    waiting = asyncio.create_task(mailbox.wait(30))
     await asyncio.sleep(0)
-    listener.offer(snap(1))
+    mailbox.offer(snap(1))
     assert await asyncio.wait_for(waiting, 1) is True
-    assert listener.take().version == 1 and listener.take() is None
+    assert mailbox.take().version == 1 and mailbox.take() is None
 
 
-async def test_ending_the_streams_closes_every_listener_and_every_later_one(fake_fanout):
+async def test_ending_the_streams_closes_every_mailbox_and_every_later_one(fake_fanout):
     """Server shutdown: one call ends every stream, and a stream opened during shutdown ends at once."""
     fanout, *_ = fake_fanout
-    listeners = [fanout.listen(f"u{i % 3}") for i in range(6)]
+    mailboxs = [fanout.listen(f"u{i % 3}") for i in range(6)]
     fanout.end_streams()
-    assert all(listener.closed for listener in listeners)
+    assert all(mailbox.closed for mailbox in mailboxs)
     assert fanout.listen("u9").closed
     assert fanout.listener_count() == 0
 
 
 @pytest.fixture
 async def batched_fanout():
-    """A fan-out reading through ``snapshots.read_many``; each batch waits 50 ms first (a slow
-    round trip), so notifications arriving meanwhile queue up for the next batch."""
+    """A fan-out reading through ``SnapshotReader.read_many``; each batch waits 50 ms first (a
+    slow round trip), so notifications arriving meanwhile queue up for the next batch."""
     client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
     layout, metrics = Layout("b"), Metrics()
     batches: list[list[str]] = []
-    gate = {"delay_s": 0.05}
 
-    async def read(uid: str) -> dict:
-        raise AssertionError("the batched fan-out reads through read_many")
+    class SlowReader(SnapshotReader):
+        async def read(self, uid: str) -> dict:
+            raise AssertionError("the batched fan-out reads through read_many")
 
-    async def read_many(uids: list[str]) -> list[dict]:
-        batches.append(list(uids))
-        await asyncio.sleep(gate["delay_s"])
-        return await snapshots.read_many(client, layout, uids, 95.0)
+        async def read_many(self, uids: list[str]) -> list[dict]:
+            batches.append(list(uids))
+            await asyncio.sleep(0.05)
+            return await super().read_many(uids)
 
-    fanout = Fanout(client, layout, read, metrics, poll_s=0.05, read_many=read_many, batch_size=50)
+    fanout = Fanout(client, layout, SlowReader(client, layout, 95.0), metrics, poll_s=0.05, batch_size=50)
     await fanout.start()
     yield fanout, client, layout, metrics, batches
     await fanout.close()
@@ -170,30 +176,30 @@ async def batched_fanout():
 async def test_many_users_notified_at_once_are_read_in_a_few_round_trips(batched_fanout):
     fanout, client, layout, metrics, batches = batched_fanout
     users = [f"u{i}" for i in range(120)]
-    listeners = {uid: [fanout.listen(uid), fanout.listen(uid)] for uid in users}
-    await _until(lambda: metrics.snapshot_reads._value.get() == 120)  # the subscriptions' catch-up reads
-    for group in listeners.values():
+    mailboxs = {uid: [fanout.listen(uid), fanout.listen(uid)] for uid in users}
+    await _until(lambda: sample(metrics, "livestatus_api_fanout_reads_total") == 120)  # the subscriptions' catch-up reads
+    for group in mailboxs.values():
         assert [(await one.next()).version for one in group] == [0, 0]
-    trips_before = metrics.snapshot_read_batches._value.get()
+    trips_before = sample(metrics, "livestatus_api_fanout_read_batches_total")
     async with client.pipeline(transaction=False) as pipe:
         for uid in users:
             pipe.hset(layout.user(uid), mapping={"version": 3, "usdCredit": uid})
             pipe.spublish(layout.channel(uid), 3)
         await pipe.execute()
-    got = await asyncio.wait_for(asyncio.gather(*(one.next() for g in listeners.values() for one in g)), 5)
+    got = await asyncio.wait_for(asyncio.gather(*(l.next() for g in mailboxs.values() for l in g)), 5)
     assert {s.version for s in got} == {3}
     assert {s.data["balance"]["usdCredit"] for s in got} == set(users)
     # One read per user and version, shared by both streams; 120 users in at most 1 + 3 batches of 50.
-    assert metrics.snapshot_reads._value.get() == 240
-    assert metrics.snapshot_read_batches._value.get() - trips_before <= 4
+    assert sample(metrics, "livestatus_api_fanout_reads_total") == 240
+    assert sample(metrics, "livestatus_api_fanout_read_batches_total") - trips_before <= 4
     assert max(len(b) for b in batches) <= 50
-    assert got[0].data == await snapshots.read(client, layout, got[0].data["masterAccountId"], 95.0)
+    assert got[0].data == await SnapshotReader(client, layout, 95.0).read(got[0].data["masterAccountId"])
 
 
 async def test_a_user_notified_while_its_read_is_in_flight_is_read_again(batched_fanout):
-    fanout, client, layout, _metrics, batches = batched_fanout
-    listener = fanout.listen("u1")
-    assert (await asyncio.wait_for(listener.next(), 5)).version == 0
+    fanout, client, layout, metrics, batches = batched_fanout
+    mailbox = fanout.listen("u1")
+    assert (await asyncio.wait_for(mailbox.next(), 5)).version == 0
     await client.hset(layout.user("u1"), mapping={"version": 1})
     await client.spublish(layout.channel("u1"), 1)
     await _until(lambda: len(batches) == 2)  # the read of version 1 is in flight (waiting 50 ms)
@@ -201,18 +207,62 @@ async def test_a_user_notified_while_its_read_is_in_flight_is_read_again(batched
     await client.spublish(layout.channel("u1"), 2)
     seen = []
     while not seen or seen[-1] < 2:
-        seen.append((await asyncio.wait_for(listener.next(), 5)).version)
+        seen.append((await asyncio.wait_for(mailbox.next(), 5)).version)
     assert seen[-1] == 2 and seen == sorted(seen)
 
 
 async def test_versions_already_read_are_not_read_again(batched_fanout):
     """A notification for a version a read already saw costs no read."""
-    fanout, client, layout, metrics, _batches = batched_fanout
-    listener = fanout.listen("u1")
+    fanout, client, layout, metrics, batches = batched_fanout
+    mailbox = fanout.listen("u1")
     await client.hset(layout.user("u1"), mapping={"version": 5})
-    assert (await asyncio.wait_for(listener.next(), 5)).version == 5
-    reads = metrics.snapshot_reads._value.get()
+    assert (await asyncio.wait_for(mailbox.next(), 5)).version == 5
+    reads = sample(metrics, "livestatus_api_fanout_reads_total")
     for version in (4, 5):
         await client.spublish(layout.channel("u1"), version)
     await asyncio.sleep(0.2)
-    assert metrics.snapshot_reads._value.get() == reads
+    assert sample(metrics, "livestatus_api_fanout_reads_total") == reads
+
+
+async def test_a_burst_of_stream_openings_reads_the_first_snapshots_in_shared_round_trips(batched_fanout):
+    """A storm of openings (what a deploy causes) waits for batches, not for a pool connection each."""
+    fanout, client, layout, metrics, batches = batched_fanout
+    users = [f"s{i}" for i in range(500)]
+    async with client.pipeline(transaction=False) as pipe:
+        for uid in users:
+            pipe.hset(layout.user(uid), mapping={"version": 2, "usdCredit": uid})
+        await pipe.execute()
+    mailboxes = [fanout.listen(uid) for uid in users]
+    firsts = await asyncio.wait_for(asyncio.gather(*(fanout.first_snapshot(uid) for uid in users)), 10)
+    assert [s.data["balance"]["usdCredit"] for s in firsts] == users and {s.version for s in firsts} == {2}
+    # First reads go before the subscriptions' catch-up reads: 500 users in 10 batches of 50,
+    # plus at most one catch-up batch that was already in flight.
+    assert len(batches) <= 11 and max(len(b) for b in batches) <= 50
+    for mailbox, first in zip(mailboxes, firsts):
+        mailbox.mark_sent(first.version)
+        assert not mailbox.pending  # the first snapshot is not sent twice
+
+
+async def test_a_first_read_failing_on_redis_fails_its_stream_and_a_later_one_reads_again():
+    client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    layout, down = Layout("e"), {"now": True}
+
+    class FlakyReader(SnapshotReader):
+        async def read_many(self, uids: list[str]) -> list[dict]:
+            if down["now"]:
+                raise redis.ConnectionError("Redis is down")
+            return await super().read_many(uids)
+
+    fanout = Fanout(client, layout, FlakyReader(client, layout), Metrics(), poll_s=0.05)
+    await fanout.start()
+    try:
+        fanout.listen("u1")
+        with pytest.raises(redis.ConnectionError):
+            await asyncio.wait_for(fanout.first_snapshot("u1"), 5)
+        down["now"] = False
+        assert (await asyncio.wait_for(fanout.first_snapshot("u1"), 5)).version == 0
+    finally:
+        await fanout.close()
+        await client.aclose()
+    with pytest.raises(ServerBusy):  # shut down: 503, never a hang
+        await fanout.first_snapshot("u1")

@@ -162,6 +162,6 @@ def test_the_limiter_counts_per_user_per_credential_and_in_all_and_releases_once
         limiter.acquire("e", Principal("user", "e", credential="token:y"))  # that token is at 1
     for slot in slots:
         slot.release()
-    assert limiter.count() == 0 and limiter._users == {} and limiter._credentials == {}
+    assert limiter.count() == 0 and limiter.entries() == 0  # nothing kept for users and keys gone
     dev = Principal("dev", credential="dev")  # insecure dev mode: callers share one credential, counted like a key
     assert [limiter.acquire(f"d{i}", dev) for i in range(2)] and limiter.count(credential="dev") == 2

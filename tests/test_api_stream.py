@@ -284,8 +284,8 @@ async def test_an_open_stream_costs_its_request_task_and_sse_starlettes_four_and
         fanout = app.state.fanout
 
         async def settled_tasks() -> int:
-            async with asyncio.timeout(5):  # the fan-out's subscribe tasks come and go, reads wait
-                while fanout._tasks or fanout._wanted:
+            async with asyncio.timeout(5):  # subscription changes and reads are waiting
+                while not fanout.idle:
                     await asyncio.sleep(0.01)
             return len(asyncio.all_tasks())
 
