@@ -23,7 +23,8 @@ shutdown. Everything else belongs to the parts above, each of which names its ow
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from readmodel import Layout
 

@@ -13,7 +13,7 @@ await), so the loop serializes them.
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from collections.abc import Callable
 
 from .snapshots import Snapshot
 
@@ -27,15 +27,25 @@ class Mailbox:
     """The only per-stream object the fan-out holds, so it is kept small: slots, no
     ``asyncio.Event`` (a future exists only while its stream waits) and no snapshot it has sent."""
 
-    __slots__ = ("uid", "sent_version", "closed", "dropped", "farewell", "_pending", "_waiter",
-                 "_on_drop", "_on_close", "_on_end")
+    __slots__ = (
+        "_on_close",
+        "_on_drop",
+        "_on_end",
+        "_pending",
+        "_waiter",
+        "closed",
+        "dropped",
+        "farewell",
+        "sent_version",
+        "uid",
+    )
 
     def __init__(
         self,
         uid: str,
         sent_version: int = -1,
         on_drop: Callable[[], None] | None = None,
-        on_close: Callable[["Mailbox"], None] | None = None,
+        on_close: Callable[[Mailbox], None] | None = None,
         on_end: Callable[[], None] | None = None,
     ) -> None:
         self.uid = uid

@@ -26,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Protocol
 
 from redis.exceptions import ResponseError
 
@@ -191,7 +192,7 @@ class SnapshotReads:
         except StoreError as exc:
             self._failed(batch, uids, exc)
             return
-        except Exception as exc:  # noqa: BLE001 - the reader serves every user: it must not die
+        except Exception as exc:
             log.exception("snapshot read of %d users failed", len(uids))
             for uid in uids:
                 self._fail(batch.waiting.get(uid, ()), exc)
@@ -233,7 +234,7 @@ class SnapshotReads:
         timer: asyncio.TimerHandle | None = None
 
         def retry() -> None:
-            self._retries.discard(timer)  # type: ignore[arg-type]
+            self._retries.discard(timer)
             for uid in again:
                 self.want(uid)
 

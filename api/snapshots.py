@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from readmodel import Layout, View, aread_snapshots
 from readmodel.records import ESTIMATE_CAP_PERCENT, LIVE_TASKS_SHOWN
@@ -45,7 +46,7 @@ class Snapshot:
     fan-out never looks at it.
     """
 
-    __slots__ = ("data", "version", "_json", "frame")
+    __slots__ = ("_json", "data", "frame", "version")
 
     def __init__(self, data: dict[str, Any]) -> None:
         self.data = data

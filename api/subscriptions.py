@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from readmodel import Layout
 from readmodel.connect import StoreError, arefresh
@@ -98,7 +99,7 @@ class Subscriptions:
         self._tasks = []
         try:
             await asyncio.wait_for(self._pubsub.aclose(), CLOSE_TIMEOUT_S)
-        except (*StoreError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, *StoreError, OSError):
             pass
 
     # ------------------------------------------------------------------ the subscriber task
@@ -160,7 +161,7 @@ class Subscriptions:
             receive = getattr(pubsub, "get_sharded_message", pubsub.get_message)
             try:
                 message = await receive(timeout=self.poll_s)
-            except Exception as exc:  # noqa: BLE001 - this loop serves every stream: it must not die
+            except Exception as exc:
                 # Besides connection errors: redis-py's cluster pub/sub can end its round-robin
                 # over shard connections for good (RuntimeError) once failover emptied it.
                 self.metrics.pubsub_reconnects.inc()

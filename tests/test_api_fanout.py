@@ -79,14 +79,14 @@ async def fake_fanout():
     await client.aclose()
 
 
-async def test_one_notification_makes_one_read_for_all_mailboxs_of_a_user(fake_fanout):
+async def test_one_notification_makes_one_read_for_all_mailboxes_of_a_user(fake_fanout):
     fanout, client, layout, reads = fake_fanout
-    mailboxs = [fanout.listen("u1") for _ in range(10)]
+    mailboxes = [fanout.listen("u1") for _ in range(10)]
     await _until(lambda: "u1" in fanout.subscribed_users and len(reads) == 1)  # the confirmation's catch-up read
-    assert [(await one.next()).version for one in mailboxs] == [0] * 10
+    assert [(await one.next()).version for one in mailboxes] == [0] * 10
     await client.hset(layout.user("u1"), mapping={"version": 1})
     await client.spublish(layout.channel("u1"), 1)
-    results = await asyncio.wait_for(asyncio.gather(*(l.next() for l in mailboxs)), 5)
+    results = await asyncio.wait_for(asyncio.gather(*(one.next() for one in mailboxes)), 5)
     assert {s.version for s in results} == {1}
     assert len(reads) == 2
 
@@ -142,9 +142,9 @@ async def test_a_mailbox_waits_at_most_its_timeout_and_wakes_at_once_on_an_offer
 async def test_ending_the_streams_closes_every_mailbox_and_every_later_one(fake_fanout):
     """Server shutdown: one call ends every stream, and a stream opened during shutdown ends at once."""
     fanout, *_ = fake_fanout
-    mailboxs = [fanout.listen(f"u{i % 3}") for i in range(6)]
+    mailboxes = [fanout.listen(f"u{i % 3}") for i in range(6)]
     fanout.end_streams()
-    assert all(mailbox.closed for mailbox in mailboxs)
+    assert all(mailbox.closed for mailbox in mailboxes)
     assert fanout.listen("u9").closed
     assert fanout.listener_count() == 0
 
@@ -176,9 +176,9 @@ async def batched_fanout():
 async def test_many_users_notified_at_once_are_read_in_a_few_round_trips(batched_fanout):
     fanout, client, layout, metrics, batches = batched_fanout
     users = [f"u{i}" for i in range(120)]
-    mailboxs = {uid: [fanout.listen(uid), fanout.listen(uid)] for uid in users}
+    mailboxes = {uid: [fanout.listen(uid), fanout.listen(uid)] for uid in users}
     await _until(lambda: sample(metrics, "livestatus_api_fanout_reads_total") == 120)  # the subscriptions' catch-up reads
-    for group in mailboxs.values():
+    for group in mailboxes.values():
         assert [(await one.next()).version for one in group] == [0, 0]
     trips_before = sample(metrics, "livestatus_api_fanout_read_batches_total")
     async with client.pipeline(transaction=False) as pipe:
@@ -186,7 +186,7 @@ async def test_many_users_notified_at_once_are_read_in_a_few_round_trips(batched
             pipe.hset(layout.user(uid), mapping={"version": 3, "usdCredit": uid})
             pipe.spublish(layout.channel(uid), 3)
         await pipe.execute()
-    got = await asyncio.wait_for(asyncio.gather(*(l.next() for g in mailboxs.values() for l in g)), 5)
+    got = await asyncio.wait_for(asyncio.gather(*(one.next() for g in mailboxes.values() for one in g)), 5)
     assert {s.version for s in got} == {3}
     assert {s.data["balance"]["usdCredit"] for s in got} == set(users)
     # One read per user and version, shared by both streams; 120 users in at most 1 + 3 batches of 50.
@@ -197,7 +197,7 @@ async def test_many_users_notified_at_once_are_read_in_a_few_round_trips(batched
 
 
 async def test_a_user_notified_while_its_read_is_in_flight_is_read_again(batched_fanout):
-    fanout, client, layout, metrics, batches = batched_fanout
+    fanout, client, layout, _metrics, batches = batched_fanout
     mailbox = fanout.listen("u1")
     assert (await asyncio.wait_for(mailbox.next(), 5)).version == 0
     await client.hset(layout.user("u1"), mapping={"version": 1})
@@ -213,7 +213,7 @@ async def test_a_user_notified_while_its_read_is_in_flight_is_read_again(batched
 
 async def test_versions_already_read_are_not_read_again(batched_fanout):
     """A notification for a version a read already saw costs no read."""
-    fanout, client, layout, metrics, batches = batched_fanout
+    fanout, client, layout, metrics, _batches = batched_fanout
     mailbox = fanout.listen("u1")
     await client.hset(layout.user("u1"), mapping={"version": 5})
     assert (await asyncio.wait_for(mailbox.next(), 5)).version == 5
@@ -226,7 +226,7 @@ async def test_versions_already_read_are_not_read_again(batched_fanout):
 
 async def test_a_burst_of_stream_openings_reads_the_first_snapshots_in_shared_round_trips(batched_fanout):
     """A storm of openings (what a deploy causes) waits for batches, not for a pool connection each."""
-    fanout, client, layout, metrics, batches = batched_fanout
+    fanout, client, layout, _metrics, batches = batched_fanout
     users = [f"s{i}" for i in range(500)]
     async with client.pipeline(transaction=False) as pipe:
         for uid in users:
