@@ -12,12 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 from .auth import Principal
-from .errors import ServerBusy, TooManyStreams
+from .errors import ErrorBody, ServerBusy, TooManyStreams
+from .openapi import RETRY_AFTER
 
 RETRY_AFTER_S = 10
 
 LIMIT_ERRORS: dict[int | str, dict[str, Any]] = {
-    429: {"description": "too many open streams for this user or credential (see Retry-After)"},
+    429: {"model": ErrorBody, "headers": RETRY_AFTER,
+          "description": "too_many_streams: this user or credential holds as many open streams as it may"},
 }
 
 

@@ -17,7 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from readmodel import Layout
 from readmodel.connect import aconnect, apubsub_client
 
-from . import redact
+from . import openapi, redact
 from .errors import install_handlers
 from .fanout import Fanout
 from .limits import StreamLimiter
@@ -78,7 +78,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "(header, `token` query parameter or `livestatus_token` cookie; that user only)."
         ),
         lifespan=lifespan,
+        generate_unique_id_function=openapi.operation_id,
     )
+    openapi.install(app)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.limiter = StreamLimiter(

@@ -21,13 +21,15 @@ from . import snapshots
 from .deps import MetricsDep, ReadableUser, ReaderDep, RedisDep, SettingsDep
 from .errors import ErrorBody, NotReady
 from .models import Health, Ready, Snapshot, StatusReport, StatusText
+from .openapi import RETRY_AFTER
 from .render import DISCORD_ALLOWED_MENTIONS, markup_for, render
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "malformed id or parameter"},
     401: {"model": ErrorBody, "description": "no, bad or expired credentials"},
     403: {"model": ErrorBody, "description": "a user token for another user"},
-    503: {"model": ErrorBody, "description": "Redis unavailable"},
+    503: {"model": ErrorBody, "headers": RETRY_AFTER,
+          "description": "store_unavailable: Redis does not answer (streams also: server_busy, this process is full)"},
 }
 
 log = logging.getLogger("api")
@@ -35,7 +37,7 @@ users = APIRouter(tags=["status"], responses=ERRORS)
 ops = APIRouter(tags=["operations"])
 
 
-@users.get("/users/{masterAccountId}/status", response_model=Snapshot)
+@users.get("/users/{masterAccountId}/status", response_model=Snapshot, operation_id="getStatus")
 async def status(uid: ReadableUser, reader: ReaderDep) -> dict[str, Any]:
     """The user's current snapshot (version 0 and empty when nothing is known)."""
     return await reader.read(uid)
@@ -45,7 +47,7 @@ def _number(text: str | None) -> float | None:
     return None if text is None else float(Decimal(text))
 
 
-@users.get("/users/{masterAccountId}/status-report", response_model=StatusReport)
+@users.get("/users/{masterAccountId}/status-report", response_model=StatusReport, operation_id="getStatusReport")
 async def status_report(uid: ReadableUser, reader: ReaderDep) -> dict[str, Any]:
     """The legacy shape the bots consume today (walletAddress is always null: not ours)."""
     snap = await reader.read(uid)
@@ -69,7 +71,7 @@ async def status_report(uid: ReadableUser, reader: ReaderDep) -> dict[str, Any]:
     }
 
 
-@users.get("/users/{masterAccountId}/status/text", response_model=StatusText)
+@users.get("/users/{masterAccountId}/status/text", response_model=StatusText, operation_id="getStatusText")
 async def status_text(
     uid: ReadableUser,
     reader: ReaderDep,
@@ -92,13 +94,14 @@ async def status_text(
     }
 
 
-@ops.get("/healthz", response_model=Health)
+@ops.get("/healthz", response_model=Health, operation_id="getHealthz")
 async def healthz() -> dict[str, str]:
     """The process is up (no dependencies checked)."""
     return {"status": "ok"}
 
 
-@ops.get("/readyz", response_model=Ready, responses={503: {"model": ErrorBody, "description": "not ready"}})
+@ops.get("/readyz", response_model=Ready, operation_id="getReadyz",
+         responses={503: {"model": ErrorBody, "description": "not_ready: Redis or the projector is not healthy"}})
 async def readyz(redis: RedisDep, settings: SettingsDep) -> dict[str, Any]:
     """Redis answers and the projector's heartbeat (every partition's) is fresh."""
     ages = []
@@ -129,13 +132,13 @@ def _redis_problem(exc: Exception) -> str:
     return "Redis answered the health read with an error (details in this process's log)"
 
 
-@ops.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+@ops.get("/metrics", response_class=Response, operation_id="getMetrics", responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
 async def metrics(metrics: MetricsDep) -> Response:
     """Prometheus metrics of this process."""
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@ops.get("/panel", response_class=HTMLResponse, tags=["panel"])
+@ops.get("/panel", response_class=HTMLResponse, operation_id="getPanel", tags=["panel"])
 async def panel(settings: SettingsDep) -> HTMLResponse:
     """The web status panel (open it with #user=ID&token=TOKEN: the fragment never reaches a server)."""
     return HTMLResponse(panel_page.page(), headers=panel_page.headers(settings.panel_frame_ancestors))

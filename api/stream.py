@@ -32,6 +32,7 @@ from .errors import InvalidRequest
 from .limits import LIMIT_ERRORS
 from .mailbox import Mailbox
 from .metrics import Metrics
+from .openapi import stream_responses
 from .routes import ERRORS
 from .settings import Settings
 from .snapshots import Snapshot
@@ -184,7 +185,8 @@ class StreamHandoff:
     "/users/{masterAccountId}/status/stream",
     response_class=EventSourceResponse,
     status_code=200,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "a stream of snapshot events"}},
+    operation_id="streamStatus",
+    responses=stream_responses(),
 )
 async def status_stream(
     uid: ReadableUser,

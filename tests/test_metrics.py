@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .capture_helpers import DB, TASKS, task_doc
 from .net import free_port
-from .test_worker_process import caught_up, spawn  # noqa: F401
+from .test_worker_process import caught_up, output, spawn  # noqa: F401
 from .waits import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,8 +58,12 @@ def test_the_projectors_metrics_are_counters_timestamps_and_process_figures(prom
     standin.insert(DB, TASKS, {"_id": "bad", "status": "processing"})  # no owner: a dead letter
     port = free_port()
     started_s = time.time()
-    spawn("--mongo-url", standin.url, "--metrics-port", str(port))
-    wait_for(lambda: caught_up(real_redis, layout, standin), 30, "the initial sync")
+    proc = spawn("--mongo-url", standin.url, "--metrics-port", str(port))
+    try:
+        wait_for(lambda: caught_up(real_redis, layout, standin), 30, "the initial sync")
+    except AssertionError:
+        print(output(proc))  # the projector's log, for the report
+        raise
     standin.update(DB, TASKS, "g1", set={"progress": 0.5})
 
     def scraped() -> dict | None:
