@@ -31,6 +31,7 @@ BENCHMARKS = {
     "resync": "bench.resync",
     "catchup": "bench.catchup",
     "scaleout": "bench.scaleout",
+    "verify": "bench.verify",
 }
 
 

@@ -223,9 +223,12 @@ class Verifier:
     # ------------------------------------------------------------ positions
 
     def cluster_time(self) -> str:
-        """The source's cluster time now, as a position (the operationTime of a ping)."""
+        """The source's cluster time now, as a position: the ``operationTime`` of a (local) read,
+        which is the newest oplog entry applied (MongoDB's
+        jstests/replsets/command_response_operation_time.js)."""
         with self.client.start_session(causal_consistency=False) as session:
-            self.client.admin.command("ping", session=session)
+            self.db.command("find", self.names[TASKS], filter={"_id": None}, limit=1, singleBatch=True,
+                            session=session)
             now = session.operation_time
         if now is None:
             raise VerifyError("MongoDB reported no operationTime; verify needs a replica set")

@@ -51,3 +51,13 @@ def test_scaleout_benchmark_drains_with_one_process_two_partitions_and_the_ideal
     assert {name: result["events"] for name, result in results.items()} == {
         "one": catchup.QUICK, "partitions": catchup.QUICK, "ideal": catchup.QUICK}
     assert all(result["events_per_s"] > 0 and result["cpu_cores_busy"] > 0 for result in results.values())
+
+
+def test_verify_benchmark_compares_every_user_and_a_sample_without_finding_drift():
+    from bench import verify
+
+    rows = verify.run(quick=True)
+
+    assert rows[0].extra == {"users": verify.QUICK.users, "drift": 0}
+    assert rows[1].extra == {"sample_users": verify.SAMPLE}
+    assert all(row.value > 0 and row.baseline > 0 for row in rows)

@@ -1,5 +1,11 @@
 """`projector verify`: every kind of damage named, repaired through the write path, and a write
-racing the verify never reported as drift (in-process verifier against the stand-in and Redis)."""
+racing the verify never reported as drift (in-process verifier against the stand-in and Redis).
+
+Server behaviour relied on: a local read's ``operationTime`` is the last applied oplog entry
+(mongodb/mongo jstests/replsets/command_response_operation_time.js), and a change stream returns
+events in cluster-time order with a post-batch resume token at or past the newest event it
+returned, so a checkpoint at position P covers every change up to P
+(jstests/change_streams/report_post_batch_resume_token.js)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,74 @@
+"""Verify: what `projector verify` costs, for every user and for a sample of 100.
+
+The stand-in (its own process) is filled like the resync benchmark's; the projector rebuilds the
+read model from it (a resync: measured, the baseline), then the verifier compares everything and a
+sample of 100 users. CPU is this process's (the projector or the verifier; the stand-in and
+Redis run in their own processes), so the load of other processes distorts it less than wall time.
+"""
+
+from __future__ import annotations
+
+import time
+
+from .common import REDIS_URL, Row, redis_client, scratch_prefix, skipped
+from .events import DB
+from .resync import Sizes, StandInProcess, available, fill
+
+BENCH = "verify"
+FULL = Sizes(users=10_000, live_tasks=5_000)
+QUICK = Sizes(users=1_000, live_tasks=500)
+SAMPLE = 100
+
+
+def _timed(call):
+    cpu, wall = time.process_time(), time.perf_counter()
+    result = call()
+    return result, time.process_time() - cpu, time.perf_counter() - wall
+
+
+def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
+    reason = available()
+    if reason:
+        return [skipped(BENCH, "verify", reason)]
+    from pymongo import MongoClient
+
+    from projector.settings import Settings
+    from projector.source import connect
+    from projector.verify import Verifier
+    from projector.worker import Worker
+
+    sizes = sizes or (QUICK if quick else FULL)
+    redis = redis_client()
+    standin = StandInProcess()
+    try:
+        setup = MongoClient(standin.url, serverSelectionTimeoutMS=30_000)
+        setup.admin.command("ping")
+        fill(setup, sizes)
+        setup.close()
+        with scratch_prefix(redis, "vf") as prefix:
+            settings = Settings(mongo_url=standin.url, mongo_db=DB, redis_url=REDIS_URL, key_prefix=prefix)
+            mongo = connect(standin.url)
+            worker = Worker(settings, redis, mongo, progress=False)
+            try:
+                _state, resync_cpu, resync_wall = _timed(worker.step)  # no checkpoint: a resync
+            finally:
+                worker.close()
+            verifier = Verifier(settings, redis, mongo, progress=True)
+            full, full_cpu, full_wall = _timed(verifier.check)
+            sample, sample_cpu, sample_wall = _timed(lambda: verifier.check(verifier.sample(SAMPLE)))
+            mongo.close()
+    finally:
+        standin.stop()
+        redis.close()
+    per_10k = 10_000 / max(1, full.users)
+    note = (f"{full.users:,} users, {full.documents:,} documents; {len(full.drift)} differences (must be 0); "
+            f"wall {full_wall:.1f} s (resync {resync_wall:.1f} s); shared 2-vCPU machine")
+    return [
+        Row(BENCH, f"full verify of {full.users:,} users, CPU per 10k users", full_cpu * per_10k, "s",
+            baseline=resync_cpu * per_10k, baseline_name="resync of the same data, CPU s per 10k users",
+            higher_is_better=False, note=note, extra={"users": full.users, "drift": len(full.drift)}),
+        Row(BENCH, f"sampled verify of {SAMPLE} users (listing every user first)", sample_cpu, "s CPU",
+            baseline=full_cpu, baseline_name="full verify, CPU s", higher_is_better=False,
+            note=f"{sample.users} users, {sample.documents} documents, wall {sample_wall:.2f} s; "
+                 f"{len(sample.drift)} differences (must be 0)", extra={"sample_users": sample.users}),
+    ]
