@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .common import REDIS_URL, Row, percentile, progress, redis_client, scratch_prefix, skipped
@@ -239,13 +239,30 @@ def _measure(redis, standin, prefix: str, users: list[str], sizes: Sizes, marks:
     return pacing, done
 
 
+def streams() -> list[int]:
+    """Open streams of the full run: ``BENCH_DELIVERY_STREAMS`` (comma separated), 1k and 5k by default."""
+    raw = os.environ.get("BENCH_DELIVERY_STREAMS", "1000,5000")
+    try:
+        counts = [int(part) for part in raw.split(",") if part.strip()]
+    except ValueError:
+        raise SystemExit(f"BENCH_DELIVERY_STREAMS must be counts separated by commas, not {raw!r}") from None
+    if not counts or min(counts) < 1:
+        raise SystemExit(f"BENCH_DELIVERY_STREAMS must name at least one positive count, not {raw!r}")
+    return counts
+
+
 def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
     reason = available()
     if reason:
         return [skipped(BENCH, "write -> SSE latency", reason)]
+    if sizes is not None or quick:
+        return _run(sizes or QUICK)
+    return [row for count in streams() for row in _run(replace(FULL, subscribers=count))]
+
+
+def _run(sizes: Sizes) -> list[Row]:
     from .resync import StandInProcess
 
-    sizes = sizes or (QUICK if quick else FULL)
     redis = redis_client()
     users = [f"dlv-{i}" for i in range(sizes.subscribers)]
     marks = Marks()
@@ -270,9 +287,10 @@ def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
             Path(path).unlink(missing_ok=True)
         redis.close()
     rows = []
-    phases = [("isolated", "isolated writes"), ("load", f"writes at {sizes.rate:,}/s")]
+    at = f", {sizes.subscribers:,} streams"
+    phases = [("isolated", f"isolated writes{at}"), ("load", f"writes at {sizes.rate:,}/s{at}")]
     if BEFORE_ROOT:
-        phases.append(("before", f"isolated writes, projector at {Path(BEFORE_ROOT).name}"))
+        phases.append(("before", f"isolated writes{at}, projector at {Path(BEFORE_ROOT).name}"))
     for phase, label in phases:
         lat, floor, missing = latencies(marks, sse, pubsub, phase)
         if not lat:

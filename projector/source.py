@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -18,16 +17,21 @@ from readmodel import position
 from .changes import ECONOMY, TASKS
 from .checkpoint import Checkpoint
 from .normalize import BALANCE_FIELDS, TASK_FIELDS
+from .reading import RESYNC_EVENTS, Stream
 
-EVENT_FIELDS = ("operationType", "clusterTime", "wallTime", "ns", "documentKey",
+EVENT_FIELDS = ("operationType", "clusterTime", "wallTime", "ns", "to", "documentKey",
                 *(f"fullDocument.{name}" for name in dict.fromkeys(TASK_FIELDS + BALANCE_FIELDS)))
 
 log = logging.getLogger(__name__)
 
-# Server errors after which the stream cannot continue from where it was: rebuild instead.
+# Server errors after which a stream that was open cannot continue from where it was: rebuild.
 RESYNC_CODES = frozenset({260, 280, 286})  # InvalidResumeToken, ChangeStreamFatalError, ChangeStreamHistoryLost
-# Events after which the collections may hold anything: rebuild instead of guessing.
-RESYNC_EVENTS = frozenset({"invalidate", "drop", "dropDatabase", "rename"})
+# Errors that say "not now", not "never": a step-down, a node shutting down, a stale router, a
+# network fault (the change streams spec's resumable errors; pymongo resumes a getMore on them).
+TRANSIENT_CODES = frozenset({
+    6, 7, 43, 50, 63, 89, 91, 133, 134, 150, 189, 234, 262, 9001, 10107, 11600, 11602, 13388, 13435, 13436,
+})
+TRANSIENT_LABELS = ("ResumableChangeStreamError", "RetryableWriteError", "TransientTransactionError")
 
 
 class SourceError(Exception):
@@ -35,8 +39,24 @@ class SourceError(Exception):
 
 
 def needs_resync(exc: BaseException) -> bool:
-    """True when ``exc`` means the stored resume point can no longer be used."""
+    """True when ``exc``, raised by a stream that was open, means it cannot go on from there."""
     return isinstance(exc, OperationFailure) and exc.code in RESYNC_CODES
+
+
+def refuses_resume(exc: BaseException) -> bool:
+    """True when the server refused to open a stream from a stored resume point for good.
+
+    A token it cannot parse is FailedToParse (9) or an assertion code from ``ResumeToken``
+    parsing (``src/mongo/db/pipeline/resume_token.cpp``: 40649, 50796, ...); one it cannot find is
+    280 (``document_source_change_stream_ensure_resume_token_present.cpp``); history that is gone
+    is 286; codes not known today count too. Only what is transient (a step-down, a shutdown, the
+    network: ``TRANSIENT_CODES``/``TRANSIENT_LABELS``) is retried from the same point.
+    """
+    if not isinstance(exc, OperationFailure):
+        return False
+    if any(exc.has_error_label(label) for label in TRANSIENT_LABELS):
+        return False
+    return exc.code not in TRANSIENT_CODES
 
 
 def token_position(token: Mapping[str, Any] | None) -> str | None:
@@ -101,55 +121,6 @@ def preflight(client: MongoClient, url: str, db_name: str, collection: str) -> N
         raise SourceError(f"MongoDB at {where} is not usable: {exc}.") from None
 
 
-class Stream:
-    """An open change stream and the position it started at."""
-
-    def __init__(self, stream: Any, session: Any, start: str) -> None:
-        self._stream = stream
-        self._session = session
-        self.start = start  # position before any event this stream will return
-
-    @property
-    def token(self) -> Mapping[str, Any] | None:
-        """The resume token covering every event returned so far (post-batch when idle)."""
-        return self._stream.resume_token
-
-    def poll(self, max_events: int, max_wait_s: float) -> tuple[list[Mapping[str, Any]], bool]:
-        """Up to ``max_events`` events, for at most about ``max_wait_s``; and whether the stream
-        is caught up (the driver holds no more events). Stops after an event that ends the stream.
-
-        Returns as soon as the driver has handed out the last event it holds: asking for one more
-        would be a getMore that waits out ``maxAwaitTimeMS`` on the server when nothing new came
-        (a fixed delay on every isolated change). pymongo tells us through its public
-        ``resume_token``: it becomes the batch's ``postBatchResumeToken`` instead of the event's
-        ``_id`` once the event handed out is the last one it holds (change streams spec). A batch
-        cut by ``batchSize`` ends on the last event's own token: reading on is right then, the
-        server has more.
-        """
-        events: list[Mapping[str, Any]] = []
-        deadline = time.monotonic() + max_wait_s
-        while len(events) < max_events:
-            event = self._stream.try_next()
-            if event is None:
-                return events, True
-            events.append(event)
-            if event.get("operationType") in RESYNC_EVENTS or time.monotonic() >= deadline:
-                break
-            if self._stream.resume_token != event.get("_id"):
-                return events, True  # the driver's buffer is empty
-        return events, False
-
-    def close(self) -> None:
-        try:
-            self._stream.close()
-        except PyMongoError:
-            pass
-        try:
-            self._session.end_session()
-        except PyMongoError:
-            pass
-
-
 class Source:
     """The two collections of one database."""
 
@@ -176,6 +147,9 @@ class Source:
                 "$match": {
                     "$or": [
                         {"ns.coll": {"$in": names}},
+                        # A rename INTO a watched collection (plain, dropTarget, $out, from another
+                        # database) names it only in "to" (whole_db_metadata_notifications.js).
+                        {"to.coll": {"$in": names}},
                         {"operationType": {"$in": ["dropDatabase", "invalidate"]}},
                     ]
                 }
@@ -186,8 +160,9 @@ class Source:
         ]
 
     def open(self, checkpoint: Checkpoint | None = None) -> Stream:
-        """A stream from ``checkpoint`` (raises an OperationFailure that :func:`needs_resync`
-        recognizes when it is unusable), or from now when None."""
+        """A stream from ``checkpoint`` (raises an OperationFailure that :func:`refuses_resume`
+        recognizes when it is unusable), or from now when None. Nothing is read until the
+        stream's reader starts (:meth:`Stream.begin`)."""
         options: dict[str, Any] = {}
         if checkpoint is not None:
             if checkpoint.token is not None:
@@ -212,7 +187,7 @@ class Source:
             start = checkpoint.position
         else:
             start = token_position(stream.resume_token) or _operation_position(session)
-        return Stream(stream, session, start)
+        return Stream(stream, session, start, capacity=2 * self.batch_size)
 
     def estimated_total(self) -> int:
         return sum(self.db[name].estimated_document_count() for name in self.collections.values())

@@ -36,7 +36,8 @@ from .lease import Lease
 from .metrics import Metrics
 from .normalize import document_id, epoch_ms, iso, to_utc
 from .settings import Settings
-from .source import RESYNC_EVENTS, Source, Stream, id_key, needs_resync, token_position
+from .reading import RESYNC_EVENTS, Stream
+from .source import Source, id_key, needs_resync, refuses_resume, token_position
 from .verify_schedule import VerifySchedule
 from .writebehind import WriteBehind
 
@@ -74,7 +75,7 @@ class Worker:
         *,
         holder: str | None = None,
         lease_ttl_ms: int = 5000,
-        max_wait_s: float = 0.05,
+        max_wait_s: float = 0.25,
         progress: bool = True,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -240,9 +241,9 @@ class Worker:
         try:
             self.stream = self.source.open(checkpoint)
         except PyMongoError as exc:
-            if not needs_resync(exc):
-                raise
-            self.resync(f"cannot resume from the checkpoint: {exc}")
+            if not refuses_resume(exc):
+                raise  # transient: retried from the same checkpoint
+            self.resync(f"the server refuses to resume from the checkpoint ({type(exc).__name__}: {exc})")
             return
         self.saved = checkpoint
         self.stats.state = State.TAILING
@@ -262,7 +263,8 @@ class Worker:
 
     def _tail_once(self) -> None:
         assert self.stream is not None
-        events, caught_up = self.stream.poll(self.settings.batch_size, self.max_wait_s)
+        taken = self.stream.take(self.settings.batch_size, self.max_wait_s)
+        events, caught_up = taken.events, taken.caught_up
         self.caught_up = caught_up and not events
         changes: list[Change] = []
         rejected: list[Rejected] = []
@@ -275,7 +277,8 @@ class Worker:
         for index, event in enumerate(events):
             operation = event.get("operationType")
             if operation in RESYNC_EVENTS:
-                resync_reason = f"{operation} event on {(event.get('ns') or {}).get('coll') or 'the database'}"
+                names = [(event.get(part) or {}).get("coll") for part in ("ns", "to")]
+                resync_reason = f"{operation} event on {' -> '.join(n for n in names if n) or 'the database'}"
                 break
             last_time = event.get("clusterTime") or last_time
             last_wall_ms = epoch_ms(to_utc(event.get("wallTime"))) or last_wall_ms
@@ -307,7 +310,7 @@ class Worker:
             self.stats.last_event_ms = event_ms
         elif caught_up:
             self.stats.lag_ms = 0
-        token = self.stream.token
+        token = taken.token
         position = token_position(token) or (seq_of(last_time) if last_time else None)
         position = position or (self.saved.position if self.saved else self.stream.start)
         idle_due = self.saved is None or now_ms - self.saved.at_ms >= EVERY_S * 1000

@@ -26,7 +26,7 @@ def test_a_write_is_matched_to_the_first_event_carrying_its_mark_and_to_that_ver
 def test_the_delivery_benchmark_runs_end_to_end_and_leaves_no_keys_behind():
     rows = delivery.run(sizes=delivery.TINY)
 
-    assert [row.name for row in rows][:3] == [f"write -> SSE client p{p}, isolated writes" for p in (50, 95, 99)]
+    assert [row.name for row in rows][:3] == [f"write -> SSE client p{p}, isolated writes, 10 streams" for p in (50, 95, 99)]
     for row in rows:
         assert row.value is not None and math.isfinite(row.value) and row.value > 0, (row.name, row.note)
         assert row.baseline is not None and row.baseline > 0, (row.name, row.note)

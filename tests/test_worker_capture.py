@@ -201,6 +201,69 @@ def test_invalid_resume_token_resyncs(standin, make_worker, real_redis, layout):
     assert converged(standin, real_redis, layout)
 
 
+def _resumes_from_a_token(command) -> bool:
+    stages = command.get("pipeline") or [{}]
+    return "resumeAfter" in (stages[0].get("$changeStream") or {})
+
+
+@pytest.mark.parametrize("code", [9, 40649, 50796, 260, 280, 286, 987654])
+def test_a_checkpoint_the_server_refuses_to_resume_from_is_rebuilt_once(
+    code, standin, make_worker, real_redis, layout, caplog
+):
+    """Any non-transient refusal to open from the stored token leads to one resync that logs the
+    server's message: FailedToParse (9) and ResumeToken assertions (src/mongo/db/pipeline/
+    resume_token.cpp), "not found" 280 (document_source_change_stream_ensure_resume_token_present.cpp),
+    history lost 286, and codes nobody knows today."""
+    seed(standin)
+    first = make_worker()
+    settle(first)
+    first.close()
+    standin.delete(DB, TASKS, "u1-g0")
+    standin.fail_next("aggregate", code, message=f"the server says no ({code})", when=_resumes_from_a_token)
+    second = make_worker()
+    with caplog.at_level("WARNING", logger="projector"):
+        settle(second)
+    assert standin.pending_faults() == 0
+    assert second.stats.resyncs == 1
+    assert [r.getMessage() for r in caplog.records if f"the server says no ({code})" in r.getMessage()] != []
+    assert converged(standin, real_redis, layout)
+
+
+def test_a_step_down_while_opening_from_the_checkpoint_is_retried_not_rebuilt(standin, make_worker, real_redis, layout):
+    seed(standin)
+    first = make_worker()
+    settle(first)
+    first.close()
+    standin.update(DB, TASKS, "u1-g0", set={"progress": 0.9})
+    # NotWritablePrimary twice: pymongo retries a read once by itself, the second reaches the worker.
+    standin.fail_next("aggregate", 10107, message="not writable primary", times=2, when=_resumes_from_a_token)
+    second = make_worker()
+    settle(second, timeout=30)
+    assert standin.pending_faults() == 0
+    assert second.stats.resyncs == 0 and second.stats.errors >= 1
+    assert converged(standin, real_redis, layout)
+
+
+def test_a_rename_into_a_watched_collection_resyncs(standin, make_worker, real_redis, layout):
+    """A rename with dropTarget INTO a watched collection is one event whose ``ns`` is the source
+    and ``to`` the watched collection, with no drop of the target
+    (jstests/change_streams/whole_db_metadata_notifications.js): the stream's $match must see ``to``."""
+    seed(standin)
+    worker = make_worker()
+    settle(worker)
+    client = MongoClient(standin.url, serverSelectionTimeoutMS=3000)
+    try:
+        client[DB]["incoming"].insert_one(task_doc("renamed-in", "u2"))
+        settle(worker)
+        assert worker.stats.resyncs == 1  # a collection nobody watches: no event reaches the worker
+        client.admin.command("renameCollection", f"{DB}.incoming", to=f"{DB}.{TASKS}", dropTarget=True)
+    finally:
+        client.close()
+    drive(worker, lambda: worker.stats.resyncs == 2 and worker.caught_up, what="a resync after a rename in")
+    assert converged(standin, real_redis, layout)
+    assert {t["generationId"] for t in snapshot(real_redis, layout, "u2")["liveTasks"]} == {"renamed-in"}
+
+
 def test_invalidate_event_triggers_a_resync(standin, make_worker, real_redis, layout):
     seed(standin)
     worker = make_worker()
