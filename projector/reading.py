@@ -27,8 +27,9 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from pymongo.errors import PyMongoError
 
@@ -170,7 +171,7 @@ class Stream:
                     return
                 if event is not None and event.get("operationType") in RESYNC_EVENTS:
                     return  # the builder resyncs; nothing after this event is wanted
-        except BaseException as exc:  # noqa: BLE001 - handed to the builder, raised there
+        except BaseException as exc:
             self._inbox.put(Failed(exc), self._stop)
         finally:
             self._close_driver()

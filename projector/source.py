@@ -17,7 +17,7 @@ from readmodel import position
 from .changes import ECONOMY, TASKS
 from .checkpoint import Checkpoint
 from .normalize import BALANCE_FIELDS, TASK_FIELDS
-from .reading import RESYNC_EVENTS, Stream
+from .reading import Stream
 
 EVENT_FIELDS = ("operationType", "clusterTime", "wallTime", "ns", "to", "documentKey",
                 *(f"fullDocument.{name}" for name in dict.fromkeys(TASK_FIELDS + BALANCE_FIELDS)))

@@ -35,8 +35,8 @@ from .health import State, Stats, publish
 from .lease import Lease
 from .metrics import Metrics
 from .normalize import document_id, epoch_ms, iso, to_utc
-from .settings import Settings
 from .reading import RESYNC_EVENTS, Stream
+from .settings import Settings
 from .source import Source, id_key, needs_resync, refuses_resume, token_position
 from .verify_schedule import VerifySchedule
 from .writebehind import WriteBehind
