@@ -32,6 +32,7 @@ BENCHMARKS = {
     "catchup": "bench.catchup",
     "scaleout": "bench.scaleout",
     "verify": "bench.verify",
+    "storm": "bench.storm",
 }
 
 

@@ -3,8 +3,11 @@
 Plain asyncio sockets speaking HTTP/1.1 (keep-alive GETs, chunked SSE streams), so the client
 costs as little CPU as a Python client can. It reports JSON lines on stdout:
 
-* ``sse`` mode opens one stream per entry of ``users``, prints ``{"ready": n, "failed": m}`` once
-  every stream has its first event (the current snapshot), keeps reading until a line arrives
+* ``sse`` mode opens one stream per entry of ``users``, prints ``{"ready": n, "failed": m,
+  "first_ms": [...]}`` once every stream has its first event (the current snapshot; ``first_ms``:
+  each stream's time from its start to that event). With ``open_over_s`` the streams start
+  spread evenly over that many seconds, none waiting for another (a reconnect storm); without
+  it at most ``connect_concurrency`` connect at once. Then it keeps reading until a line arrives
   on stdin, then writes every ``(user, version, monotonic ns)`` it saw to ``records`` (if set)
   and prints ``{"done": ...}``. With ``marker`` set to a JSON key, each record also carries that
   key's string value from the event's data (``(user, version, ns, value)``).
@@ -66,18 +69,22 @@ class SseStats:
         self.failed = 0
         self.errors: dict[str, int] = {}
         self.records: list[tuple[str, int, int]] = []
+        self.first_ms: list[float] = []
 
 
 async def _stream(cfg: dict[str, Any], uid: str, local_ip: str | None, stats: SseStats,
-                  connect_gate: asyncio.Semaphore, stop: asyncio.Event, record: bool) -> None:
+                  connect_gate: asyncio.Semaphore, stop: asyncio.Event, record: bool, start_at: float | None = None) -> None:
     path = cfg["path"].format(uid=uid)
     writer = None
     try:
+        if start_at is not None:
+            await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+        started = time.monotonic()
         async with connect_gate:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(
                 cfg["host"], cfg["port"], local_addr=(local_ip, 0) if local_ip else None, limit=256 * 1024), 30)
             writer.write(_request(path, f"{cfg['host']}:{cfg['port']}", cfg.get("key"), "text/event-stream"))
-            status, headers = await asyncio.wait_for(_read_head(reader), 30)
+            status, headers = await asyncio.wait_for(_read_head(reader), cfg.get("head_timeout_s", 30))
         if status != 200:
             raise RuntimeError(f"HTTP {status}")
         chunked = headers.get("transfer-encoding", "").lower() == "chunked"
@@ -107,6 +114,7 @@ async def _stream(cfg: dict[str, Any], uid: str, local_ip: str | None, stats: Ss
                         version = int(line[3:].strip())
                         if first:
                             stats.first_events += 1
+                            stats.first_ms.append((time.monotonic() - started) * 1000)
                             first = False
                     elif marker and line.startswith(b"data:"):
                         mark = _marked(line, marker)
@@ -172,16 +180,21 @@ async def run_sse(cfg: dict[str, Any]) -> None:
         subscribed = asyncio.Event()
         pubsub_task = asyncio.create_task(_pubsub(cfg["pubsub"], cfg["users"], pubsub_records, stop, subscribed))
         await asyncio.wait_for(subscribed.wait(), 30)
-    gate = asyncio.Semaphore(cfg.get("connect_concurrency", 50))
+    users = cfg["users"]
+    over_s = cfg.get("open_over_s")
+    gate = asyncio.Semaphore(len(users) if over_s is not None else cfg.get("connect_concurrency", 50))
     ips = cfg.get("local_ips") or [None]
     record = bool(cfg.get("records"))
-    tasks = [asyncio.create_task(_stream(cfg, uid, ips[i % len(ips)], stats, gate, stop, record))
-             for i, uid in enumerate(cfg["users"])]
+    begin = time.monotonic()
+    tasks = [asyncio.create_task(_stream(cfg, uid, ips[i % len(ips)], stats, gate, stop, record,
+                                         None if over_s is None else begin + over_s * i / len(users)))
+             for i, uid in enumerate(users)]
     total = len(tasks)
     deadline = time.monotonic() + cfg.get("ready_timeout_s", 120)
     while stats.first_events + stats.failed < total and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    _say({"ready": stats.first_events, "failed": stats.failed, "errors": stats.errors})
+    _say({"ready": stats.first_events, "failed": stats.failed, "errors": stats.errors,
+          "first_ms": [round(ms, 2) for ms in stats.first_ms]})
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.readline)
     stop.set()
