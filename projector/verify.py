@@ -103,10 +103,29 @@ class Verifier:
         return sorted(u for u in found if u)
 
     def sample(self, size: float, rng: random.Random | None = None) -> list[str]:
-        """``size`` users at random (a fraction when below 1)."""
-        users = self.all_users()
-        count = round(len(users) * size) if size < 1 else int(size)
-        return sorted((rng or random).sample(users, min(len(users), max(1, count)))) if users else []
+        """``size`` users at random (a fraction when below 1), from the users in Redis and the
+        owners of as many random documents of each collection (``$sample``: users MongoDB has and
+        Redis lost are found too, without listing every owner). A server without ``$sample``
+        (the stand-in) lists every user instead."""
+        rng = rng or random.Random()
+        in_redis = set(ReadModel(self.redis, self.layout).known_users())
+        try:
+            count = self._count(len(in_redis), size)
+            found = set(in_redis)
+            for collection in (TASKS, ECONOMY):
+                docs = self.db[self.names[collection]].aggregate(
+                    [{"$sample": {"size": count}}, {"$project": {"masterAccountId": 1}}])
+                found.update(str(d["masterAccountId"]).strip() for d in docs
+                             if isinstance(d.get("masterAccountId"), (str, ObjectId)))
+        except OperationFailure:
+            found = set(self.all_users())
+            count = self._count(len(found), size)
+        users = sorted(u for u in found if u)
+        return sorted(rng.sample(users, min(len(users), count)))
+
+    @staticmethod
+    def _count(total: int, size: float) -> int:
+        return max(1, round(total * size) if size < 1 else int(size))
 
     # ------------------------------------------------------------ the check
 

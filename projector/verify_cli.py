@@ -17,6 +17,8 @@ from typing import Any
 
 from pymongo.errors import PyMongoError
 
+from readmodel.keys import USER_ID_RE
+
 from .lease import Lease, holder_id
 from .settings import Settings
 from .verify import Report, Verifier, VerifyError
@@ -31,11 +33,17 @@ def add_parser(commands: Any, handler: Callable[[argparse.Namespace], int],
     for options in option_groups:
         options(cmd)
     cmd.add_argument("--sample", type=_sample, help="check N random users (or a fraction, e.g. 0.05) instead of all")
-    cmd.add_argument("--user", action="append", default=[], help="check this user (repeatable)")
+    cmd.add_argument("--user", action="append", default=[], type=_user, help="check this user (repeatable)")
     cmd.add_argument("--repair", action="store_true", help="re-project the differing documents (fenced, versioned)")
     cmd.add_argument("--json", action="store_true", help="one JSON document on stdout")
     cmd.add_argument("--wait-s", type=float, default=30.0,
                      help="how long to wait for the projector to apply up to the read position (default 30)")
+
+
+def _user(raw: str) -> str:
+    if not USER_ID_RE.match(raw):
+        raise argparse.ArgumentTypeError(f"a user id is 1-128 letters, digits or any of : _ . - (got {raw[:40]!r})")
+    return raw
 
 
 def _sample(raw: str) -> float:

@@ -19,6 +19,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -111,6 +112,19 @@ class Collector:
                                     value=c.last_run_ms / 1000)
 
 
+def _request(raw: Any) -> dict | None:
+    """A queued request ``{"id": str, "users": [str]}``; None (logged) when it is not one."""
+    try:
+        request = json.loads(raw)
+        if (isinstance(request, dict) and isinstance(request.get("id"), str) and request["id"].isalnum()
+                and isinstance(request.get("users"), list) and all(isinstance(u, str) for u in request["users"])):
+            return request
+    except ValueError:
+        pass
+    log.warning("ignoring a malformed verify request: %r", raw[:200])
+    return None
+
+
 class VerifySchedule:
     """One worker's scheduled verifies and requested repairs."""
 
@@ -137,9 +151,11 @@ class VerifySchedule:
             self.worker.writes.submit(self._writer_job(*job))
         if self._thread is not None and self._thread.is_alive():
             return
-        raw = self.worker.redis.rpop(request_key(self.worker.layout))
-        if raw is not None:
-            self._start(request=json.loads(raw))
+        request = None
+        while request is None and (raw := self.worker.redis.rpop(request_key(self.worker.layout))) is not None:
+            request = _request(raw)
+        if request is not None:
+            self._start(request=request)
         elif self.config.every_s and self.worker.monotonic() >= self._due:
             self._due = self.worker.monotonic() + self.config.every_s
             self._start(request=None)
@@ -205,7 +221,10 @@ class VerifySchedule:
         done = threading.Event()
         outcome: list[Any] = []
         self.plans.put((plan, done, outcome))
-        if not done.wait(REPAIR_WAIT_S) or isinstance(outcome[0], Exception):
+        deadline = time.monotonic() + REPAIR_WAIT_S
+        while not done.wait(0.1) and time.monotonic() < deadline and not self._stop.is_set():
+            pass
+        if not outcome or isinstance(outcome[0], Exception):
             raise VerifyError(f"the repair was not written: {outcome[0] if outcome else 'timed out'}")
         kinds: dict[str, int] = {}
         for d in report.drift:

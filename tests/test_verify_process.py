@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from projector.checkpoint import CheckpointStore
+from projector.verify_schedule import request_key
 from readmodel import position
 
 from .apiserver import SSE, Server, auth
@@ -136,6 +137,7 @@ def test_the_scheduled_verify_repairs_and_counts_what_it_found(world, real_redis
     start, _cli, _applied = world
     port = free_port()
     start("--metrics-port", str(port), VERIFY_EVERY_S="0.2", VERIFY_SAMPLE="1000")
+    real_redis.lpush(request_key(layout), "not a request", json.dumps({"id": "../x", "users": ["u1"]}))
     real_redis.hdel(layout.tasks("u1"), "g1")
     real_redis.hset(layout.user("u2"), "usdCredit", "999")
 
@@ -151,12 +153,20 @@ def test_the_scheduled_verify_repairs_and_counts_what_it_found(world, real_redis
     assert "livestatus_projector_verify_last_run_timestamp_seconds" in text
     assert real_redis.hexists(layout.tasks("u1"), "g1")
     assert real_redis.hget(layout.user("u2"), "usdCredit") == b"2.5"
+    assert real_redis.llen(request_key(layout)) == 0  # malformed requests are dropped, the worker goes on
 
 
-def test_usage_and_a_projector_that_does_not_apply_exit_2_with_one_sentence(world):
+def test_usage_and_a_projector_that_does_not_apply_exit_2_with_one_sentence(world, standin, store_env, prefix):
     _start, cli, _applied = world
     bad = cli("--sample", "1.5")
     assert bad.returncode == 2 and "a sample is a whole number of users or a fraction" in bad.stderr
+    bad_user = cli("--user", "a b")
+    assert bad_user.returncode == 2 and "a user id is 1-128 letters" in bad_user.stderr
+    env = dict(os.environ, **store_env, KEY_PREFIX=prefix, MONGO_URL=standin.url, VERIFY_SAMPLE="lots")
+    run = subprocess.run([sys.executable, "-m", "projector", "run"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1].startswith("projector: VERIFY_EVERY_S / VERIFY_SAMPLE: ")
     nothing = cli("--wait-s", "0.5")  # no projector ever ran: no checkpoint
     assert nothing.returncode == 2
     assert nothing.stderr.strip().splitlines()[-1].startswith("projector: verify could not compare: the projector "
