@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lint demo test test-pymongo test-mongo test-clock soak bench fuzz redis chromium faketime promtool sse-clients clean
+.PHONY: install lint demo test test-pymongo test-mongo test-clock soak soak-suite bench fuzz redis chromium faketime promtool sse-clients clean
 
 install: $(VENV)/.installed
 
@@ -63,8 +63,15 @@ test-clock: install redis faketime
 	PYTHONPATH=tests/faketime DONT_FAKE_MONOTONIC=1 faketime -f "+40d" $(BIN)/pytest -q -m "not browser" $(CLOCK_TESTS)
 	PYTHONPATH=tests/faketime DONT_FAKE_MONOTONIC=1 faketime -f "+3y" $(BIN)/pytest -q -m "not browser" $(CLOCK_TESTS)
 
+# The whole pipeline under steady load (300 writes/s, 1,000 SSE clients, polling bots, kill -9 of the
+# projector and API restarts) for SOAK_SECONDS (one hour), a table row per ten minutes, then a
+# slope check (tests/reliability/soak). SOAK_ARGS passes more options (--help lists them).
+SOAK_SECONDS ?= 3600
+soak: install
+	$(BIN)/python -m tests.reliability.soak --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
+
 # The reliability suite at soak sizes (20 kill -9 over 50k events, 100k fuzzed documents, ...).
-soak: install redis
+soak-suite: install redis
 	SOAK=1 $(BIN)/pytest tests/reliability -m soak
 
 # The long coverage-guided fuzz run (atheris) over documents and change events; the corpus grows in
