@@ -17,6 +17,7 @@ from readmodel.keys import USER_ID_PATTERN
 from .auth import Principal, authenticate, authorize
 from .expiry import end_at_expiry
 from .fanout import Fanout
+from .freshness import Positions
 from .limits import StreamLimiter
 from .mailbox import Mailbox
 from .metrics import Metrics
@@ -42,6 +43,10 @@ async def _reader(request: Request) -> SnapshotReader:
     return request.app.state.reader
 
 
+async def _positions(request: Request) -> Positions:
+    return request.app.state.positions
+
+
 async def _fanout(request: Request) -> Fanout:
     return request.app.state.fanout
 
@@ -54,6 +59,7 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 RedisDep = Annotated[Any, Depends(_redis)]
 LayoutDep = Annotated[Layout, Depends(_layout)]
 ReaderDep = Annotated[SnapshotReader, Depends(_reader)]
+PositionsDep = Annotated[Positions, Depends(_positions)]
 FanoutDep = Annotated[Fanout, Depends(_fanout)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
 

@@ -92,6 +92,13 @@ class ServerBusy(ApiError):
     status, code = 503, "server_busy"
 
 
+class ProjectionBehind(ApiError):
+    """A fresh-after-write read (afterClusterTime): the projector had not applied the source through
+    that cluster time within the wait (FRESH_WAIT_S). Retry, or read without afterClusterTime."""
+
+    status, code = 504, "projection_behind"
+
+
 class StoreUnavailable(ApiError):
     """Redis did not answer."""
 

@@ -20,6 +20,7 @@ from readmodel.connect import aconnect, apubsub_client
 from . import openapi, redact
 from .errors import install_handlers
 from .fanout import Fanout
+from .freshness import Positions
 from .limits import StreamLimiter
 from .metrics import LatencyMiddleware, Metrics
 from .routes import ops, users
@@ -56,15 +57,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pubsub_redis = apubsub_client(settings.store, f"livestatus-api-fanout-{settings.key_prefix}-{os.getpid()}",
                                       socket_keepalive=True, socket_connect_timeout=2)
         layout = Layout(settings.key_prefix)
-        reader = SnapshotReader(redis, layout, settings.estimate_cap_percent, settings.live_tasks_shown)
+        positions = Positions(redis, pubsub_redis, settings.projector_layouts)
+        await positions.start()
+        reader = SnapshotReader(redis, layout, settings.estimate_cap_percent, settings.live_tasks_shown,
+                                source=positions.source)
         # A cluster's sharded messages are read from one node's connection after another, each
         # waiting up to poll_s: a short poll keeps a message on the next node from waiting long.
         fanout = Fanout(pubsub_redis, layout, reader, metrics, poll_s=0.02 if settings.redis_cluster else 1.0)
         await fanout.start()
         app.state.redis, app.state.layout, app.state.reader, app.state.fanout = redis, layout, reader, fanout
+        app.state.positions = positions
         try:
             yield
         finally:
+            await positions.close()
             await fanout.close()
             await pubsub_redis.aclose()
             await redis.aclose()

@@ -42,6 +42,26 @@ class FinishedTask(BaseModel):
     finishedAt: str | None
 
 
+class PartitionPosition(BaseModel):
+    partition: str = Field(description="K/N: the projector partition (0/1 when the stream is not split)")
+    position: str | None = Field(description="the cluster time this partition applied the stream through; "
+                                             "null before its first checkpoint")
+    lagMs: int | None = Field(description="how far behind the source it was when it applied that far")
+
+
+class Source(BaseModel):
+    """How fresh the snapshot is: it reflects the MongoDB source at least through ``position``."""
+
+    position: str | None = Field(
+        description='a cluster time "%010d.%010d" (seconds.increment): every change up to it is in this snapshot '
+                    "(the smallest over the partitions); null until every partition checkpointed",
+        examples=["1795597328.0000000003"],
+    )
+    lagMs: int | None = Field(description="how many ms behind the source the projector was when it applied through "
+                                          "position (the largest over the partitions)")
+    partitions: list[PartitionPosition]
+
+
 class Snapshot(BaseModel):
     """One user's status: what every stream event carries too."""
 
@@ -56,6 +76,7 @@ class Snapshot(BaseModel):
     recentlyFinished: list[FinishedTask] = Field(
         default_factory=list, description="how recent tasks ended, so a client that was away never misses it"
     )
+    source: Source | None = Field(default=None, description="up to which source position this snapshot reflects")
 
 
 class ReportTask(BaseModel):
@@ -88,6 +109,7 @@ class StatusText(BaseModel):
         description='Discord: the `allowed_mentions` to send the text with (`{"parse": []}`: ping nobody); null for Telegram',
     )
     text: str = Field(description="fits the platform's limit (Telegram 4096, Discord 2000 characters)")
+    source: Source | None = Field(default=None, description="up to which source position the text reflects")
 
 
 class Health(BaseModel):

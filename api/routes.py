@@ -21,7 +21,7 @@ from . import snapshots
 from .deps import MetricsDep, ReadableUser, ReaderDep, RedisDep, SettingsDep
 from .errors import ErrorBody, NotReady
 from .models import Health, Ready, Snapshot, StatusReport, StatusText
-from .openapi import RETRY_AFTER
+from .polling import POLL_ERRORS, ConditionsDep
 from .render import DISCORD_ALLOWED_MENTIONS, markup_for, render
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -37,20 +37,25 @@ users = APIRouter(tags=["status"], responses=ERRORS)
 ops = APIRouter(tags=["operations"])
 
 
-@users.get("/users/{masterAccountId}/status", response_model=Snapshot, operation_id="getStatus")
-async def status(uid: ReadableUser, reader: ReaderDep) -> dict[str, Any]:
-    """The user's current snapshot (version 0 and empty when nothing is known)."""
-    return await reader.read(uid)
+@users.get("/users/{masterAccountId}/status", response_model=Snapshot, responses=POLL_ERRORS, operation_id="getStatus")
+async def status(uid: ReadableUser, settings: SettingsDep, when: ConditionsDep, response: Response) -> Any:
+    """The user's current snapshot (version 0 and empty when nothing is known); conditional (ETag), fresh
+    after a write (afterClusterTime) or long-polled (newerThan)."""
+    snap = await when.snapshot()
+    return when.answer(snap, f"s{settings.live_tasks_shown}", response) or snap
 
 
 def _number(text: str | None) -> float | None:
     return None if text is None else float(Decimal(text))
 
 
-@users.get("/users/{masterAccountId}/status-report", response_model=StatusReport, operation_id="getStatusReport")
-async def status_report(uid: ReadableUser, reader: ReaderDep) -> dict[str, Any]:
+@users.get("/users/{masterAccountId}/status-report", response_model=StatusReport, responses=POLL_ERRORS, operation_id="getStatusReport")
+async def status_report(uid: ReadableUser, settings: SettingsDep, when: ConditionsDep, response: Response) -> Any:
     """The legacy shape the bots consume today (walletAddress is always null: not ours)."""
-    snap = await reader.read(uid)
+    snap = await when.snapshot()
+    unchanged = when.answer(snap, f"r{settings.live_tasks_shown}", response)
+    if unchanged is not None:
+        return unchanged
     return {
         "points": snap["balance"]["points"],
         "exp": snap["balance"]["exp"],
@@ -71,19 +76,25 @@ async def status_report(uid: ReadableUser, reader: ReaderDep) -> dict[str, Any]:
     }
 
 
-@users.get("/users/{masterAccountId}/status/text", response_model=StatusText, operation_id="getStatusText")
+@users.get("/users/{masterAccountId}/status/text", response_model=StatusText, responses=POLL_ERRORS, operation_id="getStatusText")
 async def status_text(
     uid: ReadableUser,
     reader: ReaderDep,
     settings: SettingsDep,
+    when: ConditionsDep,
+    response: Response,
     platform: Annotated[Literal["telegram", "discord"], Query(description="where the text will be sent")],
     markup: Annotated[
         Literal["html", "markdownv2"] | None, Query(description="Telegram only: parse mode (default html)")
     ] = None,
-) -> dict[str, Any]:
+) -> Any:
     """The status message rendered for a chat platform, escaped for its parse mode."""
-    snap = await reader.read(uid)
+    snap = await when.snapshot()
     chosen = markup_for(platform, markup)
+    unchanged = when.answer(snap, f"t{platform}.{chosen.parse_mode}.{settings.text_task_limit}.{settings.live_tasks_shown}",
+                            response)
+    if unchanged is not None:
+        return unchanged
     return {
         "masterAccountId": uid,
         "version": snap["version"],
@@ -91,6 +102,7 @@ async def status_text(
         "parseMode": chosen.parse_mode,
         "allowedMentions": DISCORD_ALLOWED_MENTIONS if platform == "discord" else None,
         "text": render(snap, chosen, reader.clock(), settings.text_task_limit),
+        "source": snap.get("source"),
     }
 
 

@@ -67,6 +67,11 @@ class Settings:
     streams_per_service_key: int = 1000  # open streams of one service key
     streams_per_process: int = 10000  # open streams of this process (about 16 KiB each)
     panel_frame_ancestors: str = "'none'"  # CSP frame-ancestors of /panel: who may embed it
+    fresh_wait_s: float = 2.0  # afterClusterTime: wait this long for the projector, then 504 projection_behind
+    long_poll_max_s: float = 30.0  # newerThan: the longest a long-poll waits (waitS is capped to it)
+    text_stream_interval_s: float = 3.0  # /status/text/stream: at most one event per interval per stream
+    stalled_factor: float = 3.0  # a live task not updated for this many typical durations is stalled
+    stalled_after_s: float = 600.0  # ... or for this long when its tool's typical duration is unknown
     host: str = "127.0.0.1"
     port: int = 8000
 
@@ -110,6 +115,11 @@ class Settings:
             streams_per_service_key=int(number(env, "STREAMS_PER_SERVICE_KEY", cls.streams_per_service_key, 1)),
             streams_per_process=int(number(env, "STREAMS_PER_PROCESS", cls.streams_per_process, 1)),
             panel_frame_ancestors=(env.get("PANEL_FRAME_ANCESTORS") or "").strip() or cls.panel_frame_ancestors,
+            fresh_wait_s=number(env, "FRESH_WAIT_S", cls.fresh_wait_s, 0),
+            long_poll_max_s=number(env, "LONG_POLL_MAX_S", cls.long_poll_max_s, 0.1),
+            text_stream_interval_s=number(env, "TEXT_STREAM_INTERVAL_S", cls.text_stream_interval_s, 0.05),
+            stalled_factor=number(env, "STALLED_FACTOR", cls.stalled_factor, 1),
+            stalled_after_s=number(env, "STALLED_AFTER_S", cls.stalled_after_s, 1),
             host=env.get("API_HOST", cls.host),
             port=int(port_raw),
         )
@@ -129,6 +139,8 @@ class Settings:
             raise SettingsError("PANEL_FRAME_ANCESTORS must be CSP sources separated by spaces (e.g. https://app.example)")
         if self.estimate_cap_percent > 100:
             raise SettingsError("ESTIMATE_CAP_PERCENT must be at most 100")
+        if self.long_poll_max_s > 30:
+            raise SettingsError("LONG_POLL_MAX_S must be at most 30 (seconds)")
 
     @property
     def store(self) -> StoreSettings:

@@ -25,9 +25,13 @@ class SnapshotReader:
     """Reads snapshots as served now: one user, or several in one round trip."""
 
     def __init__(self, redis: Any, layout: Layout, estimate_cap: float = ESTIMATE_CAP_PERCENT,
-                 live_tasks_shown: int = LIVE_TASKS_SHOWN, clock: Callable[[], int] = now_ms) -> None:
+                 live_tasks_shown: int = LIVE_TASKS_SHOWN, clock: Callable[[], int] = now_ms,
+                 source: Callable[[], dict[str, Any]] | None = None) -> None:
+        """``source`` (:meth:`api.freshness.Positions.source`) says what the read model reflects
+        the MongoDB source through; taken *before* each read, it is served with the snapshots."""
         self.redis, self.layout = redis, layout
         self.estimate_cap, self.live_tasks_shown, self.clock = estimate_cap, live_tasks_shown, clock
+        self.source = source
 
     async def read(self, uid: str) -> dict[str, Any]:
         """The snapshot served for ``uid`` now (version 0 and empty when nothing is known)."""
@@ -36,7 +40,12 @@ class SnapshotReader:
     async def read_many(self, uids: list[str]) -> list[dict[str, Any]]:
         """The snapshots of ``uids`` (in that order) in one round trip, each one whole."""
         view = View(now_ms=self.clock(), estimate_cap=self.estimate_cap, live_tasks_shown=self.live_tasks_shown)
-        return await aread_snapshots(self.redis, self.layout, uids, view)
+        source = self.source() if self.source is not None else None
+        snaps = await aread_snapshots(self.redis, self.layout, uids, view)
+        if source is not None:
+            for snap in snaps:
+                snap["source"] = source
+        return snaps
 
 
 class Snapshot:

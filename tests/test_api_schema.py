@@ -23,7 +23,9 @@ from tests.conftest import REDIS_URL
 
 PREFIX = f"t{uuid.uuid4().hex[:10]}"
 app = create_app(
-    Settings(redis_url=REDIS_URL, key_prefix=PREFIX, api_keys=(KEY,), auth_secret=SECRET, heartbeat_s=0.05)
+    # Long-polls and fresh-after-write reads wait at most this long here (their timeouts are tested elsewhere).
+    Settings(redis_url=REDIS_URL, key_prefix=PREFIX, api_keys=(KEY,), auth_secret=SECRET, heartbeat_s=0.05,
+             long_poll_max_s=0.05, fresh_wait_s=0.05)
 )
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 schema.config.max_stream_events = 2  # the stream's opening snapshot and sync events, then hang up
