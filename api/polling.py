@@ -29,13 +29,16 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Query, Response
 
 from .deps import FanoutDep, PositionsDep, ReaderDep, SettingsDep, StreamGateDep
-from .errors import InvalidRequest, ProjectionBehind
+from .errors import ErrorBody, InvalidRequest, ProjectionBehind
 from .freshness import parse_cluster_time
+from .openapi import RETRY_AFTER
 
 POLL_ERRORS: dict[int | str, dict[str, Any]] = {
     304: {"description": "not modified: the ETag matches If-None-Match, or a long-poll (newerThan) timed out"},
-    429: {"description": "a long-poll past the user's or credential's stream limit (see Retry-After)"},
-    504: {"description": "projection_behind: not applied through afterClusterTime within FRESH_WAIT_S"},
+    429: {"model": ErrorBody, "headers": RETRY_AFTER,
+          "description": "too_many_streams: a long-poll past the user's or credential's stream limit"},
+    504: {"model": ErrorBody, "headers": RETRY_AFTER,
+          "description": "projection_behind: not applied through afterClusterTime within FRESH_WAIT_S"},
 }
 
 

@@ -21,6 +21,7 @@ from . import snapshots
 from .deps import MetricsDep, ReadableUser, ReaderDep, RedisDep, SettingsDep
 from .errors import ErrorBody, NotReady
 from .models import Health, Ready, Snapshot, StatusReport, StatusText
+from .openapi import RETRY_AFTER
 from .polling import POLL_ERRORS, ConditionsDep
 from .render import DISCORD_ALLOWED_MENTIONS, markup_for, render
 
@@ -49,7 +50,8 @@ def _number(text: str | None) -> float | None:
     return None if text is None else float(Decimal(text))
 
 
-@users.get("/users/{masterAccountId}/status-report", response_model=StatusReport, responses=POLL_ERRORS, operation_id="getStatusReport")
+@users.get("/users/{masterAccountId}/status-report", response_model=StatusReport, responses=POLL_ERRORS,
+           operation_id="getStatusReport")
 async def status_report(uid: ReadableUser, settings: SettingsDep, when: ConditionsDep, response: Response) -> Any:
     """The legacy shape the bots consume today (walletAddress is always null: not ours)."""
     snap = await when.snapshot()
