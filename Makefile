@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lint demo test test-pymongo test-mongo test-clock soak soak-suite bench fuzz redis chromium faketime promtool sse-clients clean
+.PHONY: install lint demo test test-pymongo test-mongo test-clock soak soak-suite bench fuzz redis chromium faketime promtool sse-clients node-example clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,12 @@ sse-clients: tests/node/node_modules/.package-lock.json
 tests/node/node_modules/.package-lock.json: tests/node/package-lock.json
 	npm ci --prefix tests/node --no-audit --no-fund
 
+# The Node.js bot example (examples/node): tests/test_node_example.py runs it against the real processes.
+node-example: examples/node/node_modules/.package-lock.json
+
+examples/node/node_modules/.package-lock.json: examples/node/package-lock.json
+	npm ci --prefix examples/node --no-audit --no-fund
+
 # ruff (rules in pyproject.toml) and mypy (strict on readmodel/); CI runs it before the tests.
 lint: install
 	$(BIN)/ruff check .
@@ -39,7 +45,7 @@ lint: install
 demo: install
 	$(BIN)/python -m demo
 
-test: install redis chromium promtool sse-clients
+test: install redis chromium promtool sse-clients node-example
 	$(BIN)/pytest
 	$(BIN)/python scripts/pymongo-spec
 
@@ -84,4 +90,4 @@ bench: install redis
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis tests/node/node_modules
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis tests/node/node_modules examples/node/node_modules

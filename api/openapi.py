@@ -65,7 +65,7 @@ def stream_responses() -> dict[int | str, dict[str, Any]]:
             "required": ["event", "data"],
             "properties": {
                 "event": {"const": name},
-                "id": {"type": "string", "description": "the snapshot's version (snapshot events only)"},
+                **({"id": {"type": "string", "description": "the snapshot's version"}} if name == "snapshot" else {}),
                 "data": {"type": "string", "contentMediaType": "application/json",
                          "contentSchema": {"$ref": REF.format(model=model)}},
             },

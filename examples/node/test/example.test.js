@@ -1,0 +1,158 @@
+// The example against the real thing: documents written with the MongoDB Node.js driver into the
+// stand-in, applied by the projector, served by the API; the Telegram bot answers /status through
+// a Bot API stand-in; discord.js's builders take the Discord text as is; the subscriber follows.
+//
+// tests/test_node_example.py starts MongoDB's stand-in, Redis, the projector and the API and runs
+// this with LIVESTATUS_URL, LIVESTATUS_KEY and MONGO_URL set.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+
+import { EmbedBuilder } from 'discord.js';
+import { Decimal128, MongoClient, ObjectId } from 'mongodb';
+
+import { statusEmbed, statusMessage, CONTENT_LIMIT } from '../src/discord.js';
+import { createClient, LivestatusError } from '../src/livestatus.js';
+import { subscribe } from '../src/subscribe.js';
+import { attachStatusCommand } from '../src/telegram.js';
+import { startBotApi } from './telegram-standin.js';
+
+/** @param {string} name */
+function env(name) {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set: run this through pytest tests/test_node_example.py`);
+  return value;
+}
+
+const livestatus = createClient({ baseUrl: env('LIVESTATUS_URL'), key: env('LIVESTATUS_KEY') });
+const mongo = new MongoClient(env('MONGO_URL'), { serverSelectionTimeoutMS: 10_000 });
+const db = mongo.db(process.env.MONGO_DB ?? 'app');
+const tasks = db.collection('generationOutputs');
+const economy = db.collection('userEconomy');
+
+/**
+ * @template T
+ * @param {() => Promise<T | null | undefined | false>} probe
+ * @param {string} what
+ * @returns {Promise<T>}
+ */
+async function eventually(probe, what, timeoutMs = 30_000) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    last = await probe();
+    if (last) return last;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`${what} did not happen within ${timeoutMs} ms`);
+}
+
+/** A user as the platform writes one: ObjectIds, a Decimal128 balance, a running task. */
+async function newUser({ credit = '1.50', progress = 0.1 } = {}) {
+  const account = new ObjectId();
+  const generation = new ObjectId();
+  await economy.insertOne({ masterAccountId: account, usdCredit: Decimal128.fromString(credit), exp: 3 });
+  await tasks.insertOne({
+    _id: generation, masterAccountId: account, status: 'processing', toolId: 'flux', toolDisplayName: 'FLUX Schnell',
+    notificationPlatform: 'telegram', requestTimestamp: new Date(), progress,
+  });
+  return { user: account.toHexString(), account, generation };
+}
+
+/** @param {ObjectId} account @param {string} amount */
+const credit = (account, amount) =>
+  economy.updateOne({ masterAccountId: account }, { $inc: { usdCredit: Decimal128.fromString(amount) } });
+
+before(() => mongo.connect());
+after(() => mongo.close());
+
+test('writes of the MongoDB Node driver (insert, $set progress, $inc Decimal128) reach the API exactly', async () => {
+  const { user, account, generation } = await newUser();
+  await tasks.updateOne({ _id: generation }, { $set: { progress: 0.5, updatedAt: new Date() } });
+  await credit(account, '0.25');
+  const snapshot = await eventually(async () => {
+    const found = await livestatus.status(user);
+    return found.balance.usdCredit === '1.75' && found.liveTasks[0]?.progressPercent === 50 && found;
+  }, 'the projector applying the writes');
+  assert.equal(snapshot.masterAccountId, user);
+  assert.equal(snapshot.balance.exp, 3);
+  assert.deepEqual(snapshot.liveTasks.map((task) => [task.generationId, task.status, task.toolDisplayName]),
+    [[generation.toHexString(), 'processing', 'FLUX Schnell']]);
+});
+
+test('an API error arrives as a LivestatusError with its code', async () => {
+  await assert.rejects(livestatus.status('not a valid id!'), (error) =>
+    error instanceof LivestatusError && error.status === 400 && error.code === 'invalid_user_id');
+});
+
+test('/status on Telegram: node-telegram-bot-api sends the API text with parse_mode HTML', async (t) => {
+  const { user } = await newUser({ credit: '2.50' });
+  await eventually(async () => (await livestatus.status(user)).balance.usdCredit === '2.50', 'the new user');
+  const botApi = await startBotApi();
+  process.env.NTBA_FIX_319 = '1';
+  const { default: TelegramBot } = await import('node-telegram-bot-api');
+  const bot = new TelegramBot('123456:stand-in', { polling: { interval: 50, params: { timeout: 0 } }, baseApiUrl: botApi.url });
+  t.after(async () => { await bot.stopPolling(); await botApi.close(); });
+  attachStatusCommand(bot, { livestatus, userFor: (message) => (message.from?.id === 4242 ? user : null) });
+
+  const date = Math.floor(Date.now() / 1000);
+  const command = (/** @type {number} */ id, /** @type {number} */ from) => ({
+    update_id: id,
+    message: { message_id: id, date, text: '/status', entities: [{ type: 'bot_command', offset: 0, length: 7 }],
+      chat: { id: from, type: 'private' }, from: { id: from, is_bot: false, first_name: 'Ada' } },
+  });
+  botApi.push(command(1, 4242));
+  botApi.push(command(2, 99)); // not linked to an account
+  const sent = await eventually(async () => botApi.sent().length >= 2 && botApi.sent(), 'two sendMessage calls');
+
+  const linked = sent.find((message) => message.chat_id === '4242');
+  assert.ok(linked, JSON.stringify(sent));
+  assert.equal(linked.parse_mode, 'HTML');
+  assert.match(linked.text, /^<b>Balance<\/b>: \$2\.50 · 6,756 points · 3 exp\n<b>1 live task<\/b>\n▸ <b>FLUX Schnell<\/b>/);
+  const unlinked = sent.find((message) => message.chat_id === '99');
+  assert.equal(unlinked?.text, 'Link your account first to see your status.');
+  assert.ok(botApi.calls.every((call) => call.token === '123456:stand-in'));
+});
+
+test("discord.js's builders take the API's Discord text as is, even for a user with many hostile tasks", async () => {
+  const { user, account } = await newUser();
+  await tasks.insertMany(Array.from({ length: 60 }, (_, i) => ({
+    masterAccountId: account, status: 'processing', toolId: `tool-${i}`, requestTimestamp: new Date(), progress: i / 60,
+    toolDisplayName: `@everyone <@123> **bold** ${'Ω'.repeat(40)} ${i}`,
+  })));
+  await eventually(async () => (await livestatus.status(user)).liveTasks.length === 61, 'the 61 tasks');
+  const status = await livestatus.statusText(user, 'discord');
+  assert.equal(status.platform, 'discord');
+  assert.deepEqual(status.allowedMentions, { parse: [] });
+
+  const message = statusMessage(status);
+  assert.equal(message.content, status.text); // as is: not cut, not escaped again
+  assert.ok(status.text.length <= CONTENT_LIMIT, `${status.text.length} characters`);
+  assert.doesNotMatch(status.text, /@everyone|<@123>/); // the API defused the mentions
+  assert.match(status.text, /more/); // the tasks that did not fit are counted
+
+  const embed = statusEmbed(status).toJSON(); // EmbedBuilder validates against Discord's limits
+  assert.equal(embed.description, status.text);
+  assert.throws(() => new EmbedBuilder().setDescription('x'.repeat(4097))); // and does validate
+});
+
+test('the SSE subscriber gets the current snapshot, then each new version', async () => {
+  const { user, account } = await newUser({ credit: '1.00' });
+  await eventually(async () => (await livestatus.status(user)).version > 0, 'the new user');
+  /** @type {import('../src/livestatus.js').Snapshot[]} */
+  const snapshots = [];
+  /** @type {number[]} */
+  const synced = [];
+  const subscription = subscribe(livestatus, user, {
+    onSnapshot: (snapshot) => snapshots.push(snapshot),
+    onSync: (sync) => synced.push(sync.version),
+  });
+  try {
+    await eventually(async () => synced.length > 0, 'the sync event');
+    assert.equal(snapshots.at(-1)?.balance.usdCredit, '1.00');
+    await credit(account, '0.125');
+    const latest = await eventually(async () => snapshots.find((s) => s.balance.usdCredit === '1.125'), 'the new balance');
+    assert.ok(latest.version > synced[0]);
+  } finally {
+    subscription.close();
+  }
+});
