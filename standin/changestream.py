@@ -14,9 +14,11 @@ from bson.raw_bson import RawBSONDocument
 from . import tokens
 from .cursors import MAX_BATCH_BYTES
 from .errors import NON_RESUMABLE, CommandError, history_lost
+from .events import invalidate_event, render, token_data
+from .oplog import INVALIDATE, NOOP, Entry
 from .projection import stage_projector
 from .query import compile_filter
-from .store import DROP, DROP_DATABASE, INSERT, INVALIDATE, NOOP, RENAME, REPLACE, UPDATE, Entry, Store
+from .store import Store
 
 _SCAN_CHUNK = 4096
 _STAGE_OPTIONS = {
@@ -96,7 +98,10 @@ def compile_match(pipeline: list) -> Callable[[dict], dict | None] | None:
 
 
 class ChangeStreamCursor:
-    """An open change stream on a collection, a database (coll None) or the cluster (db None)."""
+    """An open change stream on a collection, a database (coll None) or the cluster (db None).
+
+    Owner: the connection thread running its aggregate or getMore (one at a time).
+    """
 
     awaits_data = True
 
@@ -106,14 +111,15 @@ class ChangeStreamCursor:
         self.db = db
         self.coll = coll
         self._match = match
-        self._lookup = stage.get("fullDocument") == "updateLookup"
-        self.position = self._start_position(stage)  # the last oplog entry scanned
-        # The post-batch resume token and the oplog position it stands for: the token given to
+        self._lookup = store.lookup if stage.get("fullDocument") == "updateLookup" else None
+        # A client's event token still to be met before any later event is returned
+        # (document_source_change_stream_ensure_resume_token_present.cpp).
+        self._resume_check: tokens.TokenData | None = None
+        # The post-batch resume token, and the cluster time it stands for: the token given to
         # resume from, else a high-water mark at the start (plan_executor_pipeline.cpp,
         # _initializeResumableScanState).
-        given = stage.get("resumeAfter") or stage.get("startAfter")
-        self._pbrt = dict(given) if given is not None else tokens.token(self.position, tokens.HIGH_WATER_MARK)
-        self._pbrt_position = self.position
+        self._pbrt, self._pbrt_time = self._start(stage)
+        self._scanned_time = self._pbrt_time  # the cluster time of the latest oplog entry scanned
         self.alive = True
         self.last_used = time.monotonic()
 
@@ -123,24 +129,35 @@ class ChangeStreamCursor:
             return "admin.$cmd.aggregate"
         return f"{self.db}.{self.coll}" if self.coll else f"{self.db}.$cmd.aggregate"
 
-    def _start_position(self, stage: Mapping) -> int:
-        if "resumeAfter" in stage:
-            position, kind = tokens.parse_token(stage["resumeAfter"])
-            if kind == tokens.INVALIDATE:
+    def _start(self, stage: Mapping) -> tuple[dict, int]:
+        """Sets the scan position; returns the initial post-batch token and its cluster time."""
+        given = stage.get("resumeAfter", stage.get("startAfter"))
+        if given is not None:
+            data = tokens.parse(given)
+            if data.from_invalidate and "resumeAfter" in stage:
                 raise CommandError(260, "Attempting to resume a change stream using 'resumeAfter' is not allowed "
                                         "from an invalidate notification.")
-        elif "startAfter" in stage:
-            position, _ = tokens.parse_token(stage["startAfter"])
-        elif "startAtOperationTime" in stage:
-            at = stage["startAtOperationTime"]
-            if not isinstance(at, Timestamp):
-                raise CommandError(14, "startAtOperationTime must be a Timestamp")
-            position = tokens.to_int(at) - 1
+            if data.from_invalidate:
+                self.position = data.event_position()  # start after the invalidating entry
+            else:
+                self.position = data.start_position()
+                self._resume_check = None if data.is_high_water_mark else data
+            pbrt, start_time = dict(given), data.cluster_time
         else:
-            return self._store.cluster_time()
-        if position < self._store.earliest_resumable():
+            if "startAtOperationTime" in stage:
+                at = stage["startAtOperationTime"]
+                if not isinstance(at, Timestamp):
+                    raise CommandError(14, "startAtOperationTime must be a Timestamp")
+                start_time = tokens.to_int(at)
+            else:
+                # One tick after the last applied write (DocumentSourceChangeStream::
+                # getStartTimeForNewStream, addTicks(1)), so the stream does not return it.
+                start_time = self._store.cluster_time() + 1
+            self.position = tokens.before(start_time)
+            pbrt = tokens.high_water_mark(start_time)
+        if self.position < self._store.earliest_resumable():
             raise history_lost()
-        return position
+        return pbrt, start_time
 
     def next_batch(self, limit: int, wait_seconds: float) -> list[RawBSONDocument]:
         """Up to ``limit`` matching events (and ~16 MB), waiting up to ``wait_seconds`` for the
@@ -149,8 +166,8 @@ class ChangeStreamCursor:
         The post-batch token follows ``_performChangeStreamsAccounting`` in the server's
         plan_executor_pipeline.cpp: each event returned sets it to that event's ``_id``; when the
         scan runs out of entries it becomes a high-water mark only if the oplog scanned has moved
-        past that token. A batch that stops at ``limit`` or at the size limit ends on its last
-        event's token.
+        past that token's cluster time. A batch that stops at ``limit`` or at the size limit ends
+        on its last event's token.
         """
         self.last_used = time.monotonic()
         deadline = self.last_used + wait_seconds
@@ -159,38 +176,26 @@ class ChangeStreamCursor:
         while self.alive:
             entries = self._store.wait_entries(self.position, deadline if not batch else 0.0, _SCAN_CHUNK)
             if not entries:
-                if self.position > self._pbrt_position:
-                    self._pbrt = tokens.token(self.position, tokens.HIGH_WATER_MARK)
-                    self._pbrt_position = self.position
+                if self._scanned_time > self._pbrt_time:
+                    self._pbrt, self._pbrt_time = tokens.high_water_mark(self._scanned_time), self._scanned_time
                 if batch or time.monotonic() >= deadline:
                     break
                 continue
             for entry in entries:
-                if not self._sees(entry):
-                    self.position = entry.position
-                    continue
-                if entry.op == INVALIDATE:
-                    batch.append(RawBSONDocument(bson.encode(self._invalidate_event(entry))))
-                    self.position = self._pbrt_position = entry.position
-                    self._pbrt = tokens.token(entry.position, tokens.INVALIDATE)
-                    self.alive = False
-                    break
-                event = self._render(entry)
-                if self._match is not None:
-                    token = event["_id"]
-                    event = self._match(event)
-                    if event is not None and event.get("_id") != token:
-                        raise CommandError(280, _TOKEN_MODIFIED, [NON_RESUMABLE])
+                event = self._event(entry)
                 if event is None:
-                    self.position = entry.position
+                    self.position, self._scanned_time = entry.position, entry.cluster_time
                     continue
                 raw = bson.encode(event)
                 if batch and size + len(raw) > MAX_BATCH_BYTES:
                     return batch
                 batch.append(RawBSONDocument(raw))
                 size += len(raw)
-                self.position = self._pbrt_position = entry.position
-                self._pbrt = event["_id"]
+                self.position, self._scanned_time = entry.position, entry.cluster_time
+                self._pbrt, self._pbrt_time = event["_id"], entry.cluster_time
+                if entry.op == INVALIDATE:
+                    self.alive = False
+                    break
                 if len(batch) >= limit:
                     return batch
         self.last_used = time.monotonic()
@@ -198,6 +203,36 @@ class ChangeStreamCursor:
 
     def post_batch_resume_token(self) -> dict:
         return self._pbrt
+
+    def _event(self, entry: Entry) -> dict | None:
+        """The event this stream returns for an entry, or None when it returns none."""
+        if not self._sees(entry):
+            return None
+        rendered = invalidate_event(entry) if entry.op == INVALIDATE else render(entry, self._lookup)
+        token = rendered["_id"]
+        event = self._match(rendered) if self._match is not None and entry.op != INVALIDATE else rendered
+        if event is None:
+            return None
+        if self._resume_check is not None and not self._met_resume_point(entry):
+            return None
+        if event.get("_id") != token:
+            raise CommandError(280, _TOKEN_MODIFIED, [NON_RESUMABLE])
+        return event
+
+    def _met_resume_point(self, entry: Entry) -> bool:
+        """Whether an event after the client's resume token may be returned; events up to and
+        including it are swallowed, and an event past it that was not preceded by it means the
+        token names no event of this stream: 280 (ensure_resume_token_present.cpp)."""
+        client = self._resume_check
+        assert client is not None
+        status = tokens.compare(token_data(entry), client)
+        if status == tokens.CHECK_NEXT:
+            return False
+        if status == tokens.FOUND:
+            self._resume_check = None
+            return False
+        event_id = tokens.event_token(entry.cluster_time, entry.index)
+        raise CommandError(280, f"cannot resume stream; the resume token was not found. {event_id}", [NON_RESUMABLE])
 
     def _sees(self, entry: Entry) -> bool:
         if entry.op == NOOP:
@@ -209,35 +244,3 @@ class ChangeStreamCursor:
         if self.db is None:
             return True
         return entry.db == self.db and (self.coll is None or entry.coll == self.coll)
-
-    def _invalidate_event(self, entry: Entry) -> dict:
-        return {
-            "_id": tokens.token(entry.position, tokens.INVALIDATE),
-            "operationType": INVALIDATE,
-            "clusterTime": tokens.to_timestamp(entry.position),
-            "wallTime": entry.wall,
-        }
-
-    def _render(self, entry: Entry) -> dict:
-        op = entry.op
-        event: dict = {
-            "_id": tokens.token(entry.position),
-            "operationType": op,
-            "clusterTime": tokens.to_timestamp(entry.position),
-            "wallTime": entry.wall,
-        }
-        if op == INSERT or op == REPLACE:
-            event["fullDocument"] = entry.post
-        elif op == UPDATE and self._lookup:
-            event["fullDocument"] = self._store.lookup(entry.db, entry.coll, entry.key)
-        if op == DROP_DATABASE:
-            event["ns"] = {"db": entry.db}
-        else:
-            event["ns"] = {"db": entry.db, "coll": entry.coll}
-        if op == RENAME:
-            event["to"] = dict(entry.to)
-        elif op != DROP and op != DROP_DATABASE:
-            event["documentKey"] = {"_id": entry.key}
-        if op == UPDATE:
-            event["updateDescription"] = entry.description
-        return event

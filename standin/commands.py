@@ -24,12 +24,16 @@ from .errors import CommandError
 from .faults import Fault, Faults, fail_point
 from .pipeline import run_pipeline
 from .store import Store
+from .transactions import Transactions, check_open
 from .wire import HANGUP
 
 log = logging.getLogger(__name__)
 
 MAX_WIRE_VERSION = 21  # MongoDB 7.0
 WRITE_COMMANDS = frozenset({"insert", "update", "delete"})
+# Commands that may run in a transaction; they take it as a third argument.
+TRANSACTION_COMMANDS = frozenset(WRITE_COMMANDS | {"find", "getMore", "killCursors", "count", "aggregate",
+                                                   "commitTransaction", "abortTransaction"})
 _SIGNATURE = {"hash": Binary(b"\x00" * 20), "keyId": Int64(0)}
 
 
@@ -40,6 +44,7 @@ class Dispatcher:
         self.store = store
         self.faults = faults
         self.cursors = Cursors()
+        self.transactions = Transactions()
         self.replica_set = replica_set
         self.host = "127.0.0.1:27017"
         self._stats_lock = threading.Lock()
@@ -65,6 +70,8 @@ class Dispatcher:
             "dropDatabase": self.drop_database,
             "renameCollection": self.rename_collection,
             "saslStart": self.authenticate,
+            "commitTransaction": self.commit_transaction,
+            "abortTransaction": self.abort_transaction,
             **DataCommands(store, self.cursors, self.record_open).handlers(),
         }
 
@@ -91,12 +98,17 @@ class Dispatcher:
         try:
             if fault is not None and fault.code is not None:
                 raise self._fault_error(fault, name, command)
-            if "startTransaction" in command:
-                raise CommandError(20, "transactions are not supported by the stand-in")
             handler = self._handlers.get(name)
             if handler is None:
                 raise CommandError(59, f"no such command: '{name}'")
-            reply = handler(command, db)
+            if Transactions.in_transaction(command):
+                if name not in TRANSACTION_COMMANDS:
+                    raise CommandError(263, f"Cannot run '{name}' in a multi-document transaction.")
+                reply = handler(command, db, self.transactions.for_command(command))
+            elif name in TRANSACTION_COMMANDS:
+                reply = handler(command, db, None)
+            else:
+                reply = handler(command, db)
         except CommandError as error:
             reply = error.reply()
         except Exception as error:  # a bug here must not kill the connection thread
@@ -205,6 +217,25 @@ class Dispatcher:
             fault.when = lambda getmore: self.cursors.peek(getmore.get("getMore")) is not None  # checked out
         self.faults.set_fail_point(command["configureFailPoint"], fault)
         return {"count": 0}
+
+    # ------------------------------------------------------------ transactions
+
+    def commit_transaction(self, command: Mapping, db: str, txn: Any) -> dict:
+        if txn is None:
+            raise CommandError(50768, "commitTransaction must be run within a transaction")
+        if txn.state == "committed":
+            return {}  # a retried commit
+        check_open(txn, "commitTransaction")
+        self.store.commit(txn)
+        txn.state = "committed"
+        return {}
+
+    def abort_transaction(self, command: Mapping, db: str, txn: Any) -> dict:
+        if txn is None:
+            raise CommandError(50768, "abortTransaction must be run within a transaction")
+        check_open(txn, "abortTransaction")
+        txn.state = "aborted"
+        return {}
 
     # ------------------------------------------------------------ catalog
 

@@ -12,7 +12,9 @@ from .cursors import FIRST_BATCH_SIZE, Cursors, QueryCursor, batch_size, cursor_
 from .errors import CommandError, DuplicateKey
 from .pipeline import run_pipeline
 from .projection import stage_projector
-from .store import Store, WriteResult
+from .store import Store
+from .transactions import check_open
+from .writes import WriteResult
 
 UNLIMITED = 1 << 62
 DEFAULT_AWAIT_SECONDS = 1.0  # a server's default wait for a tailable getMore without maxTimeMS
@@ -26,7 +28,7 @@ class DataCommands:
         self.cursors = cursors
         self._on_change_stream = on_change_stream
 
-    def handlers(self) -> dict[str, Callable[[Mapping, str], dict]]:
+    def handlers(self) -> dict[str, Callable[..., dict]]:
         return {
             "insert": self.insert,
             "update": self.update,
@@ -38,32 +40,40 @@ class DataCommands:
             "aggregate": self.aggregate,
         }
 
+    def _check(self, txn: Any, name: str) -> None:
+        if txn is not None:
+            check_open(txn, name)
+
     # ------------------------------------------------------------ writes
 
-    def insert(self, command: Mapping, db: str) -> dict:
-        result = self.store.insert(db, command["insert"], command.get("documents", []), command.get("ordered", True))
+    def insert(self, command: Mapping, db: str, txn: Any = None) -> dict:
+        self._check(txn, "insert")
+        result = self.store.insert(db, command["insert"], command.get("documents", []), command.get("ordered", True), txn)
         return _write_reply(result)
 
-    def update(self, command: Mapping, db: str) -> dict:
+    def update(self, command: Mapping, db: str, txn: Any = None) -> dict:
         for statement in command.get("updates", []):
             if statement.get("arrayFilters"):
                 raise CommandError(72, "arrayFilters are not supported by the stand-in")
-        result = self.store.update(db, command["update"], command.get("updates", []), command.get("ordered", True))
+        self._check(txn, "update")
+        result = self.store.update(db, command["update"], command.get("updates", []), command.get("ordered", True), txn)
         reply = _write_reply(result)
         reply["nModified"] = result.modified
         if result.upserted:
             reply["upserted"] = [{"index": i, "_id": _id} for i, _id in result.upserted]
         return reply
 
-    def delete(self, command: Mapping, db: str) -> dict:
-        result = self.store.delete(db, command["delete"], command.get("deletes", []), command.get("ordered", True))
+    def delete(self, command: Mapping, db: str, txn: Any = None) -> dict:
+        self._check(txn, "delete")
+        result = self.store.delete(db, command["delete"], command.get("deletes", []), command.get("ordered", True), txn)
         return _write_reply(result)
 
     # ------------------------------------------------------------ reads
 
-    def find(self, command: Mapping, db: str) -> dict:
+    def find(self, command: Mapping, db: str, txn: Any = None) -> dict:
         coll = command["find"]
-        docs = self.store.find(db, coll, command.get("filter"), command.get("sort"))
+        self._check(txn, "find")
+        docs = self.store.find(db, coll, command.get("filter"), command.get("sort"), txn)
         skip, limit = int(command.get("skip") or 0), int(command.get("limit") or 0)
         if skip:
             docs = docs[skip:]
@@ -75,7 +85,7 @@ class DataCommands:
         single = command.get("singleBatch") or limit < 0
         return cursor_reply(self.cursors, cursor, "firstBatch", first, single)
 
-    def get_more(self, command: Mapping, db: str) -> dict:
+    def get_more(self, command: Mapping, db: str, txn: Any = None) -> dict:
         cursor_id = command["getMore"]
         cursor = self.cursors.get(cursor_id)
         limit = batch_size(command.get("batchSize"), UNLIMITED) or UNLIMITED
@@ -96,26 +106,36 @@ class DataCommands:
             reply["cursor"]["postBatchResumeToken"] = cursor.post_batch_resume_token()
         return reply
 
-    def kill_cursors(self, command: Mapping, db: str) -> dict:
+    def kill_cursors(self, command: Mapping, db: str, txn: Any = None) -> dict:
         killed, missing = [], []
         for cursor_id in command.get("cursors", []):
             (killed if self.cursors.remove(cursor_id) else missing).append(cursor_id)
         return {"cursorsKilled": killed, "cursorsNotFound": missing, "cursorsAlive": [], "cursorsUnknown": []}
 
-    def count(self, command: Mapping, db: str) -> dict:
-        docs = self.store.find(db, command["count"], command.get("query"))
+    def count(self, command: Mapping, db: str, txn: Any = None) -> dict:
+        self._check(txn, "count")
+        docs = self.store.find(db, command["count"], command.get("query"), txn=txn)
         skip, limit = int(command.get("skip") or 0), abs(int(command.get("limit") or 0))
         n = max(0, len(docs) - skip)
         return {"n": min(n, limit) if limit else n}
 
-    def aggregate(self, command: Mapping, db: str) -> dict:
+    def aggregate(self, command: Mapping, db: str, txn: Any = None) -> dict:
         pipeline = command.get("pipeline", [])
         target = command["aggregate"]
         if pipeline and isinstance(pipeline[0], Mapping) and "$changeStream" in pipeline[0]:
+            if txn is not None:
+                raise CommandError(263, "Cannot run a $changeStream aggregate in a multi-document transaction.")
             return self._open_change_stream(command, db, target, pipeline)
+        self._check(txn, "aggregate")
         if not isinstance(target, str):
             raise CommandError(73, "the stand-in supports database-level aggregate only for $changeStream")
-        docs = run_pipeline(self.store.find(db, target), pipeline)
+        out = _out_stage(pipeline)
+        if out is not None:
+            if txn is not None:
+                raise CommandError(263, "Cannot run $out in a multi-document transaction.")
+            self.store.replace_collection(db, out, run_pipeline(self.store.find(db, target), pipeline[:-1]))
+            return {"cursor": {"firstBatch": [], "id": Int64(0), "ns": f"{db}.{target}"}}
+        docs = run_pipeline(self.store.find(db, target, txn=txn), pipeline)
         cursor = QueryCursor(f"{db}.{target}", docs)
         first = cursor.next_batch(batch_size(command.get("cursor", {}).get("batchSize"), FIRST_BATCH_SIZE))
         return cursor_reply(self.cursors, cursor, "firstBatch", first, False)
@@ -153,6 +173,16 @@ class DataCommands:
         reply = cursor_reply(self.cursors, cursor, "firstBatch", first, False)
         reply["cursor"]["postBatchResumeToken"] = cursor.post_batch_resume_token()
         return reply
+
+
+def _out_stage(pipeline: list) -> str | None:
+    """The target of a final ``{"$out": "collection"}`` stage (same database only)."""
+    last = pipeline[-1] if pipeline else None
+    if not (isinstance(last, Mapping) and "$out" in last):
+        return None
+    if not isinstance(last["$out"], str):
+        raise CommandError(2, "the stand-in supports $out to a collection of the same database only")
+    return last["$out"]
 
 
 def _plain(token: Mapping | None) -> dict | None:

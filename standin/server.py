@@ -19,7 +19,8 @@ from . import tokens
 from .changestream import ChangeStreamOpen
 from .commands import Dispatcher
 from .faults import Fault, Faults
-from .store import NOOP_INTERVAL_SECONDS, Store, snapshot
+from .oplog import NOOP_INTERVAL_SECONDS
+from .store import Store, snapshot
 from .update import ensure_id
 from .wire import WireServer
 
@@ -176,8 +177,9 @@ class StandIn:
         return tokens.to_timestamp(self.store.cluster_time())
 
     def resume_token(self) -> dict:
-        """A resume token for "after everything written so far"."""
-        return tokens.token(self.store.cluster_time())
+        """A resume token for "after everything written so far": a high-water mark one tick after
+        the latest oplog entry, as a new stream starts from."""
+        return tokens.high_water_mark(self.store.cluster_time() + 1)
 
     # ------------------------------------------------------------ faults
 

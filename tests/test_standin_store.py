@@ -19,9 +19,9 @@ from standin.store import Store
 from standin.update import apply_operators
 
 
-def events_since(store: Store, position: int, **stage) -> list[dict]:
-    """Every event after ``position``, rendered for a database-level stream on "app"."""
-    cursor = ChangeStreamCursor(store, "app", None, {"resumeAfter": tokens.token(position), **stage}, None)
+def events_since(store: Store, cluster_time: int, **stage) -> list[dict]:
+    """Every event after ``cluster_time``, rendered for a database-level stream on "app"."""
+    cursor = ChangeStreamCursor(store, "app", None, {"resumeAfter": tokens.high_water_mark(cluster_time + 1), **stage}, None)
     events = []
     while batch := cursor.next_batch(1000, 0.0):
         events.extend(bson.decode(raw.raw) for raw in batch)
