@@ -15,7 +15,7 @@ collection, a database or the cluster (``$match`` and ``$project`` stages; fullD
 default/updateLookup; resumeAfter/startAfter/startAtOperationTime; postBatchResumeToken;
 long-polling getMore; drop/dropDatabase/rename/invalidate events), multi-document transactions
 and ``$out``. Where the projector relies on a server behaviour, the stand-in follows the server's
-own tests and source: tests/test_server_conformance.py names the file for each (docs/standin.md).
+own tests and source: tests/test_server_conformance*.py name the file for each (docs/standin.md).
 
 Anything else is refused with an error naming it, among others: indexes, pre/post images,
 expanded events, pipeline-style updates, other update and query operators, TLS, compression.
