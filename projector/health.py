@@ -52,6 +52,16 @@ class Stats:
             self.events_per_sec = (self.events_total - mark_events) / (now_s - mark_s)
         self._rate_mark = (now_s, self.events_total)
 
+    def count(self, events: int, batches: int, dead_letters: int) -> None:
+        """Fold in what the writer applied (reported back to the thread that owns these stats)."""
+        self.events_total += events
+        self.batches_total += batches
+        self.dead_letters += dead_letters
+
+    def checkpointed(self, at_ms: int, position: str) -> None:
+        self.checkpoint_ms = at_ms
+        self.position = position
+
     def error(self, message: str) -> None:
         self.errors += 1
         self.last_error = message[:300]

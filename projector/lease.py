@@ -7,6 +7,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from enum import Enum
 from typing import Any
 
 from readmodel import Layout
@@ -44,6 +45,19 @@ return 0
 """
 
 
+class LeaseLost(Exception):
+    """Another process holds the lease now: stop applying."""
+
+
+class Hold(Enum):
+    """What :meth:`Lease.hold` found."""
+
+    KEPT = "kept"  # leading, as before
+    ACQUIRED = "acquired"  # leading from now on (a new fencing token)
+    TAKEN_OVER = "taken over"  # was leading; another process holds it now
+    STANDBY = "standby"  # another process leads
+
+
 def holder_id() -> str:
     """host:pid:random, unique per process start."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -51,6 +65,9 @@ def holder_id() -> str:
 
 class Lease:
     """The leader lease as seen by one process.
+
+    Owned by the thread that leads (the worker's); other threads get :attr:`held_until` and
+    :attr:`token` as values captured when they are handed work.
 
     ``held()`` is a local judgement: the lease counts as held only until ``ttl * safety`` after
     the start of the last successful renewal, so a process that was paused longer than that
@@ -65,6 +82,7 @@ class Lease:
         ttl_ms: int = 5000,
         safety: float = 0.8,
         monotonic: Callable[[], float] = time.monotonic,
+        renew_every_s: float = 1.0,
     ) -> None:
         self.redis = redis
         self.layout = layout
@@ -74,6 +92,8 @@ class Lease:
         self.token: int | None = None
         self._monotonic = monotonic
         self._valid_until = 0.0
+        self.renew_every_s = renew_every_s
+        self._renew_due = 0.0
         self._acquire = redis.register_script(ACQUIRE_LUA)
         self._renew = redis.register_script(RENEW_LUA)
         self._release = redis.register_script(RELEASE_LUA)
@@ -103,6 +123,29 @@ class Lease:
             return True
         self.token = None
         return False
+
+    @property
+    def held_until(self) -> float:
+        """The monotonic time until which the lease counts as held (0.0 when not leading)."""
+        return self._valid_until if self.token is not None else 0.0
+
+    def hold(self) -> Hold:
+        """Stay the leader or become it: renew when a renewal is due (every ``renew_every_s``)
+        or the lease no longer counts as held; acquire when not leading."""
+        now = self._monotonic()
+        if self.token is not None and now < self._renew_due and self.held():
+            return Hold.KEPT
+        self._renew_due = now + self.renew_every_s
+        if self.token is not None:
+            return Hold.KEPT if self.renew() else Hold.TAKEN_OVER
+        return Hold.ACQUIRED if self.acquire() else Hold.STANDBY
+
+    def keep(self) -> None:
+        """Renew when due in the middle of a long operation; raise :class:`LeaseLost` when lost."""
+        if self._monotonic() >= self._renew_due or not self.held():
+            self._renew_due = self._monotonic() + self.renew_every_s
+            if not self.renew():
+                raise LeaseLost("taken over during a long operation")
 
     def held(self) -> bool:
         return self.token is not None and self._monotonic() < self._valid_until

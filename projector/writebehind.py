@@ -6,15 +6,23 @@ checkpoint submitted after a batch is written only once that batch is in Redis. 
 fails, every job queued behind it is dropped, never run: a later checkpoint must not be stored
 past writes that did not happen. The failure is raised in the submitting thread, at its next
 :meth:`WriteBehind.submit` or :meth:`WriteBehind.flush`, once nothing is in flight.
+
+Who owns what: the writer thread runs the jobs and appends what each returned (when not None) to
+``_done``; the submitting thread takes those results with :meth:`WriteBehind.collect`. The two
+``deque`` operations are atomic, and a result is never changed after it was returned. ``_error``
+is written by the writer thread and read by the submitter only after ``queue.join()`` (the
+queue's own lock orders them). The job queue is the only other thing they share.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable
+from typing import Any
 
-Job = Callable[[], None]
+Job = Callable[[], Any]
 
 
 class WriteBehind:
@@ -24,6 +32,7 @@ class WriteBehind:
         self._jobs: queue.Queue[Job | None] = queue.Queue(maxsize=depth)
         self._name = name
         self._error: BaseException | None = None
+        self._done: deque[Any] = deque()
         self._thread: threading.Thread | None = None
 
     def submit(self, job: Job) -> None:
@@ -40,6 +49,13 @@ class WriteBehind:
         error, self._error = self._error, None
         if error is not None:
             raise error
+
+    def collect(self) -> list[Any]:
+        """What the jobs that ran since the last call returned (None results left out), in order."""
+        done = []
+        while self._done:
+            done.append(self._done.popleft())
+        return done
 
     def check(self) -> None:
         """Raise a failure already recorded (waiting only for the jobs it makes drop)."""
@@ -75,7 +91,9 @@ class WriteBehind:
                 if job is None:
                     return
                 if self._error is None:
-                    job()
+                    result = job()
+                    if result is not None:
+                        self._done.append(result)
             except BaseException as exc:
                 self._error = exc
             finally:

@@ -66,7 +66,7 @@ def test_check_fails_with_a_reason_when_no_worker_ever_ran(capsys, real_redis, p
 
 def test_check_passes_while_the_worker_tails_and_fails_after_it_stopped(capsys, worker, prefix):
     settle(worker)
-    worker._report()
+    worker.report()
     assert run(capsys, "check", *common(prefix))[0] == 0
     worker.close()
     code, _, err = run(capsys, "check", *common(prefix))
@@ -75,7 +75,7 @@ def test_check_passes_while_the_worker_tails_and_fails_after_it_stopped(capsys, 
 
 def test_status_shows_leader_checkpoint_and_counters(capsys, worker, prefix):
     settle(worker)
-    worker._report()
+    worker.report()
     code, out, _ = run(capsys, "status", "--json", *common(prefix))
     status = json.loads(out)
     assert code == 0
@@ -127,7 +127,7 @@ def test_metrics_port_serves_prometheus_text(worker):
     worker.serve_metrics(0)  # any free port
     port = worker.metrics.port
     settle(worker)
-    worker._report()
+    worker.report()
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
     assert "livestatus_projector_resyncs_total 1.0" in text

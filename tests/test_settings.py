@@ -57,7 +57,7 @@ def test_the_worker_caps_dead_letters_as_configured():
     mongo = MongoClient("mongodb://127.0.0.1:1/?directConnection=true", connect=False)
     worker = Worker(Settings.from_env({"DEADLETTER_MAX": "7"}), fakeredis.FakeRedis(), mongo, progress=False)
     try:
-        assert worker.dead_letters.maxlen == 7
+        assert worker.writer.dead_letters.maxlen == 7
     finally:
         worker.close()
         mongo.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -9,7 +10,9 @@ import pytest
 from pymongo import MongoClient
 from redis import exceptions as redis_errors
 
-from projector import worker as worker_module
+from projector import batching as batching_module
+from projector.applying import Grant
+from projector.batching import Batch
 from projector.changes import event_change
 from projector.checkpoint import CheckpointStore
 from projector.deadletters import DeadLetters
@@ -177,7 +180,7 @@ def test_lost_history_resyncs_automatically_and_readers_never_see_an_empty_snaps
     live = {t["generationId"] for t in snapshot(real_redis, layout, "u1")["liveTasks"]}
     assert "after-loss" in live and "u1-g1" not in live and "u1-g2" not in live
     worker.step()
-    worker._report()
+    worker.report()
     assert read_health(real_redis, layout)["resyncs"] == "2"
 
 
@@ -404,11 +407,14 @@ def test_a_checkpoint_written_behind_uses_the_lease_its_batch_was_read_under(sta
     read_under = worker.lease.token
     worker.lease.forget()  # the main thread gave the lease up while the write was queued
     with pytest.raises(LeaseLost, match="no lease"):
-        worker._checkpoint(saved.token, saved.position, saved.at_ms + 1)
-    with pytest.raises(LeaseLost, match="fenced off"):
-        worker._checkpoint(saved.token, saved.position, saved.at_ms + 1, read_under - 1)  # an older lease's batch
-    worker._checkpoint(saved.token, saved.position, saved.at_ms + 1, read_under)
-    assert CheckpointStore(real_redis, layout).load().at_ms == saved.at_ms + 1
+        worker.writer.checkpoint(saved.token, saved.position, Grant(None, math.inf, saved.masters))
+    with pytest.raises(LeaseLost, match="fenced off"):  # an older lease's batch
+        worker.writer.checkpoint(saved.token, saved.position, Grant(read_under - 1, math.inf, saved.masters))
+    with pytest.raises(LeaseLost, match="lapsed"):  # queued under a lease that lapsed before it ran
+        worker.writer.apply(Batch(learned={"flux": 1}), Grant(read_under, 0.0, saved.masters))
+    applied = worker.writer.checkpoint(saved.token, saved.position, Grant(read_under, math.inf, saved.masters))
+    assert applied.checkpoint is not None and applied.checkpoint.fence == read_under
+    assert CheckpointStore(real_redis, layout).load().at_ms == applied.checkpoint.at_ms >= saved.at_ms
 
 
 def test_a_burst_on_one_document_is_normalized_once_per_batch(standin, make_worker, real_redis, layout, monkeypatch):
@@ -420,7 +426,7 @@ def test_a_burst_on_one_document_is_normalized_once_per_batch(standin, make_work
         standin.update(DB, ECONOMY, "e0", set={"exp": 100 + n})
     standin.update(DB, TASKS, "u1-g1", set={"status": "completed"})
     normalized = []
-    monkeypatch.setattr(worker_module, "event_change",
+    monkeypatch.setattr(batching_module, "event_change",
                         lambda event, *args: normalized.append(event["documentKey"]["_id"]) or event_change(event, *args))
     events_before, batches_before = worker.stats.events_total, worker.stats.batches_total
     settle(worker)
@@ -526,11 +532,13 @@ def test_only_the_lease_holder_applies_and_a_paused_leader_cannot_write_its_chec
     standin, make_worker, real_redis, layout
 ):
     seed(standin, tasks=1, users=("u1",))
-    a, b = make_worker(holder="a"), make_worker(holder="b")
+    paused = {"s": 0.0}  # how long worker a's process was stopped (its clock jumps that far)
+    a = make_worker(holder="a", monotonic=lambda: time.monotonic() + paused["s"])
+    b = make_worker(holder="b")
     settle(a)
     assert b.step() == "standby"
     # a is paused past its lease; b takes over and moves on.
-    a.lease._valid_until = 0.0
+    paused["s"] = 60.0
     real_redis.delete(layout.leader)
     standin.update(DB, TASKS, "u1-g0", set={"progress": 0.9})
     settle(b)
