@@ -136,10 +136,10 @@ def test_restart_resumes_from_the_checkpoint_without_rescanning(standin, make_wo
 
 
 def test_quiet_period_still_advances_the_checkpoint(standin, make_worker, real_redis, layout):
-    """With no event for us, the checkpoint still follows the oplog: a write to a collection the
-    stream filters out moves the post-batch token to a high-water mark past it
-    (src/mongo/db/query/plan_executor_pipeline.cpp, _performChangeStreamsAccounting; on an idle
-    server the periodic no-op write does the same)."""
+    """With no event for us, the checkpoint still follows the oplog: a write to an unrelated
+    collection moves the post-batch token past it (jstests/change_streams/
+    report_post_batch_resume_token.js, "postBatchResumeToken advances with writes to an unrelated
+    collection"; on an idle server the periodic no-op write does the same)."""
     seed(standin, tasks=1)
     worker = make_worker()
     settle(worker)
