@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lint demo test test-pymongo test-mongo test-clock soak soak-suite bench fuzz redis chromium faketime promtool sse-clients node-example clean
+.PHONY: install lint demo test test-pymongo test-mongo test-clock soak soak-suite bench fuzz redis chromium faketime promtool sse-clients node-example node-types clean
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,10 @@ node-example: examples/node/node_modules/.package-lock.json
 
 examples/node/node_modules/.package-lock.json: examples/node/package-lock.json
 	npm ci --prefix examples/node --no-audit --no-fund
+
+# After changing a route or a response model: regenerate the example's TypeScript types (committed).
+node-types: install node-example
+	$(BIN)/python scripts/node-types
 
 # ruff (rules in pyproject.toml) and mypy (strict on readmodel/); CI runs it before the tests.
 lint: install

@@ -88,7 +88,6 @@ def test_types_generated_from_the_openapi_match_and_type_check_the_example(api, 
                    capture_output=True, text=True, timeout=120, check=True)
     committed = EXAMPLE / "types" / "livestatus.d.ts"
     assert generated.read_text() == committed.read_text(), (
-        "examples/node/types/livestatus.d.ts is stale: regenerate it with "
-        "`LIVESTATUS_OPENAPI=http://127.0.0.1:8000/openapi.json npm run types` in examples/node")
+        "examples/node/types/livestatus.d.ts is stale: regenerate it with `make node-types`")
     result = subprocess.run([str(BIN / "tsc"), "-p", "."], cwd=EXAMPLE, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -13,7 +13,8 @@ export interface paths {
         };
         /**
          * Status
-         * @description The user's current snapshot (version 0 and empty when nothing is known).
+         * @description The user's current snapshot (version 0 and empty when nothing is known); conditional (ETag), fresh
+         *     after a write (afterClusterTime) or long-polled (newerThan).
          */
         get: operations["getStatus"];
         put?: never;
@@ -288,6 +289,24 @@ export interface components {
              */
             expectedDurationMs?: number | null;
         };
+        /** PartitionPosition */
+        PartitionPosition: {
+            /**
+             * Partition
+             * @description K/N: the projector partition (0/1 when the stream is not split)
+             */
+            partition: string;
+            /**
+             * Position
+             * @description the cluster time this partition applied the stream through; null before its first checkpoint
+             */
+            position: string | null;
+            /**
+             * Lagms
+             * @description how far behind the source it was when it applied that far
+             */
+            lagMs: number | null;
+        };
         /** Ready */
         Ready: {
             /** Status */
@@ -342,6 +361,27 @@ export interface components {
              * @description how recent tasks ended, so a client that was away never misses it
              */
             recentlyFinished?: components["schemas"]["FinishedTask"][];
+            /** @description up to which source position this snapshot reflects */
+            source?: components["schemas"]["Source"] | null;
+        };
+        /**
+         * Source
+         * @description How fresh the snapshot is: it reflects the MongoDB source at least through ``position``.
+         */
+        Source: {
+            /**
+             * Position
+             * @description a cluster time "%010d.%010d" (seconds.increment): every change up to it is in this snapshot (the smallest over the partitions); null until every partition checkpointed
+             * @example 1795597328.0000000003
+             */
+            position: string | null;
+            /**
+             * Lagms
+             * @description how many ms behind the source the projector was when it applied through position (the largest over the partitions)
+             */
+            lagMs: number | null;
+            /** Partitions */
+            partitions: components["schemas"]["PartitionPosition"][];
         };
         /**
          * StatusReport
@@ -385,6 +425,8 @@ export interface components {
              * @description fits the platform's limit (Telegram 4096, Discord 2000 characters)
              */
             text: string;
+            /** @description up to which source position the text reflects */
+            source?: components["schemas"]["Source"] | null;
         };
         /**
          * EndEvent
@@ -434,8 +476,17 @@ export type $defs = Record<string, never>;
 export interface operations {
     getStatus: {
         parameters: {
-            query?: never;
-            header?: never;
+            query?: {
+                /** @description fresh after my write: the cluster time of your write (your MongoDB session's operationTime as seconds.increment, or a position); answered once the projection reflects it */
+                afterClusterTime?: string | null;
+                /** @description long-poll: answer once the version is above this one, or 304 after waitS */
+                newerThan?: number | null;
+                /** @description long-poll: how long to wait at most (default and cap: LONG_POLL_MAX_S, ≤ 30) */
+                waitS?: number | null;
+            };
+            header?: {
+                "If-None-Match"?: string | null;
+            };
             path: {
                 /** @description masterAccountId: letters, digits and `:_.-`, at most 128 characters. */
                 masterAccountId: string;
@@ -453,6 +504,13 @@ export interface operations {
                     "application/json": components["schemas"]["Snapshot"];
                 };
             };
+            /** @description not modified: the ETag matches If-None-Match, or a long-poll (newerThan) timed out */
+            304: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
             /** @description malformed id or parameter */
             400: {
                 headers: {
@@ -474,6 +532,17 @@ export interface operations {
             /** @description a user token for another user */
             403: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description too_many_streams: a long-poll past the user's or credential's stream limit */
+            429: {
+                headers: {
+                    /** @description seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -491,12 +560,32 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description projection_behind: not applied through afterClusterTime within FRESH_WAIT_S */
+            504: {
+                headers: {
+                    /** @description seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     getStatusReport: {
         parameters: {
-            query?: never;
-            header?: never;
+            query?: {
+                /** @description fresh after my write: the cluster time of your write (your MongoDB session's operationTime as seconds.increment, or a position); answered once the projection reflects it */
+                afterClusterTime?: string | null;
+                /** @description long-poll: answer once the version is above this one, or 304 after waitS */
+                newerThan?: number | null;
+                /** @description long-poll: how long to wait at most (default and cap: LONG_POLL_MAX_S, ≤ 30) */
+                waitS?: number | null;
+            };
+            header?: {
+                "If-None-Match"?: string | null;
+            };
             path: {
                 /** @description masterAccountId: letters, digits and `:_.-`, at most 128 characters. */
                 masterAccountId: string;
@@ -513,6 +602,13 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["StatusReport"];
                 };
+            };
+            /** @description not modified: the ETag matches If-None-Match, or a long-poll (newerThan) timed out */
+            304: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description malformed id or parameter */
             400: {
@@ -541,8 +637,30 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description too_many_streams: a long-poll past the user's or credential's stream limit */
+            429: {
+                headers: {
+                    /** @description seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description store_unavailable: Redis does not answer (streams also: server_busy, this process is full) */
             503: {
+                headers: {
+                    /** @description seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description projection_behind: not applied through afterClusterTime within FRESH_WAIT_S */
+            504: {
                 headers: {
                     /** @description seconds to wait before trying again */
                     "Retry-After"?: number;
@@ -561,8 +679,16 @@ export interface operations {
                 platform: "telegram" | "discord";
                 /** @description Telegram only: parse mode (default html) */
                 markup?: ("html" | "markdownv2") | null;
+                /** @description fresh after my write: the cluster time of your write (your MongoDB session's operationTime as seconds.increment, or a position); answered once the projection reflects it */
+                afterClusterTime?: string | null;
+                /** @description long-poll: answer once the version is above this one, or 304 after waitS */
+                newerThan?: number | null;
+                /** @description long-poll: how long to wait at most (default and cap: LONG_POLL_MAX_S, ≤ 30) */
+                waitS?: number | null;
             };
-            header?: never;
+            header?: {
+                "If-None-Match"?: string | null;
+            };
             path: {
                 /** @description masterAccountId: letters, digits and `:_.-`, at most 128 characters. */
                 masterAccountId: string;
@@ -579,6 +705,13 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["StatusText"];
                 };
+            };
+            /** @description not modified: the ETag matches If-None-Match, or a long-poll (newerThan) timed out */
+            304: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description malformed id or parameter */
             400: {
@@ -607,8 +740,30 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description too_many_streams: a long-poll past the user's or credential's stream limit */
+            429: {
+                headers: {
+                    /** @description seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description store_unavailable: Redis does not answer (streams also: server_busy, this process is full) */
             503: {
+                headers: {
+                    /** @description seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description projection_behind: not applied through afterClusterTime within FRESH_WAIT_S */
+            504: {
                 headers: {
                     /** @description seconds to wait before trying again */
                     "Retry-After"?: number;
