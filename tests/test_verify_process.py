@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -148,6 +149,9 @@ def test_the_scheduled_verify_repairs_and_counts_what_it_found(world, real_redis
              and 'livestatus_projector_verify_repaired_total{kind="task-missing"} 1.0' in metrics(), 30,
              "the scheduled verify repairing both")
     text = metrics()
+    if shutil.which("promtool"):  # CI has it (scripts/ensure-promtool); the conventions ops checks
+        check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+        assert (check.returncode, check.stdout + check.stderr) == (0, "")
     assert 'livestatus_projector_verify_drift_total{kind="task-missing"} 1.0' in text
     assert 'livestatus_projector_verify_drift_total{kind="task-extra"} 0.0' in text
     assert "livestatus_projector_verify_last_run_timestamp_seconds" in text
