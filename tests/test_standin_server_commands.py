@@ -158,3 +158,44 @@ def test_update_operators_the_stand_in_does_not_keep_are_refused(mongo, client, 
     with pytest.raises(OperationFailure):
         client[DB].t.update_one({"_id": 1}, update)
     assert mongo.get(DB, "t", 1) == {"_id": 1}
+
+
+def test_a_transaction_whose_document_changed_meanwhile_fails_its_commit_as_a_transient_write_conflict(mongo, client):
+    """Not the server's way (it fails the conflicting write or makes the other writer wait), but
+    the same outcome for a driver: a TransientTransactionError, nothing of the transaction applied."""
+    client[DB].t.insert_one({"_id": 1, "n": 0})
+    with client.start_session() as session:
+        session.start_transaction()
+        client[DB].t.update_one({"_id": 1}, {"$set": {"n": 1}}, session=session)
+        client[DB].t.insert_one({"_id": 2}, session=session)
+        client[DB].t.update_one({"_id": 1}, {"$set": {"n": 99}})  # outside the transaction
+        with pytest.raises(OperationFailure) as failure:
+            session.commit_transaction()
+    assert failure.value.code == 112 and failure.value.has_error_label("TransientTransactionError")
+    assert mongo.documents(DB, "t") == [{"_id": 1, "n": 99}]
+
+
+def test_with_transaction_retries_a_conflicting_transaction_until_it_commits(mongo, client):
+    client[DB].t.insert_one({"_id": 1, "n": 0})
+    attempts = []
+
+    def body(session):
+        attempts.append(1)
+        client[DB].t.update_one({"_id": 1}, {"$inc": {"n": 1}}, session=session)
+        if len(attempts) == 1:
+            client[DB].t.update_one({"_id": 1}, {"$inc": {"n": 10}})  # conflicts with the first try
+
+    with client.start_session() as session:
+        session.with_transaction(body)
+    assert len(attempts) == 2 and mongo.get(DB, "t", 1)["n"] == 11
+
+
+def test_a_change_stream_cannot_open_in_a_transaction_and_an_aborted_one_leaves_nothing(mongo, client):
+    with client.start_session() as session:
+        session.start_transaction()
+        client[DB].t.insert_one({"_id": 1}, session=session)
+        with pytest.raises(OperationFailure) as failure:
+            client[DB].t.watch(session=session)
+        assert failure.value.code == 263  # OperationNotSupportedInTransaction
+        session.abort_transaction()
+    assert mongo.documents(DB, "t") == []
