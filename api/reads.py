@@ -76,12 +76,12 @@ class SnapshotReads:
         self._want = asyncio.Event()
         self._retries: set[asyncio.TimerHandle] = set()
         self._task: asyncio.Task | None = None
-        self._reading = False
+        self._reading: Batch | None = None  # the batch being read
 
     @property
     def idle(self) -> bool:
         """Nothing is queued or being read."""
-        return not (self._queue or self._firsts or self._reading or self._retries)
+        return not (self._queue or self._firsts or self._reading is not None or self._retries)
 
     def want(self, uid: str, version: int | None = None) -> None:
         """Queue a read of ``uid`` (a user with a stream here): for ``version`` (skipped if a read
@@ -133,9 +133,11 @@ class SnapshotReads:
             if stuck:
                 log.warning("fan-out reader did not stop within %.0f s of shutdown", CLOSE_TIMEOUT_S)
         closing = ServerBusy("the server is shutting down; reconnect", headers={"Retry-After": "1"})
-        for waiters in self._firsts.values():
+        cut = self._reading.waiting.values() if self._reading is not None else ()
+        for waiters in (*self._firsts.values(), *cut):
             self._fail(waiters, closing)
         self._firsts.clear()
+        self._reading = None
 
     # ------------------------------------------------------------------ the reader task
 
@@ -151,11 +153,9 @@ class SnapshotReads:
             while self._queue or self._firsts:
                 batch = self._take_batch()
                 if batch.uids:
-                    self._reading = True
-                    try:
-                        await self._read_batch(batch)
-                    finally:
-                        self._reading = False
+                    self._reading = batch
+                    await self._read_batch(batch)
+                    self._reading = None
 
     def _take_batch(self) -> Batch:
         """Up to ``batch_size`` queued users, first reads first."""

@@ -13,7 +13,7 @@ which ours does at once: see :class:`EndsOnShutdown`).
 A stream stays open for hours, but the routing stack that opened it (FastAPI's exit stacks,
 exception wrappers, router and middleware frames) is only needed for the request: kept for the
 stream's life it is about 10 KB per stream. With :class:`StreamHandoff` installed, the route
-validates, authorizes and reads the first snapshot as usual, and the response is run once that
+validates, authorizes and gets the first snapshot (from the fan-out's batched reads), and the response is run once that
 stack has returned, still sending through the middlewares' ``send`` (CORS, latency metric).
 """
 

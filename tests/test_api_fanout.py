@@ -266,3 +266,24 @@ async def test_a_first_read_failing_on_redis_fails_its_stream_and_a_later_one_re
         await client.aclose()
     with pytest.raises(ServerBusy):  # shut down: 503, never a hang
         await fanout.first_snapshot("u1")
+
+
+async def test_a_first_read_in_flight_at_shutdown_gets_503_instead_of_hanging():
+    client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    layout, reading = Layout("h"), asyncio.Event()
+
+    class StuckReader(SnapshotReader):
+        async def read_many(self, uids: list[str]) -> list[dict]:
+            reading.set()
+            await asyncio.Event().wait()  # Redis never answers
+            raise AssertionError("unreachable")
+
+    fanout = Fanout(client, layout, StuckReader(client, layout), Metrics(), poll_s=0.05)
+    await fanout.start()
+    fanout.listen("u1")
+    first = asyncio.create_task(fanout.first_snapshot("u1"))
+    await asyncio.wait_for(reading.wait(), 5)
+    await fanout.close()
+    with pytest.raises(ServerBusy):
+        await asyncio.wait_for(first, 5)
+    await client.aclose()
