@@ -12,10 +12,11 @@ counts re-reads (one per user and version, shared by the user's streams), not fi
 
 When a batch fails on one user's broken keys (a ``ResponseError``), its users are read one by
 one so that every other user still gets their snapshot. A user whose read failed on Redis is
-queued again after ``retry_s``; a first read that failed fails its stream's request (503).
+queued again after ``retry_s``; a first read that failed ``FIRST_READ_TRIES`` times fails its
+stream's request (503).
 
 Ownership: the *reader* task (``fanout-read``) owns ``_known`` and drains the queue; the queue
-(``_queue``, ``_first_order``, ``_order``, ``_firsts``) is appended to synchronously by
+(``_queue``, ``_first_order``, ``_order``, ``_firsts``, ``_first_tries``, ``_retrying``) is appended to synchronously by
 whichever task calls :meth:`want` or :meth:`first` (and by retry timers on the event loop),
 never across an await; :meth:`forget` drops a user's ``_known`` entry when its last stream
 closes, synchronously too.
@@ -40,6 +41,7 @@ from .snapshots import Snapshot
 
 log = logging.getLogger("api.fanout")
 CLOSE_TIMEOUT_S = 3.0
+FIRST_READ_TRIES = 3  # a stream's first read is tried this many times (retry_s apart) before its 503
 
 
 class Reader(Protocol):
@@ -56,6 +58,7 @@ class Batch:
     uids: list[str] = field(default_factory=list)
     waiting: dict[str, list[asyncio.Future[Snapshot]]] = field(default_factory=dict)
     rereads: set[str] = field(default_factory=set)
+    tries: dict[str, int] = field(default_factory=dict)  # the how-manieth try each first read is
 
 
 class SnapshotReads:
@@ -73,6 +76,8 @@ class SnapshotReads:
         self._first_order: deque[str] = deque()  # users a stream's first snapshot waits for
         self._order: deque[str] = deque()  # the other queued users, in arrival order
         self._firsts: dict[str, list[asyncio.Future[Snapshot]]] = {}
+        self._first_tries: dict[str, int] = {}  # uid -> the how-manieth try its queued first read is
+        self._retrying: dict[str, list[asyncio.Future[Snapshot]]] = {}  # first reads waiting to try again
         self._want = asyncio.Event()
         self._retries: set[asyncio.TimerHandle] = set()
         self._task: asyncio.Task | None = None
@@ -104,13 +109,17 @@ class SnapshotReads:
         if self._task is None:
             raise ServerBusy("the server is shutting down; reconnect", headers={"Retry-After": "1"})
         waiter: asyncio.Future[Snapshot] = asyncio.get_running_loop().create_future()
-        waiters = self._firsts.get(uid)
-        if waiters is None:
-            waiters = self._firsts[uid] = []
+        self._queue_first(uid, [waiter])
+        return await waiter
+
+    def _queue_first(self, uid: str, waiters: list[asyncio.Future[Snapshot]], tries: int = 1) -> None:
+        queued = self._firsts.get(uid)
+        if queued is None:
+            queued = self._firsts[uid] = []
             self._first_order.append(uid)
             self._want.set()
-        waiters.append(waiter)
-        return await waiter
+        queued.extend(waiters)
+        self._first_tries[uid] = max(tries, self._first_tries.get(uid, 1))
 
     def forget(self, uid: str) -> None:
         """``uid``'s last stream here closed."""
@@ -134,9 +143,10 @@ class SnapshotReads:
                 log.warning("fan-out reader did not stop within %.0f s of shutdown", CLOSE_TIMEOUT_S)
         closing = ServerBusy("the server is shutting down; reconnect", headers={"Retry-After": "1"})
         cut = self._reading.waiting.values() if self._reading is not None else ()
-        for waiters in (*self._firsts.values(), *cut):
+        for waiters in (*self._firsts.values(), *self._retrying.values(), *cut):
             self._fail(waiters, closing)
         self._firsts.clear()
+        self._retrying.clear()
         self._reading = None
 
     # ------------------------------------------------------------------ the reader task
@@ -163,6 +173,7 @@ class SnapshotReads:
         while self._first_order and len(batch.uids) < self.batch_size:
             uid = self._first_order.popleft()
             batch.waiting[uid] = self._firsts.pop(uid)
+            batch.tries[uid] = self._first_tries.pop(uid, 1)
             if self._queue.pop(uid, False) is not False:
                 batch.rereads.add(uid)  # the re-read it waited for is this read
             batch.uids.append(uid)
@@ -226,15 +237,27 @@ class SnapshotReads:
             self._deliver(uid, snapshot)
 
     def _failed(self, batch: Batch, uids: list[str], exc: Exception) -> None:
-        """Fail the first reads among ``uids``; queue the users again after ``retry_s``."""
-        for uid in uids:
-            self._fail(batch.waiting.get(uid, ()), exc)
+        """Queue ``uids`` again after ``retry_s``; a first read that failed ``FIRST_READ_TRIES``
+        times fails its stream's request (a starved event loop can time out one connect or read:
+        a burst of openings must not turn that into hundreds of 503s)."""
         again = list(uids)  # a user's other streams still want it (want() skips the rest)
+        firsts: dict[str, int] = {}  # uid -> the try its first read makes next
+        for uid in uids:
+            waiters, tries = batch.waiting.get(uid), batch.tries.get(uid, 1)
+            if waiters and tries < FIRST_READ_TRIES:
+                firsts[uid] = tries + 1
+                self._retrying.setdefault(uid, []).extend(waiters)
+            elif waiters:
+                self._fail(waiters, exc)
         log.warning("snapshot read of %d user(s) failed (%s); retrying in %.1fs", len(uids), exc, self.retry_s)
         timer: asyncio.TimerHandle | None = None
 
         def retry() -> None:
             self._retries.discard(timer)
+            for uid, tries in firsts.items():
+                held = self._retrying.pop(uid, None)  # None: an earlier retry took them along
+                if held:
+                    self._queue_first(uid, held, tries)
             for uid in again:
                 self.want(uid)
 
