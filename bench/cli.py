@@ -33,6 +33,7 @@ BENCHMARKS = {
     "scaleout": "bench.scaleout",
     "verify": "bench.verify",
     "storm": "bench.storm",
+    "polls": "bench.polls",
 }
 
 

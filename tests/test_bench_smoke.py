@@ -79,3 +79,13 @@ def test_storm_benchmark_gives_every_stream_its_first_snapshot_in_the_storm_and_
         result = results[kind]
         assert (result["ready"], result["failed"]) == (storm.TINY.streams, 0), (kind, result["errors"])
     assert all(row.value is not None and row.value > 0 and row.baseline > 0 for row in rows), rows
+
+
+def test_polls_benchmark_answers_every_304_poll_without_a_body_beside_full_polls():
+    from bench import polls
+
+    rows = polls.run(sizes=polls.TINY)
+
+    assert [row.baseline_name for row in rows] == ["full poll (200 + body)", "full poll", "full poll"]
+    assert all(row.value > 0 and row.baseline > 0 for row in rows)
+    assert rows[1].value < rows[1].baseline  # a 304 carries headers only
