@@ -97,3 +97,16 @@ def test_capture_tests_run_against_the_url_and_skip_stand_in_faults(process_url)
     with MongoClient(process_url) as client:  # the capture tests wrote there
         assert MARKER in client.app.list_collection_names()
         assert client.app.generationOutputs.count_documents({}) > 0
+
+
+@pytest.mark.timeout(120)
+def test_the_server_conformance_tests_run_unchanged_against_the_url(process_url):
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-p", "no:anyio",
+         "tests/test_server_conformance.py", "tests/test_server_conformance_writes.py"],
+        cwd=ROOT, env=dict(os.environ, **{ENV: process_url}), capture_output=True, text=True, timeout=110,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    # Only the test of the stand-in's own periodic no-op skips: a server's interval is not a test's.
+    assert re.search(r"\b23 passed, 1 skipped\b", result.stdout), result.stdout[-3000:]
+    assert "periodic no-op interval of a running server" in result.stdout
