@@ -1,5 +1,6 @@
 // The Telegram `/status` command with node-telegram-bot-api: the API renders and escapes the
 // message (HTML), the bot only sends it with the parse mode the API names.
+import { LivestatusError } from './livestatus.js';
 
 /** @typedef {import('node-telegram-bot-api')} TelegramBot */
 /** @typedef {import('node-telegram-bot-api').Message} Message */
@@ -21,7 +22,14 @@ export function attachStatusCommand(bot, { livestatus, userFor }) {
     if (!masterAccountId) {
       return bot.sendMessage(message.chat.id, 'Link your account first to see your status.');
     }
-    const status = await livestatus.statusText(masterAccountId, 'telegram');
+    let status;
+    try {
+      status = await livestatus.statusText(masterAccountId, 'telegram');
+    } catch (error) {
+      if (!(error instanceof LivestatusError) || error.status < 429) throw error;
+      const wait = error.retryAfterS ? ` in ${error.retryAfterS} s` : ' shortly';
+      return bot.sendMessage(message.chat.id, `Status is unavailable right now; try again${wait}.`);
+    }
     return bot.sendMessage(message.chat.id, status.text, {
       parse_mode: /** @type {import('node-telegram-bot-api').ParseMode} */ (status.parseMode ?? 'HTML'),
       disable_web_page_preview: true,

@@ -113,6 +113,23 @@ test('/status on Telegram: node-telegram-bot-api sends the API text with parse_m
   assert.ok(botApi.calls.every((call) => call.token === '123456:stand-in'));
 });
 
+test('/status when the API answers 503: the user is told to retry, with the Retry-After', async (t) => {
+  const botApi = await startBotApi();
+  t.after(() => botApi.close());
+  // The API's own error body and header (store_unavailable, as api/errors.py sends it), without stopping Redis.
+  const unavailable = async () => new Response(
+    JSON.stringify({ error: { code: 'store_unavailable', message: 'the status store is unavailable; retry shortly' } }),
+    { status: 503, headers: { 'Content-Type': 'application/json', 'Retry-After': '1' } });
+  const down = createClient({ baseUrl: env('LIVESTATUS_URL'), key: env('LIVESTATUS_KEY'), fetch: unavailable });
+  process.env.NTBA_FIX_319 = '1';
+  const { default: TelegramBot } = await import('node-telegram-bot-api');
+  const bot = new TelegramBot('123456:stand-in', { polling: false, baseApiUrl: botApi.url });
+  const answer = attachStatusCommand(bot, { livestatus: down, userFor: () => 'someone' });
+  await answer({ message_id: 1, date: 0, chat: { id: 7, type: 'private' }, text: '/status' });
+  assert.deepEqual(botApi.sent().map((message) => [message.chat_id, message.text]),
+    [['7', 'Status is unavailable right now; try again in 1 s.']]);
+});
+
 test("discord.js's builders take the API's Discord text as is, even for a user with many hostile tasks", async () => {
   const { user, account } = await newUser();
   await tasks.insertMany(Array.from({ length: 60 }, (_, i) => ({
