@@ -267,10 +267,10 @@ def test_a_client_that_accepts_nothing_for_the_send_timeout_is_dropped(module_pr
     assert "accepted nothing" in server.stderr and "Traceback" not in server.stderr, server.stderr
 
 
-async def test_an_open_stream_costs_its_request_task_and_sse_starlettes_four_and_all_end_when_it_does(module_prefix):
-    """Per stream: the request task and sse-starlette's send, ping, shutdown and disconnect tasks
-    (one shutdown watcher for the whole process), and not the routing stack that opened it; none
-    is left once the clients are gone."""
+async def test_an_open_stream_costs_its_request_task_and_sse_starlettes_three_and_all_end_when_it_does(module_prefix):
+    """Per stream: the request task and sse-starlette's send, shutdown and disconnect tasks (no
+    ping task: the body sends the heartbeats; one shutdown watcher for the whole process), and not
+    the routing stack that opened it; none is left once the clients are gone."""
     settings = Settings(redis_url=REDIS_URL, key_prefix=module_prefix, api_keys=(KEY,), auth_secret=SECRET,
                         host="127.0.0.1", port=free_port())
     app = create_app(settings)
@@ -302,7 +302,7 @@ async def test_an_open_stream_costs_its_request_task_and_sse_starlettes_four_and
                 await reader.readuntil(b"event: sync")
             clients.append(writer)
         watcher = 1  # sse-starlette's shutdown watcher: one per event loop, started by the first stream
-        assert await settled_tasks() - idle == 5 * 10 + watcher
+        assert await settled_tasks() - idle == 4 * 10 + watcher
         # The routing stack that opened each stream (FastAPI's exit stacks among it) is gone.
         assert exit_stacks() == idle_stacks
         for writer in clients:
