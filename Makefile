@@ -7,11 +7,24 @@ BIN := $(VENV)/bin
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Exactly the locked versions (hash-checked), then this checkout as an editable package; the
+# checkout itself goes on the venv's path for what is not in the wheel (standin, demo, bench, tests).
+$(VENV)/.installed: pyproject.toml requirements-dev.lock
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,demo]'
+	$(BIN)/pip install -q --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install -q --no-deps -e .
+	echo "$(CURDIR)" > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/livestatus-checkout.pth"
 	@touch $@
+
+# Re-resolve the lock files after a change to the dependencies in pyproject.toml (newest releases
+# that satisfy them; `make lock UPGRADE=--upgrade` moves every pin to the newest).
+.PHONY: lock
+lock:
+	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --universal --python-version 3.11 \
+		-q $(UPGRADE) -o requirements-dev.lock
+	$(BIN)/uv pip compile pyproject.toml --generate-hashes --universal --python-version 3.11 \
+		-c requirements-dev.lock -q -o requirements.lock
 
 redis:
 	@bash scripts/ensure-redis
