@@ -106,7 +106,7 @@ async def stream(cfg: dict, index: int, uid: str, seen: Seen, stop: asyncio.Even
             _count(seen.stream_errors, "ended")
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - every failure is a reconnect, counted by kind
+        except Exception as exc:  # every failure is a reconnect, counted by kind
             _count(seen.stream_errors, f"{type(exc).__name__}: {exc}"[:80])
         finally:
             if counted:
@@ -135,7 +135,7 @@ async def bot(cfg: dict, index: int, users: list[str], seen: Seen, stop: asyncio
                 await asyncio.sleep(cfg["bot_interval_s"])
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a refused or dropped connection: the next API process
+        except Exception as exc:  # a refused or dropped connection: the next API process
             _count(seen.bot_errors, f"{type(exc).__name__}: {exc}"[:80])
         finally:
             if writer is not None:

@@ -8,8 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import redis
 
@@ -20,7 +20,7 @@ KEY = "soak-service-key-" + "0123456789abcdef" * 2
 SECRET = "soak-secret-" + "fedcba9876543210" * 2
 
 
-def wait_until(what: str, check: Callable[[], bool], timeout_s: float = 60, proc: "Proc | None" = None) -> None:
+def wait_until(what: str, check: Callable[[], bool], timeout_s: float = 60, proc: Proc | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and not proc.alive():
@@ -44,7 +44,7 @@ class Proc:
         self.proc: subprocess.Popen | None = None
         self._popen = popen
 
-    def start(self) -> "Proc":
+    def start(self) -> Proc:
         self.starts += 1
         with open(self.log_path, "a") as log:
             log.write(f"---- start {self.starts} at {time.strftime('%H:%M:%S')}\n")

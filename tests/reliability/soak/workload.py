@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from bson import Decimal128
 
@@ -26,7 +26,7 @@ TERMINAL = ["completed", "failed", "cancelled by user", "timeout"]
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Writer(threading.Thread):
@@ -40,7 +40,7 @@ class Writer(threading.Thread):
         self.lock = threading.Lock()
         self.stamps: dict[tuple[str, int], int] = {}  # (user, mark) -> monotonic ns just before the write
         self.history: dict[str, list[tuple[int, int]]] = {}  # user -> [(ns, mark)] since the last take
-        self.last_mark: dict[str, int] = {uid: 0 for uid in users}
+        self.last_mark: dict[str, int] = dict.fromkeys(users, 0)
         self.slots: dict[tuple[str, int], str] = {}  # (user, slot) -> "live" | "terminal" (absent: free)
         self.writes = 0
         self.errors: dict[str, int] = {}
@@ -54,7 +54,7 @@ class Writer(threading.Thread):
         while not self.stop.is_set():
             try:
                 self.one()
-            except Exception as exc:  # noqa: BLE001 - counted; the soak reports it (MongoDB is not the subject)
+            except Exception as exc:  # counted; the soak reports it (MongoDB is not the subject)
                 key = type(exc).__name__
                 self.errors[key] = self.errors.get(key, 0) + 1
             self.writes += 1
