@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from readmodel import Layout, Partition
 from readmodel.records import ESTIMATE_CAP_PERCENT, LIVE_TASKS_SHOWN
-from readmodel.settings import SettingsError, StoreSettings, flag, number, store_settings, whole
+from readmodel.settings import SettingsError, StoreSettings, flag, number, store_settings, whole, with_secret_files
 
 MIN_SECRET_BYTES = 32  # HS256 wants a key at least as long as its hash
 MIN_KEY_CHARS = 32  # a service key must not be guessable
@@ -83,7 +83,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-        env = os.environ if env is None else env
+        env = with_secret_files(os.environ if env is None else env)
         port_raw = env.get("API_PORT", str(cls.port))
         if not port_raw.isdigit() or not 0 < int(port_raw) < 65536:
             raise SettingsError(f"API_PORT must be a port number, got {port_raw!r}")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
 from readmodel import Layout, Partition
-from readmodel.settings import SettingsError, StoreSettings, store_settings, whole
+from readmodel.settings import SettingsError, StoreSettings, store_settings, whole, with_secret_files
 
 from .normalize import QUEUED_STATUSES, RUNNING_STATUSES, TERMINAL_STATUSES, Rules, normalize_status
 
@@ -80,7 +80,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-        env = os.environ if env is None else env
+        env = with_secret_files(os.environ if env is None else env)
         store = store_settings({**env, **{name.upper(): str(overrides.pop(name)) for name in ("redis_url", "key_prefix")
                                           if overrides.get(name) is not None}})
         terminal = _statuses(env, "TERMINAL_STATUSES", TERMINAL_STATUSES)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from .keys import PREFIX_RE
@@ -11,6 +12,31 @@ from .keys import PREFIX_RE
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message says which and why."""
+
+
+# Settings that carry credentials, and so may come from a file: NAME_FILE=/run/secrets/name.
+SECRET_SETTINGS = ("API_KEYS", "AUTH_SECRET", "REDIS_URL", "MONGO_URL")
+
+
+def with_secret_files(env: Mapping[str, str]) -> Mapping[str, str]:
+    """``env`` with each ``NAME_FILE`` of :data:`SECRET_SETTINGS` read into ``NAME`` (secrets
+    mounted as files by compose or Kubernetes instead of passed in the environment). The file's
+    trailing newline is dropped. Setting both ``NAME`` and ``NAME_FILE``, or naming a file that
+    cannot be read, is an error; the message never carries the file's content."""
+    named = [name for name in SECRET_SETTINGS if env.get(f"{name}_FILE")]
+    if not named:
+        return env
+    resolved = dict(env)
+    for name in named:
+        path = env[f"{name}_FILE"]
+        if env.get(name):
+            raise SettingsError(f"{name} and {name}_FILE are both set; set one of them")
+        try:
+            resolved[name] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            raise SettingsError(f"{name}_FILE: cannot read {path} ({reason})") from None
+    return resolved
 
 
 @dataclass(frozen=True)

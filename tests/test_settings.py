@@ -1,5 +1,6 @@
 """Projector settings come from the environment, validated once, with clear errors."""
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -96,3 +97,26 @@ def test_redis_cluster_selects_the_cluster_client(raw, cluster):
 def test_an_unusable_cluster_setting_is_refused_with_a_sentence(env, words):
     with pytest.raises(SettingsError, match=words):
         Settings.from_env(env)
+
+
+def test_a_secret_setting_can_come_from_a_file_without_its_trailing_newline(tmp_path):
+    url = tmp_path / "mongo_url"
+    url.write_text("mongodb://user:pw@db:27017/?replicaSet=rs0\n")
+    assert Settings.from_env({"MONGO_URL_FILE": str(url)}).mongo_url == "mongodb://user:pw@db:27017/?replicaSet=rs0"
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"REDIS_URL": "redis://a:6379/0", "REDIS_URL_FILE": "/etc/hostname"}, "REDIS_URL and REDIS_URL_FILE are both set"),
+    ({"MONGO_URL_FILE": "/nonexistent/mongo_url"}, "MONGO_URL_FILE: cannot read /nonexistent/mongo_url (No such file"),
+])
+def test_a_secret_file_that_conflicts_or_cannot_be_read_is_an_error(env, message):
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        Settings.from_env(env)
+
+
+def test_a_secret_file_error_never_shows_the_file(tmp_path):
+    secret = tmp_path / "redis_url"
+    secret.write_bytes(b"redis://:hunter2-\xff@redis:6379/0")  # not UTF-8: unreadable as text
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"REDIS_URL_FILE": str(secret)})
+    assert "hunter2" not in str(caught.value) and "REDIS_URL_FILE" in str(caught.value)
