@@ -11,7 +11,7 @@ import platform
 import time
 from importlib.metadata import PackageNotFoundError, version
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -22,6 +22,9 @@ class Metrics:
     """The API's counters; names start with ``livestatus_api_``."""
 
     def __init__(self) -> None:
+        # No `_created` gauge beside every counter and histogram (the text format exports them as
+        # series of their own); process-wide, like the PROMETHEUS_DISABLE_CREATED_SERIES variable.
+        disable_created_metrics()
         self.registry = CollectorRegistry()
         r = self.registry
         ProcessCollector(registry=r)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -21,6 +22,32 @@ from .waits import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "prometheus" / "alerts.yml"
+
+
+def documented_metrics() -> set[str]:
+    """The metric names README's "Metrics and alerts" table lists (``a_{x,y}_total`` expanded,
+    a trailing ``{labels}`` dropped)."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Metrics and alerts"):]
+    section = section[:section.index("\n## ", 1)]
+    names: set[str] = set()
+    for row in section.splitlines():
+        if not row.startswith("| `"):
+            continue
+        for token in re.findall(r"`([a-z_{},]+)`", row.split("|")[1]):
+            token = re.sub(r"\{[a-z_,]+\}$", "", token)  # labels
+            expanded = re.fullmatch(r"([a-z_]*)\{([a-z_,]+)\}([a-z_]*)", token)
+            names.update(expanded[1] + part + expanded[3] for part in expanded[2].split(",")) if expanded else names.add(token)
+    return names
+
+
+def assert_documented(found: dict) -> None:
+    """Every livestatus_* metric the process exports is in README's table."""
+    exported = set()
+    for family in found.values():
+        if family.name.startswith("livestatus_"):
+            exported.add(family.name + "_total" if family.type == "counter" else family.name)
+    assert exported - documented_metrics() == set()
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +134,7 @@ def test_the_projectors_metrics_are_counters_timestamps_and_process_figures(prom
     (build,) = found["livestatus_projector_build_info"].samples
     assert build.value == 1 and build.labels["version"]
     assert_process_collectors(found)
+    assert_documented(found)
     assert "rate" not in text and "per_second" not in text and "age_seconds" not in text and " -1" not in text
 
 
@@ -121,6 +149,14 @@ def test_the_apis_metrics_pass_promtool_with_process_figures_and_build_info(prom
     assert found["livestatus_api_events_sent"].type == "counter"
     assert found["livestatus_api_open_streams"].type == "gauge"
     assert found["livestatus_api_request_seconds"].type == "histogram"
+    assert_documented(found)
+
+
+def test_the_readme_table_is_read_as_intended():
+    names = documented_metrics()
+    assert {"livestatus_projector_events_total", "livestatus_projector_verify_unsettled_total",
+            "livestatus_api_request_seconds", "livestatus_api_stream_resumes_total"} <= names
+    assert not any("{" in name or "," in name for name in names)
 
 
 def test_the_alert_rules_load(promtool):
