@@ -131,19 +131,22 @@ class Server:
         raise RuntimeError("api did not come up")
 
     def stop(self, timeout_s: float = 10) -> float:
-        """SIGTERM, wait; returns how long the exit took."""
-        if self.proc is None or self.proc.poll() is not None:
+        """SIGTERM, wait; returns how long the exit took (0 if it had exited: its stderr is kept all the same)."""
+        if self.proc is None:
             return 0.0
         started = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
         try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
+            if self.proc.poll() is not None:
+                return 0.0
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise
         finally:
-            if self.proc.stderr:
+            if self.proc.stderr and not self.proc.stderr.closed:
                 self.stderr = self.proc.stderr.read().decode(errors="replace")
                 self.proc.stderr.close()
         return time.monotonic() - started
