@@ -195,6 +195,9 @@ def _measure(redis, standin, prefix: str, users: list[str], sizes: Sizes, marks:
     from pymongo import MongoClient
 
     from readmodel import Layout
+    from readmodel.health import Health
+    from readmodel.health import publish as publish_health
+    from readmodel.health import read as read_health
 
     layout = Layout(prefix)
     mongo = MongoClient(standin.url, serverSelectionTimeoutMS=30_000)
@@ -205,7 +208,7 @@ def _measure(redis, standin, prefix: str, users: list[str], sizes: Sizes, marks:
         projector = Proc("delivery-projector", [sys.executable, "-m", "projector", "run"], env)
         procs.append(projector)
         wait_until("the projector tails the change stream",
-                   lambda: redis.hget(layout.health, "state") == b"tailing", projector)
+                   lambda: getattr(read_health(redis, layout), "state", "") == "tailing", projector)
         with Server("api", prefix) as api:
             client = Client({"mode": "sse", "host": HOST, "port": api.port, "path": "/users/{uid}/status/stream",
                              "key": SERVICE_KEY, "users": users, "records": files[0], "marker": "usdCredit",
@@ -225,9 +228,9 @@ def _measure(redis, standin, prefix: str, users: list[str], sizes: Sizes, marks:
                     projector = Proc("delivery-projector-before", [sys.executable, "-m", "projector", "run"],
                                      env, root=Path(BEFORE_ROOT))
                     procs.append(projector)
-                    redis.hset(layout.health, "state", "stopped")
+                    publish_health(redis, layout, Health(state="stopped"))
                     wait_until("the older projector tails the change stream",
-                               lambda: redis.hget(layout.health, "state") == b"tailing", projector)
+                               lambda: getattr(read_health(redis, layout), "state", "") == "tailing", projector)
                     time.sleep(1.0)
                     isolated(economy, users, sizes, marks, phase="before")
                     time.sleep(1.0)

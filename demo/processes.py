@@ -16,7 +16,7 @@ import redis
 from pymongo import MongoClient
 
 from readmodel import Layout, View, read_snapshot
-from readmodel.text import text_map
+from readmodel.health import read as read_health
 
 from .simulator import DEMO_USERS, Simulator
 
@@ -145,7 +145,8 @@ class Stack:
             client.close()
 
     def _projector_alive(self) -> bool:
-        return bool(self.redis.hget(self.layout.health, "heartbeatMs"))
+        report = read_health(self.redis, self.layout)
+        return report is not None and report.heartbeat_ms > 0
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         LOG_DIR.mkdir(exist_ok=True)
@@ -180,12 +181,12 @@ livestatus demo is running (Ctrl-C stops everything; process logs in {LOG_DIR}/)
             snap = read_snapshot(self.redis, self.layout, uid, View(now_ms))
             live += len(snap["liveTasks"]) + snap["liveTasksOmitted"]
         mine = read_snapshot(self.redis, self.layout, user, View(now_ms))
-        health = text_map(self.redis.hgetall(self.layout.health))
+        report = read_health(self.redis, self.layout)
         counters = self.simulator.counters if self.simulator else None
         bars = " ".join(f"[{(t['toolId'] or '?')[:9]} {_percent(t)}]" for t in mine["liveTasks"][:3])
         return (
             f"{time.strftime('%H:%M:%S')} live tasks {live:2d} · tasks started {counters.tasks_started} "
-            f"finished {counters.tasks_finished} · lag {health.get('lagMs', '?')} ms · "
+            f"finished {counters.tasks_finished} · lag {report.lag_ms if report else '?'} ms · "
             f"{user}: ${mine['balance']['usdCredit']} / {mine['balance']['points']} pts v{mine['version']} {bars}"
         )
 

@@ -9,26 +9,10 @@ from typing import Any
 
 from bson import json_util
 
-from readmodel import Layout
+from readmodel import Layout, scripts
 from readmodel.text import text_map
 
 log = logging.getLogger(__name__)
-
-# KEYS: fence, checkpoint. ARGV: the caller's fencing token, resume token (extended JSON),
-# position, written at (ms), the Redis masters the covered writes went to, the lag (ms) behind the
-# source when the covered writes were applied, the channel that announces it (Layout.applied).
-# Writes only while the caller's fencing token is the current one. The checkpoint is written after
-# every write it covers, so its position is what readers may rely on: the read model reflects the
-# source through it (the API serves it with every snapshot and waits on the announcement).
-SAVE_LUA = """
-local current = redis.call('GET', KEYS[1])
-if current ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[2], 'token', ARGV[2], 'position', ARGV[3], 'atMs', ARGV[4], 'fence', ARGV[1], 'masters', ARGV[5],
-           'lagMs', ARGV[6])
-redis.call('SPUBLISH', ARGV[7], ARGV[3] .. ' ' .. ARGV[6])
-return 1
-"""
-
 
 @dataclass(frozen=True)
 class Checkpoint:
@@ -51,7 +35,6 @@ class CheckpointStore:
     def __init__(self, redis: Any, layout: Layout) -> None:
         self.redis = redis
         self.layout = layout
-        self._save = redis.register_script(SAVE_LUA)
 
     def load(self) -> Checkpoint | None:
         """The stored checkpoint; None when there is none or it cannot be read (then: resync)."""
@@ -76,8 +59,8 @@ class CheckpointStore:
         if lag_ms is None:
             lag_ms = max(0, now_ms - int(position.split(".")[0]) * 1000)
         encoded = "" if token is None else json_util.dumps(token)
-        done = self._save(keys=[self.layout.fence, self.layout.checkpoint],
-                          args=[fence, encoded, position, now_ms, masters, max(0, int(lag_ms)), self.layout.applied])
+        done = scripts.call(self.redis, scripts.CHECKPOINT, [self.layout.fence, self.layout.checkpoint],
+                            [fence, encoded, position, now_ms, masters, max(0, int(lag_ms)), self.layout.applied])
         return bool(int(done))
 
     def clear(self) -> None:

@@ -17,6 +17,8 @@ from redis.exceptions import RedisError
 from readmodel import View, read_snapshot
 from readmodel.connect import StoreError
 from readmodel.connect import connect as connect_redis
+from readmodel.health import read as read_health
+from readmodel.health import request_resync
 from readmodel.text import text, text_map
 
 from . import health, verify_cli
@@ -129,12 +131,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     redis = _redis(settings)
     layout = settings.layout
     now_ms = int(time.time() * 1000)
-    report = health.read(redis, layout)
+    report = read_health(redis, layout)
     lease = Lease.current(redis, layout)
     checkpoint = CheckpointStore(redis, layout).load()
     status = {
         "partition": str(settings.partition),
-        "health": report,
+        "health": report.fields() if report else {},
         "leader": {"holder": lease[0], "fence": lease[1]} if lease else None,
         "checkpoint": None if checkpoint is None else {
             "position": checkpoint.position, "ageMs": now_ms - checkpoint.at_ms, "fence": checkpoint.fence,
@@ -149,15 +151,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         *([("partition", f"{settings.partition} (run `status --partition K/N` for each)")]
           if settings.partition.count > 1 else []),
         ("leader", f"{lease[0]} (fence {lease[1]})" if lease else "none"),
-        ("state", report.get("state", "-")),
-        ("heartbeat", f"{(now_ms - int(report['heartbeatMs'])) / 1000:.1f} s ago" if report.get("heartbeatMs") else "-"),
-        ("lag", f"{int(report.get('lagMs', 0)) / 1000:.1f} s"),
-        ("events", f"{report.get('eventsTotal', 0)} ({report.get('eventsPerSec', '0')}/s)"),
+        ("state", report.state if report else "-"),
+        ("heartbeat", f"{(now_ms - report.heartbeat_ms) / 1000:.1f} s ago" if report and report.heartbeat_ms else "-"),
+        ("lag", f"{(report.lag_ms if report else 0) / 1000:.1f} s"),
+        ("events", f"{report.events_total} ({report.events_per_sec:.1f}/s)" if report else "0"),
         ("checkpoint", f"{checkpoint.position}, {(now_ms - checkpoint.at_ms) / 1000:.1f} s old" if checkpoint else "none"),
-        ("resyncs", report.get("resyncs", "0")),
+        ("resyncs", str(report.resyncs if report else 0)),
         ("dead letters", str(status["deadLetters"])),
-        ("errors", report.get("errors", "0")),
-        ("last error", report.get("lastError") or "-"),
+        ("errors", str(report.errors if report else 0)),
+        ("last error", (report.last_error if report else "") or "-"),
         ("health", status["problem"] or "ok"),
     ]
     width = max(len(name) for name, _ in rows)
@@ -169,7 +171,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     settings = _settings(args)
     redis = _redis(settings)
-    problem = health.evaluate(health.read(redis, settings.layout), int(time.time() * 1000),
+    problem = health.evaluate(read_health(redis, settings.layout), int(time.time() * 1000),
                               max_lag_ms=int(args.max_lag_s * 1000))
     if problem:
         print(f"unhealthy: {problem}", file=sys.stderr)
@@ -184,7 +186,7 @@ def cmd_resync(args: argparse.Namespace) -> int:
     layout = settings.layout
     lease = Lease.current(redis, layout)
     if lease is not None:
-        redis.set(layout.resync_request, str(int(time.time() * 1000)))
+        request_resync(redis, layout, int(time.time() * 1000))
         print(f"asked the leader {lease[0]} to resync; follow it with `projector status`")
         return 0
     from .worker import Worker
@@ -193,7 +195,7 @@ def cmd_resync(args: argparse.Namespace) -> int:
     worker = Worker(settings, redis, mongo, progress=True)
     try:
         if not worker.lease.acquire():
-            redis.set(layout.resync_request, str(int(time.time() * 1000)))
+            request_resync(redis, layout, int(time.time() * 1000))
             print("a leader appeared meanwhile; asked it to resync")
             return 0
         worker.resync("requested by an operator")

@@ -1,4 +1,5 @@
-"""What the worker reports about itself: the ``health`` hash and the check (metrics: ``metrics.py``)."""
+"""What the worker reports about itself: its counters (:class:`Stats`, owned by the worker's
+thread), the report it publishes (``readmodel.health``) and the check (metrics: ``metrics.py``)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from readmodel import Layout
-from readmodel.text import text_map
+from readmodel import Layout, health
+from readmodel.health import Health
 
 HEARTBEAT_LIMIT_MS = 10_000  # older: the worker is gone or stuck
 LAG_LIMIT_MS = 60_000
@@ -72,45 +73,34 @@ class Stats:
             f"deadLetters={self.dead_letters} errors={self.errors} position={self.position or '-'}"
         )
 
-    def fields(self, now_ms: int) -> dict[str, str]:
-        return {
-            "leader": self.holder,
-            "state": self.state,
-            "heartbeatMs": str(now_ms),
-            "lagMs": str(self.lag_ms),
-            "eventsTotal": str(self.events_total),
-            "eventsPerSec": f"{self.events_per_sec:.1f}",
-            "checkpointAgeMs": str(now_ms - self.checkpoint_ms if self.checkpoint_ms else -1),
-            "position": self.position,
-            "resyncs": str(self.resyncs),
-            "deadLetters": str(self.dead_letters),
-            "errors": str(self.errors),
-            "lastError": self.last_error,
-        }
+    def health(self, now_ms: int) -> Health:
+        """The report as of ``now_ms``, for the health hash."""
+        return Health(
+            leader=self.holder, state=str(self.state), heartbeat_ms=now_ms, lag_ms=self.lag_ms,
+            events_total=self.events_total, events_per_sec=self.events_per_sec,
+            checkpoint_age_ms=now_ms - self.checkpoint_ms if self.checkpoint_ms else -1, position=self.position,
+            resyncs=self.resyncs, dead_letters=self.dead_letters, errors=self.errors, last_error=self.last_error,
+        )
 
 
 def publish(redis: Any, layout: Layout, stats: Stats, now_ms: int) -> None:
-    redis.hset(layout.health, mapping=stats.fields(now_ms))
+    health.publish(redis, layout, stats.health(now_ms))
 
 
-def read(redis: Any, layout: Layout) -> dict[str, str]:
-    return text_map(redis.hgetall(layout.health))
-
-
-def evaluate(health: dict[str, str], now_ms: int, max_lag_ms: int = LAG_LIMIT_MS) -> str | None:
+def evaluate(report: Health | None, now_ms: int, max_lag_ms: int = LAG_LIMIT_MS) -> str | None:
     """None when healthy, else the reason in one sentence."""
-    if not health:
+    if report is None:
         return "no projector has reported health yet"
-    beat = int(health.get("heartbeatMs", 0) or 0)
+    beat = report.heartbeat_ms
     if now_ms - beat > HEARTBEAT_LIMIT_MS:
-        return f"no heartbeat for {(now_ms - beat) / 1000:.0f} s (last state {health.get('state', '?')})"
-    state = health.get("state", "")
+        return f"no heartbeat for {(now_ms - beat) / 1000:.0f} s (last state {report.state or '?'})"
+    state = report.state
     if state not in LEADING:
         return f"the projector is {state or 'in an unknown state'}, not applying changes"
-    lag = int(health.get("lagMs", 0) or 0)
+    lag = report.lag_ms
     if lag > max_lag_ms:
         return f"lag is {lag / 1000:.1f} s (limit {max_lag_ms / 1000:.0f} s)"
-    checkpoint_age = int(health.get("checkpointAgeMs", -1) or -1)
+    checkpoint_age = report.checkpoint_age_ms
     if state == State.TAILING and (checkpoint_age < 0 or checkpoint_age > CHECKPOINT_LIMIT_MS):
         return f"the checkpoint has not advanced for {checkpoint_age / 1000:.0f} s"
     return None

@@ -10,39 +10,8 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
-from readmodel import Layout
+from readmodel import Layout, scripts
 from readmodel.text import text
-
-# KEYS: leader, fence. ARGV: holder id, ttl (ms). Returns the fencing token, or 0 when someone
-# else holds the lease. A new acquisition increments the fence, so older holders are refused.
-ACQUIRE_LUA = """
-local current = redis.call('GET', KEYS[1])
-if current then
-  local holder, token = string.match(current, '^(.*)|(%d+)$')
-  if holder == ARGV[1] then
-    redis.call('PEXPIRE', KEYS[1], ARGV[2])
-    return tonumber(token)
-  end
-  return 0
-end
-local token = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], ARGV[1] .. '|' .. token, 'PX', ARGV[2])
-return token
-"""
-
-# KEYS: leader. ARGV: holder value ("id|token"), ttl (ms). 1 when renewed, 0 when lost.
-RENEW_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-"""
-
-RELEASE_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 class LeaseLost(Exception):
@@ -94,9 +63,6 @@ class Lease:
         self._valid_until = 0.0
         self.renew_every_s = renew_every_s
         self._renew_due = 0.0
-        self._acquire = redis.register_script(ACQUIRE_LUA)
-        self._renew = redis.register_script(RENEW_LUA)
-        self._release = redis.register_script(RELEASE_LUA)
 
     @property
     def value(self) -> str:
@@ -105,7 +71,8 @@ class Lease:
     def acquire(self) -> bool:
         """Take (or keep) the lease; True when this process is the leader."""
         started = self._monotonic()
-        token = int(self._acquire(keys=[self.layout.leader, self.layout.fence], args=[self.holder, self.ttl_ms]))
+        token = int(scripts.call(self.redis, scripts.LEASE_ACQUIRE, [self.layout.leader, self.layout.fence],
+                                 [self.holder, self.ttl_ms]))
         if not token:
             self.token = None
             return False
@@ -118,7 +85,7 @@ class Lease:
         if self.token is None:
             return False
         started = self._monotonic()
-        if int(self._renew(keys=[self.layout.leader], args=[self.value, self.ttl_ms])):
+        if int(scripts.call(self.redis, scripts.LEASE_RENEW, [self.layout.leader], [self.value, self.ttl_ms])):
             self._valid_until = started + self.ttl_ms / 1000 * self.safety
             return True
         self.token = None
@@ -157,7 +124,7 @@ class Lease:
     def release(self) -> None:
         """Give the lease up at once (clean shutdown), so a standby takes over without waiting."""
         if self.token is not None:
-            self._release(keys=[self.layout.leader], args=[self.value])
+            scripts.call(self.redis, scripts.LEASE_RELEASE, [self.layout.leader], [self.value])
         self.token = None
 
     @staticmethod

@@ -33,6 +33,7 @@ from typing import Any
 from pymongo.errors import PyMongoError
 
 from readmodel.connect import StoreError, masters
+from readmodel.health import take_resync_request
 
 from .applying import Applied, BatchWriter, Grant, MastersChanged
 from .batching import from_events, with_full_documents
@@ -348,7 +349,7 @@ class Worker:
         self.report()
         if sweep and self.lease.held():
             self.model.sweep(self._now_ms(), self._now_iso())
-            if self.redis.getdel(self.layout.resync_request) is not None:
+            if take_resync_request(self.redis, self.layout):
                 self.resync("requested by an operator")
             self.verify.tick()
 

@@ -6,14 +6,16 @@
 - :mod:`readmodel.scripts`: the Lua scripts (``scripts/*.lua``) that write it
 - :mod:`readmodel.writer`: applying batches and sweeping stale tasks
 - :mod:`readmodel.reader`: reading snapshots (sync and asyncio)
+- :mod:`readmodel.health`: the projector's health report and the operator's resync request
 - :mod:`readmodel.settings`: the settings both processes share (Redis URL, key prefix)
 
 It depends on redis-py alone: nothing of MongoDB, bson or normalization.
 """
 
 from .changes import FINISHED, GONE, LIVE, BalanceChange, Change, TaskChange
+from .health import aread_heartbeat_ms
 from .keys import Layout, Partition, position
-from .reader import aread_heartbeat_ms, aread_snapshot, aread_snapshots, read_snapshot, read_snapshots
+from .reader import aread_snapshot, aread_snapshots, read_snapshot, read_snapshots
 from .records import View
 from .text import text
 from .writer import ReadModel

@@ -12,7 +12,7 @@ from typing import Any
 
 from . import scripts
 from .keys import Layout
-from .records import View, decode_snapshot, heartbeat_ms
+from .records import View, decode_snapshot
 
 
 def _queue_reads(layout: Layout, uids: list[str]) -> Callable[[Any], None]:
@@ -49,8 +49,3 @@ async def aread_snapshot(redis: Any, layout: Layout, uid: str, view: View) -> di
 async def aread_snapshots(redis: Any, layout: Layout, uids: list[str], view: View) -> list[dict[str, Any]]:
     """The snapshots of ``uids``, in that order, each one whole (``redis.asyncio`` client)."""
     return _decode_many(uids, await scripts.arun(redis, _queue_reads(layout, uids)), view)
-
-
-async def aread_heartbeat_ms(redis: Any, layout: Layout) -> int | None:
-    """The projector's last heartbeat (epoch ms); None when absent."""
-    return heartbeat_ms(await redis.hget(layout.health, "heartbeatMs"))

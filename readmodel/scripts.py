@@ -1,4 +1,5 @@
-"""The Lua scripts that write (and read) the read model, read once from their ``.lua`` files.
+"""Every Lua script of the project (the read model's, the lease's, the checkpoint's), read once
+from its ``.lua`` file, and the one way they are run.
 
 Scripts run by ``EVALSHA`` inside plain pipelines, on a single Redis and on a cluster alike
 (redis-py's cluster pipeline refuses ``Script`` objects, so the command is queued by name). A node
@@ -38,7 +39,11 @@ APPLY = Lua(_load("apply").replace("$FINISHED_CAP", str(FINISHED_CAP)))
 SWEEP = Lua(_load("sweep"))
 OWN = Lua(_load("own"))
 READ = Lua(_load("read"))
-ALL = (APPLY, SWEEP, OWN, READ)
+LEASE_ACQUIRE = Lua(_load("lease_acquire"))
+LEASE_RENEW = Lua(_load("lease_renew"))
+LEASE_RELEASE = Lua(_load("lease_release"))
+CHECKPOINT = Lua(_load("checkpoint"))
+ALL = (APPLY, SWEEP, OWN, READ, LEASE_ACQUIRE, LEASE_RENEW, LEASE_RELEASE, CHECKPOINT)
 
 
 def run(redis: Any, build: Callable[[Any], object]) -> list[Any]:
@@ -56,6 +61,12 @@ def run(redis: Any, build: Callable[[Any], object]) -> list[Any]:
             for script in ALL:
                 redis.script_load(script.source)
     raise AssertionError("unreachable")
+
+
+def call(redis: Any, script: Lua, keys: list[str], args: list[Any]) -> Any:
+    """Run one script now and return its reply, with :func:`run`'s ``NOSCRIPT`` recovery (a
+    script refused with ``NOSCRIPT`` did not run, so running it again is safe)."""
+    return run(redis, lambda pipe: script.queue(pipe, keys, args))[0]
 
 
 async def arun(redis: Any, build: Callable[[Any], object]) -> list[Any]:

@@ -1,14 +1,16 @@
 """Health: the check turns the health hash into one verdict with a one-sentence reason."""
 
 from projector.health import Stats, evaluate
+from readmodel.health import Health
 
 NOW = 1_795_000_000_000
 
 
 def healthy(**changes):
-    fields = Stats(holder="a", state="tailing", checkpoint_ms=NOW - 1500).fields(NOW - 1000)
+    """A report as the hash holds it, with some fields changed (by their hash names)."""
+    fields = Stats(holder="a", state="tailing", checkpoint_ms=NOW - 1500).health(NOW - 1000).fields()
     fields.update({k: str(v) for k, v in changes.items()})
-    return fields
+    return Health.from_fields(fields)
 
 
 def test_tailing_worker_with_fresh_heartbeat_is_healthy():
@@ -16,7 +18,7 @@ def test_tailing_worker_with_fresh_heartbeat_is_healthy():
 
 
 def test_missing_health_is_unhealthy():
-    assert evaluate({}, NOW) == "no projector has reported health yet"
+    assert evaluate(None, NOW) == "no projector has reported health yet"
 
 
 def test_old_heartbeat_is_unhealthy():

@@ -85,3 +85,20 @@ def test_release_by_a_former_holder_does_not_drop_the_new_holders_lease(any_redi
     a.token = stale_token
     a.release()
     assert Lease.current(any_redis, layout) == ("b", b.token)
+
+
+def test_the_lease_and_the_checkpoint_survive_a_redis_that_forgot_every_script(fake_redis, layout, clock):
+    """A restarted node or a promoted replica has an empty script cache: the one loader
+    (readmodel.scripts) loads the scripts again and runs the call once more."""
+    from projector.checkpoint import CheckpointStore
+
+    a = lease(fake_redis, layout, "a", clock)
+    assert a.acquire()
+    fake_redis.script_flush()
+    assert a.renew()
+    fake_redis.script_flush()
+    assert CheckpointStore(fake_redis, layout).save(None, "1.2", a.token, 5, "masters")
+    fake_redis.script_flush()
+    a.release()
+    assert Lease.current(fake_redis, layout) is None
+    assert CheckpointStore(fake_redis, layout).load().position == "1.2"

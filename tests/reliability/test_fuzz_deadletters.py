@@ -8,7 +8,7 @@ import re
 import signal
 
 from projector.deadletters import MAXLEN
-from projector.health import read as read_health
+from readmodel.health import read as read_health
 from standin import DuplicateKey
 from tests.capture_helpers import DB
 from tests.test_worker_process import caught_up, output
@@ -61,13 +61,14 @@ def test_fuzzed_documents_never_stop_the_worker_and_every_rejection_is_dead_lett
         bad_total += len(bad)
         lettered_total += len(letters)
     # The worker's own counter agrees (its health report is published every second).
-    wait_for(lambda: read_health(real_redis, layout).get("deadLetters") == str(bad_total), 5, "the health report")
+    wait_for(lambda: getattr(read_health(real_redis, layout), "dead_letters", None) == bad_total, 5, "the health report")
     health = read_health(real_redis, layout)
+    assert health is not None
     diff = compare(standin, real_redis, layout)
     print(f"{written} documents ({bad_total} bad, {duplicates} duplicate ids skipped); dead letters {lettered_total}; "
-          f"health errors={health.get('errors')} deadLetters={health.get('deadLetters')}; {diff}")
+          f"health errors={health.errors} deadLetters={health.dead_letters}; {diff}")
     assert lettered_total == bad_total
-    assert health.get("errors") == "0", health
+    assert health.errors == 0, health
     assert diff.clean, str(diff)  # every good document is projected, nothing else is
     assert "Traceback" not in output(proc)
     proc.send_signal(signal.SIGTERM)
