@@ -64,13 +64,14 @@ class WorkerCollector:
 
     def __init__(self, partition: str) -> None:
         self.partition = partition  # "K/N": which documents this process projects
+        self.build = [package_version(), platform.python_version()]
         self.reading: Reading | None = None  # replaced (never mutated) by the worker thread
 
     def collect(self) -> Iterator[Metric]:
         reading = self.reading
         build = GaugeMetricFamily(PREFIX + "build_info", "always 1; the labels say which build runs",
                                   labels=["version", "python"])
-        build.add_metric([package_version(), platform.python_version()], 1)
+        build.add_metric(self.build, 1)
         yield build
         if reading is None:  # before the worker's first report
             return
