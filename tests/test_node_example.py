@@ -77,7 +77,7 @@ def test_the_bot_example_runs_against_the_real_api_projector_and_standin(standin
                             capture_output=True, text=True, timeout=240)
     report = result.stdout + result.stderr
     assert result.returncode == 0, report + "\n--- projector log ---\n" + output(projector)
-    assert re.search(r"ℹ pass 6\b", report) and re.search(r"ℹ fail 0\b", report), report
+    assert re.search(r"ℹ pass 7\b", report) and re.search(r"ℹ fail 0\b", report), report
 
 
 def test_types_generated_from_the_openapi_match_and_type_check_the_example(api, tmp_path):

@@ -1,7 +1,7 @@
 // The Discord status message through discord.js's own builders. The API's Discord text already
 // fits Discord's limits (2000 characters of content; an embed description takes 4096) and has
 // its mentions defused; send it as is, with the allowed_mentions the API names.
-import { EmbedBuilder, MessagePayload } from 'discord.js';
+import { EmbedBuilder } from 'discord.js';
 
 /** Discord's limit on a message's content, in UTF-16 code units (what the API counts too). */
 export const CONTENT_LIMIT = 2000;
@@ -30,10 +30,10 @@ export function statusEmbed(status, title = 'Your status') {
 }
 
 /**
- * The JSON body discord.js would POST for `target.send(options)` (what the tests compare).
- * @param {import('discord.js').MessageTarget} target
- * @param {MessageCreateOptions} options
+ * Post the status through a webhook (a `WebhookClient`, or a channel's `Webhook`): no gateway needed.
+ * @param {import('discord.js').WebhookClient} webhook
+ * @param {StatusText} status
  */
-export function requestBody(target, options) {
-  return MessagePayload.create(target, options).resolveBody().body;
+export function postStatus(webhook, status) {
+  return webhook.send({ ...statusMessage(status), username: 'livestatus' });
 }

@@ -7,13 +7,14 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import { EmbedBuilder } from 'discord.js';
+import { EmbedBuilder, WebhookClient } from 'discord.js';
 import { Decimal128, MongoClient, ObjectId } from 'mongodb';
 
-import { statusEmbed, statusMessage, CONTENT_LIMIT } from '../src/discord.js';
+import { CONTENT_LIMIT, postStatus, statusEmbed, statusMessage } from '../src/discord.js';
 import { createClient, LivestatusError } from '../src/livestatus.js';
 import { subscribe } from '../src/subscribe.js';
 import { attachStatusCommand } from '../src/telegram.js';
+import { startDiscordApi } from './discord-standin.js';
 import { startBotApi } from './telegram-standin.js';
 
 /** @param {string} name */
@@ -150,6 +151,22 @@ test("discord.js's builders take the API's Discord text as is, even for a user w
   const embed = statusEmbed(status).toJSON(); // EmbedBuilder validates against Discord's limits
   assert.equal(embed.description, status.text);
   assert.throws(() => new EmbedBuilder().setDescription('x'.repeat(4097))); // and does validate
+});
+
+test('discord.js posts the status through a webhook exactly as the API rendered it, pinging nobody', async (t) => {
+  const { user } = await newUser({ credit: '3.00' });
+  await eventually(async () => (await livestatus.status(user)).balance.usdCredit === '3.00', 'the new user');
+  const discord = await startDiscordApi();
+  const webhook = new WebhookClient({ id: '1234567890', token: 'stand-in-token' }, { rest: { api: discord.api } });
+  t.after(async () => { webhook.destroy(); await discord.close(); });
+  const status = await livestatus.statusText(user, 'discord');
+  await postStatus(webhook, status);
+  assert.equal(discord.posted.length, 1);
+  const { path, body } = discord.posted[0];
+  assert.match(path, /^\/api\/v10\/webhooks\/1234567890\/stand-in-token$/);
+  assert.equal(body.content, status.text);
+  assert.deepEqual(body.allowed_mentions, { parse: [] });
+  assert.match(body.content, /^\*\*Balance\*\*\\: \$3\.00 · 8,108 points · 3 exp\n/);
 });
 
 test('the SSE subscriber gets the current snapshot, then each new version', async () => {
