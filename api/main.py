@@ -26,6 +26,7 @@ from .metrics import LatencyMiddleware, Metrics
 from .routes import ops, users
 from .settings import Settings
 from .snapshots import SnapshotReader
+from .stalled import StallRule
 from .stream import StreamHandoff
 from .stream import router as stream_router
 
@@ -60,7 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         positions = Positions(redis, pubsub_redis, settings.projector_layouts)
         await positions.start()
         reader = SnapshotReader(redis, layout, settings.estimate_cap_percent, settings.live_tasks_shown,
-                                source=positions.source)
+                                source=positions.source,
+                                stall=StallRule(settings.stalled_factor, round(settings.stalled_after_s * 1000)))
         # A cluster's sharded messages are read from one node's connection after another, each
         # waiting up to poll_s: a short poll keeps a message on the next node from waiting long.
         fanout = Fanout(pubsub_redis, layout, reader, metrics, poll_s=0.02 if settings.redis_cluster else 1.0)

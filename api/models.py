@@ -26,6 +26,10 @@ else:
         __doc__="A task that is still running (or queued), as every platform shows it.",
         **{name: (kind, Field(default=None if name == "expectedDurationMs" else ..., description=text or None))
            for name, (kind, text) in LIVE_TASK_FIELDS.items()},
+        stalled=(bool, Field(default=False, description="unchanged for longer than STALLED_FACTOR typical durations "
+                                                        "of its tool (STALLED_AFTER_S when unknown); false once it moves")),
+        stalledAt=(str | None, Field(default=None, description="ISO-8601 UTC: when it counts as stalled if it does "
+                                                               "not move (the panel flags it then)")),
     )
 
 

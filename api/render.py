@@ -29,6 +29,7 @@ DISCORD_ALLOWED_MENTIONS: dict[str, list[str]] = {"parse": []}  # ping nobody, w
 NAME_CHARS = 64  # a tool name is clipped to this many characters (with "…")
 FIELD_CHARS = 32  # status, id hash, money and counts likewise
 ZWSP = "\u200b"
+STALLED_MARK = "⚠ stalled"  # a live task that stopped moving (api.stalled)
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,8 @@ def _task_lines(task: dict[str, Any], m: Markup, now_ms: int) -> list[str]:
     started = _epoch_ms(task.get("startedAt"))
     if started is not None:
         head += m.escape(f" · {duration(now_ms - started)}")
+    if task.get("stalled"):
+        head += m.escape(" · ") + m.bold(m.escape(STALLED_MARK))
     percent = task.get("progressPercent")
     if percent is None:
         return [head, m.escape("   working…")]

@@ -16,6 +16,8 @@ from typing import Any
 from readmodel import Layout, View, aread_snapshots
 from readmodel.records import ESTIMATE_CAP_PERCENT, LIVE_TASKS_SHOWN
 
+from .stalled import DEFAULT_STALL, StallRule, flag_stalled
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -26,12 +28,13 @@ class SnapshotReader:
 
     def __init__(self, redis: Any, layout: Layout, estimate_cap: float = ESTIMATE_CAP_PERCENT,
                  live_tasks_shown: int = LIVE_TASKS_SHOWN, clock: Callable[[], int] = now_ms,
-                 source: Callable[[], dict[str, Any]] | None = None) -> None:
+                 source: Callable[[], dict[str, Any]] | None = None, stall: StallRule = DEFAULT_STALL) -> None:
         """``source`` (:meth:`api.freshness.Positions.source`) says what the read model reflects
-        the MongoDB source through; taken *before* each read, it is served with the snapshots."""
+        the MongoDB source through; taken *before* each read, it is served with the snapshots.
+        ``stall`` flags live tasks that stopped moving (:mod:`api.stalled`)."""
         self.redis, self.layout = redis, layout
         self.estimate_cap, self.live_tasks_shown, self.clock = estimate_cap, live_tasks_shown, clock
-        self.source = source
+        self.source, self.stall = source, stall
 
     async def read(self, uid: str) -> dict[str, Any]:
         """The snapshot served for ``uid`` now (version 0 and empty when nothing is known)."""
@@ -42,8 +45,9 @@ class SnapshotReader:
         view = View(now_ms=self.clock(), estimate_cap=self.estimate_cap, live_tasks_shown=self.live_tasks_shown)
         source = self.source() if self.source is not None else None
         snaps = await aread_snapshots(self.redis, self.layout, uids, view)
-        if source is not None:
-            for snap in snaps:
+        for snap in snaps:
+            flag_stalled(snap, self.stall, view.now_ms)
+            if source is not None:
                 snap["source"] = source
         return snaps
 

@@ -47,6 +47,7 @@ def task_change(
     started_ms: int | None = None,
     expected_ms: int | None = None,
     live: bool = True,
+    updated_ms: int | None = None,
 ) -> TaskChange:
     started_ms = started_ms if started_ms is not None else int(time.time() * 1000) - 5000
     visible = {
@@ -59,7 +60,7 @@ def task_change(
         "toolDisplayName": tool_name,
         "costUsd": cost,
         "startedAt": iso_ms(started_ms),
-        "updatedAt": iso_ms(started_ms),
+        "updatedAt": iso_ms(updated_ms if updated_ms is not None else started_ms),
         "sourcePlatform": "telegram",
     }
     if not live:
