@@ -82,6 +82,14 @@ async def test_a_bad_parameter_is_the_documented_400_not_a_422(document, prefix)
     validator(document, response_schema(document, "/users/{masterAccountId}/status/text", "400")).validate(response.json())
 
 
+def test_every_documented_error_has_the_error_shape(document):
+    for key, operation in operations(document):
+        for status, response in operation["responses"].items():
+            if status[0] in "45":
+                assert response["content"] == {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}, (
+                    key, status)
+
+
 def test_429_and_503_have_the_error_schema_and_a_retry_after_header(document):
     stream = document["paths"]["/users/{masterAccountId}/status/stream"]["get"]["responses"]
     for status in ("429", "503"):
