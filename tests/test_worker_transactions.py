@@ -1,0 +1,105 @@
+"""Multi-document transactions reach the read model whole, through the worker and the stand-in.
+
+Every event of a transaction carries the same clusterTime and a distinct, increasing ``_id``
+(jstests/change_streams/apply_ops.js); a batch may end inside a transaction, its post-batch token
+being the last event's ``_id`` (jstests/change_streams/report_post_batch_resume_token.js, "the PBRT
+of the first transaction batch is equal to the last document's resumeToken"), and a stream
+resumed from that token goes on with the next event of the transaction.
+"""
+
+from __future__ import annotations
+
+import pytest
+from pymongo import MongoClient
+from redis import exceptions as redis_errors
+
+from projector.checkpoint import CheckpointStore
+from readmodel import position
+
+from .capture_helpers import DB, ECONOMY, TASKS, drive, settle, snapshot, task_doc
+from .test_worker_capture import converged, make_worker, seed  # noqa: F401 - make_worker is a fixture
+
+
+@pytest.fixture(name="backend", scope="module")
+def _backend() -> str:
+    return "single"
+
+
+@pytest.fixture
+def client(standin):
+    mongo = MongoClient(standin.url, serverSelectionTimeoutMS=3000)
+    yield mongo
+    mongo.close()
+
+
+def transactions(client) -> None:
+    """Insert and update one task; two $inc of one balance; one spanning both collections."""
+    db = client[DB]
+    with client.start_session() as session:
+        with session.start_transaction():
+            db[TASKS].insert_one(task_doc("txn-task", "u1", progress=0.1), session=session)
+            db[TASKS].update_one({"_id": "txn-task"}, {"$set": {"progress": 0.6}}, session=session)
+        with session.start_transaction():
+            db[ECONOMY].update_one({"_id": "e0"}, {"$inc": {"exp": 5}}, session=session)
+            db[ECONOMY].update_one({"_id": "e0"}, {"$inc": {"exp": 7}}, session=session)
+        with session.start_transaction():
+            db[TASKS].update_one({"_id": "u2-g0"}, {"$set": {"status": "completed"}}, session=session)
+            db[ECONOMY].update_one({"_id": "e1"}, {"$set": {"usdCredit": "42.5"}}, session=session)
+
+
+def expect_transactions_applied(real_redis, layout) -> None:
+    u1, u2 = snapshot(real_redis, layout, "u1"), snapshot(real_redis, layout, "u2")
+    assert {t["generationId"]: t["progressPercent"] for t in u1["liveTasks"]}["txn-task"] == 60.0
+    assert u1["balance"]["exp"] == 0 + 5 + 7
+    assert "u2-g0" not in {t["generationId"] for t in u2["liveTasks"]}
+    assert u2["balance"]["usdCredit"] == "42.5"
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 1000])
+def test_transactions_converge_whatever_batch_boundary_falls_inside_them(
+    batch_size, standin, client, make_worker, real_redis, layout
+):
+    seed(standin, tasks=2)
+    worker = make_worker(batch_size=batch_size)
+    settle(worker)
+    transactions(client)
+    settle(worker)
+    assert converged(standin, real_redis, layout)
+    expect_transactions_applied(real_redis, layout)
+    assert worker.stats.resyncs == 1
+
+
+def test_a_worker_that_dies_inside_a_transactions_events_is_resumed_from_between_them(
+    standin, client, make_worker, real_redis, layout
+):
+    """One event per batch, and the writes stop for good after the first event of the second
+    transaction (a process killed there): the stored checkpoint lies between two events of one
+    transaction, and the next worker resumes from it, without a resync, to the same end."""
+    seed(standin, tasks=2)
+    first = make_worker(batch_size=1)
+    settle(first)
+    apply, calls = first.model.apply, {"n": 0}
+
+    def dies_after_three(changes, now_iso):
+        calls["n"] += 1
+        if calls["n"] > 3:  # the 1st transaction's 2 events, then the 1st of the 2nd (e0's first $inc)
+            raise redis_errors.ConnectionError("injected: the process is gone")
+        return apply(changes, now_iso)
+
+    first.model.apply = dies_after_three
+    transactions(client)
+    drive(first, lambda: first.stats.errors >= 1, what="the writes failing")
+    checkpoint = CheckpointStore(real_redis, layout).load()
+    first.close()
+
+    with client[DB].watch(resume_after=checkpoint.token, max_await_time_ms=100) as stream:
+        after = next(change for change in iter(stream.try_next, "never") if change is not None)
+    # The checkpoint is inside the 2nd transaction: the next event is its 2nd, same clusterTime.
+    assert after["operationType"] == "update" and after["documentKey"] == {"_id": "e0"}
+    assert checkpoint.position == position(after["clusterTime"].time, after["clusterTime"].inc)
+
+    second = make_worker(batch_size=1)
+    settle(second)
+    assert second.stats.resyncs == 0  # resumed from the checkpoint between the events
+    assert converged(standin, real_redis, layout)
+    expect_transactions_applied(real_redis, layout)
