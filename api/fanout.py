@@ -66,7 +66,7 @@ class Fanout:
         group = self._listeners.get(uid)
         if group is None:
             group = self._listeners[uid] = set()
-            self.subscriptions.changed()
+            self.subscriptions.changed(uid, True)
         group.add(mailbox)
         return mailbox
 
@@ -124,7 +124,7 @@ class Fanout:
         if not group:
             del self._listeners[mailbox.uid]
             self.reads.forget(mailbox.uid)
-            self.subscriptions.changed()
+            self.subscriptions.changed(mailbox.uid, False)
 
     def _published(self, uid: str, version: int | None) -> None:
         self.reads.want(uid, version)

@@ -3,7 +3,8 @@
 The projector announces a user's new version on ``Layout.channel(uid)`` (``SPUBLISH``: on a
 cluster only the shard holding the user's slot carries it) in the same script that changes the
 snapshot. :class:`Subscriptions` keeps this process subscribed (``SSUBSCRIBE``) to exactly the
-channels of the users it is told about (``wanted``) and reports two things, nothing else: a
+channels of the users it is told about (:meth:`Subscriptions.changed`; ``wanted`` lists them all
+again after a reconnect) and reports two things, nothing else: a
 subscription Redis confirmed (``on_confirm(uid)``: a publish may have happened before it, so the
 user must be read again) and a published version (``on_publish(uid, version)``). On a single
 Redis that is one connection; on a cluster redis-py keeps one per master owning a subscribed
@@ -18,7 +19,8 @@ Ownership (two tasks, one hand-off):
 - the *subscriber* task (``fanout-subscribe``) owns ``_pubsub`` (it makes and replaces it),
   ``_channels`` (what was asked of Redis), ``_connected`` and ``_lost`` once raised; it runs
   whenever ``_changed`` is set (by :meth:`changed`, by the receiver on a loss, by itself to
-  retry) and sets ``_readable`` when there is something to receive;
+  retry), takes ``_pending`` whole (which :meth:`changed` fills synchronously from any task) and
+  sets ``_readable`` when there is something to receive;
 - the *receiver* task (``fanout-receive``) owns ``_confirmed`` and reads from the current
   ``_pubsub``; on an error it raises ``_lost`` and sets ``_changed`` (the hand-off), then waits
   on ``_readable`` for the subscriber to have connected again.
@@ -67,6 +69,7 @@ class Subscriptions:
         self._lost = False
         self._busy = False  # the subscriber is talking to Redis
         self._changed = asyncio.Event()
+        self._pending: dict[str, bool] = {}  # uid -> subscribe (True) or unsubscribe, not yet sent
         self._readable = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
 
@@ -78,10 +81,12 @@ class Subscriptions:
     @property
     def settled(self) -> bool:
         """No change of the wanted users waits to be sent to Redis."""
-        return not (self._changed.is_set() or self._busy)
+        return not (self._changed.is_set() or self._busy or self._pending)
 
-    def changed(self) -> None:
-        """The wanted users changed: subscribe and unsubscribe to match (soon, in one go)."""
+    def changed(self, uid: str, wanted: bool) -> None:
+        """``uid`` now has a stream here (``wanted``) or no longer has one: subscribe or
+        unsubscribe soon, together with every other change made meanwhile (the latest wins)."""
+        self._pending[uid] = wanted
         self._changed.set()
 
     async def start(self) -> None:
@@ -109,12 +114,16 @@ class Subscriptions:
             await self._changed.wait()
             self._changed.clear()
             self._busy = True
+            taken: dict[str, bool] = {}
             try:
                 if self._lost:
                     await self._replace()
-                await self._reconcile()
+                taken, self._pending = self._pending, {}
+                await self._reconcile(taken)
             except StoreError as exc:
                 self._connected = False
+                for uid, wanted in taken.items():
+                    self._pending.setdefault(uid, wanted)  # a change made meanwhile is newer
                 log.warning("pub/sub (un)subscribe failed, retrying in %.0fs: %s", self.retry_s, exc)
                 await asyncio.sleep(self.retry_s)
                 self._changed.set()
@@ -123,19 +132,22 @@ class Subscriptions:
                 self.metrics.subscribed_users.set(len(self._channels))
 
     async def _replace(self) -> None:
-        """Drop the failed connection and its subscriptions; the reconcile makes new ones."""
+        """Drop the failed connection and its subscriptions; every wanted user is subscribed again."""
         old, self._pubsub = self._pubsub, self._redis.pubsub()
         self._channels.clear()
         self._connected = False
         self._lost = False
+        self._pending = {**dict.fromkeys(self._wanted(), True), **self._pending}
         try:
             await old.aclose()
         except (*StoreError, OSError):
             pass
 
-    async def _reconcile(self) -> None:
-        wanted = {self.layout.channel(uid) for uid in self._wanted()}
-        add, remove = sorted(wanted - self._channels), sorted(self._channels - wanted)
+    async def _reconcile(self, changes: dict[str, bool]) -> None:
+        """Send ``changes`` to Redis: as many as there are, not as many users as are subscribed."""
+        channels = {self.layout.channel(uid): wanted for uid, wanted in changes.items()}
+        add = sorted(ch for ch, wanted in channels.items() if wanted and ch not in self._channels)
+        remove = sorted(ch for ch, wanted in channels.items() if not wanted and ch in self._channels)
         if add and not self._connected:
             await arefresh(self._redis)
             self._connected = True
