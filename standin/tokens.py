@@ -10,6 +10,9 @@ strings sort like the tokens. ``parse`` applies resume_token.cpp's checks with i
 
 Oplog positions: an entry's ``position`` is ``cluster time << 20 | index in its transaction``,
 so ``before(ts)`` is the position just ahead of every entry at ``ts``.
+
+The only mutable state is ``_SUFFIXES``, a cache every connection thread reads and fills; an
+entry is always written with the same value, so a race between two threads is harmless.
 """
 
 from __future__ import annotations
