@@ -29,6 +29,7 @@ from .snapshots import SnapshotReader
 from .stalled import StallRule
 from .stream import StreamHandoff
 from .stream import router as stream_router
+from .textstream import router as text_stream_router
 
 log = logging.getLogger("api")
 
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_handlers(app)
     app.include_router(users)
     app.include_router(stream_router)
+    app.include_router(text_stream_router)
     app.include_router(ops)
     if settings.cors_origins:
         wildcard = "*" in settings.cors_origins
