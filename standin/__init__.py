@@ -6,7 +6,7 @@ It advertises a replica-set primary (MongoDB 7.0, wire version 21, sessions) and
 everything in memory. It holds what the projector, the demo, the benchmarks and pymongo's own
 change-stream tests use, and nothing else (docs/standin.md): insert/update/delete (``$set
 $unset $inc``, replacements, upserts, multi, ordered batches), find (equality, ``$in $nin $ne
-$gt $lt $exists $or``; sort, skip, limit, projection, batches), count, ``count_documents``'s
+$gt $lt $exists $or``; sort, skip, limit, projection, batches), findAndModify, distinct, count, ``count_documents``'s
 aggregate (``$match $skip $limit $group``/``$sum``), create/drop/rename/list of collections,
 dropDatabase, the handshake and admin commands a driver's test harness sends (every login is
 refused, as unknown credentials are), the

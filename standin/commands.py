@@ -30,9 +30,10 @@ from .wire import HANGUP
 log = logging.getLogger(__name__)
 
 MAX_WIRE_VERSION = 21  # MongoDB 7.0
-WRITE_COMMANDS = frozenset({"insert", "update", "delete"})
+WRITE_COMMANDS = frozenset({"insert", "update", "delete", "findAndModify"})
 # Commands that may run in a transaction; they take it as a third argument.
 TRANSACTION_COMMANDS = frozenset(WRITE_COMMANDS | {"find", "getMore", "killCursors", "count", "aggregate",
+                                                   "findAndModify", "findandmodify", "distinct",
                                                    "commitTransaction", "abortTransaction"})
 _SIGNATURE = {"hash": Binary(b"\x00" * 20), "keyId": Int64(0)}
 

@@ -10,6 +10,7 @@ from bson import Int64
 from .changestream import ChangeStreamCursor, ChangeStreamOpen, compile_match, parse_stage
 from .cursors import FIRST_BATCH_SIZE, Cursors, QueryCursor, batch_size, cursor_reply
 from .errors import CommandError, DuplicateKey
+from .findmodify import distinct, find_and_modify
 from .pipeline import run_pipeline
 from .projection import stage_projector
 from .store import Store
@@ -38,6 +39,9 @@ class DataCommands:
             "killCursors": self.kill_cursors,
             "count": self.count,
             "aggregate": self.aggregate,
+            "findAndModify": self.find_and_modify,
+            "findandmodify": self.find_and_modify,
+            "distinct": self.distinct,
         }
 
     def _check(self, txn: Any, name: str) -> None:
@@ -105,6 +109,19 @@ class DataCommands:
         if isinstance(cursor, ChangeStreamCursor):
             reply["cursor"]["postBatchResumeToken"] = cursor.post_batch_resume_token()
         return reply
+
+    def find_and_modify(self, command: Mapping, db: str, txn: Any = None) -> dict:
+        self._check(txn, "findAndModify")
+        coll = command.get("findAndModify", command.get("findandmodify"))
+        reply = self.store.write(txn, lambda view: find_and_modify(view, db, coll, command))
+        fields = command.get("fields")
+        if fields and reply["value"] is not None:
+            reply["value"] = stage_projector(fields)(reply["value"])
+        return reply
+
+    def distinct(self, command: Mapping, db: str, txn: Any = None) -> dict:
+        self._check(txn, "distinct")
+        return {"values": distinct(self.store.find(db, command["distinct"], command.get("query"), txn=txn), command.get("key"))}
 
     def kill_cursors(self, command: Mapping, db: str, txn: Any = None) -> dict:
         killed, missing = [], []

@@ -111,17 +111,19 @@ class Store:
 
     def insert(self, db: str, coll: str, docs: Iterable[dict], ordered: bool = True, txn: Any = None) -> WriteResult:
         """Insert documents (taken over, not copied); duplicates become write errors."""
-        return self._write(txn, lambda view: run_batch(docs, ordered, insert_statement(view, db, coll)))
+        return self.write(txn, lambda view: run_batch(docs, ordered, insert_statement(view, db, coll)))
 
     def update(self, db: str, coll: str, statements: Iterable[Mapping], ordered: bool = True, txn: Any = None) -> WriteResult:
         """Run update statements ``{"q": filter, "u": update, "multi": b, "upsert": b}``."""
-        return self._write(txn, lambda view: run_batch(statements, ordered, update_statement(view, db, coll)))
+        return self.write(txn, lambda view: run_batch(statements, ordered, update_statement(view, db, coll)))
 
     def delete(self, db: str, coll: str, statements: Iterable[Mapping], ordered: bool = True, txn: Any = None) -> WriteResult:
         """Run delete statements ``{"q": filter, "limit": 0 | 1}``."""
-        return self._write(txn, lambda view: run_batch(statements, ordered, delete_statement(view, db, coll)))
+        return self.write(txn, lambda view: run_batch(statements, ordered, delete_statement(view, db, coll)))
 
-    def _write(self, txn: Any, run: Callable[[Any], WriteResult]) -> WriteResult:
+    def write(self, txn: Any, run: Callable[[Any], Any]) -> Any:
+        """``run(view)`` under the lock, on the committed data or in ``txn``; readers are woken
+        when it changed the committed data."""
         with self.changed:
             if txn is not None:
                 return run(txn.view(self._dbs))

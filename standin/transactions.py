@@ -9,7 +9,7 @@ every change to the oplog at one cluster time, carrying the session's ``lsid`` a
 
 Owner: ``Transactions`` guards its registry with its own lock; a ``Transaction`` is used by the
 one connection thread running its session's command, and read or changed only under the store's
-lock (``Store._write``, ``Store.find``, ``Store.commit``).
+lock (``Store.write``, ``Store.find``, ``Store.commit``).
 """
 
 from __future__ import annotations

@@ -90,13 +90,13 @@ def update_statement(view: View, db: str, coll: str) -> Callable[[Mapping, int, 
             return
         for old in targets:
             result.n += 1
-            if _change(view, db, coll, old, update, operators):
+            if change(view, db, coll, old, update, operators):
                 result.modified += 1
 
     return run
 
 
-def _change(view: View, db: str, coll: str, old: dict, update: Any, operators: bool) -> bool:
+def change(view: View, db: str, coll: str, old: dict, update: Any, operators: bool) -> bool:
     if operators:
         new, description = apply_operators(old, update)
         if not description.updated and not description.removed:

@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import pytest
 from bson import Decimal128, Int64, ObjectId
-from pymongo import MongoClient
+from pymongo import MongoClient, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from standin import StandIn
@@ -213,3 +213,30 @@ def test_stopping_right_after_starting_leaves_no_failed_thread(monkeypatch):
         with StandIn():
             pass
     assert failures == []
+
+
+def test_find_one_and_update_returns_the_document_before_or_after_and_is_one_change_event(db):
+    db.userEconomy.insert_many([{"_id": "a", "exp": 1, "rank": 2}, {"_id": "b", "exp": 1, "rank": 1}])
+    with db.watch(max_await_time_ms=100, full_document="updateLookup") as stream:
+        before = db.userEconomy.find_one_and_update({"exp": 1}, {"$inc": {"exp": 5}}, sort=[("rank", 1)])
+        after = db.userEconomy.find_one_and_update({"_id": "a"}, {"$inc": {"exp": 5}}, projection={"exp": 1},
+                                                   return_document=ReturnDocument.AFTER)
+        change = next_change(stream)
+    assert before == {"_id": "b", "exp": 1, "rank": 1}  # the first in sort order, as it was
+    assert after == {"_id": "a", "exp": 6}
+    assert change["operationType"] == "update" and change["fullDocument"] == {"_id": "b", "exp": 6, "rank": 1}
+
+
+def test_find_one_and_update_upserts_and_find_one_and_delete_removes(db):
+    upserted = db.userEconomy.find_one_and_update({"_id": "new"}, {"$set": {"exp": 1}}, upsert=True,
+                                                  return_document=ReturnDocument.AFTER)
+    assert upserted == {"_id": "new", "exp": 1}
+    assert db.userEconomy.find_one_and_update({"_id": "missing"}, {"$set": {"exp": 1}}) is None
+    assert db.userEconomy.find_one_and_delete({"_id": "new"}) == {"_id": "new", "exp": 1}
+    assert db.userEconomy.count_documents({}) == 0
+
+
+def test_distinct_unwinds_arrays_and_treats_equal_numbers_as_one(db):
+    db.t.insert_many([{"s": "done"}, {"s": ["queued", "done"]}, {"s": 1}, {"s": 1.0}, {"x": 0}])
+    assert db.t.distinct("s") == [1, "done", "queued"]
+    assert db.t.distinct("s", {"s": "queued"}) == ["done", "queued"]
