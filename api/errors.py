@@ -110,6 +110,9 @@ class NotReady(ApiError):
 
     status, code = 503, "not_ready"
 
+    def __init__(self, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, {"Retry-After": "1", **(headers or {})})
+
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     body = {"error": {"code": code, "message": message}}

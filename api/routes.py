@@ -119,6 +119,14 @@ async def healthz() -> dict[str, str]:
 async def readyz(redis: RedisDep, settings: SettingsDep) -> dict[str, Any]:
     """Redis answers and the projector's heartbeat (every partition's) is fresh."""
     ages = []
+    try:
+        full = await _redis_full(redis)
+    except StoreError as exc:
+        log.warning("/readyz: Redis failed: %s: %s", type(exc).__name__, exc)
+        raise NotReady(_redis_problem(exc)) from None
+    if full:
+        raise NotReady("Redis is full (at its maxmemory, with maxmemory-policy noeviction): it refuses the "
+                       "projector's writes, so snapshots fall behind; give it more memory")
     for own in settings.projector_layouts:
         name = f"projector partition {own.partition}" if own.partition.count > 1 else "the projector"
         try:
@@ -133,6 +141,15 @@ async def readyz(redis: RedisDep, settings: SettingsDep) -> dict[str, Any]:
             raise NotReady(f"the heartbeat of {name} is {age} ms old (limit {settings.ready_max_heartbeat_age_s:g} s)")
         ages.append(age)
     return {"status": "ready", "projectorHeartbeatAgeMs": max(ages)}
+
+
+async def _redis_full(redis: Any) -> bool:
+    """Whether a Redis (any master of a cluster) with ``noeviction`` is at its ``maxmemory`` (within
+    5%: used memory hovers just below the limit while writes that would pass it are refused)."""
+    info = await redis.info("memory")
+    nodes = info.values() if info and all(isinstance(v, dict) for v in info.values()) else [info]
+    return any(node.get("maxmemory_policy") == "noeviction" and 0 < int(node.get("maxmemory", 0))
+               <= int(node.get("used_memory", 0)) / 0.95 for node in nodes)
 
 
 def _redis_problem(exc: Exception) -> str:

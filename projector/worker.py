@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pymongo.errors import PyMongoError
+from redis.exceptions import OutOfMemoryError
 
 from readmodel.connect import StoreError, masters
 from readmodel.health import take_resync_request
@@ -99,6 +100,7 @@ class Worker:
         self.saved: Checkpoint | None = None  # the last checkpoint stored (as the writer reported it)
         self.masters = ""  # the Redis masters the writes since the last checkpoint went to
         self.backoff_s = 0.0
+        self._saved_at_failure: Checkpoint | None = None  # backoff ends once a checkpoint passes it
         self.caught_up = False  # the last take ended on an empty getMore begun after it started
         self.writes = WriteBehind()
         self.resyncer = Resync(self.source, self.model, self.writer, self.writes, settings.rules, settings.batch_size,
@@ -176,7 +178,10 @@ class Worker:
                 self.writes.flush()
                 self._collect()
             self._periodic()
-            self.backoff_s = 0.0
+            if self.saved is not self._saved_at_failure:
+                # Writes land behind the loop: a step that raised nothing proves nothing yet (a write
+                # of its batch may fail at the next step). A checkpoint stored since the failure does.
+                self.backoff_s = 0.0
         except LeaseLost as exc:
             self._stand_by(exc)
         except Stopped:
@@ -206,7 +211,10 @@ class Worker:
         self.stats.state = State.STANDBY
 
     def _failed(self, exc: BaseException) -> None:
-        message = f"{type(exc).__name__}: {exc}"
+        store = "Redis" if isinstance(exc, StoreError) else "MongoDB" if isinstance(exc, PyMongoError) else ""
+        message = ("Redis is full (maxmemory with noeviction) and refuses writes; " if isinstance(exc, OutOfMemoryError)
+                   else f"{store} failed: " if store else "") + f"{type(exc).__name__}: {exc}"
+        self._saved_at_failure = self.saved
         self.stats.error(message)
         self.backoff_s = min(5.0, self.backoff_s * 2 or 0.2)
         log.warning("%s; reopening from the last checkpoint in %.1f s", message, self.backoff_s)

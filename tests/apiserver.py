@@ -97,7 +97,9 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 15) -> Server:
+    def start(self, timeout_s: float = 30) -> Server:
+        """Start and wait for /healthz. A process that exits or does not come up is stopped, its
+        stderr pipe read and closed, before the error is raised: a failed start leaks nothing."""
         self.port = self.port or free_port()
         env = {
             **os.environ,
@@ -122,14 +124,22 @@ class Server:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                output = self.log_path.read_text() if self.log_path else self.proc.stderr.read().decode()
-                raise RuntimeError(f"api exited: {output}")
+                self._close_stderr()
+                raise RuntimeError(f"api exited: {self.log_path.read_text() if self.log_path else self.stderr}")
             try:
                 if httpx.get(self.url + "/healthz", timeout=0.5).status_code == 200:
                     return self
             except httpx.TransportError:
                 time.sleep(0.05)
-        raise RuntimeError("api did not come up")
+        self.proc.kill()
+        self.proc.wait()
+        self._close_stderr()
+        raise RuntimeError(f"api did not come up in {timeout_s} s: {self.stderr[-2000:]}")
+
+    def _close_stderr(self) -> None:
+        if self.proc is not None and self.proc.stderr is not None and not self.proc.stderr.closed:
+            self.stderr = self.proc.stderr.read().decode(errors="replace")
+            self.proc.stderr.close()
 
     def stop(self, timeout_s: float = 10) -> float:
         """SIGTERM, wait; returns how long the exit took (0 if it had exited: its stderr is kept all the same)."""
@@ -147,9 +157,7 @@ class Server:
                 self.proc.wait()
                 raise
         finally:
-            if self.proc.stderr and not self.proc.stderr.closed:
-                self.stderr = self.proc.stderr.read().decode(errors="replace")
-                self.proc.stderr.close()
+            self._close_stderr()
         return time.monotonic() - started
 
     def metric(self, name: str, **labels: str) -> float:

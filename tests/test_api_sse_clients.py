@@ -138,8 +138,9 @@ def test_a_client_library_gets_the_snapshot_a_change_and_resumes_after_an_api_re
     user = f"u:{uuid.uuid4().hex[:8]}"
     apply(readmodel, task_change(user, "gen-1", progress=10.0))  # version 1
     server = Server(module_prefix).start()
-    client = CLIENTS[library](f"{server.url}/users/{user}/status/stream")
-    try:
+    client = None
+    try:  # from here on the server is stopped whatever fails (a failed client start included)
+        client = CLIENTS[library](f"{server.url}/users/{user}/status/stream")
         first = client.next("snapshot")
         assert first["id"] == "1" and first["data"]["liveTasks"][0]["progressPercent"] == 10.0
         assert client.next("sync")["data"] == {"version": 1, "resumedFrom": None, "sentSnapshot": True}
@@ -166,6 +167,7 @@ def test_a_client_library_gets_the_snapshot_a_change_and_resumes_after_an_api_re
         snapshots = [r["id"] for r in client.seen if r["type"] == "snapshot"]
         assert snapshots == ["1", "2", "4"]  # version 3 was never served: the client lands on the final one
     finally:
-        client.close()
+        if client is not None:
+            client.close()
         server.stop()
     assert "Traceback" not in server.stderr, server.stderr

@@ -1,0 +1,162 @@
+"""A slow, a silent and a full Redis under the running projector and API (issue #23).
+
+Redis is a private redis-server; a loopback fault proxy (tests/faultproxy.py) sits between it and
+both processes. Slow: every reply 200 ms late. Silent: connections accepted, nothing answered
+(what is in flight is held, as TCP would). Full: ``maxmemory`` with ``noeviction`` (writes
+refused). Throughout, a bot polls REST and a panel holds a stream: every answer is 200 or a 503
+with ``Retry-After`` within the documented bound (never a 500, never a hang), the stream stays
+open, the projector does not spin while Redis is down, says what is wrong in its log and
+``/readyz`` says it too, and once Redis is back everything converges with nothing lost.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+
+import httpx
+import redis
+
+from readmodel import Layout
+from tests.apiserver import Server
+from tests.capture_helpers import DB, TASKS, snapshot, task_doc
+from tests.faultproxy import FaultProxy
+from tests.test_worker_process import caught_up, output
+from tests.waits import wait_for
+
+from .helpers import MixedWriter, compare, now_iso
+from .redisfaults import Bot, Listener, cpu_seconds
+
+RUN = ("--batch-size", "100", "--lease-ttl-ms", "3000", "--no-progress")
+REQUEST_BOUND_S = 5.0 + 2.0  # the API's Redis timeout (5 s), plus slack for a loaded machine
+WATCHED = "u1"  # one of MixedWriter's users
+
+
+def _converged(client, layout, standin) -> bool:
+    return caught_up(client, layout, standin) and compare(standin, client, layout).clean
+
+
+def _check_answers(bot: Bot) -> None:
+    bad = [a for a in bot.answers if a.status not in (200, 503)]
+    assert not bad, bad[:5]
+    no_retry = [a for a in bot.answers if a.status == 503 and not a.retry_after]
+    assert not no_retry, no_retry[:5]
+    slow = [a for a in bot.answers if a.seconds > REQUEST_BOUND_S]
+    assert not slow, slow[:5]
+
+
+def test_slow_then_silent_redis_answers_503_in_time_never_spins_and_converges(standin, spawn, private_redis, prefix):
+    layout = Layout(prefix)
+    direct = redis.Redis.from_url(private_redis.url, socket_timeout=5)
+    writer = MixedWriter(standin, random.randrange(1 << 30), limit=100_000, pause_s=0.01)
+    writer.seed()
+    with FaultProxy(private_redis.port) as proxy:
+        proc = spawn("--mongo-url", standin.url, "--redis-url", proxy.url, *RUN)
+        wait_for(lambda: caught_up(direct, layout, standin), 30, "the initial sync")
+        api = Server(prefix, env={"REDIS_URL": proxy.url}).start()
+        bot, listener = Bot(api.url, WATCHED), Listener(api.url, WATCHED)
+        try:
+            bot.start()
+            listener.start()
+            writer.start()
+            wait_for(lambda: listener.versions, 15, "the stream's first snapshot")
+
+            proxy.mode, bot.phase = "delay", "delay"
+            time.sleep(8)  # the phase lasts this long: writes go on, every reply comes 200 ms late
+            delayed = [a for a in bot.answers if a.phase == "delay"]
+            assert delayed and all(a.status == 200 for a in delayed), delayed[:5]
+
+            proxy.mode, bot.phase = "blackhole", "blackhole"
+            cpu_before, silent_from = cpu_seconds(proc.pid), time.monotonic()
+            wait_for(lambda: any(a.phase == "blackhole" and a.status == 503 for a in bot.answers), 20,
+                     "a 503 while Redis is silent")
+            ready = httpx.get(api.url + "/readyz", timeout=REQUEST_BOUND_S + 5)
+            time.sleep(max(0.0, 15 - (time.monotonic() - silent_from)))  # 15 s of silence in all
+            cpu_used = cpu_seconds(proc.pid) - cpu_before
+            silent_s = time.monotonic() - silent_from
+            assert ready.status_code == 503 and ready.headers.get("retry-after"), ready.text
+            assert "Redis does not answer" in ready.json()["error"]["message"], ready.text
+            assert listener.ended is None, listener.ended  # heartbeats kept it open
+
+            proxy.mode, bot.phase = "pass", "recovered"
+            wait_for(lambda: any(a.phase == "recovered" and a.status == 200 for a in bot.answers), 30,
+                     "REST answering again")
+            writer.stop.set()
+            writer.join()
+            wait_for(lambda: _converged(direct, layout, standin), 90, "converging after Redis came back")
+            final = snapshot(direct, layout, WATCHED)["version"]
+            wait_for(lambda: listener.versions and listener.versions[-1] == final, 30, "the stream's final version")
+        finally:
+            writer.stop.set()
+            bot.stop.set()
+            listener.stop.set()
+            api.stop()
+    log = output(proc)
+    print(f"projector CPU while Redis was silent: {cpu_used:.2f} s in {silent_s:.1f} s; "
+          f"answers: {len(bot.answers)}, 503: {sum(a.status == 503 for a in bot.answers)}; stream {listener.ended}")
+    _check_answers(bot)
+    assert cpu_used < 0.1 * silent_s, f"{cpu_used:.2f} s of CPU in {silent_s:.1f} s of silence"
+    assert "WARNING projector.worker: Redis failed: TimeoutError" in log, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+    assert proc.poll() is None, log[-3000:]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+    direct.close()
+
+
+def test_full_redis_refuses_writes_the_projector_backs_off_and_loses_nothing(standin, spawn, private_redis, prefix):
+    layout = Layout(prefix)
+    direct = redis.Redis.from_url(private_redis.url, socket_timeout=5)
+    writer = MixedWriter(standin, random.randrange(1 << 30), limit=100_000, pause_s=0.01)
+    writer.seed()
+    proc = spawn("--mongo-url", standin.url, "--redis-url", private_redis.url, *RUN)
+    wait_for(lambda: caught_up(direct, layout, standin), 30, "the initial sync")
+    api = Server(prefix, env={"REDIS_URL": private_redis.url}).start()
+    bot, listener = Bot(api.url, WATCHED), Listener(api.url, WATCHED)
+    try:
+        bot.start()
+        listener.start()
+        writer.start()
+        wait_for(lambda: listener.versions, 15, "the stream's first snapshot")
+        # Full: a limit a little above what is used now; the writes (and new tasks) fill it.
+        used = int(direct.info("memory")["used_memory"])
+        direct.config_set("maxmemory-policy", "noeviction")
+        direct.config_set("maxmemory", used + 64 * 1024)
+        bot.phase = "full"
+        for n in range(400):  # new live tasks nothing touches again: any one lost would show
+            standin.insert(DB, TASKS, task_doc(f"full-{n}", f"f{n % 7}", progress=0.5, requestTimestamp=now_iso()))
+        try:
+            wait_for(lambda: "Redis is full (maxmemory with noeviction) and refuses writes" in output(proc), 30,
+                     "a write refused by the full Redis")
+        except AssertionError:
+            print(output(proc)[-3000:], direct.info("memory"))
+            raise
+        cpu_before, full_from = cpu_seconds(proc.pid), time.monotonic()
+        ready = httpx.get(api.url + "/readyz", timeout=REQUEST_BOUND_S + 5)
+        time.sleep(10)
+        cpu_used = cpu_seconds(proc.pid) - cpu_before
+        full_s = time.monotonic() - full_from
+        assert ready.status_code == 503 and "full" in ready.json()["error"]["message"], ready.text
+
+        direct.config_set("maxmemory", 0)
+        bot.phase = "recovered"
+        writer.stop.set()
+        writer.join()
+        wait_for(lambda: _converged(direct, layout, standin), 90, "converging once Redis has room again")
+        final = snapshot(direct, layout, WATCHED)["version"]
+        wait_for(lambda: listener.versions and listener.versions[-1] == final, 30, "the stream's final version")
+    finally:
+        writer.stop.set()
+        bot.stop.set()
+        listener.stop.set()
+        api.stop()
+    log = output(proc)
+    print(f"projector CPU while Redis was full: {cpu_used:.2f} s in {full_s:.1f} s")
+    _check_answers(bot)
+    assert listener.ended is None, listener.ended
+    assert cpu_used < 0.1 * full_s, f"{cpu_used:.2f} s of CPU in {full_s:.1f} s of a full Redis"
+    assert "Traceback" not in log, log[-3000:]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+    direct.close()
