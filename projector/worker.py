@@ -178,7 +178,7 @@ class Worker:
                 self.writes.flush()
                 self._collect()
             self._periodic()
-            if self.saved is not self._saved_at_failure:
+            if self.saved != self._saved_at_failure:
                 # Writes land behind the loop: a step that raised nothing proves nothing yet (a write
                 # of its batch may fail at the next step). A checkpoint stored since the failure does.
                 self.backoff_s = 0.0

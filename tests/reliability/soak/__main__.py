@@ -113,10 +113,10 @@ class Soak:
         assert self.clients.proc is not None and self.clients.proc.stdin is not None
         self.clients.proc.stdin.write(f"{command}\n".encode())
         self.clients.proc.stdin.flush()
-        deadline = time.monotonic() + 60
+        deadline, line = time.monotonic() + 60, ""
         while time.monotonic() < deadline:
-            line = self.clients_out.readline()
-            if line:
+            line += self.clients_out.readline()  # a long answer may still be being written: wait for its end
+            if line.endswith("\n"):
                 message = json.loads(line)
                 return message.get("report", message)
             time.sleep(0.05)
@@ -134,10 +134,13 @@ class Soak:
         if self.clients.alive():
             try:
                 self.ask("stop")
-            except (RuntimeError, OSError):
+            except (RuntimeError, OSError, ValueError):
                 pass
         for proc in [self.clients, *self.apis, self.projector, self.standin, self.redis_proc]:
-            proc.stop()
+            try:
+                proc.stop()
+            except Exception as exc:  # noqa: BLE001 - every other process must still be stopped
+                print(f"soak: stopping {proc.name} failed: {exc}", file=sys.stderr)
         for client in (self.redis, self.mongo, getattr(self, "clients_out", None)):
             if client is not None:
                 client.close()
