@@ -85,6 +85,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/users/{masterAccountId}/status/text/stream": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Status Text Stream
+         * @description The user's status message for one chat platform, re-sent when it changes (paced, coalesced) until no
+         *     task is live; made for editing one message in place.
+         */
+        get: operations["streamStatusText"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/healthz": {
         parameters: {
             query?: never;
@@ -288,6 +309,17 @@ export interface components {
              * @description the tool's typical duration, when known
              */
             expectedDurationMs?: number | null;
+            /**
+             * Stalled
+             * @description unchanged for longer than STALLED_FACTOR typical durations of its tool (STALLED_AFTER_S when unknown); false once it moves
+             * @default false
+             */
+            stalled: boolean;
+            /**
+             * Stalledat
+             * @description ISO-8601 UTC: when it counts as stalled if it does not move (the panel flags it then)
+             */
+            stalledAt?: string | null;
         };
         /** PartitionPosition */
         PartitionPosition: {
@@ -813,6 +845,85 @@ export interface operations {
                         event: "end";
                         data: string;
                     };
+                };
+            };
+            /** @description malformed id or parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no, bad or expired credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a user token for another user */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description too_many_streams: this user or credential holds as many open streams as it may */
+            429: {
+                headers: {
+                    /** @description seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description store_unavailable: Redis does not answer (streams also: server_busy, this process is full) */
+            503: {
+                headers: {
+                    /** @description seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    streamStatusText: {
+        parameters: {
+            query: {
+                /** @description where the text will be sent */
+                platform: "telegram" | "discord";
+                /** @description Telegram only: parse mode (default html) */
+                markup?: ("html" | "markdownv2") | null;
+                /** @description at least this long between events (default and minimum: TEXT_STREAM_INTERVAL_S, 3 s) */
+                intervalS?: number | null;
+            };
+            header?: never;
+            path: {
+                /** @description masterAccountId: letters, digits and `:_.-`, at most 128 characters. */
+                masterAccountId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description `event: text` (the message, at most one per interval, the newest state), then `event: final` when no task is live; data as /status/text plus `liveTasks` (a count) and `final` */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": unknown;
                 };
             };
             /** @description malformed id or parameter */
