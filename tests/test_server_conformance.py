@@ -61,6 +61,27 @@ def test_an_idle_streams_token_advances_only_when_the_oplog_does(client, db):
         assert stream.resume_token["_data"] > before["_data"]
 
 
+def test_a_resumed_streams_first_token_is_the_token_it_resumed_from(db):
+    """"the PBRT for a resumed stream is the given resume token if no result are returned"."""
+    with db.watched.watch(max_await_time_ms=100) as stream:
+        db.watched.insert_many([{"_id": 1}, {"_id": 2}])
+        first = next_change(stream)
+    reply = db.command("aggregate", "watched", pipeline=[{"$changeStream": {"resumeAfter": first["_id"]}}],
+                       cursor={"batchSize": 0})
+    assert reply["cursor"]["firstBatch"] == [] and reply["cursor"]["postBatchResumeToken"] == first["_id"]
+
+
+def test_a_stream_starting_in_the_future_keeps_its_first_token_while_the_oplog_moves(db):
+    """"the PBRT does not advance beyond its initial value for a change stream whose
+    startAtOperationTime is in the future, even as writes are made to the test collection"."""
+    with db.watched.watch(start_at_operation_time=Timestamp(4102444800, 1), max_await_time_ms=100) as stream:
+        initial = stream.resume_token
+        for n in range(3):
+            assert stream.try_next() is None
+            assert stream.resume_token == initial
+            db.watched.insert_one({"_id": n})
+
+
 def test_the_stand_in_writes_the_servers_periodic_no_op_into_an_idle_oplog():
     """A replica-set primary writes a no-op into an idle oplog every periodicNoopIntervalSecs (a
     startup parameter, 10 s by default), which is what advances an idle stream's token. Checked on
