@@ -22,7 +22,7 @@ from readmodel.keys import USER_ID_RE
 from .lease import Lease, holder_id
 from .settings import Settings
 from .verify import Report, Verifier, VerifyError
-from .verify_repair import plan as plan_repair
+from .verify_repair import repair
 from .verify_schedule import REPAIR_WAIT_S, parse_sample, request_key, result_key
 
 
@@ -82,8 +82,8 @@ def run(args: argparse.Namespace, settings: Settings, redis: Any, mongo: Any) ->
                    f"({wall_s:.1f} s, {cpu_s:.1f} s CPU)")
         print(summary, file=sys.stderr if report.drift else sys.stdout)
         if outcome:
-            print(f"repaired {outcome['documents']} documents of {len(outcome['users'])} users "
-                  f"({outcome['by']}); {len(outcome['remaining'])} differences remain", file=sys.stderr)
+            print(f"repaired the differing documents of {len(outcome['users'])} users through {outcome['by']}; "
+                  f"{len(outcome['remaining'])} differences remain", file=sys.stderr)
             for diff in outcome["remaining"]:
                 print(f"still: {diff['kind']} user {diff['user']} {diff['doc']}: {diff['detail']}")
     return 1 if drifted else 0
@@ -103,8 +103,7 @@ def _repair(verifier: Verifier, report: Report, wait_s: float) -> dict[str, Any]
         result = json.loads(raw)
         if "error" in result:
             raise VerifyError(f"the running projector could not repair: {result['error']}")
-        return {"by": "the running projector", "users": report.drift_users,
-                "documents": result.get("repaired", 0)}
+        return {"by": "the running projector", "users": report.drift_users}
     lease = Lease(redis, layout, f"verify:{holder_id()}")
     if not lease.acquire():
         raise VerifyError("a projector took the lease meanwhile; run verify --repair again")
@@ -114,8 +113,7 @@ def _repair(verifier: Verifier, report: Report, wait_s: float) -> dict[str, Any]
             raise VerifyError("lost the lease during the repair")
 
     try:
-        plan = plan_repair(verifier, report.drift, report.raw_ids)
-        plan.apply(redis, fenced, verifier.clock)
+        repair(verifier, report, lambda plan: plan.apply(redis, fenced, verifier.clock))
     finally:
         lease.release()
-    return {"by": "this process under the lease", "users": sorted(plan.users), "documents": plan.documents}
+    return {"by": "this process under the lease", "users": report.drift_users}

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from readmodel import position
 from readmodel.records import FINISHED_SHOWN_MS, FINISHED_TASK_FIELDS, TASK_FIELDS
 from readmodel.text import text, text_map
 
@@ -166,11 +167,24 @@ def _entry_seq(entry: str | None) -> str:
     return "" if entry is None else entry.split("|", 1)[0]
 
 
+AHEAD_S = 60  # a stored position this far past the source's clock cannot have come from it
+
+
+def _limit(newest: str) -> str:
+    """The highest position a stored one may have: a resync stores the position just after the
+    source's clock (a new stream starts there) and an idle stream's high-water mark follows wall
+    time, so only what lies well past the clock cannot come from the source. A position only a
+    little ahead would be overtaken by the next change anyway."""
+    seconds, _, _inc = newest.partition(".")
+    return position(int(seconds) + AHEAD_S, 0) if seconds.isdigit() else newest
+
+
 def compare(uid: str, want: Expected, have: Actual, docs: Documents, newest: str) -> list[Difference]:
-    """Every difference of one user; ``newest`` is a position no stored one may pass (the
-    source's cluster time after everything was read)."""
+    """Every difference of one user; ``newest`` is the source's cluster time after everything
+    was read (a stored position more than :data:`AHEAD_S` past it, or not a position, is drift)."""
     now_ms, owns = docs.now_ms, docs.owns
     out: list[Difference] = []
+    limit = _limit(newest)
 
     def diff(kind: str, collection: str, doc: str, detail: str, *positions: str | None) -> None:
         out.append(Difference(kind, uid, collection, doc, detail, tuple(p for p in positions if p)))
@@ -251,11 +265,11 @@ def compare(uid: str, want: Expected, have: Actual, docs: Documents, newest: str
         diff("version-missing", "", "", f"the snapshot has content but version {have.user.get('version')!r}")
 
     for gid, seq in have.seqs.items():
-        if seq > newest and owns(gid):
+        if seq > limit and owns(gid):
             diff("position-ahead", TASKS, gid, f"position {seq[:40]!r} is past the source's clock {newest}")
-    if balance_seq is not None and balance_seq > newest and balance_owned:
+    if balance_seq is not None and balance_seq > limit and balance_owned:
         diff("position-ahead", ECONOMY, balance_doc, f"balance position {balance_seq[:40]!r} is past {newest}")
     for (collection, doc_id), entry in have.owners.items():
-        if entry is not None and _entry_seq(entry) > newest:
+        if entry is not None and _entry_seq(entry) > limit:
             diff("position-ahead", collection, doc_id, f"owner entry {entry[:40]!r} is past {newest}")
     return out

@@ -1,8 +1,11 @@
 """``projector verify --repair``: re-project exactly the documents a verify found differing.
 
-A plan is made from a fresh read of those documents, at the position S of the source's clock
-taken *before* that read: a change after S carries a later position and wins over the repair, a
-change before S is in what was read. It is written through the projector's write path
+A plan is made from a fresh read of those documents, written at the position just after the
+source's clock S taken *before* that read: where a resync writes too (a new change stream starts
+there), so no position the projector stored legitimately is past it, while a change after S has a
+position at least as late and wins. A change in that very tick that the projector applies before
+the repair ties with it, and the repair's older read could win: :func:`repair` therefore checks the
+repaired users again and repairs once more while they differ. It is written through the projector's write path
 (:class:`readmodel.ReadModel`: owner entries, one script per user, versions, ``SPUBLISH``):
 
 1. positions that cannot be (past the source's clock, or not a position) are removed first, or
@@ -25,14 +28,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from readmodel import BalanceChange, Change, Layout, ReadModel, TaskChange
+from readmodel import BalanceChange, Change, Layout, ReadModel, TaskChange, position
 from readmodel.changes import GONE
 
 from .changes import Rejected, document_change
 from .durations import Durations
 from .normalize import document_id, iso
 from .settings import Settings
-from .verify import Verifier
+from .verify import Report, Verifier
 from .verify_compare import ECONOMY, TASKS, Difference
 
 log = logging.getLogger(__name__)
@@ -75,7 +78,8 @@ def plan(verifier: Verifier, drift: list[Difference], raw_ids: dict[tuple[str, s
     settings: Settings = verifier.settings
     layout = settings.layout
     result = Plan(layout)
-    seq = verifier.cluster_time()  # before the read: see the module docstring
+    seconds, _, inc = verifier.cluster_time().partition(".")  # before the read: see the module docstring
+    seq = position(int(seconds), int(inc) + 1)
     wanted: dict[str, dict[str, set[str]]] = {TASKS: {}, ECONOMY: {}}  # collection -> id -> users showing it
     for diff in drift:
         result.users.add(diff.user)
@@ -114,3 +118,19 @@ def _gone(collection: str, doc_id: str, seq: str, uid: str) -> Change:
     if collection == TASKS:
         return TaskChange(generation_id=doc_id, seq=seq, owner=uid, state=GONE)
     return BalanceChange(doc_id=doc_id, seq=seq, owner=uid)
+
+
+def repair(verifier: Verifier, report: Report, write: Callable[[Plan], Any], attempts: int = 3) -> tuple[int, Report]:
+    """Plan and ``write`` the repair of ``report``'s drift, check the repaired users again, and
+    repeat while they still differ. Returns (documents re-projected, the last check)."""
+    drift, raw_ids, documents = report.drift, report.raw_ids, 0
+    after = report
+    for _attempt in range(attempts):
+        planned = plan(verifier, drift, raw_ids)
+        write(planned)
+        documents += planned.documents
+        after = verifier.check(sorted(planned.users))
+        if not after.drift:
+            break
+        drift, raw_ids = after.drift, after.raw_ids
+    return documents, after

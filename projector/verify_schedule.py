@@ -31,7 +31,7 @@ from readmodel import Layout
 from .settings import SettingsError
 from .verify import Report, Verifier, VerifyError
 from .verify_compare import KINDS
-from .verify_repair import plan as plan_repair
+from .verify_repair import repair
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +197,7 @@ class VerifySchedule:
             if report.drift and repair and not self._stop.is_set():
                 repaired = self._repair(verifier, report)
                 result["repaired"] = sum(repaired.values())
+                result["remaining"] = len(report.drift) - result["repaired"]
             if report.drift:
                 log.warning("verify: %d differences in %d of %d users%s: %s", len(report.drift),
                             len(report.drift_users), report.users, " (repaired)" if repaired else "",
@@ -217,16 +218,20 @@ class VerifySchedule:
             worker.redis.set(result_key(worker.layout, request["id"]), json.dumps(result), ex=RESULT_TTL_S)
 
     def _repair(self, verifier: Verifier, report: Report) -> dict[str, int]:
-        plan = plan_repair(verifier, report.drift, report.raw_ids)
-        done = threading.Event()
-        outcome: list[Any] = []
-        self.plans.put((plan, done, outcome))
-        deadline = time.monotonic() + REPAIR_WAIT_S
-        while not done.wait(0.1) and time.monotonic() < deadline and not self._stop.is_set():
-            pass
-        if not outcome or isinstance(outcome[0], Exception):
-            raise VerifyError(f"the repair was not written: {outcome[0] if outcome else 'timed out'}")
+        def write(plan: Any) -> None:  # through the worker thread, onto its writer
+            done = threading.Event()
+            outcome: list[Any] = []
+            self.plans.put((plan, done, outcome))
+            deadline = time.monotonic() + REPAIR_WAIT_S
+            while not done.wait(0.1) and time.monotonic() < deadline and not self._stop.is_set():
+                pass
+            if not outcome or isinstance(outcome[0], Exception):
+                raise VerifyError(f"the repair was not written: {outcome[0] if outcome else 'timed out'}")
+
+        _documents, after = repair(verifier, report, write)
+        left = {(d.kind, d.user, d.doc) for d in after.drift}
         kinds: dict[str, int] = {}
         for d in report.drift:
-            kinds[d.kind] = kinds.get(d.kind, 0) + 1
+            if (d.kind, d.user, d.doc) not in left:
+                kinds[d.kind] = kinds.get(d.kind, 0) + 1
         return kinds
