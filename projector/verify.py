@@ -7,7 +7,7 @@ read model stores at a position after S changed while it was being read: it is *
 drift, and its user is read again in the next round. A difference must also show in two
 consecutive rounds before it is reported, so a write the first read could not see yet (MongoDB
 may acknowledge writes out of cluster-time order for a moment) never counts as drift. A stored
-position past the source's clock cannot come from MongoDB: it is drift at once. Users still in
+position well past the source's clock cannot come from MongoDB: it is drift at once. Users still in
 flight after the last round are reported as *unsettled* (written to all the time), not as drift.
 
 Owned by the thread that calls :meth:`Verifier.check` (the CLI's main thread, or the worker's
@@ -258,10 +258,17 @@ class Verifier:
         return checkpoint.position if checkpoint else ""
 
     def _wait_applied(self, target: str) -> None:
-        """Until the projector's checkpoint is at ``target`` or later (every change up to it is in Redis)."""
+        """Until the projector's checkpoint is past ``target``, the source's clock after the read.
+
+        Strictly past: a checkpoint at a time T can be a high-water mark that covers the events
+        before T only (a stream's first token, or one resumed at T), and whether the entry at T is
+        a change the projector still has to apply cannot be told from its position. On a quiet
+        source this waits until the clock moves: MongoDB writes a no-op to an idle oplog every
+        ``periodicNoopIntervalSecs`` (10 s by default), and the change stream's post-batch token
+        passes it."""
         deadline = time.monotonic() + self.wait_s
-        while (applied := self.applied()) < target:
+        while (applied := self.applied()) <= target:
             if time.monotonic() >= deadline:
-                raise VerifyError(f"the projector has not applied up to {target} within {self.wait_s:g} s "
+                raise VerifyError(f"the projector has not applied past {target} within {self.wait_s:g} s "
                                   f"(its checkpoint is at {applied or 'nothing'}): is `projector run` running?")
             self.sleep(0.05)

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from projector import verify_compare
-from projector.checkpoint import Checkpoint, CheckpointStore
+from projector.checkpoint import CheckpointStore
 from projector.normalize import Rules
 from projector.settings import Settings
 from projector.source import connect
@@ -25,9 +25,18 @@ from projector.verify_compare import Actual, Documents, compare
 from projector.verify_repair import plan as plan_repair
 from projector.worker import Worker
 from readmodel import position
+from standin import StandIn
 
 from .capture_helpers import DB, ECONOMY, TASKS, economy_doc, snapshot, task_doc
 from .waits import wait_for
+
+
+@pytest.fixture
+def standin():
+    """A stand-in whose idle clock moves every half second (MongoDB's periodicNoopIntervalSecs, a
+    startup parameter, 10 s by default): a verify waits for the clock to move past its read."""
+    with StandIn(noop_interval=0.5) as server:
+        yield server
 
 
 class Running:
@@ -40,17 +49,20 @@ class Running:
 
     def applied(self) -> None:
         """Until the worker has applied everything written to the stand-in so far."""
-        latest = self.standin.cluster_time()
-        target = position(latest.time, latest.inc)
-        wait_for(lambda: (CheckpointStore(self.worker.redis, self.worker.layout).load() or NONE).position >= target,
-                 15, f"the worker applying up to {target}")
+        applied_through(self.worker.redis, self.worker.layout, self.standin)
 
     def stop(self) -> None:
         self.worker.stop()
         self.thread.join(10)
 
 
-NONE = Checkpoint(None, "", 0)
+def applied_through(redis, layout, standin, timeout_s: float = 15) -> None:
+    """Until the checkpoint is past the stand-in's latest write (a checkpoint at its time may be a
+    high-water mark that covers only what came before it)."""
+    latest = standin.cluster_time()
+    target = position(latest.time, latest.inc)
+    wait_for(lambda: getattr(CheckpointStore(redis, layout).load(), "position", "") > target, timeout_s,
+             f"the projector applying past {target}")
 
 
 @pytest.fixture
@@ -154,7 +166,7 @@ def test_the_verify_waits_for_the_projector_and_says_so_when_it_does_not_apply(s
     worker.stop()
     standin.update(DB, TASKS, "g0", set={"progress": 0.9})  # no projector applies it
     verifier.wait_s = 0.3
-    with pytest.raises(VerifyError, match="has not applied up to"):
+    with pytest.raises(VerifyError, match="has not applied past"):
         verifier.check()
 
 

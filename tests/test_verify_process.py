@@ -16,11 +16,11 @@ import pytest
 
 from projector.checkpoint import CheckpointStore
 from projector.verify_schedule import request_key
-from readmodel import position
 
 from .apiserver import SSE, Server, auth
 from .capture_helpers import DB, ECONOMY, TASKS, economy_doc, task_doc
 from .net import free_port
+from .test_verify import applied_through, standin  # noqa: F401  (the quick-clock stand-in)
 from .waits import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,10 +38,7 @@ def world(standin, real_redis, prefix, layout, store_env, tmp_path):
     procs: list[subprocess.Popen] = []
 
     def applied() -> None:
-        latest = standin.cluster_time()
-        target = position(latest.time, latest.inc)
-        wait_for(lambda: (getattr(CheckpointStore(real_redis, layout).load(), "position", "")) >= target, 20,
-                 f"the projector applying up to {target}")
+        applied_through(real_redis, layout, standin, 20)
 
     def start(*args: str, **extra: str) -> subprocess.Popen:
         with open(tmp_path / "projector.log", "w") as log:
@@ -194,4 +191,4 @@ def test_usage_and_a_projector_that_does_not_apply_exit_2_with_one_sentence(worl
     nothing = cli("--wait-s", "0.5")  # no projector ever ran: no checkpoint
     assert nothing.returncode == 2
     assert nothing.stderr.strip().splitlines()[-1].startswith("projector: verify could not compare: the projector "
-                                                             "has not applied up to")
+                                                             "has not applied past")
