@@ -50,7 +50,7 @@ node-example: examples/node/node_modules/.package-lock.json
 examples/node/node_modules/.package-lock.json: examples/node/package-lock.json
 	npm ci --prefix examples/node --no-audit --no-fund
 
-# After changing a route or a response model: regenerate the example's TypeScript types (committed).
+# The example's TypeScript types from the app's OpenAPI (git-ignored; for an editor or `npm run check`).
 node-types: install node-example
 	$(BIN)/python scripts/node-types
 
