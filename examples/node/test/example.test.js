@@ -66,13 +66,17 @@ const credit = (account, amount) =>
 before(() => mongo.connect());
 after(() => mongo.close());
 
-test('writes of the MongoDB Node driver (insert, $set progress, $inc Decimal128) reach the API exactly', async () => {
+test('writes of the MongoDB Node driver (insert, $set progress, $inc Decimal128, findOneAndUpdate) reach the API exactly', async () => {
   const { user, account, generation } = await newUser();
   await tasks.updateOne({ _id: generation }, { $set: { progress: 0.5, updatedAt: new Date() } });
   await credit(account, '0.25');
+  // A debit read back in one step, as a bot charges for a generation.
+  const debited = await economy.findOneAndUpdate({ masterAccountId: account },
+    { $inc: { usdCredit: Decimal128.fromString('-0.05') } }, { returnDocument: 'after' });
+  assert.equal(debited?.usdCredit.toString(), '1.70');
   const snapshot = await eventually(async () => {
     const found = await livestatus.status(user);
-    return found.balance.usdCredit === '1.75' && found.liveTasks[0]?.progressPercent === 50 && found;
+    return found.balance.usdCredit === '1.70' && found.liveTasks[0]?.progressPercent === 50 && found;
   }, 'the projector applying the writes');
   assert.equal(snapshot.masterAccountId, user);
   assert.equal(snapshot.balance.exp, 3);
