@@ -15,7 +15,7 @@ from . import tokens
 from .cursors import MAX_BATCH_BYTES
 from .errors import NON_RESUMABLE, CommandError, history_lost
 from .events import invalidate_event, render, token_data
-from .oplog import INVALIDATE, NOOP, Entry
+from .oplog import INVALIDATE, NOOP, RENAME, Entry
 from .projection import stage_projector
 from .query import compile_filter
 from .store import Store
@@ -243,4 +243,6 @@ class ChangeStreamCursor:
             return (entry.db is None or entry.db == self.db) and (entry.coll is None or entry.coll == self.coll)
         if self.db is None:
             return True
+        if entry.op == RENAME and self.coll is not None and entry.to == {"db": self.db, "coll": self.coll}:
+            return True  # a rename onto this collection (metadata_notifications.js)
         return entry.db == self.db and (self.coll is None or entry.coll == self.coll)

@@ -179,10 +179,10 @@ class Store:
                 raise CommandError(48, f"target namespace exists: {to_db}.{to_coll}")
             docs = self._dbs[db].pop(coll)
             if to_db == db:
-                self._renamed(db, coll, to_db, to_coll, docs, target_exists)
+                self._renamed(db, coll, to_db, to_coll, docs)
             else:
                 # The temporary name's form is the stand-in's; the server's tests do not check it.
-                self._renamed(to_db, f"tmp{secrets.token_hex(3)}.renameCollection", to_db, to_coll, docs, target_exists)
+                self._renamed(to_db, f"tmp{secrets.token_hex(3)}.renameCollection", to_db, to_coll, docs)
                 self.oplog.append(DROP, db, coll)
                 self.oplog.append(INVALIDATE, db, coll)
             self.changed.notify_all()
@@ -191,19 +191,17 @@ class Store:
         """What ``$out`` does: fill a temporary collection, rename it over the target (one
         ``rename`` event from the temporary namespace, whole_db_metadata_notifications.js)."""
         with self.changed:
-            target_exists = coll in self._dbs.get(db, {})
             stored = {id_key(doc["_id"]): doc for doc in (copy.deepcopy(d) for d in docs)}
-            self._renamed(db, f"tmp.agg_out.{secrets.token_hex(16)}", db, coll, stored, target_exists)
+            self._renamed(db, f"tmp.agg_out.{secrets.token_hex(16)}", db, coll, stored)
             self.changed.notify_all()
 
-    def _renamed(self, db: str, coll: str, to_db: str, to_coll: str, docs: dict, target_existed: bool) -> None:
+    def _renamed(self, db: str, coll: str, to_db: str, to_coll: str, docs: dict) -> None:
         self._dbs.setdefault(to_db, {})[to_coll] = docs
         self.oplog.append(RENAME, db, coll, to={"db": to_db, "coll": to_coll})
         self.oplog.append(INVALIDATE, db, coll)
-        if target_existed:
-            # Streams on the replaced target collection end too; which events a collection-level
-            # stream on the target gets is not settled by the server tests read (docs/standin.md).
-            self.oplog.append(INVALIDATE, to_db, to_coll)
+        # A stream on the target collection sees the rename, then is invalidated, whether the
+        # target existed or not (jstests/change_streams/metadata_notifications.js).
+        self.oplog.append(INVALIDATE, to_db, to_coll)
 
     def drop_database(self, db: str) -> bool:
         """Drop every collection, then the database; invalidates the database's streams."""

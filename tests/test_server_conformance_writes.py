@@ -5,6 +5,7 @@ a real server).
 
 from __future__ import annotations
 
+import pytest
 from bson import Int64
 
 from .server_conformance import DB, OTHER_DB, changes_until, client, db, get_more, next_change, open_cursor  # noqa: F401
@@ -63,6 +64,30 @@ def test_a_rename_into_another_database_is_a_drop_of_the_source(client, db):
         changes = changes_until(stream, "end")
     # "Rename across databases drops the source collection after the collection is copied over."
     assert [(c["operationType"], c["ns"]) for c in changes[:-1]] == [("drop", {"db": DB, "coll": "source"})]
+
+
+@pytest.mark.parametrize("target_exists", [False, True])
+def test_a_stream_on_the_target_of_a_rename_sees_the_rename_then_is_invalidated(db, target_exists):
+    """jstests/change_streams/metadata_notifications.js: "with a change stream open on the
+    target", with and without dropTarget of an existing target: rename, then invalidate."""
+    db.source.insert_one({"_id": 1})
+    if target_exists:
+        db.target.insert_one({"_id": "old"})
+    with db.target.watch(max_await_time_ms=100) as stream:
+        db.source.rename("target", dropTarget=target_exists)
+        rename, invalidate = next_change(stream), next_change(stream)
+    assert rename["operationType"] == "rename"
+    assert (rename["ns"], rename["to"]) == ({"db": DB, "coll": "source"}, {"db": DB, "coll": "target"})
+    assert invalidate["operationType"] == "invalidate"
+
+
+def test_out_into_a_collection_ends_that_collections_stream_after_the_rename(db):
+    db.source.insert_one({"_id": 1})
+    with db.target.watch(max_await_time_ms=100) as stream:
+        list(db.source.aggregate([{"$out": "target"}]))
+        rename, invalidate = next_change(stream), next_change(stream)
+    assert rename["operationType"] == "rename" and rename["to"] == {"db": DB, "coll": "target"}
+    assert invalidate["operationType"] == "invalidate"
 
 
 # ------------------------------------------------ multi-document transactions
