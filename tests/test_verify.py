@@ -24,7 +24,7 @@ from projector.verify import Verifier, VerifyError
 from projector.verify_compare import Actual, Documents, compare
 from projector.verify_repair import plan as plan_repair
 from projector.worker import Worker
-from readmodel import position
+from readmodel import Layout, Partition, position
 from standin import StandIn
 
 from .capture_helpers import DB, ECONOMY, TASKS, economy_doc, snapshot, task_doc
@@ -195,3 +195,33 @@ def test_an_estimate_from_a_learned_duration_and_a_stale_task_are_not_drift():
     assert compare("u1", docs.expected("u1"), have, docs, "0000000003.0000000000") == []
     stored["progressSource"] = "reported"
     assert [d.kind for d in compare("u1", docs.expected("u1"), have, docs, "0000000003.0000000000")] == ["task-different"]
+
+
+def test_each_partition_verifies_and_repairs_the_documents_it_owns(standin, real_redis, prefix, store_env):
+    for n in range(6):
+        standin.insert(DB, TASKS, task_doc(f"g{n}", f"u{n}", progress=0.25))
+    parts = [Partition(0, 2), Partition(1, 2)]
+    mongo = connect(standin.url)
+    runs, verifiers = [], []
+    for part in parts:
+        settings = Settings.from_env({**store_env, "MONGO_URL": standin.url, "KEY_PREFIX": prefix,
+                                      "PARTITION": str(part)})
+        runs.append(Running(Worker(settings, real_redis, mongo, progress=False), standin))
+        verifiers.append(Verifier(settings, real_redis, mongo, wait_s=10))
+    try:
+        for run in runs:
+            run.applied()
+        owned = [[f"g{n}" for n in range(6) if part.owns(f"g{n}")] for part in parts]
+        assert owned[0] and owned[1]
+        layout = Layout(prefix)
+        for gids in owned:
+            real_redis.hdel(layout.tasks(f"u{gids[0][1:]}"), gids[0])
+        for verifier, gids in zip(verifiers, owned):
+            report = verifier.check()
+            assert kinds(report) == {("task-missing", f"u{gids[0][1:]}", gids[0])}
+            plan_repair(verifier, report.drift, report.raw_ids).apply(real_redis, lambda: None, time.time)
+        assert all(verifier.check().drift == [] for verifier in verifiers)
+    finally:
+        for run in runs:
+            run.stop()
+        mongo.close()
