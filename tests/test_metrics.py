@@ -135,7 +135,9 @@ def test_the_projectors_metrics_are_counters_timestamps_and_process_figures(prom
     assert build.value == 1 and build.labels["version"]
     assert_process_collectors(found)
     assert_documented(found)
-    assert "rate" not in text and "per_second" not in text and "age_seconds" not in text and " -1" not in text
+    ours = [family for name, family in found.items() if name.startswith("livestatus_")]
+    assert not [f.name for f in ours if "per_second" in f.name or "rate" in f.name or f.name.endswith("age_seconds")]
+    assert not [sample for family in ours for sample in family.samples if sample.value < 0]  # no -1 sentinel
 
 
 def test_the_apis_metrics_pass_promtool_with_process_figures_and_build_info(promtool, server):
