@@ -25,7 +25,7 @@ from .errors import CommandError
 
 TRANSIENT = "TransientTransactionError"
 # The uid the server adds to an lsid: a digest of the user name; without authentication, the
-# digest of an empty name (the value is not pinned down by the server tests read).
+# digest of an empty name (kNoAuthDigest, src/mongo/db/logical_session_id_helpers.cpp).
 _NO_AUTH_UID = Binary(hashlib.sha256(b"").digest(), 0)
 
 
