@@ -1,14 +1,15 @@
-"""``python -m api`` serves the API; ``python -m api token USER [--ttl S]`` mints a user token."""
+"""``livestatus-api`` (or ``python -m api``) serves the API; ``livestatus-api token USER`` mints a user token."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 import sys
 from typing import Any
 
+from readmodel import cmdline
+from readmodel.cmdline import Parser, add_common, whole_number
 from readmodel.keys import USER_ID_PATTERN
 
 from .auth import DEFAULT_TTL_S, mint_token
@@ -27,6 +28,7 @@ def server(app: Any, settings: Settings, **options: Any) -> Any:
         # SSE_SHUTDOWN_GRACE_S; nothing may keep the process up longer.
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s) + 2),
         proxy_headers=True,
+        log_config=None,  # uvicorn's loggers go through the process's one handler (readmodel.logs)
         **options,
     )
     return uvicorn.Server(config)
@@ -38,8 +40,12 @@ def _serve(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     if args.insecure_dev:
         env["API_INSECURE_DEV"] = "1"
+    if args.host is not None:
+        env["API_HOST"] = args.host
+    if args.port is not None:
+        env["API_PORT"] = str(args.port)
     try:
-        settings = Settings.from_env(env, host=args.host, port=args.port)
+        settings = Settings.from_env(env)
         app = create_app(settings)
     except SettingsError as exc:
         print(f"livestatus-api: {exc}", file=sys.stderr)
@@ -73,20 +79,31 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+DESCRIPTION = """\
+Serve the livestatus API (REST, Server-Sent Events, /metrics) from the Redis read model, or mint
+a user token (livestatus-api token USER). Settings come from environment variables (see the README's
+table); each option below overrides the variable it names. API_KEYS, AUTH_SECRET and REDIS_URL can
+be read from files named by API_KEYS_FILE, AUTH_SECRET_FILE and REDIS_URL_FILE."""
+
+
+def parser() -> argparse.ArgumentParser:
+    root = Parser(prog="livestatus-api", description=DESCRIPTION)
+    add_common(root)
+    root.add_argument("--host", metavar="ADDRESS", help="bind address: env API_HOST, default 127.0.0.1")
+    root.add_argument("--port", type=whole_number(1), metavar="PORT", help="env API_PORT, default 8000")
+    root.add_argument("--insecure-dev", action="store_true",
+                      help="serve without API_KEYS and AUTH_SECRET (env API_INSECURE_DEV=1, default off); never in production")
+    sub = root.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    token = sub.add_parser("token", help="mint a user token (reads AUTH_SECRET)",
+                           description="livestatus-api token: print a user token for USER, signed with AUTH_SECRET.")
+    token.add_argument("user", help="the masterAccountId")
+    token.add_argument("--ttl", type=whole_number(1), default=DEFAULT_TTL_S, metavar="S",
+                       help=f"seconds until it expires; default {DEFAULT_TTL_S}, at most TOKEN_MAX_LIFETIME_S")
+    return root
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m api", description=__doc__)
-    parser.add_argument("--host", default=None, help="bind address (API_HOST, default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=None, help="port (API_PORT, default 8000)")
-    parser.add_argument(
-        "--insecure-dev", action="store_true", help="serve without API_KEYS/AUTH_SECRET (API_INSECURE_DEV=1); never in production"
-    )
-    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    sub = parser.add_subparsers(dest="command")
-    token = sub.add_parser("token", help="mint a user token (reads AUTH_SECRET)")
-    token.add_argument("user", help="masterAccountId")
-    token.add_argument("--ttl", type=int, default=DEFAULT_TTL_S, help=f"seconds until it expires (default {DEFAULT_TTL_S})")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = cmdline.parse(parser(), argv)
     if args.command == "token":
         return _token(args)
     return _serve(args)

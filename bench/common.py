@@ -83,7 +83,8 @@ def skipped(bench: str, name: str, reason: str) -> Row:
 
 
 def progress(total: int | None = None, desc: str = "", unit: str = "it", **kwargs: Any) -> tqdm:
-    """A progress bar on stderr (stdout is kept for the results table)."""
+    """A progress bar on stderr (stdout is kept for the results table), off when stderr is no terminal."""
+    kwargs.setdefault("disable", None)
     return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, file=sys.stderr, leave=False,
                 dynamic_ncols=True, **kwargs)
 

@@ -14,14 +14,14 @@ from urllib.parse import urlsplit
 
 from redis.exceptions import RedisError
 
-from readmodel import View, read_snapshot
+from readmodel import View, cmdline, read_snapshot
 from readmodel.connect import StoreError
 from readmodel.connect import connect as connect_redis
 from readmodel.health import read as read_health
 from readmodel.health import request_resync
 from readmodel.text import text, text_map
 
-from . import health, verify_cli
+from . import health, options, verify_cli
 from .checkpoint import CheckpointStore
 from .deadletters import DeadLetters
 from .lease import Lease
@@ -39,13 +39,8 @@ class Misconfigured(Exception):
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {
-        name: getattr(args, name, None)
-        for name in ("mongo_url", "mongo_db", "tasks_collection", "economy_collection", "redis_url", "key_prefix",
-                     "batch_size", "metrics_port", "partition")
-    }
     try:
-        return Settings.from_env(**overrides)
+        return Settings.from_env(options.environment(args))
     except SettingsError as exc:
         raise Misconfigured(str(exc)) from None
 
@@ -258,73 +253,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
         mongo.close()
 
 
-# ---------------------------------------------------------------------------- parser
+# ---------------------------------------------------------------------------- entry point
+
+
+HANDLERS = {"run": cmd_run, "status": cmd_status, "check": cmd_check, "resync": cmd_resync,
+            "deadletters": cmd_deadletters, "inspect": cmd_inspect, "verify": cmd_verify}
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="projector", description=__doc__)
-    root.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
-    commands = root.add_subparsers(dest="command", required=True)
-
-    def redis_options(cmd: argparse.ArgumentParser) -> None:
-        cmd.add_argument("--redis-url", help="REDIS_URL (default redis://127.0.0.1:6379/0)")
-        cmd.add_argument("--key-prefix", help="KEY_PREFIX (default ls)")
-        cmd.add_argument("--partition", help="PARTITION: K/N, this process's share when N processes split the "
-                                             "stream by document id (default 0/1: all of it)")
-
-    def mongo_options(cmd: argparse.ArgumentParser) -> None:
-        cmd.add_argument("--mongo-url", help="MONGO_URL")
-        cmd.add_argument("--mongo-db", help="MONGO_DB (default app)")
-        cmd.add_argument("--tasks-collection", help="TASKS_COLLECTION (default generationOutputs)")
-        cmd.add_argument("--economy-collection", help="ECONOMY_COLLECTION (default userEconomy)")
-        cmd.add_argument("--batch-size", type=int, help="BATCH_SIZE: events per Redis batch (default 1000)")
-
-    run = commands.add_parser("run", help="tail MongoDB into the read model (one leader per Redis)")
-    mongo_options(run)
-    redis_options(run)
-    run.add_argument("--metrics-port", type=int, help="METRICS_PORT: serve Prometheus text on this port")
-    run.add_argument("--lease-ttl-ms", type=int, default=5000, help="leader lease TTL (default 5000)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar during a resync")
-    run.set_defaults(handler=cmd_run)
-
-    status = commands.add_parser("status", help="the worker's health, lease and checkpoint")
-    redis_options(status)
-    status.add_argument("--json", action="store_true")
-    status.set_defaults(handler=cmd_status)
-
-    check = commands.add_parser("check", help="exit 0 when the worker is healthy, 1 otherwise")
-    redis_options(check)
-    check.add_argument("--max-lag-s", type=float, default=health.LAG_LIMIT_MS / 1000)
-    check.set_defaults(handler=cmd_check)
-
-    resync = commands.add_parser("resync", help="rebuild the read model from the collections")
-    mongo_options(resync)
-    redis_options(resync)
-    resync.set_defaults(handler=cmd_resync)
-
-    dead = commands.add_parser("deadletters", help="documents that could not be projected, newest first")
-    redis_options(dead)
-    dead.add_argument("--limit", type=int, default=20)
-    dead.add_argument("--json", action="store_true")
-    dead.set_defaults(handler=cmd_deadletters)
-
-    inspect = commands.add_parser("inspect", help="one user's snapshot and raw Redis keys")
-    redis_options(inspect)
-    inspect.add_argument("user")
-    inspect.add_argument("--json", action="store_true")
-    inspect.set_defaults(handler=cmd_inspect)
-
-    verify_cli.add_parser(commands, cmd_verify, mongo_options, redis_options)
-    return root
+    return options.parser(HANDLERS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pymongo").setLevel(logging.WARNING)
+    args = cmdline.parse(parser(), argv)
     try:
-        return args.handler(args)
+        return int(args.handler(args))
     except (Misconfigured, SettingsError) as exc:
         print(f"projector: {exc}", file=sys.stderr)
         return 2

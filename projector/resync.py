@@ -88,7 +88,8 @@ class Resync:
     def _scan(self, seq: str, durations: Durations) -> int:
         total = self.source.estimated_total()
         done = 0
-        with tqdm(total=total, desc="resync", unit="doc", file=sys.stderr, disable=not self.progress,
+        with tqdm(total=total, desc="resync", unit="doc", file=sys.stderr,
+                  disable=None if self.progress else True,  # None: off when stderr is no terminal
                   mininterval=0.5, dynamic_ncols=True) as bar:
             for kind in (TASKS, ECONOMY):
                 batch = Batch()

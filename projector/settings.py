@@ -11,6 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
+from pymongo.errors import PyMongoError
+from pymongo.uri_parser import parse_uri
+
 from readmodel import Layout, Partition
 from readmodel.settings import SettingsError, StoreSettings, store_settings, whole, with_secret_files
 
@@ -43,6 +46,19 @@ def _partition(raw: str) -> Partition:
         return Partition.parse(raw)
     except ValueError as exc:
         raise SettingsError(f"PARTITION: {exc}") from None
+
+
+def _mongo_url(raw: str) -> str:
+    """A MongoDB connection string pymongo can parse (a mongodb+srv:// one is resolved at connect
+    time); the error names what is wrong, never the URL (it may carry a password)."""
+    url = raw.strip()
+    if url.startswith("mongodb+srv://"):
+        return url
+    try:
+        parse_uri(url, warn=True)
+    except (ValueError, PyMongoError) as exc:
+        raise SettingsError(f"MONGO_URL is not a usable MongoDB URL: {str(exc).rstrip('.')}") from None
+    return url
 
 
 def _collection(env: Mapping[str, str], name: str, default: str) -> str:
@@ -96,7 +112,7 @@ class Settings:
         )
         values: dict[str, object] = dict(
             partition=_partition(str(overrides.pop("partition", None) or env.get("PARTITION") or "0/1")),
-            mongo_url=env.get("MONGO_URL", cls.mongo_url),
+            mongo_url=_mongo_url(env.get("MONGO_URL", cls.mongo_url)),
             mongo_db=_collection(env, "MONGO_DB", cls.mongo_db),
             tasks_collection=_collection(env, "TASKS_COLLECTION", cls.tasks_collection),
             economy_collection=_collection(env, "ECONOMY_COLLECTION", cls.economy_collection),

@@ -162,7 +162,8 @@ class Verifier:
     def _round(self, users: list[str] | None, report: Report) -> tuple[str, Documents, dict[str, Actual], str]:
         before = self.cluster_time()
         docs = Documents(self.settings.rules, int(self.clock() * 1000), self.settings.partition.owns)
-        with tqdm(desc="verify: MongoDB", unit="doc", file=sys.stderr, disable=not self.progress,
+        with tqdm(desc="verify: MongoDB", unit="doc", file=sys.stderr,
+                  disable=None if self.progress else True,  # None: off when stderr is no terminal
                   mininterval=0.5, leave=False) as bar:
             for collection, doc in self._documents(users):
                 doc_id = document_id(doc.get("_id"))
@@ -208,7 +209,8 @@ class Verifier:
 
     def _read_redis(self, uids: list[str], docs: Documents) -> dict[str, Actual]:
         layout, actual = self.layout, {}
-        with tqdm(total=len(uids), desc="verify: Redis", unit="user", file=sys.stderr, disable=not self.progress,
+        with tqdm(total=len(uids), desc="verify: Redis", unit="user", file=sys.stderr,
+                  disable=None if self.progress else True,  # None: off when stderr is no terminal
                   mininterval=0.5, leave=False) as bar:
             for start in range(0, len(uids), CHUNK):
                 chunk = uids[start : start + CHUNK]
