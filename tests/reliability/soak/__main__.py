@@ -139,7 +139,7 @@ class Soak:
         for proc in [self.clients, *self.apis, self.projector, self.standin, self.redis_proc]:
             try:
                 proc.stop()
-            except Exception as exc:  # noqa: BLE001 - every other process must still be stopped
+            except Exception as exc:  # every other process must still be stopped
                 print(f"soak: stopping {proc.name} failed: {exc}", file=sys.stderr)
         for client in (self.redis, self.mongo, getattr(self, "clients_out", None)):
             if client is not None:
