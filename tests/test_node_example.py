@@ -25,6 +25,7 @@ from .waits import wait_for
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "node"
 BIN = EXAMPLE / "node_modules" / ".bin"
+TEXT_INTERVAL_S = 1.0  # the live text stream's pace here (3 s by default): the example checks its edits keep it
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -62,7 +63,7 @@ def standin_process(tmp_path):
 
 @pytest.fixture
 def api(prefix, store_env):
-    server = Server(prefix, env=dict(store_env)).start()
+    server = Server(prefix, env={**store_env, "TEXT_STREAM_INTERVAL_S": str(TEXT_INTERVAL_S)}).start()
     yield server
     server.stop()
 
@@ -72,12 +73,12 @@ def test_the_bot_example_runs_against_the_real_api_projector_and_standin(standin
     wait_for(lambda: httpx.get(api.url + "/readyz", timeout=2).status_code == 200, 30,
              "the projector's first heartbeat")
     env = {**os.environ, "LIVESTATUS_URL": api.url, "LIVESTATUS_KEY": KEY, "MONGO_URL": standin_process,
-           "NODE_NO_WARNINGS": "1"}
+           "NODE_NO_WARNINGS": "1", "LIVESTATUS_TEXT_INTERVAL_S": str(TEXT_INTERVAL_S)}
     result = subprocess.run(["node", "--test", "--test-reporter=spec", "test/example.test.js"], cwd=EXAMPLE, env=env,
                             capture_output=True, text=True, timeout=240)
     report = result.stdout + result.stderr
     assert result.returncode == 0, report + "\n--- projector log ---\n" + output(projector)
-    assert re.search(r"ℹ pass 7\b", report) and re.search(r"ℹ fail 0\b", report), report
+    assert re.search(r"ℹ pass 9\b", report) and re.search(r"ℹ fail 0\b", report), report
 
 
 def generate_types(document: dict, folder: Path) -> None:

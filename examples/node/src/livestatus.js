@@ -6,6 +6,18 @@
 /** @typedef {Schemas['StatusText']} StatusText */
 /** @typedef {Schemas['ErrorBody']} ErrorBody */
 /** @typedef {'telegram' | 'discord'} Platform */
+/** @typedef {{ afterClusterTime?: string }} ReadOptions */
+
+/**
+ * The cluster time of your own write, as the API's `afterClusterTime` takes it: the MongoDB
+ * session's `operationTime` (a BSON Timestamp) as "seconds.increment".
+ * @param {{ operationTime?: { t: number, i: number } | null }} session a MongoDB Node driver ClientSession
+ */
+export function clusterTime(session) {
+  const time = session.operationTime;
+  if (!time) throw new Error('the session has no operationTime yet: read it after your write');
+  return `${time.t}.${time.i}`;
+}
 
 /** An answer other than 2xx, with the API's stable error `code` (and Retry-After, when sent). */
 export class LivestatusError extends Error {
@@ -55,17 +67,32 @@ export function createClient({ baseUrl, key, fetch: fetchImpl = fetch }) {
   return {
     baseUrl: root,
     key,
-    /** The user's snapshot (operation getStatus). @param {string} masterAccountId */
-    status: async (masterAccountId) => /** @type {Snapshot} */ (await get(`${user(masterAccountId)}/status`)),
+    /**
+     * The user's snapshot (operation getStatus). With `afterClusterTime` (see {@link clusterTime}),
+     * answered once it shows that write; a `projection_behind` LivestatusError (504) after the wait.
+     * @param {string} masterAccountId
+     * @param {ReadOptions} [options]
+     */
+    status: async (masterAccountId, { afterClusterTime } = {}) => /** @type {Snapshot} */ (
+      await get(`${user(masterAccountId)}/status`, afterClusterTime ? { afterClusterTime } : {})),
     /**
      * The status message rendered and escaped for a chat platform (operation getStatusText).
      * @param {string} masterAccountId
      * @param {Platform} platform
+     * @param {ReadOptions} [options]
      */
-    statusText: async (masterAccountId, platform) =>
-      /** @type {StatusText} */ (await get(`${user(masterAccountId)}/status/text`, { platform })),
+    statusText: async (masterAccountId, platform, { afterClusterTime } = {}) => /** @type {StatusText} */ (
+      await get(`${user(masterAccountId)}/status/text`, afterClusterTime ? { platform, afterClusterTime } : { platform })),
     /** @param {string} masterAccountId */
     streamUrl: (masterAccountId) => `${root}${user(masterAccountId)}/status/stream`,
+    /**
+     * The live chat text stream (operation streamStatusText): the message re-rendered when it changes,
+     * at most one event per interval, then a final one when no task is live.
+     * @param {string} masterAccountId
+     * @param {Platform} platform
+     */
+    textStreamUrl: (masterAccountId, platform) =>
+      `${root}${user(masterAccountId)}/status/text/stream?platform=${encodeURIComponent(platform)}`,
   };
 }
 

@@ -11,7 +11,7 @@ import { EmbedBuilder, WebhookClient } from 'discord.js';
 import { Decimal128, MongoClient, ObjectId } from 'mongodb';
 
 import { CONTENT_LIMIT, postStatus, statusEmbed, statusMessage } from '../src/discord.js';
-import { createClient, LivestatusError } from '../src/livestatus.js';
+import { clusterTime, createClient, LivestatusError } from '../src/livestatus.js';
 import { subscribe } from '../src/subscribe.js';
 import { attachStatusCommand } from '../src/telegram.js';
 import { startDiscordApi } from './discord-standin.js';
@@ -193,4 +193,65 @@ test('the SSE subscriber gets the current snapshot, then each new version', asyn
   } finally {
     subscription.close();
   }
+});
+
+/** "seconds.increment" as the API's position ("%010d.%010d"), which sorts as time does. */
+const asPosition = (/** @type {string} */ time) => time.split('.').map((part) => part.padStart(10, '0')).join('.');
+
+test("a read naming the session's operationTime already shows my write (no retry loop)", async () => {
+  const account = new ObjectId();
+  const generation = new ObjectId();
+  const user = account.toHexString();
+  const session = mongo.startSession();
+  try {
+    await tasks.insertOne({
+      _id: generation, masterAccountId: account, status: 'processing', toolId: 'flux', toolDisplayName: 'FLUX Schnell',
+      notificationPlatform: 'telegram', requestTimestamp: new Date(), progress: 0.2,
+    }, { session });
+    const written = clusterTime(session);
+    assert.match(written, /^\d+\.\d+$/);
+    const snapshot = await livestatus.status(user, { afterClusterTime: written }); // at once: no eventually()
+    assert.deepEqual(snapshot.liveTasks.map((task) => task.generationId), [generation.toHexString()]);
+    assert.ok(snapshot.source?.position && snapshot.source.position >= asPosition(written), JSON.stringify(snapshot.source));
+
+    await tasks.updateOne({ _id: generation }, { $set: { progress: 0.8, updatedAt: new Date() } }, { session });
+    const text = await livestatus.statusText(user, 'telegram', { afterClusterTime: clusterTime(session) });
+    assert.match(text.text, /80%/);
+  } finally {
+    await session.endSession();
+  }
+});
+
+test('/status with live edits: the reply is edited in place, paced by the interval, until the finished state', async (t) => {
+  const intervalMs = Number(env('LIVESTATUS_TEXT_INTERVAL_S')) * 1000;
+  const { user, generation } = await newUser({ credit: '4.00', progress: 0.1 });
+  await eventually(async () => (await livestatus.status(user)).liveTasks.length === 1, 'the new user');
+  const botApi = await startBotApi();
+  process.env.NTBA_FIX_319 = '1';
+  const { default: TelegramBot } = await import('node-telegram-bot-api');
+  const bot = new TelegramBot('123456:stand-in', { polling: false, baseApiUrl: botApi.url });
+  t.after(() => botApi.close());
+  /** @type {(reply: import('node-telegram-bot-api').Message) => void} */
+  let finished = () => {};
+  const done = new Promise((resolve) => { finished = resolve; });
+  const answer = attachStatusCommand(bot, { livestatus, userFor: () => user, live: true, onFinished: (reply) => finished(reply) });
+  const reply = await answer({ message_id: 1, date: 0, chat: { id: 77, type: 'private' }, text: '/status' });
+  assert.match(reply.text ?? '', /10%/);
+
+  for (const progress of [0.3, 0.5, 0.7]) { // each written once the previous one is on screen
+    await tasks.updateOne({ _id: generation }, { $set: { progress, updatedAt: new Date() } });
+    const shown = `${Math.round(progress * 100)}%`;
+    await eventually(async () => botApi.edits().some((edit) => edit.params.text.includes(shown)), `the edit showing ${shown}`);
+  }
+  await tasks.updateOne({ _id: generation }, { $set: { status: 'completed', updatedAt: new Date() } });
+  assert.equal((await done).message_id, reply.message_id);
+
+  const edits = botApi.edits();
+  assert.ok(edits.length >= 4, JSON.stringify(edits.map((edit) => edit.params.text)));
+  assert.ok(edits.every(({ params }) => params.chat_id === '77' && Number(params.message_id) === reply.message_id
+    && params.parse_mode === 'HTML'));
+  const gaps = edits.slice(1).map((edit, i) => edit.at - edits[i].at);
+  assert.ok(gaps.every((gap) => gap >= intervalMs - 100), `edits closer than ${intervalMs} ms: ${gaps}`);
+  assert.match(edits.at(-1)?.params.text ?? '', /Nothing running right now/); // the finished state
+  assert.doesNotMatch(edits.at(-1)?.params.text ?? '', /live task/);
 });

@@ -3,7 +3,7 @@
 import { createServer } from 'node:http';
 
 /**
- * @typedef {{ method: string, token: string, params: Record<string, string> }} Call
+ * @typedef {{ method: string, token: string, params: Record<string, string>, at: number }} Call
  * @typedef {Record<string, unknown> & { update_id: number }} Update
  */
 
@@ -36,10 +36,14 @@ export async function startBotApi() {
     if (!match) return reply('Not Found', 404);
     const [, token, method] = match;
     const given = await params(request);
-    calls.push({ method, token, params: given });
+    calls.push({ method, token, params: given, at: Date.now() });
     if (method === 'getUpdates') {
       const offset = Number(given.offset ?? 0);
       return reply(queued.filter((update) => update.update_id >= offset));
+    }
+    if (method === 'editMessageText') {
+      return reply({ message_id: Number(given.message_id), date: Math.floor(Date.now() / 1000),
+        chat: { id: Number(given.chat_id), type: 'private' }, text: given.text, edit_date: Math.floor(Date.now() / 1000) });
     }
     if (method === 'sendMessage') {
       return reply({ message_id: ++messageId, date: Math.floor(Date.now() / 1000),
@@ -55,6 +59,8 @@ export async function startBotApi() {
     calls,
     /** the sendMessage calls received so far */
     sent: () => calls.filter((call) => call.method === 'sendMessage').map((call) => call.params),
+    /** the editMessageText calls received so far: their parameters and the moment each arrived (ms) */
+    edits: () => calls.filter((call) => call.method === 'editMessageText').map(({ params, at }) => ({ params, at })),
     /** @param {Update} update */
     push: (update) => queued.push(update),
     close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(() => resolve(undefined)); }),
