@@ -63,7 +63,7 @@ def test_a_route_without_an_explicit_id_is_named_after_its_function_in_lower_cam
     class Route:
         name = "status_text_for_chat"
 
-    assert operation_id(Route()) == "statusTextForChat"  # type: ignore[arg-type]
+    assert operation_id(Route()) == "statusTextForChat"
 
 
 def test_no_operation_documents_a_422_and_validation_schemas_are_gone(document):

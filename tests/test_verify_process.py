@@ -70,7 +70,7 @@ def world(standin, real_redis, prefix, layout, store_env, tmp_path):
         return subprocess.run([sys.executable, "-m", "projector", "verify", *args], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=120)
 
-    start.with_metrics = start_with_metrics  # type: ignore[attr-defined]
+    start.with_metrics = start_with_metrics
     yield start, cli, applied
     for proc in procs:
         proc.terminate()
