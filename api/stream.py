@@ -19,6 +19,10 @@ exception wrappers, router and middleware frames) is only needed for the request
 stream's life it is about 10 KB per stream. With :class:`StreamHandoff` installed, the route
 validates, authorizes and gets the first snapshot (from the fan-out's batched reads), and the response is run once that
 stack has returned, still sending through the middlewares' ``send`` (CORS, latency metric).
+
+Ownership: nothing here is shared between streams but a snapshot's encoded frame, cached on the
+:class:`~api.snapshots.Snapshot` by whichever stream sends it first; each stream's task owns its
+mailbox's ``sent_version`` (see :mod:`api.mailbox`).
 """
 
 from __future__ import annotations
