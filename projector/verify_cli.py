@@ -19,10 +19,9 @@ from pymongo.errors import PyMongoError
 
 from readmodel.keys import USER_ID_RE
 
-from .lease import Lease, holder_id
+from .lease import Lease
 from .settings import Settings
 from .verify import Report, Verifier, VerifyError
-from .verify_repair import repair
 from .verify_schedule import REPAIR_WAIT_S, parse_sample, request_key, result_key
 
 
@@ -90,30 +89,20 @@ def run(args: argparse.Namespace, settings: Settings, redis: Any, mongo: Any) ->
 
 
 def _repair(verifier: Verifier, report: Report, wait_s: float) -> dict[str, Any]:
-    """Through the leader when a projector runs, else here under the lease."""
+    """Through the leader: it holds the lease the writes are fenced with, verifies the users again
+    and writes the repair behind its batches. (Without a running projector there is no consistent
+    position to compare at, so the verify before this has already failed.)"""
     redis, layout = verifier.redis, verifier.layout
-    if Lease.current(redis, layout) is not None:
-        request_id = uuid.uuid4().hex
-        redis.lpush(request_key(layout), json.dumps({"id": request_id, "users": report.drift_users}))
-        deadline = time.monotonic() + wait_s + REPAIR_WAIT_S
-        while (raw := redis.get(result_key(layout, request_id))) is None:
-            if time.monotonic() > deadline:
-                raise VerifyError("the running projector did not answer the repair request in time")
-            time.sleep(0.1)
-        result = json.loads(raw)
-        if "error" in result:
-            raise VerifyError(f"the running projector could not repair: {result['error']}")
-        return {"by": "the running projector", "users": report.drift_users}
-    lease = Lease(redis, layout, f"verify:{holder_id()}")
-    if not lease.acquire():
-        raise VerifyError("a projector took the lease meanwhile; run verify --repair again")
-
-    def fenced() -> None:
-        if not lease.renew():
-            raise VerifyError("lost the lease during the repair")
-
-    try:
-        repair(verifier, report, lambda plan: plan.apply(redis, fenced, verifier.clock))
-    finally:
-        lease.release()
-    return {"by": "this process under the lease", "users": report.drift_users}
+    if Lease.current(redis, layout) is None:
+        raise VerifyError("no projector holds the lease to write the repair with: start `projector run`")
+    request_id = uuid.uuid4().hex
+    redis.lpush(request_key(layout), json.dumps({"id": request_id, "users": report.drift_users}))
+    deadline = time.monotonic() + wait_s + REPAIR_WAIT_S
+    while (raw := redis.get(result_key(layout, request_id))) is None:
+        if time.monotonic() > deadline:
+            raise VerifyError("the running projector did not answer the repair request in time")
+        time.sleep(0.1)
+    result = json.loads(raw)
+    if "error" in result:
+        raise VerifyError(f"the running projector could not repair: {result['error']}")
+    return {"by": "the running projector", "users": report.drift_users}

@@ -17,7 +17,7 @@ repaired users again and repairs once more while they differ. It is written thro
 
 Every write step runs only while ``fenced()`` passes (it raises once the lease is lost). The plan
 is built on the caller's thread; :meth:`Plan.apply` runs where the lease holder writes (the
-worker's writer thread, or the CLI when no projector runs).
+worker's writer thread).
 """
 
 from __future__ import annotations
