@@ -48,6 +48,8 @@ class Fanout:
         self.metrics = metrics
         self._listeners: dict[str, set[Mailbox]] = {}
         self.ending = False  # the server is shutting down: no stream may stay open
+        # One bound method each, shared by every mailbox (a stream's memory is what bounds a process).
+        self._count_drop, self._on_close = metrics.dropped_states.inc, self._release
         self.reads = SnapshotReads(reader, self._deliver, self._listened, metrics, batch_size=batch_size)
         self.subscriptions = Subscriptions(pubsub_redis, layout, self._listeners.keys, self.reads.want,
                                            self._published, metrics, poll_s=poll_s)
@@ -59,7 +61,7 @@ class Fanout:
 
         Once :meth:`end_streams` was called it is closed from the start (its stream ends at once).
         """
-        mailbox = Mailbox(uid, on_drop=self.metrics.dropped_states.inc, on_close=self._release, on_end=on_end)
+        mailbox = Mailbox(uid, on_drop=self._count_drop, on_close=self._on_close, on_end=on_end)
         if self.ending:
             mailbox.close()
             return mailbox
