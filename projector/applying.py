@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from readmodel import Layout, ReadModel
@@ -25,7 +24,7 @@ from .checkpoint import Checkpoint, CheckpointStore
 from .deadletters import DeadLetters
 from .durations import Durations
 from .lease import LeaseLost
-from .normalize import iso
+from .normalize import iso_at
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +80,7 @@ class BatchWriter:
             return Applied(events=batch.events)
         if grant.fence is None or self.monotonic() >= grant.held_until:
             raise LeaseLost("the lease lapsed before the batch could be applied")
-        now_iso = iso(datetime.fromtimestamp(self.clock(), UTC)) or ""
+        now_iso = iso_at(self.clock())
         if batch.changes:
             self.model.apply(batch.changes, now_iso)
         Durations.save(self.redis, self.layout, batch.learned)

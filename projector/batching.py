@@ -17,11 +17,11 @@ from typing import Any
 from bson import Timestamp
 from pymongo.errors import PyMongoError
 
-from readmodel import LIVE, Change, TaskChange
+from readmodel import LIVE, Change, Partition, TaskChange
 
 from .changes import ECONOMY, TASKS, Rejected, event_change, superseded
 from .durations import Durations
-from .normalize import Rules, epoch_ms, to_utc
+from .normalize import Rules, document_id, epoch_ms, to_utc
 from .reading import RESYNC_EVENTS
 from .source import id_key
 
@@ -29,6 +29,14 @@ log = logging.getLogger(__name__)
 
 Owns = Callable[[Any], bool]  # whether this partition owns a document id
 FullDocuments = Callable[[str, list[Any]], dict[Any, Mapping[str, Any]]]  # Source.full_documents
+
+
+def owner(partition: Partition) -> Owns:
+    """Whether ``partition`` owns a document id (one whose id cannot be read is partition 0's,
+    so that it is dead-lettered once)."""
+    if partition.count == 1:
+        return lambda _doc_id: True
+    return lambda doc_id: partition.owns(document_id(doc_id))
 
 
 @dataclass

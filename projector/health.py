@@ -7,7 +7,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from pymongo.errors import PyMongoError
+from redis.exceptions import OutOfMemoryError
+
 from readmodel import Layout, health
+from readmodel.connect import StoreError
 from readmodel.health import Health
 
 HEARTBEAT_LIMIT_MS = 10_000  # older: the worker is gone or stuck
@@ -81,6 +85,14 @@ class Stats:
             checkpoint_age_ms=now_ms - self.checkpoint_ms if self.checkpoint_ms else -1, position=self.position,
             resyncs=self.resyncs, dead_letters=self.dead_letters, errors=self.errors, last_error=self.last_error,
         )
+
+
+def failure_message(exc: BaseException) -> str:
+    """What failed, in the words the log and ``lastError`` use."""
+    store = "Redis" if isinstance(exc, StoreError) else "MongoDB" if isinstance(exc, PyMongoError) else ""
+    prefix = ("Redis is full (maxmemory with noeviction) and refuses writes; " if isinstance(exc, OutOfMemoryError)
+              else f"{store} failed: " if store else "")
+    return prefix + f"{type(exc).__name__}: {exc}"
 
 
 def publish(redis: Any, layout: Layout, stats: Stats, now_ms: int) -> None:

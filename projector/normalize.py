@@ -315,6 +315,11 @@ def iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
+def iso_at(seconds: float) -> str:
+    """ISO-8601 UTC (milliseconds) of a clock reading in seconds since the epoch."""
+    return iso(datetime.fromtimestamp(seconds, UTC)) or ""
+
+
 def epoch_ms(moment: datetime | None) -> int | None:
     return None if moment is None else int(moment.timestamp() * 1000)
 

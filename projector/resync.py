@@ -24,7 +24,7 @@ from .applying import Applied, BatchWriter, Grant
 from .batching import Batch, Owns
 from .changes import ECONOMY, TASKS, document_change
 from .durations import Durations
-from .normalize import Rules
+from .normalize import Rules, iso_at
 from .reading import Stream
 from .source import Source
 from .writebehind import WriteBehind
@@ -75,7 +75,7 @@ class Resync:
             self.keep_going()
             users = list(self.model.known_users())
             now_ms = int(self.clock() * 1000)
-            now_iso = _iso(self.clock())
+            now_iso = iso_at(self.clock())
             for i in range(0, len(users), SWEEP_CHUNK):
                 self.model.sweep(now_ms, now_iso, users=users[i : i + SWEEP_CHUNK], min_seq=stream.start,
                                  version_jump=version_jump)
@@ -114,10 +114,3 @@ class Resync:
         self.chores()
         return scanned
 
-
-def _iso(seconds: float) -> str:
-    from datetime import UTC, datetime
-
-    from .normalize import iso
-
-    return iso(datetime.fromtimestamp(seconds, UTC)) or ""

@@ -186,7 +186,15 @@ class Source:
         if checkpoint is not None:
             start = checkpoint.position
         else:
-            start = token_position(stream.resume_token) or _operation_position(session)
+            # A new stream starts one tick after the last write the server applied
+            # (getStartTimeForNewStream, addTicks(1)); the aggregate's operationTime is that write:
+            # the position before any event this stream returns, which a resync scans at.
+            found = _operation_position(session) or token_position(stream.resume_token)
+            if found is None:
+                stream.close()
+                session.end_session()
+                raise SourceError("the server reported no operationTime for the change stream; cannot take a start point.")
+            start = found
         return Stream(stream, session, start, capacity=2 * self.batch_size)
 
     def estimated_total(self) -> int:
@@ -203,8 +211,8 @@ class Source:
             yield from cursor
 
 
-def _operation_position(session: Any) -> str:
+def _operation_position(session: Any) -> str | None:
     operation_time = session.operation_time
     if not isinstance(operation_time, Timestamp):
-        raise SourceError("the server reported no operationTime for the change stream; cannot take a start point.")
+        return None
     return position(operation_time.time, operation_time.inc)

@@ -1,24 +1,17 @@
-"""The supervisor: the lease, the error policy and the chores around the pipeline's stages.
+"""The supervisor: the lease, the error policy and the chores around the pipeline's stages:
+reading the stream (:mod:`.reading`), building a batch (:mod:`.batching`), tailing
+(:mod:`.tailing`), writing behind (:mod:`.writebehind`, :mod:`.applying`), the resync (:mod:`.resync`).
 
 One :meth:`Worker.step` is one unit of work (tests drive it directly); :meth:`Worker.run` loops
 until :meth:`Worker.stop`. Every failure is handled the same way: drop the stream and reopen it
 from the last checkpoint that was stored, which only ever covers writes already in Redis.
 
-The stages, one module each:
-
-- reading the stream (:mod:`.reading`): a thread blocked in the driver's read hands events over;
-- building a batch (:mod:`.batching`): events (or scanned documents) sorted into changes,
-  dead letters and learned durations;
-- writing behind (:mod:`.writebehind`, :mod:`.applying`): one writer thread applies each batch,
-  then its checkpoint, in order, while the next batch is read and built;
-- the resync (:mod:`.resync`): rebuild from the collections without emptying the read model.
-
 Who owns what: the worker's thread (the one calling :meth:`step`/:meth:`run`) owns every
-attribute of :class:`Worker` — ``stats``, ``saved``, ``stream``, ``durations``, ``masters``,
-``caught_up``, ``backoff_s``, the lease object and the chore schedule. The writer thread sees
-none of them: a job gets a batch and a frozen :class:`~.applying.Grant` when it is queued and
-returns a frozen :class:`~.applying.Applied`, which this thread folds into ``stats`` and
-``saved`` (:meth:`_collect`). ``_stop`` is a ``threading.Event`` (set from a signal handler).
+attribute of :class:`Worker` and of its ``tailing`` (``stats``, ``stream``, ``durations``,
+``masters``, ``backoff_s``, the last checkpoint, the lease object, the chore schedule). The writer
+thread sees none of them: a job gets a batch and a frozen :class:`~.applying.Grant` when queued and
+returns a frozen :class:`~.applying.Applied`, folded in on this thread by :meth:`_collect`.
+``_stop`` is a ``threading.Event`` (set from a signal handler).
 """
 
 from __future__ import annotations
@@ -27,42 +20,32 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from pymongo.errors import PyMongoError
-from redis.exceptions import OutOfMemoryError
 
 from readmodel.connect import StoreError, masters
 from readmodel.health import take_resync_request
 
 from .applying import Applied, BatchWriter, Grant, MastersChanged
-from .batching import from_events, with_full_documents
-from .changes import seq_of
+from .batching import owner
 from .checkpoint import Checkpoint
 from .durations import Durations
-from .health import State, Stats, publish
+from .health import State, Stats, failure_message, publish
 from .lease import Hold, Lease, LeaseLost
 from .metrics import Metrics
-from .normalize import document_id, iso
+from .normalize import iso_at
 from .reading import Stream
 from .resync import Resync, Stopped
 from .settings import Settings
-from .source import Source, needs_resync, refuses_resume, token_position
+from .source import Source, needs_resync
+from .tailing import ResyncNeeded, Tailing
 from .verify_schedule import VerifySchedule
 from .writebehind import WriteBehind
 
 log = logging.getLogger(__name__)
 
 EVERY_S = 1.0  # lease renewal, stale sweep, health report, idle checkpoint
-# After Redis lost acknowledged writes, every user's version moves this far: further than the
-# versions a user can have gone through in the replication lag a failover loses, so no version a
-# client saw is handed out again for another state.
-VERSION_JUMP = 1000
-
-__all__ = ["LeaseLost", "MastersChanged", "Stopped", "Worker"]
-
-
 class Worker:
     """The projector's capture loop over one Redis and one MongoDB database."""
 
@@ -83,6 +66,7 @@ class Worker:
         self.redis = redis
         self.layout = settings.layout
         self.partition = settings.partition
+        self.owns = owner(settings.partition)  # whether this partition owns a document id
         self.source = Source(mongo, settings.mongo_db, settings.tasks_collection, settings.economy_collection,
                              batch_size=settings.batch_size)
         self.writer = BatchWriter(redis, self.layout, self.source.collections, settings.deadletter_max,
@@ -93,18 +77,16 @@ class Worker:
         self.durations = Durations()
         self.stats = Stats(holder=self.lease.holder)
         self.metrics: Metrics | None = None
-        self.max_wait_s = max_wait_s
         self.clock = clock  # wall time (s): positions, staleness, timestamps
         self.monotonic = monotonic  # intervals: lease renewal, chores, durations
         self.stream: Stream | None = None
-        self.saved: Checkpoint | None = None  # the last checkpoint stored (as the writer reported it)
         self.masters = ""  # the Redis masters the writes since the last checkpoint went to
         self.backoff_s = 0.0
         self._saved_at_failure: Checkpoint | None = None  # backoff ends once a checkpoint passes it
-        self.caught_up = False  # the last take ended on an empty getMore begun after it started
         self.writes = WriteBehind()
+        self.tailing = Tailing(self.source, self.writer, self.writes, settings, self.owns, max_wait_s, clock)
         self.resyncer = Resync(self.source, self.model, self.writer, self.writes, settings.rules, settings.batch_size,
-                               self._owns, self._grant, self._keep_lease, lambda: self._periodic(sweep=False),
+                               self.owns, self._grant, self._keep_lease, lambda: self._periodic(sweep=False),
                                clock=clock, progress=progress)
         self._stop = threading.Event()
         self._chores_due = 0.0
@@ -173,7 +155,8 @@ class Worker:
                 return State.STANDBY
             if self.stream is None:
                 self._open()
-            self._tail_once()
+            assert self.stream is not None
+            self.tailing.step(self.stream, self.durations, self._grant(), self.stats)
             if wait:
                 self.writes.flush()
                 self._collect()
@@ -182,6 +165,8 @@ class Worker:
                 # Writes land behind the loop: a step that raised nothing proves nothing yet (a write
                 # of its batch may fail at the next step). A checkpoint stored since the failure does.
                 self.backoff_s = 0.0
+        except ResyncNeeded as need:
+            self._safely_resync(need.reason, need.version_jump)
         except LeaseLost as exc:
             self._stand_by(exc)
         except Stopped:
@@ -194,9 +179,9 @@ class Worker:
                 self._failed(exc)
         return self.stats.state
 
-    def _safely_resync(self, reason: str) -> None:
+    def _safely_resync(self, reason: str, version_jump: int = 0) -> None:
         try:
-            self.resync(reason)
+            self.resync(reason, version_jump)
         except Stopped:
             self._drop_stream()
         except LeaseLost as exc:
@@ -211,16 +196,12 @@ class Worker:
         self.stats.state = State.STANDBY
 
     def _failed(self, exc: BaseException) -> None:
-        store = "Redis" if isinstance(exc, StoreError) else "MongoDB" if isinstance(exc, PyMongoError) else ""
-        message = ("Redis is full (maxmemory with noeviction) and refuses writes; " if isinstance(exc, OutOfMemoryError)
-                   else f"{store} failed: " if store else "") + f"{type(exc).__name__}: {exc}"
+        message = failure_message(exc)
         self._saved_at_failure = self.saved
         self.stats.error(message)
         self.backoff_s = min(5.0, self.backoff_s * 2 or 0.2)
         log.warning("%s; reopening from the last checkpoint in %.1f s", message, self.backoff_s)
         self._drop_stream()
-
-    # ------------------------------------------------------------ the lease
 
     def _ensure_lease(self) -> bool:
         held = self.lease.hold()
@@ -242,36 +223,12 @@ class Worker:
         """The lease as it is now, for writes queued now (never read again by the writer)."""
         return Grant(self.lease.token, self.lease.held_until, self.masters)
 
-    def _owns(self, doc_id: Any) -> bool:
-        """Whether this process's partition owns the document (one whose id cannot be read is
-        partition 0's, so that it is dead-lettered once)."""
-        return self.partition.count == 1 or self.partition.owns(document_id(doc_id))
-
-    # ------------------------------------------------------------ the stream
-
     def _open(self) -> None:
-        checkpoint = self.checkpoints.load()
-        if checkpoint is None:
-            self.resync("no checkpoint")
-            return
-        now = masters(self.redis)
-        if checkpoint.masters and now != checkpoint.masters:
-            # Asynchronous replication: the checkpoint may cover writes the new masters never got.
-            self.resync("the Redis masters changed since the checkpoint (failover or restart): "
-                        "writes they acknowledged may be lost", version_jump=VERSION_JUMP)
-            return
-        self.masters = now
-        try:
-            self.stream = self.source.open(checkpoint)
-        except PyMongoError as exc:
-            if not refuses_resume(exc):
-                raise  # transient: retried from the same checkpoint
-            self.resync(f"the server refuses to resume from the checkpoint ({type(exc).__name__}: {exc})")
-            return
-        self.saved = checkpoint
+        self.masters = masters(self.redis)
+        self.stream = self.tailing.open(self.checkpoints.load(), self.masters)
         self.stats.state = State.TAILING
-        self.stats.position = checkpoint.position
-        log.info("tailing from position %s", checkpoint.position)
+        self.stats.position = self.tailing.saved.position if self.tailing.saved else ""
+        log.info("tailing from position %s", self.stats.position)
 
     def _drop_stream(self) -> None:
         if self.stream is not None:
@@ -283,50 +240,18 @@ class Worker:
             log.warning("a write behind the stream failed (%s: %s); the stream reopens from the last checkpoint",
                         type(failed).__name__, failed)
 
-    def _tail_once(self) -> None:
-        assert self.stream is not None
-        taken = self.stream.take(self.settings.batch_size, self.max_wait_s)
-        self.caught_up = taken.caught_up and not taken.events
-        tailed = from_events(taken.events, self.source.kinds, self.settings.rules, self.durations, self._owns)
-        batch = tailed.batch
-        if batch.rejected:
-            batch.rejected = with_full_documents(batch.rejected, self.source.full_documents)
-        grant = self._grant()
-        if tailed.resync_reason:
-            self.writes.submit(lambda: self.writer.apply(batch, grant))
-            self.writes.flush()
-            self.resync(tailed.resync_reason)
-            return
-        now_ms = self._now_ms()
-        event_ms = tailed.event_ms  # when the batch's last event (owned or not) happened at the source
-        if event_ms is not None:
-            self.stats.lag_ms = max(0, now_ms - event_ms)
-            self.stats.last_event_ms = event_ms
-        elif taken.caught_up:
-            self.stats.lag_ms = 0
-        last_time = tailed.last_time
-        position = token_position(taken.token) or (seq_of(last_time) if last_time else None)
-        position = position or (self.saved.position if self.saved else self.stream.start)
-        idle_due = self.saved is None or now_ms - self.saved.at_ms >= EVERY_S * 1000
-        if taken.events or idle_due:
-            token = taken.token
-
-            def write() -> Applied:
-                applied = self.writer.apply(batch, grant)
-                saved = self.writer.checkpoint(token, position, grant, event_ms)
-                return Applied(applied.events, applied.batches, applied.dead_letters, saved.checkpoint)
-
-            self.writes.submit(write)
-
     def _collect(self, *extra: Applied) -> None:
-        """Fold what the writer thread reported into the counters and the last checkpoint."""
-        for applied in (*self.writes.collect(), *extra):
-            self.stats.count(applied.events, applied.batches, applied.dead_letters)
-            if applied.checkpoint is not None:
-                self.saved = applied.checkpoint
-                self.stats.checkpointed(applied.checkpoint.at_ms, applied.checkpoint.position)
+        self.tailing.collect(self.stats, *extra)
 
-    # ------------------------------------------------------------ the resync
+    @property
+    def saved(self) -> Checkpoint | None:
+        """The last checkpoint stored (as the writer reported it)."""
+        return self.tailing.saved
+
+    @property
+    def caught_up(self) -> bool:
+        """Whether the last step ended on an empty getMore begun after it started."""
+        return self.tailing.caught_up
 
     def resync(self, reason: str, version_jump: int = 0) -> None:
         """Rebuild the read model from the collections (:mod:`.resync`), then tail from there."""
@@ -356,7 +281,7 @@ class Worker:
         self._collect()
         self.report()
         if sweep and self.lease.held():
-            self.model.sweep(self._now_ms(), self._now_iso())
+            self.model.sweep(self._now_ms(), iso_at(self.clock()))
             if take_resync_request(self.redis, self.layout):
                 self.resync("requested by an operator")
             self.verify.tick()
@@ -371,6 +296,3 @@ class Worker:
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
-
-    def _now_iso(self) -> str:
-        return iso(datetime.fromtimestamp(self.clock(), UTC)) or ""

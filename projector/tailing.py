@@ -1,0 +1,117 @@
+"""Tailing: take what the stream's reader handed over, build one batch, queue its writes and its
+checkpoint behind the previous batch's; and fold in what the writer reported back.
+
+Runs on the worker's thread, which owns a :class:`Tailing`'s state: ``saved`` (the last
+checkpoint the writer reported stored) and ``caught_up``. The writer thread gets the batch, the
+token, the position and a :class:`~.applying.Grant` as values when the job is queued.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pymongo.errors import PyMongoError
+
+from .applying import Applied, BatchWriter, Grant
+from .batching import Owns, from_events, with_full_documents
+from .changes import seq_of
+from .checkpoint import Checkpoint
+from .durations import Durations
+from .health import Stats
+from .reading import Stream
+from .settings import Settings
+from .source import Source, refuses_resume, token_position
+from .writebehind import WriteBehind
+
+IDLE_CHECKPOINT_MS = 1000  # with nothing new, the checkpoint is still stored this often
+# After Redis lost acknowledged writes, every user's version moves this far: further than the
+# versions a user can have gone through in the replication lag a failover loses, so no version a
+# client saw is handed out again for another state.
+VERSION_JUMP = 1000
+
+
+class ResyncNeeded(Exception):
+    """The stream cannot go on from where it is: rebuild the read model instead."""
+
+    def __init__(self, reason: str, version_jump: int = 0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.version_jump = version_jump
+
+
+@dataclass
+class Tailing:
+    """One tailing step at a time over the worker's stream."""
+
+    source: Source
+    writer: BatchWriter
+    writes: WriteBehind
+    settings: Settings
+    owns: Owns
+    max_wait_s: float = 0.25
+    clock: Callable[[], float] = time.time
+    saved: Checkpoint | None = None  # the last checkpoint stored, as the writer reported it
+    caught_up: bool = False  # the last take ended on an empty getMore begun after it started
+
+    def open(self, checkpoint: Checkpoint | None, masters_now: str) -> Stream:
+        """The stream from the stored checkpoint; :class:`ResyncNeeded` when there is none, when
+        the Redis masters that hold its writes changed (a failover or a restart: asynchronous
+        replication may have lost them), or when the server refuses to resume from it for good.
+        A transient error is raised as it is (retried from the same checkpoint)."""
+        if checkpoint is None:
+            raise ResyncNeeded("no checkpoint")
+        if checkpoint.masters and masters_now != checkpoint.masters:
+            raise ResyncNeeded("the Redis masters changed since the checkpoint (failover or restart): "
+                               "writes they acknowledged may be lost", VERSION_JUMP)
+        try:
+            stream = self.source.open(checkpoint)
+        except PyMongoError as exc:
+            if not refuses_resume(exc):
+                raise
+            raise ResyncNeeded(f"the server refuses to resume from the checkpoint ({type(exc).__name__}: {exc})") from exc
+        self.saved = checkpoint
+        return stream
+
+    def step(self, stream: Stream, durations: Durations, grant: Grant, stats: Stats) -> None:
+        """Take, build and queue one batch; :class:`ResyncNeeded` after an event that ends the
+        stream (the batch's events before it are written first)."""
+        taken = stream.take(self.settings.batch_size, self.max_wait_s)
+        self.caught_up = taken.caught_up and not taken.events
+        tailed = from_events(taken.events, self.source.kinds, self.settings.rules, durations, self.owns)
+        batch = tailed.batch
+        if batch.rejected:
+            batch.rejected = with_full_documents(batch.rejected, self.source.full_documents)
+        if tailed.resync_reason:
+            self.writes.submit(lambda: self.writer.apply(batch, grant))
+            self.writes.flush()
+            raise ResyncNeeded(tailed.resync_reason)
+        now_ms = int(self.clock() * 1000)
+        event_ms = tailed.event_ms  # when the batch's last event (owned or not) happened at the source
+        if event_ms is not None:
+            stats.lag_ms = max(0, now_ms - event_ms)
+            stats.last_event_ms = event_ms
+        elif taken.caught_up:
+            stats.lag_ms = 0
+        last_time = tailed.last_time
+        position = token_position(taken.token) or (seq_of(last_time) if last_time else None)
+        position = position or (self.saved.position if self.saved else stream.start)
+        idle_due = self.saved is None or now_ms - self.saved.at_ms >= IDLE_CHECKPOINT_MS
+        if taken.events or idle_due:
+            token = taken.token
+
+            def write() -> Applied:
+                applied = self.writer.apply(batch, grant)
+                saved = self.writer.checkpoint(token, position, grant, event_ms)
+                return Applied(applied.events, applied.batches, applied.dead_letters, saved.checkpoint)
+
+            self.writes.submit(write)
+
+    def collect(self, stats: Stats, *extra: Applied) -> None:
+        """Fold what the writer thread reported (and ``extra``) into ``stats`` and ``saved``."""
+        for applied in (*self.writes.collect(), *extra):
+            stats.count(applied.events, applied.batches, applied.dead_letters)
+            if applied.checkpoint is not None:
+                self.saved = applied.checkpoint
+                stats.checkpointed(applied.checkpoint.at_ms, applied.checkpoint.position)
