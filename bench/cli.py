@@ -34,6 +34,7 @@ BENCHMARKS = {
     "verify": "bench.verify",
     "storm": "bench.storm",
     "polls": "bench.polls",
+    "fresh": "bench.fresh",
 }
 
 

@@ -89,3 +89,15 @@ def test_polls_benchmark_answers_every_304_poll_without_a_body_beside_full_polls
     assert [row.baseline_name for row in rows] == ["full poll (200 + body)", "full poll", "full poll"]
     assert all(row.value > 0 and row.baseline > 0 for row in rows)
     assert rows[1].value < rows[1].baseline  # a 304 carries headers only
+
+
+def test_fresh_benchmark_reads_each_write_at_once_beside_reading_until_it_shows():
+    from bench import fresh
+
+    rows = fresh.run(sizes=fresh.TINY)
+
+    assert [row.baseline_name for row in rows][1:] == ["read until shown", "read until shown"]
+    details = rows[0].extra
+    assert details["fresh"]["requests_per_write"] == 1 and details["fresh"]["behind"] == 0
+    assert details["poll"]["requests_per_write"] >= 1
+    assert all(row.value > 0 and row.baseline > 0 for row in rows[:2])
