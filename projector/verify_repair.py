@@ -15,6 +15,9 @@ repaired users again and repairs once more while they differ. It is written thro
 4. every repaired user's snapshot is swept with a version jump, announced on pub/sub: a deleted
    key or a restored dump took its version back, and an SSE client ignores a version it had.
 
+A wrong entry of the recently finished list is not rewritten: the list is an event log the write
+path only appends to (the entry leaves the snapshot within ten minutes).
+
 Every write step runs only while ``fenced()`` passes (it raises once the lease is lost). The plan
 is built on the caller's thread; :meth:`Plan.apply` runs where the lease holder writes (the
 worker's writer thread).

@@ -225,3 +225,22 @@ def test_each_partition_verifies_and_repairs_the_documents_it_owns(standin, real
         for run in runs:
             run.stop()
         mongo.close()
+
+
+def test_missing_entries_a_stale_balance_and_a_wrong_finished_entry_are_named(setup, standin, real_redis, layout):
+    worker, verifier = setup
+    standin.delete(DB, ECONOMY, "e2")
+    standin.update(DB, TASKS, "h0", set={"status": "completed"})
+    worker.applied()
+    [finished] = real_redis.lrange(layout.finished("u0"), 0, -1)
+    real_redis.lset(layout.finished("u0"), 0, json.dumps({**json.loads(finished), "status": "failed"}))
+    real_redis.delete(layout.task_owner("g0"))
+    real_redis.hdel(layout.seqs("u1"), "g1")
+    real_redis.hset(layout.user("u2"), mapping={"usdCredit": "2.5", "points": "6756", "exp": "3"})  # an old copy
+    report = verifier.check()
+    assert kinds(report) == {("owner-missing", "u0", "g0"), ("finished-different", "u0", "h0"),
+                             ("task-position-missing", "u1", "g1"), ("balance-extra", "u2", "e2")}
+    assert 'status "failed"!="completed"' in next(d.detail for d in report.drift if d.doc == "h0")
+    plan_repair(verifier, report.drift, report.raw_ids).apply(real_redis, lambda: None, time.time)
+    # The recently finished list is an event log the write path only appends to: reported, not rewritten.
+    assert kinds(verifier.check()) == {("finished-different", "u0", "h0")}
