@@ -1,6 +1,7 @@
 """Learned typical durations per tool, so live tasks without reported progress get an estimate.
 
-Each task that completes successfully contributes its end-minus-start to an exponentially
+Each task that completes successfully (a status of ``Rules.succeeded``: ``SUCCESS_STATUSES``)
+contributes its end-minus-start to an exponentially
 weighted moving average per ``toolId``. The averages live in memory (the lookup passed to
 :func:`projector.changes.event_change`) and in the ``durations`` Redis hash, so a restarted or
 new leader starts with what the previous one learned.
@@ -16,7 +17,6 @@ from readmodel.text import text
 
 from .normalize import Task, epoch_ms, to_utc
 
-SUCCESS_STATUSES = frozenset({"completed", "success", "succeeded"})
 MAX_DURATION_MS = 24 * 3600 * 1000
 ALPHA = 0.2  # weight of the newest observation
 
@@ -26,7 +26,7 @@ def observed_duration(change: Change) -> tuple[str, int] | None:
     if not isinstance(change, TaskChange) or not isinstance(change.source, Task):
         return None
     task = change.source
-    if task.live or task.status not in SUCCESS_STATUSES or not task.tool_id:
+    if not task.succeeded or not task.tool_id:
         return None
     started = epoch_ms(to_utc(task.started_at))
     ended = task.last_activity_ms

@@ -38,6 +38,7 @@ TERMINAL_STATUSES = frozenset(
         "error",
     }
 )
+SUCCESS_STATUSES = frozenset({"completed", "success", "succeeded"})  # terminal and successful
 DEFAULT_POINTS_RATE = Decimal("0.00037")
 
 # Bounds on what a document may put into a snapshot. Anything outside is rejected with a reason
@@ -64,6 +65,7 @@ class Rules:
     queued: frozenset[str] = QUEUED_STATUSES
     running: frozenset[str] = RUNNING_STATUSES
     terminal: frozenset[str] = TERMINAL_STATUSES
+    succeeded: frozenset[str] = SUCCESS_STATUSES  # terminal statuses whose duration is learned
     points_rate: Decimal = DEFAULT_POINTS_RATE
     stale_after_ms: int = 24 * 3600 * 1000
 
@@ -105,6 +107,7 @@ class Task:
     source_platform: str | None
     # Milliseconds since the epoch of the last sign of life; None when the document has none.
     last_activity_ms: int | None = field(default=None, compare=True)
+    succeeded: bool = False  # finished with a status of Rules.succeeded
 
     def visible(self) -> dict[str, Any]:
         """The fields a reader sees, in the API's naming."""
@@ -402,6 +405,7 @@ def _task(doc: Mapping[str, Any], rules: Rules) -> Task | Rejection:
         source_platform=(_text(doc.get("notificationPlatform"), MAX_PLATFORM)
                          or _text(doc.get("sourcePlatform"), MAX_PLATFORM)),
         last_activity_ms=epoch_ms(updated),
+        succeeded=not live and status in rules.succeeded,
     )
 
 

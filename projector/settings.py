@@ -17,7 +17,7 @@ from pymongo.uri_parser import parse_uri
 from readmodel import Layout, Partition
 from readmodel.settings import SettingsError, StoreSettings, store_settings, whole, with_secret_files
 
-from .normalize import QUEUED_STATUSES, RUNNING_STATUSES, TERMINAL_STATUSES, Rules, normalize_status
+from .normalize import QUEUED_STATUSES, RUNNING_STATUSES, SUCCESS_STATUSES, TERMINAL_STATUSES, Rules, normalize_status
 
 __all__ = ["Settings", "SettingsError"]
 
@@ -102,11 +102,16 @@ class Settings:
         terminal = _statuses(env, "TERMINAL_STATUSES", TERMINAL_STATUSES)
         queued = _statuses(env, "QUEUED_STATUSES", QUEUED_STATUSES) - terminal
         running = _statuses(env, "RUNNING_STATUSES", RUNNING_STATUSES) - terminal
+        succeeded = _statuses(env, "SUCCESS_STATUSES", SUCCESS_STATUSES & terminal)
+        if not succeeded <= terminal:
+            raise SettingsError(f"SUCCESS_STATUSES must be terminal statuses too; not in TERMINAL_STATUSES: "
+                                f"{', '.join(sorted(succeeded - terminal))}")
         stale_hours = _positive_decimal(env, "STALE_AFTER_HOURS", "24")
         rules = Rules(
             queued=queued,
             running=running,
             terminal=terminal,
+            succeeded=succeeded,
             points_rate=_positive_decimal(env, "POINTS_RATE", "0.00037"),
             stale_after_ms=int(stale_hours * 3600 * 1000),
         )

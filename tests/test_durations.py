@@ -9,10 +9,10 @@ from projector.normalize import Rules
 RULES = Rules()
 
 
-def done(gid, tool="flux", status="completed", start="2026-11-25T09:00:00Z", end="2026-11-25T09:00:30Z"):
+def done(gid, tool="flux", status="completed", start="2026-11-25T09:00:00Z", end="2026-11-25T09:00:30Z", rules=RULES):
     doc = {"_id": gid, "masterAccountId": "u1", "status": status, "toolId": tool,
            "requestTimestamp": start, "responseTimestamp": end}
-    return task_change(doc, gid, "0000000001.0000000000", 0, RULES)
+    return task_change(doc, gid, "0000000001.0000000000", 0, rules)
 
 
 def test_completed_task_contributes_end_minus_start():
@@ -22,6 +22,12 @@ def test_completed_task_contributes_end_minus_start():
 def test_failed_or_live_tasks_teach_nothing():
     assert observed_duration(done("g1", status="failed")) is None
     assert observed_duration(done("g1", status="processing")) is None
+
+
+def test_which_statuses_count_as_success_is_the_rules_not_a_constant():
+    rules = Rules(terminal=frozenset({"delivered", "completed"}), succeeded=frozenset({"delivered"}))
+    assert observed_duration(done("g1", status="delivered", rules=rules)) == ("flux", 30_000)
+    assert observed_duration(done("g1", status="completed", rules=rules)) is None
 
 
 def test_nonsense_durations_are_ignored():

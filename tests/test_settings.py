@@ -22,6 +22,14 @@ def test_status_sets_are_read_normalized_and_terminal_wins():
     assert settings.rules.queued == {"queued"}
 
 
+def test_success_statuses_are_configurable_like_terminal_ones_and_must_be_terminal():
+    settings = Settings.from_env({"TERMINAL_STATUSES": "Done,failed", "SUCCESS_STATUSES": "Done"})
+    assert settings.rules.succeeded == {"done"}
+    assert Settings.from_env({"TERMINAL_STATUSES": "done,completed"}).rules.succeeded == {"completed"}
+    with pytest.raises(SettingsError, match="SUCCESS_STATUSES must be terminal.*shipped"):
+        Settings.from_env({"SUCCESS_STATUSES": "completed,shipped"})
+
+
 def test_numbers_are_read():
     settings = Settings.from_env({"POINTS_RATE": "0.5", "STALE_AFTER_HOURS": "0.5", "DEADLETTER_MAX": "250",
                                   "BATCH_SIZE": "10", "METRICS_PORT": "9108"})
