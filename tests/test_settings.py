@@ -26,7 +26,7 @@ def test_success_statuses_are_configurable_like_terminal_ones_and_must_be_termin
     settings = Settings.from_env({"TERMINAL_STATUSES": "Done,failed", "SUCCESS_STATUSES": "Done"})
     assert settings.rules.succeeded == {"done"}
     assert Settings.from_env({"TERMINAL_STATUSES": "done,completed"}).rules.succeeded == {"completed"}
-    with pytest.raises(SettingsError, match="SUCCESS_STATUSES must be terminal.*shipped"):
+    with pytest.raises(SettingsError, match=r"SUCCESS_STATUSES must be terminal.*shipped"):
         Settings.from_env({"SUCCESS_STATUSES": "completed,shipped"})
 
 
