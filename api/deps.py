@@ -90,8 +90,11 @@ UserIdPath = Annotated[
 ]
 
 
-async def _readable_user(masterAccountId: UserIdPath, principal: PrincipalDep) -> str:
+async def _readable_user(request: Request, masterAccountId: UserIdPath, principal: PrincipalDep) -> str:
     authorize(principal, masterAccountId)
+    # For what the route does later with the caller (a long-poll's stream slot), without naming
+    # PrincipalDep again: FastAPI walks a dependency's whole tree for every mention of it.
+    request.state.principal = principal
     return masterAccountId
 
 

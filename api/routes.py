@@ -39,11 +39,11 @@ ops = APIRouter(tags=["operations"])
 
 
 @users.get("/users/{masterAccountId}/status", response_model=Snapshot, responses=POLL_ERRORS, operation_id="getStatus")
-async def status(uid: ReadableUser, settings: SettingsDep, when: ConditionsDep, response: Response) -> Any:
+async def status(uid: ReadableUser, when: ConditionsDep, response: Response) -> Any:
     """The user's current snapshot (version 0 and empty when nothing is known); conditional (ETag), fresh
     after a write (afterClusterTime) or long-polled (newerThan)."""
-    snap = await when.snapshot()
-    return when.answer(snap, f"s{settings.live_tasks_shown}", response) or snap
+    snap = await when.snapshot(uid)
+    return when.answer(snap, f"s{when.settings.live_tasks_shown}", response) or snap
 
 
 def _number(text: str | None) -> float | None:
@@ -52,10 +52,10 @@ def _number(text: str | None) -> float | None:
 
 @users.get("/users/{masterAccountId}/status-report", response_model=StatusReport, responses=POLL_ERRORS,
            operation_id="getStatusReport")
-async def status_report(uid: ReadableUser, settings: SettingsDep, when: ConditionsDep, response: Response) -> Any:
+async def status_report(uid: ReadableUser, when: ConditionsDep, response: Response) -> Any:
     """The legacy shape the bots consume today (walletAddress is always null: not ours)."""
-    snap = await when.snapshot()
-    unchanged = when.answer(snap, f"r{settings.live_tasks_shown}", response)
+    snap = await when.snapshot(uid)
+    unchanged = when.answer(snap, f"r{when.settings.live_tasks_shown}", response)
     if unchanged is not None:
         return unchanged
     return {
@@ -91,7 +91,7 @@ async def status_text(
     ] = None,
 ) -> Any:
     """The status message rendered for a chat platform, escaped for its parse mode."""
-    snap = await when.snapshot()
+    snap = await when.snapshot(uid)
     chosen = markup_for(platform, markup)
     unchanged = when.answer(snap, f"t{platform}.{chosen.parse_mode}.{settings.text_task_limit}.{settings.live_tasks_shown}",
                             response)
