@@ -18,7 +18,7 @@ from typing import Any
 import redis
 from tqdm import tqdm
 
-from projector.normalize import iso
+from projector.times import iso
 from readmodel import Layout
 from readmodel.connect import connect
 from readmodel.settings import store_settings

@@ -24,7 +24,7 @@ from .checkpoint import Checkpoint, CheckpointStore
 from .deadletters import DeadLetters
 from .durations import Durations
 from .lease import LeaseLost
-from .normalize import iso_at
+from .times import iso_at
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,11 @@ from readmodel import LIVE, Change, Partition, TaskChange
 
 from .changes import ECONOMY, TASKS, Rejected, event_change, superseded
 from .durations import Durations
-from .normalize import Rules, document_id, epoch_ms, to_utc
+from .normalize import Rules
 from .reading import RESYNC_EVENTS
 from .source import id_key
+from .times import datetime_ms, to_utc
+from .values import document_id
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +101,7 @@ def from_events(
     skip = superseded(events[:ends])
     for index, event in enumerate(events[:ends]):
         tailed.last_time = event.get("clusterTime") or tailed.last_time
-        tailed.last_wall_ms = epoch_ms(to_utc(event.get("wallTime"))) or tailed.last_wall_ms
+        tailed.last_wall_ms = datetime_ms(to_utc(event.get("wallTime"))) or tailed.last_wall_ms
         if index in skip:
             continue  # a later event of this batch carries this document's newer state
         if not owns((event.get("documentKey") or {}).get("_id")):

@@ -11,7 +11,9 @@ from bson import Timestamp
 from readmodel import FINISHED, GONE, LIVE, BalanceChange, Change, TaskChange, position
 from readmodel.records import balance_record, finished_task_record, live_task_record
 
-from .normalize import Rejection, Rules, describe, document_id, epoch_ms, normalize_balance, normalize_task, to_utc
+from .normalize import Rejection, Rules, normalize_balance, normalize_task
+from .times import datetime_ms, to_utc
+from .values import describe, document_id
 
 TASKS = "tasks"
 ECONOMY = "economy"
@@ -153,5 +155,5 @@ def event_change(
         return Rejected(kind, None, "event without clusterTime", dict(event))
     key = event.get("documentKey") or {}
     doc = None if operation == "delete" else event.get("fullDocument")
-    wall_ms = epoch_ms(to_utc(event.get("wallTime"))) or cluster_time.time * 1000
+    wall_ms = datetime_ms(to_utc(event.get("wallTime"))) or cluster_time.time * 1000
     return document_change(kind, doc, key.get("_id"), seq_of(cluster_time), wall_ms, rules, durations)

@@ -15,7 +15,8 @@ from typing import Any
 from readmodel import Change, Layout, TaskChange
 from readmodel.text import text
 
-from .normalize import Task, epoch_ms, to_utc
+from .normalize import Task
+from .times import datetime_ms, to_utc
 
 MAX_DURATION_MS = 24 * 3600 * 1000
 ALPHA = 0.2  # weight of the newest observation
@@ -28,7 +29,7 @@ def observed_duration(change: Change) -> tuple[str, int] | None:
     task = change.source
     if not task.succeeded or not task.tool_id:
         return None
-    started = epoch_ms(to_utc(task.started_at))
+    started = datetime_ms(to_utc(task.started_at))
     ended = task.last_activity_ms
     if started is None or ended is None or not 0 < ended - started <= MAX_DURATION_MS:
         return None

@@ -24,9 +24,10 @@ from .applying import Applied, BatchWriter, Grant
 from .batching import Batch, Owns
 from .changes import ECONOMY, TASKS, document_change
 from .durations import Durations
-from .normalize import Rules, iso_at
+from .normalize import Rules
 from .reading import Stream
 from .source import Source
+from .times import iso_at
 from .writebehind import WriteBehind
 
 log = logging.getLogger(__name__)

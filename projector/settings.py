@@ -17,7 +17,8 @@ from pymongo.uri_parser import parse_uri
 from readmodel import Layout, Partition
 from readmodel.settings import SettingsError, StoreSettings, store_settings, whole, with_secret_files
 
-from .normalize import QUEUED_STATUSES, RUNNING_STATUSES, SUCCESS_STATUSES, TERMINAL_STATUSES, Rules, normalize_status
+from .normalize import QUEUED_STATUSES, RUNNING_STATUSES, SUCCESS_STATUSES, TERMINAL_STATUSES, Rules
+from .values import normalize_status
 
 __all__ = ["Settings", "SettingsError"]
 

@@ -31,8 +31,9 @@ from readmodel import Layout, ReadModel, position
 from readmodel.text import text
 
 from .checkpoint import CheckpointStore
-from .normalize import BALANCE_FIELDS, TASK_FIELDS, document_id
+from .normalize import BALANCE_FIELDS, TASK_FIELDS
 from .settings import Settings
+from .values import document_id
 from .verify_compare import ECONOMY, TASKS, Actual, Difference, Documents, compare
 
 CHUNK = 500  # users per MongoDB query and per Redis pipeline

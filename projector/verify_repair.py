@@ -36,8 +36,9 @@ from readmodel.changes import GONE
 
 from .changes import Rejected, document_change
 from .durations import Durations
-from .normalize import document_id, iso
 from .settings import Settings
+from .times import iso
+from .values import document_id
 from .verify import Report, Verifier
 from .verify_compare import ECONOMY, TASKS, Difference
 

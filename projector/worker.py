@@ -34,12 +34,12 @@ from .durations import Durations
 from .health import State, Stats, failure_message, publish
 from .lease import Hold, Lease, LeaseLost
 from .metrics import Metrics
-from .normalize import iso_at
 from .reading import Stream
 from .resync import Resync, Stopped
 from .settings import Settings
 from .source import Source, needs_resync
 from .tailing import ResyncNeeded, Tailing
+from .times import iso_at
 from .verify_schedule import VerifySchedule
 from .writebehind import WriteBehind
 

@@ -39,7 +39,7 @@ def position(seconds: int, increment: int) -> str:
 HASH_MODULUS = 2147483647  # 2^31 - 1: every step stays exact in Lua's doubles
 
 
-def id_hash(doc_id: str) -> int:
+def partition_hash(doc_id: str) -> int:
     """A polynomial hash of the id's UTF-8 bytes, the same in Python and in Redis's Lua 5.1 (no
     library hash exists in both: fakeredis's Lua has no ``redis.sha1hex``)."""
     value = 0
@@ -55,7 +55,7 @@ PARTITION_RE = re.compile(r"^\s*(\d{1,3})\s*/\s*(\d{1,3})\s*$")
 class Partition:
     """Which documents one projector process owns when N processes split the stream: those whose
     id (as the read model stores it) hashes to ``index`` modulo ``count``. The hash is
-    :func:`id_hash`, which ``sweep.lua`` computes too. 0/1 owns everything; a document with no
+    :func:`partition_hash`, which ``sweep.lua`` computes too. 0/1 owns everything; a document with no
     usable id counts as partition 0's (in ``sweep.lua`` too), so exactly one partition handles it."""
 
     index: int = 0
@@ -78,7 +78,7 @@ class Partition:
             return True
         if doc_id is None:
             return self.index == 0
-        return id_hash(doc_id) % self.count == self.index
+        return partition_hash(doc_id) % self.count == self.index
 
     @property
     def tag(self) -> str:

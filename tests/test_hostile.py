@@ -18,18 +18,8 @@ from projector.changes import ECONOMY as ECONOMY_KIND
 from projector.changes import TASKS as TASKS_KIND
 from projector.changes import Rejected, document_change
 from projector.deadletters import DeadLetters
-from projector.normalize import (
-    MAX_DISPLAY_NAME,
-    MAX_PLATFORM,
-    MAX_STATUS,
-    MAX_TOOL_ID,
-    Balance,
-    Rejection,
-    Rules,
-    Task,
-    normalize_balance,
-    normalize_task,
-)
+from projector.normalize import Balance, Rejection, Rules, Task, normalize_balance, normalize_task
+from projector.values import MAX_DISPLAY_NAME, MAX_PLATFORM, MAX_STATUS, MAX_TOOL_ID
 from readmodel import BalanceChange, TaskChange
 
 from .capture_helpers import DB, ECONOMY, TASKS, economy_doc, snapshot, task_doc

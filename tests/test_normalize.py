@@ -8,19 +8,8 @@ from bson import Decimal128, Int64, ObjectId
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from projector.normalize import (
-    Balance,
-    Rejection,
-    Rules,
-    Task,
-    decimal_text,
-    exact_decimal,
-    id_hash,
-    is_stale,
-    normalize_balance,
-    normalize_status,
-    normalize_task,
-)
+from projector.normalize import Balance, Rejection, Rules, Task, is_stale, normalize_balance, normalize_task
+from projector.values import decimal_text, exact_decimal, id_hash, normalize_status
 
 OID = ObjectId("65f1c0ffee0000000000abcd")
 USER = ObjectId("65f1c0ffee00000000001234")

@@ -1,6 +1,6 @@
 -- Remove ONE user's live tasks that went stale by now and, when a min seq is given (the end of a
 -- resync), tasks and the balance last written before it, of the documents this partition owns
--- (readmodel.keys.Partition and id_hash, computed the same here; a balance stored before its
+-- (readmodel.keys.Partition and partition_hash, computed the same here; a balance stored before its
 -- document was recorded counts as partition 0's). A version jump (> 0)
 -- moves the version that far and announces it even when nothing changed: after Redis lost
 -- acknowledged writes in a failover, a version a client already saw must not be handed out again

@@ -14,7 +14,8 @@ from typing import Any
 
 from bson import Decimal128, Int64
 
-from projector.normalize import Rejection, document_id, normalize_balance, normalize_task
+from projector.normalize import Rejection, normalize_balance, normalize_task
+from projector.values import document_id
 from tests.capture_helpers import ECONOMY, TASKS
 
 NAN = float("nan")

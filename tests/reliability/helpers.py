@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from bson import Decimal128, Int64
 
-from projector.normalize import document_id
+from projector.values import document_id
 from tests.capture_helpers import DB, ECONOMY, TASKS, actual_state, expected_state, iso_ago, task_doc, without_empty
 from tests.test_worker_process import Writer
 

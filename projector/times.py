@@ -1,0 +1,56 @@
+"""Time: BSON dates, ISO-8601 texts and epoch numbers into one form, and back to text (pure)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from bson.datetime_ms import DatetimeMS
+
+from .values import MAX_NUMBER_TEXT
+
+# ---------------------------------------------------------------------------- time
+
+
+def to_utc(value: Any) -> datetime | None:
+    """A BSON date (naive means UTC), an ISO-8601 string, or epoch seconds/milliseconds."""
+    if isinstance(value, datetime):
+        try:
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        except (OverflowError, ValueError):
+            return None
+    if isinstance(value, DatetimeMS):  # a BSON date outside datetime's years 1..9999
+        return None
+    if isinstance(value, str):
+        if len(value) > MAX_NUMBER_TEXT:
+            return None
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+        return to_utc(parsed)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
+        seconds = value / 1000 if value > 1e11 else value
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    return None
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO-8601 UTC with millisecond precision and a Z: 2026-11-25T08:48:21.123Z."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+
+
+def iso_at(seconds: float) -> str:
+    """ISO-8601 UTC (milliseconds) of a clock reading in seconds since the epoch."""
+    return iso(datetime.fromtimestamp(seconds, UTC)) or ""
+
+
+def datetime_ms(moment: datetime | None) -> int | None:
+    """Milliseconds since the epoch of a moment (see :func:`readmodel.records.epoch_ms` for an ISO text)."""
+    return None if moment is None else int(moment.timestamp() * 1000)
