@@ -1,7 +1,7 @@
 """How fresh the read model is: the source position each projector partition has applied through.
 
 The projector saves its checkpoint after every write the checkpoint covers and, in the same
-script, announces ``"position lagMs"`` on its partition's ``applied`` channel
+script, announces ``"position lagMs atMs"`` on its partition's ``applied`` channel
 (:mod:`projector.checkpoint`). This process keeps the newest announcement of each partition in
 memory: a snapshot read *after* a position was seen reflects the source at least through it, so
 :meth:`Positions.source` is captured before each read and served with the snapshot (REST and
@@ -24,6 +24,7 @@ from readmodel.connect import arefresh
 from readmodel.text import text
 
 from .errors import InvalidRequest
+from .stalled import iso_ms
 
 log = logging.getLogger("api.freshness")
 MAX_UINT32 = 2**32 - 1
@@ -51,7 +52,7 @@ class Positions:
         self._layouts = layouts
         self._by_channel = {layout.applied: index for index, layout in enumerate(layouts)}
         self.refresh_s = refresh_s
-        self._applied: list[tuple[str, int] | None] = [None] * len(layouts)
+        self._applied: list[tuple[str, int, int] | None] = [None] * len(layouts)  # position, lagMs, atMs
         self._moved = asyncio.Condition()
         self._task: asyncio.Task | None = None
         self._closing = False
@@ -69,13 +70,15 @@ class Positions:
         (the largest) and each partition's own; nulls for a partition that never checkpointed."""
         partitions = [
             {"partition": str(layout.partition), "position": item[0] if item else None,
-             "lagMs": item[1] if item else None}
+             "lagMs": item[1] if item else None, "appliedAt": iso_ms(item[2]) if item else None}
             for layout, item in zip(self._layouts, self._applied)
         ]
-        lags = [item[1] for item in self._applied if item is not None]
+        known = [item for item in self._applied if item is not None]
+        whole = bool(known) and len(known) == len(self._applied)
         return {
             "position": self.applied_through(),
-            "lagMs": max(lags) if lags and len(lags) == len(self._applied) else None,
+            "lagMs": max(item[1] for item in known) if whole else None,
+            "appliedAt": iso_ms(min(item[2] for item in known)) if whole else None,
             "partitions": partitions,
         }
 
@@ -108,9 +111,9 @@ class Positions:
                 log.warning("projector positions: the task did not stop within %.0f s of shutdown", CLOSE_TIMEOUT_S)
             self._task = None
 
-    async def _set(self, index: int, raw_position: Any, raw_lag: Any) -> None:
+    async def _set(self, index: int, raw_position: Any, raw_lag: Any, raw_at: Any) -> None:
         try:
-            value = (text(raw_position), int(text(raw_lag)))
+            value = (text(raw_position), int(text(raw_lag)), int(text(raw_at)))
         except (TypeError, ValueError):
             return
         if value != self._applied[index]:
@@ -120,9 +123,9 @@ class Positions:
 
     async def _refresh(self) -> None:
         for index, layout in enumerate(self._layouts):
-            raw_position, raw_lag = await self._redis.hmget(layout.checkpoint, ["position", "lagMs"])
+            raw_position, raw_lag, raw_at = await self._redis.hmget(layout.checkpoint, ["position", "lagMs", "atMs"])
             if raw_position is not None:
-                await self._set(index, raw_position, raw_lag if raw_lag is not None else 0)
+                await self._set(index, raw_position, raw_lag if raw_lag is not None else 0, raw_at or 0)
 
     async def _run(self) -> None:
         backoff = 0.1
@@ -142,8 +145,8 @@ class Positions:
                     if message is not None and message.get("type") == "smessage":
                         index = self._by_channel.get(text(message.get("channel") or b""))
                         fields = text(message.get("data") or b"").split(" ")
-                        if index is not None and len(fields) == 2:
-                            await self._set(index, fields[0], fields[1])
+                        if index is not None and len(fields) == 3:
+                            await self._set(index, *fields)
                     if loop.time() >= due:
                         await self._refresh()
                         due = loop.time() + self.refresh_s

@@ -51,6 +51,7 @@ class PartitionPosition(BaseModel):
     position: str | None = Field(description="the cluster time this partition applied the stream through; "
                                              "null before its first checkpoint")
     lagMs: int | None = Field(description="how far behind the source it was when it applied that far")
+    appliedAt: str | None = Field(description="ISO-8601 UTC: when it applied that far (its last checkpoint)")
 
 
 class Source(BaseModel):
@@ -63,6 +64,8 @@ class Source(BaseModel):
     )
     lagMs: int | None = Field(description="how many ms behind the source the projector was when it applied through "
                                           "position (the largest over the partitions)")
+    appliedAt: str | None = Field(description="ISO-8601 UTC: the oldest partition's last checkpoint; a projector "
+                                              "that stopped shows here (it checkpoints every second, idle or not)")
     partitions: list[PartitionPosition]
 
 

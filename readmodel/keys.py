@@ -100,7 +100,7 @@ class Layout:
         own = f"{prefix}:{{{partition.tag}}}"
         self.deadlines = f"{prefix}:deadlines"
         self.checkpoint = f"{own}:checkpoint"  # hash: resume token, position, fence, lagMs
-        self.applied = f"{own}:applied"  # pub/sub channel: "position lagMs" each time the checkpoint moves
+        self.applied = f"{own}:applied"  # pub/sub channel: "position lagMs atMs" each time the checkpoint moves
         self.leader = f"{own}:leader"  # string with TTL: the lease holder's id
         self.fence = f"{own}:fence"  # counter: fencing token of each new lease
         self.health = f"{own}:health"  # hash: heartbeat, lag, rates, counters

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -87,6 +88,10 @@ def as_position(cluster_time: str) -> str:
     return position(int(seconds), int(increment))
 
 
+def applied_at(snap: dict) -> float:
+    return datetime.fromisoformat(snap["source"]["appliedAt"]).timestamp()
+
+
 def source_ready(server: Server, uid: str) -> bool:
     return status(server, uid).json()["source"]["position"] is not None
 
@@ -104,6 +109,7 @@ def test_a_read_after_my_write_shows_the_write_and_says_what_it_reflects(standin
         assert f"g{round_}" in {t["generationId"] for t in snap["liveTasks"]}
         assert snap["source"]["position"] >= as_position(written)
         assert snap["source"]["lagMs"] >= 0
+        assert abs(time.time() - applied_at(snap)) < 30  # the projector checkpoints every second
         assert [p["partition"] for p in snap["source"]["partitions"]] == ["0/1"]
     written = update_progress(client, "g0", 0.73)
     task = {t["generationId"]: t for t in status(server, "fresh1", afterClusterTime=as_position(written)).json()["liveTasks"]}
@@ -125,6 +131,10 @@ def test_a_projection_that_cannot_catch_up_answers_504_projection_behind_after_t
     wait_for(lambda: source_ready(server, "fresh2"), 20, "the projector's first checkpoint")
     projector.kill()
     projector.wait()
+    stopped = applied_at(status(server, "fresh2").json())
+    # A stopped projector shows: its last checkpoint's time stays where it was.
+    wait_for(lambda: time.time() - applied_at(status(server, "fresh2").json()) > 2, 20, "the checkpoint ageing")
+    assert applied_at(status(server, "fresh2").json()) == stopped
     written = write_task(client, task_doc("late", "fresh2"))
     started = time.monotonic()
     reply = status(server, "fresh2", afterClusterTime=written)
