@@ -8,16 +8,26 @@ import signal
 import threading
 import time
 
+import pytest
+
 from tests.capture_helpers import DB, TASKS, snapshot, task_doc
 from tests.test_worker_process import caught_up, output
 from tests.waits import wait_for
 
-from .conftest import size
+from .conftest import SOAK, size
 from .helpers import MixedWriter, compare, now_iso, resync_seconds
 
 RUN = ("--batch-size", "200", "--lease-ttl-ms", "3000", "--no-progress")
 WATCHED = [f"w{i}" for i in range(5)]  # users the writer never touches: their anchors stay live
+# How long one loss may take to be resynced. A resync of these ~1,700 documents takes 0.0-0.6 s on
+# an idle machine and was measured at 9-24 s at a load average of 20-40 (the stand-in, the writer
+# and the polling reader share this test process; Redis and the projector share the cores), and a
+# resync that outlives the 3 s lease is followed by a stand-by and a second resync: the 60 s this
+# used to allow timed out once in CI. The behaviour is what is tested here, not the speed.
+RESYNC_WAIT_S = 300
 
+
+@pytest.mark.timeout(3600 if SOAK else 900)
 
 def test_lost_history_mid_run_resyncs_with_no_empty_window_and_converges(standin, spawn, real_redis, layout):
     losses, events, anchors = size(3, 15), size(3_000, 50_000), size(1_500, 20_000)
@@ -42,7 +52,7 @@ def test_lost_history_mid_run_resyncs_with_no_empty_window_and_converges(standin
                     empty.append((uid, time.monotonic()))
                 elif expected[uid] - live:
                     missing.append((uid, len(expected[uid] - live)))
-            time.sleep(0.001)
+            time.sleep(0.005)  # >100 polls a second of each user, without starving the in-process stand-in
 
     thread = threading.Thread(target=reader, daemon=True)
     thread.start()
@@ -64,12 +74,12 @@ def test_lost_history_mid_run_resyncs_with_no_empty_window_and_converges(standin
             finally:
                 proc.send_signal(signal.SIGCONT)
             try:
-                wait_for(lambda: len(resync_seconds(output(proc))) > before, 60, f"the resync after loss {n}")
+                wait_for(lambda: len(resync_seconds(output(proc))) > before, RESYNC_WAIT_S, f"the resync after loss {n}")
             except AssertionError:
                 print(f"writer at {writer.count} writes; the projector's log ends with:\n{output(proc)[-4000:]}")
                 raise
         writer.join(timeout=900)
-        wait_for(lambda: caught_up(real_redis, layout, standin), 60, "catching up after the last write")
+        wait_for(lambda: caught_up(real_redis, layout, standin), RESYNC_WAIT_S, "catching up after the last write")
     finally:
         writer.stop.set()
         writer.join()
@@ -86,4 +96,4 @@ def test_lost_history_mid_run_resyncs_with_no_empty_window_and_converges(standin
     assert diff.clean, str(diff)
     assert "Traceback" not in log, log[-3000:]
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(15) == 0
+    assert proc.wait(60) == 0  # it finishes the batch (or resync step) in hand first: slow under load
