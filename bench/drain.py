@@ -22,8 +22,8 @@ from typing import Any
 from bson import json_util
 from pymongo import MongoClient
 
-from projector.changes import Rejected, event_change
 from projector.normalize import Rules
+from projector.projection import Rejected, event_change
 from projector.source import Source
 from readmodel import LIVE, Layout, TaskChange
 

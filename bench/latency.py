@@ -20,8 +20,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from projector.changes import event_change
 from projector.normalize import Rules
+from projector.projection import event_change
 from readmodel import Layout, ReadModel
 
 from .common import REDIS_URL, Row, local_cluster, now_iso, percentile, progress, redis_client, scratch_prefix, skipped

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from projector.changes import event_change
 from projector.normalize import Rules
+from projector.projection import event_change
 from readmodel import Layout, ReadModel
 
 from .common import Row, now_iso, percentile, progress, redis_client, scratch_prefix, skipped

@@ -1,6 +1,6 @@
 """Projector throughput: change events/s through the real apply path into the local Redis.
 
-The real path is ``projector.changes.event_change`` -> ``ReadModel.apply`` in batches of 1000,
+The real path is ``projector.projection.event_change`` -> ``ReadModel.apply`` in batches of 1000,
 fed with decoded change events. Baselines, measured in the same run on the same Redis:
 
 * ceiling: redis-py pipelined HSET of one field per event (batches of 1000), the fastest way to
@@ -20,8 +20,8 @@ from typing import Any
 
 import bson
 
-from projector.changes import event_change
 from projector.normalize import Rules
+from projector.projection import event_change
 from readmodel import LIVE, BalanceChange, Layout, ReadModel, TaskChange
 
 from .common import Row, Stopwatch, local_cluster, now_iso, progress, redis_client, redis_cpu_seconds, scratch_prefix

@@ -21,8 +21,8 @@ with atheris.instrument_imports():
     from bson.codec_options import CodecOptions, DatetimeConversion
     from bson.errors import BSONError
 
-    from projector.changes import ECONOMY, TASKS, Rejected, event_change
     from projector.normalize import Rules
+    from projector.projection import ECONOMY, TASKS, Rejected, event_change
 
 RULES = Rules()
 KINDS = {"generationOutputs": TASKS, "userEconomy": ECONOMY}

@@ -19,9 +19,9 @@ from pymongo.errors import PyMongoError
 
 from readmodel import LIVE, Change, Partition, TaskChange
 
-from .changes import ECONOMY, TASKS, Rejected, event_change, superseded
 from .durations import Durations
 from .normalize import Rules
+from .projection import ECONOMY, TASKS, Rejected, event_change, superseded
 from .reading import RESYNC_EVENTS
 from .source import id_key
 from .times import datetime_ms, to_utc

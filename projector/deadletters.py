@@ -10,7 +10,7 @@ from bson import json_util
 from readmodel import Layout
 from readmodel.text import text, text_map
 
-from .changes import Rejected
+from .projection import Rejected
 
 MAXLEN = 10_000
 DOCUMENT_LIMIT = 4096  # characters of the raw document kept

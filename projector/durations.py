@@ -3,7 +3,7 @@
 Each task that completes successfully (a status of ``Rules.succeeded``: ``SUCCESS_STATUSES``)
 contributes its end-minus-start to an exponentially
 weighted moving average per ``toolId``. The averages live in memory (the lookup passed to
-:func:`projector.changes.event_change`) and in the ``durations`` Redis hash, so a restarted or
+:func:`projector.projection.event_change`) and in the ``durations`` Redis hash, so a restarted or
 new leader starts with what the previous one learned.
 """
 

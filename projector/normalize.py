@@ -2,7 +2,7 @@
 :mod:`.values`; times: :mod:`.times`).
 
 Pure functions: no I/O, no clock reads. Bad input never raises out of here; it comes back as a
-:class:`Rejection` with a reason that the worker dead-letters.
+:class:`Invalid` with a reason that the worker dead-letters.
 """
 
 from __future__ import annotations
@@ -71,8 +71,9 @@ class Rules:
 
 
 @dataclass(frozen=True)
-class Rejection:
-    """A document that cannot be projected, with the reason why."""
+class Invalid:
+    """A document that cannot be normalized, with the reason why (the projection turns it into a
+    :class:`~projector.projection.Rejected`, which is dead-lettered)."""
 
     reason: str
 
@@ -152,28 +153,28 @@ def _field(name: str, read: Callable[[Any], Any], value: Any) -> Any:
 
 def _project(build: Callable[[Mapping[str, Any], Rules], Any], doc: Any, rules: Rules) -> Any:
     if not isinstance(doc, Mapping):
-        return Rejection(f"document is a {type(doc).__name__}, not a mapping")
+        return Invalid(f"document is a {type(doc).__name__}, not a mapping")
     try:
         return build(doc, rules)
     except FieldError as exc:
-        return Rejection(str(exc))
+        return Invalid(str(exc))
 
 
-def normalize_task(doc: Any, rules: Rules = Rules()) -> Task | Rejection:
+def normalize_task(doc: Any, rules: Rules = Rules()) -> Task | Invalid:
     """A ``generationOutputs`` document as a :class:`Task`, or why it cannot be one. Never raises."""
     return _project(_task, doc, rules)
 
 
-def _task(doc: Mapping[str, Any], rules: Rules) -> Task | Rejection:
+def _task(doc: Mapping[str, Any], rules: Rules) -> Task | Invalid:
     generation_id = _field("_id", document_id, doc.get("_id"))
     if generation_id is None:
-        return Rejection("missing or unusable _id")
+        return Invalid("missing or unusable _id")
     owner = _field("masterAccountId", account_id, doc.get("masterAccountId"))
     if owner is None:
-        return Rejection(f"missing or invalid masterAccountId: {describe(doc.get('masterAccountId'))}")
+        return Invalid(f"missing or invalid masterAccountId: {describe(doc.get('masterAccountId'))}")
     status = _field("status", normalize_status, doc.get("status"))
     if status is None:
-        return Rejection(f"missing or non-text status: {describe(doc.get('status'))}")
+        return Invalid(f"missing or non-text status: {describe(doc.get('status'))}")
     raw_cost = doc.get("costUsd")
     cost = None if raw_cost is None else decimal_text(_field("costUsd", lambda v: money("costUsd", v), raw_cost))
 
@@ -212,15 +213,15 @@ def _task(doc: Mapping[str, Any], rules: Rules) -> Task | Rejection:
     )
 
 
-def normalize_balance(doc: Any, rules: Rules = Rules()) -> Balance | Rejection:
+def normalize_balance(doc: Any, rules: Rules = Rules()) -> Balance | Invalid:
     """A ``userEconomy`` document as a :class:`Balance`, or why it cannot be one. Never raises."""
     return _project(_balance, doc, rules)
 
 
-def _balance(doc: Mapping[str, Any], rules: Rules) -> Balance | Rejection:
+def _balance(doc: Mapping[str, Any], rules: Rules) -> Balance | Invalid:
     owner = _field("masterAccountId", account_id, doc.get("masterAccountId"))
     if owner is None:
-        return Rejection(f"missing or invalid masterAccountId: {describe(doc.get('masterAccountId'))}")
+        return Invalid(f"missing or invalid masterAccountId: {describe(doc.get('masterAccountId'))}")
     name = "usdCredit" if "usdCredit" in doc else "balanceUsd"
     raw_credit = doc.get(name)
     credit = Decimal(0) if raw_credit is None else _field(name, lambda v: money(name, v), raw_credit)

@@ -22,9 +22,9 @@ from readmodel import ReadModel
 
 from .applying import Applied, BatchWriter, Grant
 from .batching import Batch, Owns
-from .changes import ECONOMY, TASKS, document_change
 from .durations import Durations
 from .normalize import Rules
+from .projection import ECONOMY, TASKS, document_change
 from .reading import Stream
 from .source import Source
 from .times import iso_at

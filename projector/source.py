@@ -14,9 +14,9 @@ from pymongo.uri_parser import parse_uri
 
 from readmodel import position
 
-from .changes import ECONOMY, TASKS
 from .checkpoint import Checkpoint
 from .normalize import BALANCE_FIELDS, TASK_FIELDS
+from .projection import ECONOMY, TASKS
 from .reading import Stream
 
 EVENT_FIELDS = ("operationType", "clusterTime", "wallTime", "ns", "to", "documentKey",

@@ -16,10 +16,10 @@ from pymongo.errors import PyMongoError
 
 from .applying import Applied, BatchWriter, Grant
 from .batching import Owns, from_events, with_full_documents
-from .changes import seq_of
 from .checkpoint import Checkpoint
 from .durations import Durations
 from .health import Stats
+from .projection import seq_of
 from .reading import Stream
 from .settings import Settings
 from .source import Source, refuses_resume, token_position

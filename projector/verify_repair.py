@@ -34,8 +34,8 @@ from typing import Any
 from readmodel import BalanceChange, Change, Layout, ReadModel, TaskChange, position
 from readmodel.changes import GONE
 
-from .changes import Rejected, document_change
 from .durations import Durations
+from .projection import Rejected, document_change
 from .settings import Settings
 from .times import iso
 from .values import document_id

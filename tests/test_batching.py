@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 from bson import Timestamp
 
 from projector.batching import Batch, from_events
-from projector.changes import TASKS, Rejected, document_change
 from projector.durations import Durations
 from projector.normalize import Rules
+from projector.projection import TASKS, Rejected, document_change
 from readmodel import FINISHED, LIVE, BalanceChange
 
 KINDS = {"generationOutputs": TASKS, "userEconomy": "economy"}

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from projector.changes import ECONOMY, TASKS, document_change
 from projector.normalize import Rules, Task, normalize_balance, normalize_task
+from projector.projection import ECONOMY, TASKS, document_change
 from readmodel import Layout, ReadModel, View, position, read_snapshot
 from readmodel.records import live_task_record
 

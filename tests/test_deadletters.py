@@ -2,8 +2,8 @@
 
 from bson import Decimal128, ObjectId
 
-from projector.changes import ECONOMY, TASKS, Rejected
 from projector.deadletters import DeadLetters, encode_document
+from projector.projection import ECONOMY, TASKS, Rejected
 
 COLLECTIONS = {TASKS: "generationOutputs", ECONOMY: "userEconomy"}
 

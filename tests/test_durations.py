@@ -2,9 +2,9 @@
 
 import json
 
-from projector.changes import task_change
 from projector.durations import Durations, observed_duration
 from projector.normalize import Rules
+from projector.projection import task_change
 
 RULES = Rules()
 

@@ -14,11 +14,11 @@ from bson.datetime_ms import DatetimeMS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from projector.changes import ECONOMY as ECONOMY_KIND
-from projector.changes import TASKS as TASKS_KIND
-from projector.changes import Rejected, document_change
 from projector.deadletters import DeadLetters
-from projector.normalize import Balance, Rejection, Rules, Task, normalize_balance, normalize_task
+from projector.normalize import Balance, Invalid, Rules, Task, normalize_balance, normalize_task
+from projector.projection import ECONOMY as ECONOMY_KIND
+from projector.projection import TASKS as TASKS_KIND
+from projector.projection import Rejected, document_change
 from projector.values import MAX_DISPLAY_NAME, MAX_PLATFORM, MAX_STATUS, MAX_TOOL_ID
 from readmodel import BalanceChange, TaskChange
 
@@ -58,7 +58,7 @@ def balance_doc(**fields):
 )
 def test_extreme_numbers_in_a_balance_are_rejected_naming_the_field(fields, named):
     result = normalize_balance(balance_doc(**fields), RULES)
-    assert isinstance(result, Rejection)
+    assert isinstance(result, Invalid)
     assert result.reason.startswith(named + " ") and len(result.reason) < 200
 
 
@@ -73,7 +73,7 @@ def test_extreme_numbers_in_a_balance_are_rejected_naming_the_field(fields, name
 )
 def test_extreme_numbers_in_a_task_are_rejected_naming_the_field(fields, named):
     result = normalize_task(task_doc("g1", **fields), RULES)
-    assert isinstance(result, Rejection) and result.reason.startswith(named + " ")
+    assert isinstance(result, Invalid) and result.reason.startswith(named + " ")
 
 
 def test_negative_zero_is_zero_and_ordinary_amounts_keep_their_scale():
@@ -103,7 +103,7 @@ def test_display_strings_are_bounded():
 
 
 def test_an_unexpected_exception_while_projecting_is_that_documents_rejection(monkeypatch):
-    import projector.changes as changes
+    import projector.projection as changes
 
     def explode(*_args, **_kwargs):
         raise RuntimeError("encoder bug")

@@ -8,7 +8,7 @@ from bson import Decimal128, Int64, ObjectId
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from projector.normalize import Balance, Rejection, Rules, Task, is_stale, normalize_balance, normalize_task
+from projector.normalize import Balance, Invalid, Rules, Task, is_stale, normalize_balance, normalize_task
 from projector.values import decimal_text, exact_decimal, id_hash, normalize_status
 
 OID = ObjectId("65f1c0ffee0000000000abcd")
@@ -98,7 +98,7 @@ def test_master_account_id_keys_use_its_string_form(owner, expected):
 )
 def test_bad_documents_are_rejected_with_a_reason(doc, reason):
     result = normalize_task(doc)
-    assert isinstance(result, Rejection) and reason in result.reason
+    assert isinstance(result, Invalid) and reason in result.reason
 
 
 @pytest.mark.parametrize(
@@ -226,7 +226,7 @@ def test_exp_from_every_numeric_shape(raw, exp):
 )
 def test_bad_balance_documents_are_rejected(fields, reason):
     result = normalize_balance(econ_doc(**fields))
-    assert isinstance(result, Rejection) and reason in result.reason
+    assert isinstance(result, Invalid) and reason in result.reason
 
 
 @given(st.decimals(allow_nan=False, allow_infinity=False, places=8, min_value=-10**6, max_value=10**6))
@@ -248,8 +248,8 @@ FIELDS = ["_id", "masterAccountId", "status", "costUsd", "progress", "progressPe
 
 @given(st.dictionaries(st.sampled_from(FIELDS), ANY) | ANY)
 def test_no_input_raises_out_of_the_core(doc):
-    assert isinstance(normalize_task(doc), (Task, Rejection))
-    assert isinstance(normalize_balance(doc), (Balance, Rejection))
+    assert isinstance(normalize_task(doc), (Task, Invalid))
+    assert isinstance(normalize_balance(doc), (Balance, Invalid))
 
 
 FIELD_VALUES = st.one_of(st.none(), st.integers(-5, 150), st.floats(allow_nan=True), st.text(max_size=6),

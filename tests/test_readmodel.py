@@ -5,8 +5,8 @@ import json
 import pytest
 from bson import Decimal128
 
-from projector.changes import balance_change, task_change
 from projector.normalize import Rules
+from projector.projection import balance_change, task_change
 from readmodel import Layout, Partition, ReadModel, View, position, read_snapshot
 from readmodel.records import epoch_ms
 

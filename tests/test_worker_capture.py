@@ -13,10 +13,10 @@ from redis import exceptions as redis_errors
 from projector import batching as batching_module
 from projector.applying import Grant
 from projector.batching import Batch
-from projector.changes import event_change
 from projector.checkpoint import CheckpointStore
 from projector.deadletters import DeadLetters
 from projector.normalize import Rules
+from projector.projection import event_change
 from projector.settings import Settings
 from projector.worker import LeaseLost, Worker
 from readmodel import Partition

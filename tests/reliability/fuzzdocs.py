@@ -14,7 +14,7 @@ from typing import Any
 
 from bson import Decimal128, Int64
 
-from projector.normalize import Rejection, normalize_balance, normalize_task
+from projector.normalize import Invalid, normalize_balance, normalize_task
 from projector.values import document_id
 from tests.capture_helpers import ECONOMY, TASKS
 
@@ -130,10 +130,10 @@ class Generator:
         """The label must agree with the pure normalizer (else the generator is wrong)."""
         doc = fuzzed.doc
         if collection == TASKS:
-            outcome = normalize_task(doc) if document_id(doc["_id"]) else Rejection("missing or unusable _id")
+            outcome = normalize_task(doc) if document_id(doc["_id"]) else Invalid("missing or unusable _id")
         else:
-            outcome = normalize_balance(doc) if document_id(doc["_id"]) else Rejection("missing or unusable _id")
-        rejected = isinstance(outcome, Rejection)
+            outcome = normalize_balance(doc) if document_id(doc["_id"]) else Invalid("missing or unusable _id")
+        rejected = isinstance(outcome, Invalid)
         assert rejected == (fuzzed.bad_field is not None), (fuzzed, outcome)
         if rejected:
             assert fuzzed.bad_field in outcome.reason, (fuzzed.bad_field, outcome.reason)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bson import ObjectId, Timestamp
 
-from projector.changes import superseded
+from projector.projection import superseded
 
 
 def event(operation, coll, doc_id, n=1):

@@ -1,4 +1,6 @@
-"""Turn change-stream events and scanned documents into read-model changes (pure)."""
+"""The projection: change-stream events and scanned documents into read-model changes (pure).
+
+The change types themselves are the contract's (:mod:`readmodel.changes`)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from bson import Timestamp
 from readmodel import FINISHED, GONE, LIVE, BalanceChange, Change, TaskChange, position
 from readmodel.records import balance_record, finished_task_record, live_task_record
 
-from .normalize import Rejection, Rules, normalize_balance, normalize_task
+from .normalize import Invalid, Rules, normalize_balance, normalize_task
 from .times import datetime_ms, to_utc
 from .values import describe, document_id
 
@@ -52,7 +54,7 @@ def task_change(
     if doc is None:
         return TaskChange(generation_id=generation_id, seq=seq, owner=None, state=GONE)
     task = normalize_task(doc, rules)
-    if isinstance(task, Rejection):
+    if isinstance(task, Invalid):
         return Rejected(TASKS, generation_id, task.reason, doc)
     if not task.live:
         record = finished_task_record(task.visible(), task.last_activity_ms)
@@ -76,7 +78,7 @@ def balance_change(doc: Mapping[str, Any] | None, doc_id: str, seq: str, rules: 
     if doc is None:
         return BalanceChange(doc_id=doc_id, seq=seq, owner=None)
     balance = normalize_balance(doc, rules)
-    if isinstance(balance, Rejection):
+    if isinstance(balance, Invalid):
         return Rejected(ECONOMY, doc_id, balance.reason, doc)
     return BalanceChange(doc_id=doc_id, seq=seq, owner=balance.owner,
                          record=balance_record(balance.usd_credit, balance.points, balance.exp))
