@@ -31,6 +31,7 @@ from .redisfaults import Bot, Listener, cpu_seconds
 RUN = ("--batch-size", "100", "--lease-ttl-ms", "3000", "--no-progress")
 REQUEST_BOUND_S = 5.0 + 2.0  # the API's Redis timeout (5 s), plus slack for a loaded machine
 WATCHED = "u1"  # one of MixedWriter's users
+REFUSED = "Redis is full (maxmemory with noeviction) and refuses writes"
 
 
 def _converged(client, layout, standin) -> bool:
@@ -127,16 +128,18 @@ def test_full_redis_refuses_writes_the_projector_backs_off_and_loses_nothing(sta
         for n in range(400):  # new live tasks nothing touches again: any one lost would show
             standin.insert(DB, TASKS, task_doc(f"full-{n}", f"f{n % 7}", progress=0.5, requestTimestamp=now_iso()))
         try:
-            wait_for(lambda: "Redis is full (maxmemory with noeviction) and refuses writes" in output(proc), 30,
+            wait_for(lambda: REFUSED in output(proc), 30,
                      "a write refused by the full Redis")
         except AssertionError:
             print(output(proc)[-3000:], direct.info("memory"))
             raise
         cpu_before, full_from = cpu_seconds(proc.pid), time.monotonic()
+        reopens_before = output(proc).count(REFUSED)
         ready = httpx.get(api.url + "/readyz", timeout=REQUEST_BOUND_S + 5)
         time.sleep(10)
         cpu_used = cpu_seconds(proc.pid) - cpu_before
         full_s = time.monotonic() - full_from
+        reopens = output(proc).count(REFUSED) - reopens_before
         assert ready.status_code == 503 and "full" in ready.json()["error"]["message"], ready.text
 
         direct.config_set("maxmemory", 0)
@@ -152,7 +155,12 @@ def test_full_redis_refuses_writes_the_projector_backs_off_and_loses_nothing(sta
         listener.stop.set()
         api.stop()
     log = output(proc)
-    print(f"projector CPU while Redis was full: {cpu_used:.2f} s in {full_s:.1f} s")
+    print(f"projector CPU while Redis was full: {cpu_used:.2f} s in {full_s:.1f} s; {reopens} reopens")
+    # The backoff grows (towards 5 s) while nothing gets through. It used to go back to 0.2 s after
+    # each reopen, since the refused write surfaces a step later: 20 reopens in 10.5 s, never more
+    # than 0.4 s apart (measured); now about 8, fewer when no batch slips through the limit.
+    grown = [s for s in ("in 1.6 s", "in 3.2 s", "in 5.0 s") if f"{REFUSED}" in log and s in log]
+    assert grown and reopens < 12, f"{reopens} reopens in {full_s:.1f} s, backoffs reached {grown}"
     _check_answers(bot)
     assert listener.ended is None, listener.ended
     assert cpu_used < 0.1 * full_s, f"{cpu_used:.2f} s of CPU in {full_s:.1f} s of a full Redis"

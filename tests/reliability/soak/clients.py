@@ -97,7 +97,7 @@ async def stream(cfg: dict, index: int, uid: str, seen: Seen, stop: asyncio.Even
             reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, limit=1 << 20), 10)
             writer.write(_request(f"/users/{uid}/status/stream", port, cfg["key"], "text/event-stream",
                                   state["last_id"]))
-            status, _ = await asyncio.wait_for(_head(reader), 10)
+            status, _ = await asyncio.wait_for(_head(reader), 60)  # EventSource waits for headers without limit
             if status != 200:
                 raise RuntimeError(f"HTTP {status}")
             seen.open += 1
@@ -117,7 +117,10 @@ async def stream(cfg: dict, index: int, uid: str, seen: Seen, stop: asyncio.Even
             return
         seen.reconnects += 1
         attempt += 1
-        await asyncio.sleep(rng.uniform(0.2, 1.0))  # EventSource's retry, with jitter
+        # EventSource waits the server's `retry:` (SSE_RETRY_MS, 2 s) before reconnecting; jitter as
+        # many browsers add. (The first hour-long run retried after 0.2-1 s and gave up on headers after
+        # 10 s: on an overloaded machine that alone multiplied the reconnections.)
+        await asyncio.sleep(2.0 + rng.uniform(0.0, 1.0))
 
 
 async def bot(cfg: dict, index: int, users: list[str], seen: Seen, stop: asyncio.Event) -> None:

@@ -114,7 +114,7 @@ def _ms(value: float | None) -> str:
 
 
 def header(roles: list[str]) -> str:
-    cols = ["period", "min", "applied", "marks", "lost", "p50 ms", "p99 ms", "bots 200/503/other", "reconn",
+    cols = ["period", "min", "applied", "marks", "late >20 s", "p50 ms", "p99 ms", "bots 200/503/other", "reconn",
             "kills", "api rst"]
     cols += [f"{role} MB/fds" for role in roles] + ["redis MB", "keys"]
     return "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols)
