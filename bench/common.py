@@ -111,7 +111,7 @@ def redis_client(store_env: dict[str, str] | None = None, **kwargs: Any) -> Any:
 @contextmanager
 def local_cluster() -> Iterator[dict[str, str]]:
     """A six-node Redis Cluster on loopback (three masters) for the run; yields its ``store_env``."""
-    from tests.rediscluster import LocalCluster
+    from devkit.rediscluster import LocalCluster
 
     with LocalCluster() as cluster:
         yield cluster.env

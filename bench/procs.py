@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from devkit.ports import free_port
+
 from .common import REDIS_URL, rss_kb
 
 HOST = "127.0.0.1"
@@ -37,12 +39,6 @@ def stop_process(proc: subprocess.Popen, timeout_s: float = 15) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def api_available() -> str | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +14,7 @@ from pathlib import Path
 import redis
 from pymongo import MongoClient
 
+from devkit.ports import free_port, port_open
 from readmodel import Layout, View, read_snapshot
 from readmodel.health import read as read_health
 
@@ -34,18 +34,6 @@ def _percent(task: dict) -> str:
 
 class StartupError(RuntimeError):
     """A piece of the demo did not come up; the message says which and where to look."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def wait_for(what: str, check: Callable[[], bool], process: subprocess.Popen | None = None, timeout: float = 30) -> None:

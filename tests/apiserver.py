@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 
+from devkit.ports import free_port
 from readmodel import FINISHED, GONE, LIVE, BalanceChange, ReadModel, TaskChange
 from readmodel.records import balance_record, finished_task_record, live_task_record
-from tests.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-" + "x" * 40

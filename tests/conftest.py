@@ -37,20 +37,31 @@ def layout(prefix: str) -> Layout:
 @pytest.fixture(scope="session")
 def redis_cluster():
     """A real six-node Redis Cluster on loopback (three masters, one replica each), for the session."""
-    from .rediscluster import LocalCluster
+    from devkit.rediscluster import LocalCluster
 
     with LocalCluster() as cluster:
         yield cluster
 
 
-@pytest.fixture(scope="module")
-def backend() -> str:
-    """Which Redis the real-Redis fixtures use. A module that runs on both overrides it:
-    ``@pytest.fixture(name="backend", scope="module", params=BACKENDS)``."""
-    return "single"
-
-
 BACKENDS = ["single", "cluster"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "both_backends: real-Redis tests run on a single Redis and on a Redis Cluster")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked ``both_backends`` (``pytestmark = pytest.mark.both_backends`` for a module)
+    that uses the real Redis runs once per backend, grouped by backend within the module."""
+    if "backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_backends"):
+        metafunc.parametrize("backend", BACKENDS, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def backend(request: pytest.FixtureRequest) -> str:
+    """Which Redis the real-Redis fixtures use: a single Redis, or each of BACKENDS in a module
+    marked ``both_backends``."""
+    return getattr(request, "param", "single")
 
 
 @pytest.fixture(scope="module")

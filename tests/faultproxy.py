@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from .net import free_port
+from devkit.ports import free_port
 
 MODES = ("pass", "delay", "blackhole")
 

@@ -17,9 +17,9 @@ from jwt.warnings import InsecureKeyLengthWarning
 from api.auth import mint_token
 from api.main import create_app
 from api.settings import InsecureConfig, Settings, SettingsError
+from devkit.ports import clock_env
 from tests.apiserver import KEY, ROOT, SECRET, auth
 from tests.conftest import REDIS_URL
-from tests.net import clock_env
 
 ALICE, BOB = "alice", "bob"
 SECOND_KEY = "second-key-" + "s" * 32

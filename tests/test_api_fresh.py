@@ -20,11 +20,11 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
+from devkit.waits import wait_for
 from readmodel import position
 
 from .apiserver import SSE, Server, auth
 from .capture_helpers import DB, TASKS, task_doc
-from .waits import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 

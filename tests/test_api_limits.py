@@ -12,8 +12,8 @@ import pytest
 from api.auth import Principal, mint_token
 from api.errors import ServerBusy, TooManyStreams
 from api.limits import StreamLimiter
+from devkit.waits import wait_for
 from tests.apiserver import KEY, SECRET, SSE, Server, auth
-from tests.waits import wait_for
 
 
 @pytest.fixture

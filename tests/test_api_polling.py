@@ -9,10 +9,10 @@ import threading
 import httpx
 import pytest
 
+from devkit.waits import wait_for
 from readmodel import ReadModel
 
 from .apiserver import Server, apply, auth, balance_change, task_change
-from .waits import wait_for
 
 
 @pytest.fixture

@@ -17,15 +17,12 @@ from api.main import create_app
 from api.settings import Settings
 from readmodel import Layout, Partition, ReadModel
 from tests.apiserver import KEY, SECRET, apply, auth, balance_change, gone_change, task_change
-from tests.conftest import BACKENDS, REDIS_URL
+from tests.conftest import REDIS_URL
 
 USER = "x402:0x1821ab"
 
 
-@pytest.fixture(name="backend", scope="module", params=BACKENDS)
-def _backend(request) -> str:
-    """Every real-Redis test here runs on a single Redis and on a Redis Cluster."""
-    return request.param
+pytestmark = pytest.mark.both_backends  # Every real-Redis test here runs on a single Redis and on a Redis Cluster.
 
 
 @pytest.fixture

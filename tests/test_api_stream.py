@@ -21,15 +21,11 @@ from api.errors import InvalidRequest
 from api.main import create_app
 from api.settings import Settings
 from api.stream import parse_last_event_id
+from devkit.waits import wait_for
 from tests.apiserver import KEY, SECRET, SSE, Server, apply, auth, balance_change, free_port, task_change
-from tests.conftest import BACKENDS, REDIS_URL
-from tests.waits import wait_for
+from tests.conftest import REDIS_URL
 
-
-@pytest.fixture(name="backend", scope="module", params=BACKENDS)
-def _backend(request) -> str:
-    """Every real-Redis test here runs on a single Redis and on a Redis Cluster."""
-    return request.param
+pytestmark = pytest.mark.both_backends  # Every real-Redis test here runs on a single Redis and on a Redis Cluster.
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from api.render import DISCORD_LIMIT, length
+from devkit.waits import wait_for
 from readmodel import ReadModel
 
 from .apiserver import SSE, Server, apply, auth, task_change
-from .waits import wait_for
 
 INTERVAL_S = 0.6
 

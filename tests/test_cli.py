@@ -14,13 +14,8 @@ from projector.worker import Worker
 from readmodel import Layout
 
 from .capture_helpers import DB, ECONOMY, TASKS, economy_doc, settle, task_doc
-from .conftest import BACKENDS
 
-
-@pytest.fixture(name="backend", scope="module", params=BACKENDS)
-def _backend(request) -> str:
-    """Every ops command runs against a single Redis and a Redis Cluster."""
-    return request.param
+pytestmark = pytest.mark.both_backends  # Every ops command runs against a single Redis and a Redis Cluster.
 
 
 @pytest.fixture(autouse=True)

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from devkit.ports import free_port
+from devkit.waits import wait_for
 from projector import cli as projector_cli
 
 from .apiserver import KEY, SECRET
-from .net import free_port
-from .waits import wait_for
 
 BIN = Path(sys.executable).parent
 SECRET_KEY = "k" * 40

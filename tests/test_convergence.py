@@ -14,7 +14,7 @@ from projector.projection import ECONOMY, TASKS, document_change
 from readmodel import Layout, ReadModel, View, position, read_snapshot
 from readmodel.records import live_task_record
 
-from .conftest import BACKENDS, store_client
+from .conftest import store_client
 
 RULES = Rules()
 USERS = ["u0", "u1", "x402:0xabc"]
@@ -139,10 +139,7 @@ def test_any_delivery_with_duplicates_and_replays_converges_fakeredis(data):
     assert run(fakeredis.FakeRedis(), history, batches) == expected_state(history)
 
 
-@pytest.fixture(name="backend", scope="module", params=BACKENDS)
-def _backend(request) -> str:
-    """The real-Redis property runs on a single Redis and on a Redis Cluster."""
-    return request.param
+pytestmark = pytest.mark.both_backends  # The real-Redis property runs on a single Redis and on a Redis Cluster.
 
 
 @pytest.fixture(scope="module")

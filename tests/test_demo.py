@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from tests.net import free_port
+from devkit.ports import free_port
 
 
 def port_open(port):

@@ -14,6 +14,7 @@ from bson.datetime_ms import DatetimeMS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devkit.waits import wait_for
 from projector.deadletters import DeadLetters
 from projector.normalize import Balance, Invalid, Rules, Task, normalize_balance, normalize_task
 from projector.projection import ECONOMY as ECONOMY_KIND
@@ -24,7 +25,6 @@ from readmodel import BalanceChange, TaskChange
 
 from .capture_helpers import DB, ECONOMY, TASKS, economy_doc, snapshot, task_doc
 from .test_worker_process import caught_up, output, spawn  # noqa: F401
-from .waits import wait_for
 
 RULES = Rules()
 RECORD_LIMIT = 2000  # bytes: the largest record any single document may produce

@@ -16,9 +16,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from devkit.waits import wait_for
+
 from .capture_helpers import DB, TASKS, task_doc
 from .test_worker_process import caught_up, output, spawn  # noqa: F401
-from .waits import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "prometheus" / "alerts.yml"
@@ -63,7 +64,7 @@ def promtool() -> str:
 
 def unused_port_below_the_ephemeral_range() -> int:
     """A port the projector can bind after it has connected to MongoDB and Redis: one taken from the
-    ephemeral range (tests.net.free_port) can be handed to one of its own outgoing connections first."""
+    ephemeral range (devkit.ports.free_port) can be handed to one of its own outgoing connections first."""
     low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     while True:
         port = random.randrange(10_000, low)

@@ -17,10 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devkit.ports import free_port
+from devkit.waits import wait_for
+
 from .apiserver import KEY, Server
-from .net import free_port
 from .test_worker_process import caught_up, output, spawn  # noqa: F401
-from .waits import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "node"

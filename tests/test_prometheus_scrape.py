@@ -13,11 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devkit.waits import wait_for
+
 from .apiserver import Server
 from .capture_helpers import DB, TASKS, task_doc
 from .test_metrics import RULES, unused_port_below_the_ephemeral_range
 from .test_worker_process import caught_up, spawn  # noqa: F401
-from .waits import wait_for
 
 
 @pytest.fixture

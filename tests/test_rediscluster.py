@@ -1,4 +1,4 @@
-"""The loopback cluster the tests start (tests/rediscluster.py) survives a port taken between
+"""The loopback cluster the tests start (devkit/rediscluster.py) survives a port taken between
 choosing it and redis-server binding it, and leaves no process behind when it cannot start."""
 
 from __future__ import annotations
@@ -8,14 +8,14 @@ import socket
 import pytest
 import redis
 
-import tests.rediscluster as rediscluster
-from tests.rediscluster import LocalCluster
+import devkit.rediscluster as rediscluster
+from devkit.rediscluster import LocalCluster
 
 
 @pytest.fixture
 def steal_second_port(monkeypatch):
     """The second port chosen is bound and listened on by someone else before the node starts."""
-    choose = rediscluster._free_cluster_port
+    choose = rediscluster.free_cluster_port
     chosen: list[int] = []
     held: list[socket.socket] = []
 
@@ -29,7 +29,7 @@ def steal_second_port(monkeypatch):
             held.append(thief)
         return port
 
-    monkeypatch.setattr(rediscluster, "_free_cluster_port", racing)
+    monkeypatch.setattr(rediscluster, "free_cluster_port", racing)
     yield chosen
     for sock in held:
         sock.close()

@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from devkit.waits import wait_for
 from projector import verify_compare
 from projector.checkpoint import CheckpointStore
 from projector.normalize import Rules
@@ -28,7 +29,6 @@ from readmodel import Layout, Partition, position
 from standin import StandIn
 
 from .capture_helpers import DB, ECONOMY, TASKS, economy_doc, snapshot, task_doc
-from .waits import wait_for
 
 
 @pytest.fixture

@@ -14,14 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devkit.ports import free_port
+from devkit.waits import wait_for
 from projector.checkpoint import CheckpointStore
 from projector.verify_schedule import request_key
 
 from .apiserver import SSE, Server, auth
 from .capture_helpers import DB, ECONOMY, TASKS, economy_doc, task_doc
-from .net import free_port
 from .test_verify import applied_through, standin  # noqa: F401  (the quick-clock stand-in)
-from .waits import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 USERS = [f"u{n}" for n in range(6)]

@@ -36,13 +36,8 @@ from .capture_helpers import (
     task_doc,
     without_empty,
 )
-from .conftest import BACKENDS
 
-
-@pytest.fixture(name="backend", scope="module", params=BACKENDS)
-def _backend(request) -> str:
-    """Every real-Redis test here runs on a single Redis and on a Redis Cluster."""
-    return request.param
+pytestmark = pytest.mark.both_backends  # Every real-Redis test here runs on a single Redis and on a Redis Cluster.
 
 
 @pytest.fixture

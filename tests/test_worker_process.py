@@ -14,14 +14,14 @@ from typing import ClassVar
 
 import pytest
 
+from devkit.ports import free_port
+from devkit.waits import wait_for
 from projector.checkpoint import CheckpointStore
 from projector.lease import Lease
 from readmodel import position
 from standin import StandIn
 
 from .capture_helpers import DB, ECONOMY, TASKS, actual_state, economy_doc, expected_state, snapshot, task_doc, without_empty
-from .net import free_port
-from .waits import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,11 +20,6 @@ from .capture_helpers import DB, ECONOMY, TASKS, drive, settle, snapshot, task_d
 from .test_worker_capture import converged, make_worker, seed  # noqa: F401 - make_worker is a fixture
 
 
-@pytest.fixture(name="backend", scope="module")
-def _backend() -> str:
-    return "single"
-
-
 @pytest.fixture
 def client(standin):
     mongo = MongoClient(standin.url, serverSelectionTimeoutMS=3000)

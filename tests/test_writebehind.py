@@ -7,9 +7,8 @@ import threading
 
 import pytest
 
+from devkit.waits import wait_for
 from projector.writebehind import WriteBehind
-
-from .waits import wait_for
 
 
 def test_jobs_run_in_order_on_another_thread():

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.net import free_port, real_clock_env
+from devkit.ports import free_port, real_clock_env
 
 # The stand-in and the `projector run` spawner of the process tests, reused as they are.
 from tests.test_worker_process import spawn  # noqa: F401

@@ -13,11 +13,11 @@ from collections import Counter
 import httpx
 import pytest
 
+from devkit.rediscluster import LocalCluster
+from devkit.waits import wait_for
 from readmodel import Layout
 from tests.apiserver import Server, auth
-from tests.rediscluster import LocalCluster
 from tests.test_worker_process import caught_up, output
-from tests.waits import wait_for
 
 from .conftest import size
 from .helpers import MixedWriter, compare

@@ -19,8 +19,8 @@ import random
 import signal
 import time
 
+from devkit.waits import wait_for
 from tests.test_worker_process import caught_up, output
-from tests.waits import wait_for
 
 from .conftest import size
 from .helpers import MixedWriter, compare, resync_seconds

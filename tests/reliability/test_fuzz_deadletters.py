@@ -7,12 +7,12 @@ import random
 import re
 import signal
 
+from devkit.waits import wait_for
 from projector.deadletters import MAXLEN
 from readmodel.health import read as read_health
 from standin import DuplicateKey
 from tests.capture_helpers import DB
 from tests.test_worker_process import caught_up, output
-from tests.waits import wait_for
 
 from .conftest import size
 from .fuzzdocs import Generator

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
+from devkit.waits import wait_for
 from tests.capture_helpers import DB, TASKS, snapshot, task_doc
 from tests.test_worker_process import caught_up, output
-from tests.waits import wait_for
 
 from .conftest import SOAK, size
 from .helpers import MixedWriter, compare, now_iso, resync_seconds

@@ -9,18 +9,13 @@ import time
 
 import pytest
 
-from tests.conftest import BACKENDS
+from devkit.waits import wait_for
 from tests.test_worker_process import caught_up, output
-from tests.waits import wait_for
 
 from .conftest import size
 from .helpers import MixedWriter, compare
 
-
-@pytest.fixture(name="backend", scope="module", params=BACKENDS)
-def _backend(request) -> str:
-    """Every real-Redis test here runs on a single Redis and on a Redis Cluster."""
-    return request.param
+pytestmark = pytest.mark.both_backends  # Every real-Redis test here runs on a single Redis and on a Redis Cluster.
 
 
 RUN = ("--batch-size", "50", "--lease-ttl-ms", "1500", "--no-progress")

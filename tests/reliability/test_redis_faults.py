@@ -18,12 +18,12 @@ import time
 import httpx
 import redis
 
+from devkit.waits import wait_for
 from readmodel import Layout
 from tests.apiserver import Server
 from tests.capture_helpers import DB, TASKS, snapshot, task_doc
 from tests.faultproxy import FaultProxy
 from tests.test_worker_process import caught_up, output
-from tests.waits import wait_for
 
 from .helpers import MixedWriter, compare, now_iso
 from .redisfaults import Bot, Listener, cpu_seconds

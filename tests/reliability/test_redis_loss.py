@@ -9,9 +9,9 @@ import time
 
 import redis
 
+from devkit.waits import wait_for
 from readmodel import Layout
 from tests.test_worker_process import caught_up, output
-from tests.waits import wait_for
 
 from .conftest import size
 from .helpers import MixedWriter, compare, resync_seconds

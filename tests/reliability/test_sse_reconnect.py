@@ -11,9 +11,9 @@ import uuid
 
 import httpx
 
+from devkit.waits import wait_for
 from readmodel import View, read_snapshot
 from tests.apiserver import SSE, Server, apply, auth, task_change
-from tests.waits import wait_for
 
 from .conftest import size
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import redis
 from pymongo import MongoClient
 
+from devkit.ports import free_port
 from readmodel import Layout
-from tests.net import free_port
 
 from . import procs
 from .table import Period, header, percentile, row, slope_failures

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import redis
 
-from tests.net import real_clock_env
+from devkit.ports import real_clock_env
 
 ROOT = Path(__file__).resolve().parents[3]
 KEY = "soak-service-key-" + "0123456789abcdef" * 2

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -16,28 +15,12 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-from tests.net import real_clock_env
-from tests.waits import wait_for
+from devkit.ports import free_cluster_port, real_clock_env
+from devkit.waits import wait_for
 
 NODE_TIMEOUT_MS = 1500  # low, so a killed master's replica takes over within a few seconds
 NO_RETRY = Retry(NoBackoff(), 0)  # a start-up probe asks once; the loop around it decides
 
-
-def _free_cluster_port() -> int:
-    """A free port whose cluster bus port (+10000) is free too."""
-    for _ in range(100):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port + 10000 > 65535:
-            continue
-        with socket.socket() as bus:
-            try:
-                bus.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair for a cluster node")
 
 
 @dataclass
@@ -92,7 +75,7 @@ class LocalCluster:
     def _free_port_pair(self) -> int:
         taken = {q + d for q in self.procs for d in (0, 10000)}
         while True:
-            port = _free_cluster_port()
+            port = free_cluster_port()
             if port not in taken and port + 10000 not in taken:
                 return port
 

@@ -1,4 +1,5 @@
-"""Loopback ports for the servers tests start."""
+"""Loopback ports for the servers tests, benchmarks and the demo start, and the clock variables a
+child process inherits (or must not: a server that is not ours keeps the real clock)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,28 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_cluster_port() -> int:
+    """A free port whose Redis Cluster bus port (+10000) is free too."""
+    for _ in range(100):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Something accepts connections on ``port`` right now."""
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
 
 
 def clock_env() -> dict[str, str]:

@@ -1,0 +1,5 @@
+"""The development kit that tests/, bench/ and demo/ share (not part of the runtime wheel; importable
+from the checkout through `make install`'s .pth line): loopback ports and the clock variables a child
+process inherits (``ports``), waiting on a condition instead of a sleep (``waits``), a local Redis
+Cluster (``rediscluster``). None of tests/, bench/, demo/ imports another's internals; what two of
+them need lives here."""
