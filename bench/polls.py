@@ -58,7 +58,8 @@ def populate(prefix: str, sizes: Sizes) -> list[str]:
                        "toolId": "flux-schnell", "toolDisplayName": "FLUX Schnell", "costUsd": "0.012469",
                        "startedAt": _iso(now_ms - 60_000), "updatedAt": _iso(now_ms), "sourcePlatform": "telegram"}
             stale_at = now_ms + 24 * 3600 * 1000
-            changes.append(TaskChange(gid, seq, uid, LIVE, live_task_record(visible, 90_000, stale_at), stale_at))
+            # A typical duration of an hour: no task turns stalled during the run (that changes the ETag).
+            changes.append(TaskChange(gid, seq, uid, LIVE, live_task_record(visible, 3_600_000, stale_at), stale_at))
         model.apply(changes, now_iso())
     client.close()
     return users
