@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
 import urllib.request
+from pathlib import Path
 
 import pytest
 from pymongo import MongoClient
@@ -106,7 +114,7 @@ def test_inspect_shows_the_snapshot_and_the_raw_keys(capsys, worker, prefix):
 def test_resync_without_a_leader_rebuilds_the_read_model_itself(capsys, seeded, real_redis, prefix):
     code, out, err = run(capsys, "resync", "--mongo-url", seeded.url, *common(prefix))
     assert code == 0 and out.startswith("resync done: position ")
-    assert "resync" in err  # the progress bar
+    assert "doc/s" not in err and "\r" not in err  # no progress bar: stderr is not a terminal here
     assert real_redis.hget(Layout(prefix).user("u1"), "usdCredit") == b"2.5"
     assert real_redis.exists(Layout(prefix).leader) == 0
 
@@ -135,3 +143,28 @@ def test_bad_setting_exits_with_one_sentence(capsys, prefix, monkeypatch):
     monkeypatch.setenv("STALE_AFTER_HOURS", "soon")
     code, _, err = run(capsys, "check", *common(prefix))
     assert code == 2 and err.strip() == "projector: STALE_AFTER_HOURS must be a number, got 'soon'"
+
+
+@pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "pipe"])
+def test_the_resync_progress_bar_shows_only_on_a_terminal(seeded, prefix, store_env, terminal):
+    """The real command: a bar (carriage-return redraws) when stderr is a terminal, none when it is
+    a pipe or a file, as under docker logs or journald."""
+    reader, writer = pty.openpty() if terminal else os.pipe()
+    if terminal:  # a terminal of 24 x 100 (a new pty is 0 x 0, where tqdm draws an empty bar)
+        fcntl.ioctl(writer, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    env = {**os.environ, **store_env, "MONGO_URL": seeded.url, "KEY_PREFIX": prefix}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "projector"), "resync"], env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=writer)
+    os.close(writer)
+    err = b""
+    while True:
+        try:
+            chunk = os.read(reader, 65536)
+        except OSError:  # the terminal's other end closed (EIO)
+            break
+        if not chunk:
+            break
+        err += chunk
+    os.close(reader)
+    assert proc.wait(timeout=60) == 0, err
+    assert (b"doc/s]" in err and b"\r" in err) is terminal, err
