@@ -8,7 +8,7 @@ new version. After the initial part, an ``event: sync`` tells the client it is c
 The ``: ping`` heartbeat is a frame of the body itself, sent when nothing else was for
 ``SSE_HEARTBEAT_S`` (the mailbox's wait times out): sse-starlette's ping task is off
 (``ping=0``), which saves a task per stream, about 6 KiB with anyio 4.14 or later, where every task
-of a task group carries its own handle, cancel scope and event (docs/performance.md).
+of a task group carries its own handle, cancel scope and event (docs/performance-history.md).
 sse-starlette's ``EventSourceResponse`` does the rest: the send timeout (heartbeats included),
 noticing a client that left, and ending the stream when the server shuts down (it hooks uvicorn's
 exit signal; each stream then gets ``SSE_SHUTDOWN_GRACE_S`` to end by itself, which ours does at

@@ -16,7 +16,7 @@ from pathlib import Path
 from .common import Row, machine, raise_nofile
 
 RESULTS = Path(__file__).parent / "results"
-DOC = Path(__file__).parent.parent / "docs" / "performance.md"
+DOC = Path(__file__).parent.parent / "docs" / "performance-history.md"  # the runs go to the appendix
 BEGIN, END = "<!-- bench:runs:begin -->", "<!-- bench:runs:end -->"
 KEEP_RUNS = 4
 
@@ -124,7 +124,7 @@ def write_results(report: dict) -> Path:
 
 
 def record(report: dict, rows: list[Row]) -> None:
-    """Add this run (machine + table) to the generated block of docs/performance.md, newest first."""
+    """Add this run (machine + table) to the generated block of docs/performance-history.md, newest first."""
     section = "\n".join([
         f"### Run {report['started']} ({'quick' if report['quick'] else 'full'}: {', '.join(report['only'])})",
         "",
@@ -151,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", choices=sorted(BENCHMARKS), metavar="NAME",
                         help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}")
     parser.add_argument("--record", action="store_true",
-                        help="also add this run's table and machine to docs/performance.md")
+                        help="also add this run's table and machine to docs/performance-history.md")
     parser.add_argument("--record-from", metavar="RESULTS.json", action="append",
-                        help="record a finished run's results file in docs/performance.md instead of running")
+                        help="record a finished run's results file in docs/performance-history.md instead of running")
     args = parser.parse_args(argv)
     if args.record_from:
         for path in args.record_from:
