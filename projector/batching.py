@@ -99,9 +99,12 @@ def from_events(
     tailed = Tailed(Batch(events=len(events)))
     ends = next((i for i, event in enumerate(events) if event.get("operationType") in RESYNC_EVENTS), len(events))
     skip = superseded(events[:ends])
+    for event in reversed(events[:ends]):  # the last cluster time and wall time given
+        tailed.last_time = tailed.last_time or event.get("clusterTime")
+        tailed.last_wall_ms = tailed.last_wall_ms or datetime_ms(to_utc(event.get("wallTime")))
+        if tailed.last_time and tailed.last_wall_ms:
+            break
     for index, event in enumerate(events[:ends]):
-        tailed.last_time = event.get("clusterTime") or tailed.last_time
-        tailed.last_wall_ms = datetime_ms(to_utc(event.get("wallTime"))) or tailed.last_wall_ms
         if index in skip:
             continue  # a later event of this batch carries this document's newer state
         if not owns((event.get("documentKey") or {}).get("_id")):

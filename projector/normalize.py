@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from .progress import read_progress
-from .times import datetime_ms, iso, to_utc
+from .times import moment
 from .values import (
     MAX_DISPLAY_NAME,
     MAX_PLATFORM,
@@ -189,9 +189,9 @@ def _task(doc: Mapping[str, Any], rules: Rules) -> Task | Invalid:
 
     raw_metadata = doc.get("metadata")
     metadata: Mapping[str, Any] = raw_metadata if isinstance(raw_metadata, Mapping) else {}
-    started = _field("requestTimestamp", to_utc, doc.get("requestTimestamp"))
-    updated = (_field("updatedAt", to_utc, doc.get("updatedAt"))
-               or _field("responseTimestamp", to_utc, doc.get("responseTimestamp")) or started)
+    started = _field("requestTimestamp", moment, doc.get("requestTimestamp"))
+    updated = (_field("updatedAt", moment, doc.get("updatedAt"))
+               or _field("responseTimestamp", moment, doc.get("responseTimestamp")) or started)
     return Task(
         generation_id=generation_id,
         owner=owner,
@@ -204,11 +204,11 @@ def _task(doc: Mapping[str, Any], rules: Rules) -> Task | Invalid:
         tool_display_name=(clip_text(doc.get("toolDisplayName"), MAX_DISPLAY_NAME)
                            or clip_text(metadata.get("toolDisplayName"), MAX_DISPLAY_NAME)),
         cost_usd=cost,
-        started_at=iso(started),
-        updated_at=iso(updated),
+        started_at=started[0] if started else None,
+        updated_at=updated[0] if updated else None,
         source_platform=(clip_text(doc.get("notificationPlatform"), MAX_PLATFORM)
                          or clip_text(doc.get("sourcePlatform"), MAX_PLATFORM)),
-        last_activity_ms=datetime_ms(updated),
+        last_activity_ms=updated[1] if updated else None,
         succeeded=not live and status in rules.succeeded,
     )
 

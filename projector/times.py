@@ -8,7 +8,7 @@ from typing import Any
 
 from bson.datetime_ms import DatetimeMS
 
-from .values import MAX_NUMBER_TEXT
+from .values import MAX_NUMBER_TEXT, remember
 
 # ---------------------------------------------------------------------------- time
 
@@ -54,3 +54,22 @@ def iso_at(seconds: float) -> str:
 def datetime_ms(moment: datetime | None) -> int | None:
     """Milliseconds since the epoch of a moment (see :func:`readmodel.records.epoch_ms` for an ISO text)."""
     return None if moment is None else int(moment.timestamp() * 1000)
+
+
+Moment = tuple[str, int]  # (ISO text, epoch ms) of a point in time
+_MOMENTS: dict[str, Moment | None] = {}
+
+
+def moment(value: Any) -> Moment | None:
+    """``(iso(t), datetime_ms(t))`` of ``t = to_utc(value)``; None when ``to_utc`` gives None.
+    Texts are remembered (a task's requestTimestamp comes back with each of its events)."""
+    if isinstance(value, str):
+        known = _MOMENTS.get(value, ())
+        if known != ():
+            return known  # type: ignore[return-value]
+    parsed = to_utc(value)
+    # iso() and the timestamp cannot fail on what to_utc returns (a UTC datetime in years 1..9999).
+    found = None if parsed is None else (iso(parsed) or "", int(parsed.timestamp() * 1000))
+    if isinstance(value, str) and len(value) <= MAX_NUMBER_TEXT:
+        remember(_MOMENTS, value, found)
+    return found

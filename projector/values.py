@@ -60,17 +60,44 @@ def document_id(value: Any) -> str | None:
     return None
 
 
+# Small caches of pure functions of one text (ids, statuses; times in projector.times): a task's
+# events repeat them, and hashing, the regex and parsing cost more than the lookup. Each is
+# cleared when full, so memory stays bounded whatever the input.
+CACHE_MAX = 4096
+
+
+def remember(cache: dict[Any, Any], key: Any, value: Any) -> Any:
+    """``cache[key] = value`` (the cache emptied first when it holds ``CACHE_MAX``); returns value."""
+    if len(cache) >= CACHE_MAX:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
+_ID_HASHES: dict[str, str] = {}
+
+
 def id_hash(generation_id: str) -> str:
     """First five hex characters of sha256 of the id: the short id the bots show."""
-    return hashlib.sha256(generation_id.encode()).hexdigest()[:5]
+    known = _ID_HASHES.get(generation_id)
+    if known is None:
+        known = remember(_ID_HASHES, generation_id, hashlib.sha256(generation_id.encode()).hexdigest()[:5])
+    return known
+
+
+_STATUS_SEPARATORS = re.compile(r"[\s\-]+")
+_STATUSES: dict[str, str | None] = {}
 
 
 def normalize_status(value: Any) -> str | None:
     """'  Cancelled by User ' -> 'cancelled_by_user'; None when it is not a status."""
     if not isinstance(value, str):
         return None
-    text = re.sub(r"[\s\-]+", "_", value[: MAX_STATUS * 4].strip().lower())[:MAX_STATUS].strip("_")
-    return text or None
+    known = _STATUSES.get(value, "")
+    if known != "":
+        return known
+    text = _STATUS_SEPARATORS.sub("_", value[: MAX_STATUS * 4].strip().lower())[:MAX_STATUS].strip("_") or None
+    return remember(_STATUSES, value, text) if len(value) <= MAX_STATUS * 4 else text
 
 
 # ---------------------------------------------------------------------------- money and numbers

@@ -41,11 +41,20 @@ FINISHED_TASK_FIELDS = ("generationId", "idHash", "status", "toolId", "toolDispl
 TASK_FIELDS = tuple(name for name in LIVE_TASK_FIELDS if name != "expectedDurationMs")  # the producer's
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"))  # one instance: json.dumps(**options) builds one per call
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+try:  # the C encoder, built once (JSONEncoder.encode builds one per call); same output
+    from json.encoder import c_make_encoder as _c_make_encoder, encode_basestring_ascii as _c_string
+
+    _C_ENCODE = _c_make_encoder(None, _ENCODER.default, _c_string, None, ":", ",", False, False, True)
+except ImportError:  # pragma: no cover - CPython always has it
+    _C_ENCODE = None
 
 
 def _json(record: dict[str, Any]) -> str:
-    return _ENCODER.encode(record)
+    """Compact JSON of a flat record (no cycles possible: its values are strings and numbers)."""
+    if _C_ENCODE is None:  # pragma: no cover
+        return _ENCODER.encode(record)
+    return "".join(_C_ENCODE(record, 0))
 
 
 def live_task_record(visible: dict[str, Any], expected_duration_ms: int | None, stale_at_ms: int | None) -> str:
