@@ -7,8 +7,9 @@ backlog from the same resume token through real pymongo:
   per event.
 
 ``python -m bench.drain {bare,naive} --mongo-url URL --token JSON --count N [--redis-url URL
---prefix P]`` prints one JSON line: ``{"events": N, "seconds": S}``, timed from the open stream to
-the N-th event done (process start and connection excluded, as for the projector).
+--prefix P]`` prints one JSON line: ``{"events": N, "seconds": S, "cpu_us_per_event": C}``, timed
+from the open stream to the N-th event done (process start and connection excluded, as for the
+projector); C is this process's own CPU time over the same stretch.
 """
 
 from __future__ import annotations
@@ -89,11 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", default="benchnaive")
     args = parser.parse_args(argv)
     source, stream = _stream(args.mongo_url, json_util.loads(args.token))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     done = {"bare": bare, "naive": naive}[args.mode](stream, args.count, args, source.kinds)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     stream.close()
-    print(json.dumps({"events": done, "seconds": elapsed}), flush=True)
+    print(json.dumps({"events": done, "seconds": elapsed, "cpu_us_per_event": round(cpu / max(1, done) * 1e6, 1)}),
+          flush=True)
     return 0
 
 

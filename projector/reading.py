@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pymongo.errors import PyMongoError
 
@@ -46,7 +46,7 @@ def _token(stream: Any) -> Mapping[str, Any] | None:
     pymongo replaces its ``_resume_token`` (an event's ``_id`` or a post-batch token) and never
     changes it in place, and nobody here changes a token either."""
     token = getattr(stream, "_resume_token", _NO_TOKEN)
-    return stream.resume_token if token is _NO_TOKEN else token
+    return stream.resume_token if token is _NO_TOKEN else cast("Mapping[str, Any] | None", token)
 
 
 _NO_TOKEN = object()

@@ -42,12 +42,11 @@ TASK_FIELDS = tuple(name for name in LIVE_TASK_FIELDS if name != "expectedDurati
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
-try:  # the C encoder, built once (JSONEncoder.encode builds one per call); same output
-    from json.encoder import c_make_encoder as _c_make_encoder, encode_basestring_ascii as _c_string
-
-    _C_ENCODE = _c_make_encoder(None, _ENCODER.default, _c_string, None, ":", ",", False, False, True)
-except ImportError:  # pragma: no cover - CPython always has it
-    _C_ENCODE = None
+# The C encoder, built once (JSONEncoder.encode builds one per call); the same output.
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_C_ENCODE = (None if _c_make_encoder is None else
+             _c_make_encoder(None, _ENCODER.default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False,
+                             True))
 
 
 def _json(record: dict[str, Any]) -> str:

@@ -36,11 +36,19 @@ def test_catchup_benchmark_drains_the_same_backlog_with_all_three_consumers():
 
     rows = catchup.run(quick=True)
 
-    assert [row.baseline_name for row in rows] == ["bare reader", "naive projector"]
+    assert [row.baseline_name for row in rows] == ["bare reader", "naive projector", "naive projector CPU",
+                                                   "naive projector", "naive projector CPU"]
     for row in rows:
         assert row.value is not None and row.value > 0 and row.baseline > 0, (row.name, row.note)
-    details = rows[0].extra
-    assert details["bare"]["events"] == details["naive"]["events"] == details["events"] == catchup.QUICK
+    mixed, inserts = rows[0].extra, rows[3].extra
+    assert mixed["bare"]["events"] == mixed["naive"]["events"] == mixed["events"] == catchup.QUICK
+    assert inserts["bare"]["events"] == inserts["naive"]["events"] == inserts["events"] == catchup.QUICK // 2
+    for details in (mixed, inserts):  # every process's own CPU per change was measured
+        assert details["bare"]["cpu_us_per_event"] > 0 and details["naive"]["cpu_us_per_event"] > 0
+        (run,) = details["projector_runs"]["this projector"]
+        cpu = run["cpu_us_per_event"]
+        # /proc counts CPU in 10 ms ticks: a quick drain's stand-in or Redis share may round to 0.
+        assert cpu["projector"] > 0 and cpu["standin"] >= 0 and cpu["redis"] >= 0, cpu
 
 
 def test_scaleout_benchmark_drains_with_one_process_two_partitions_and_the_ideal_split():
