@@ -15,6 +15,7 @@ import redis
 from pymongo import MongoClient
 
 from devkit.ports import free_port, port_open
+from devkit.waits import wait_up
 from readmodel import Layout, View, read_snapshot
 from readmodel.health import read as read_health
 
@@ -37,17 +38,12 @@ class StartupError(RuntimeError):
 
 
 def wait_for(what: str, check: Callable[[], bool], process: subprocess.Popen | None = None, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise StartupError(f"{what} exited with code {process.returncode} while starting; see {LOG_DIR}/")
-        try:
-            if check():
-                return
-        except Exception:
-            pass
-        time.sleep(0.1)
-    raise StartupError(f"{what} did not come up within {timeout:.0f} s")
+    def exited() -> str | None:
+        if process is None or process.poll() is None:
+            return None
+        return f"{what} exited with code {process.returncode} while starting; see {LOG_DIR}/"
+
+    wait_up(what, check, timeout, exited=exited, errors=(Exception,), error=StartupError)
 
 
 class Stack:

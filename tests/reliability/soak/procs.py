@@ -14,6 +14,7 @@ from pathlib import Path
 import redis
 
 from devkit.ports import real_clock_env
+from devkit.waits import wait_up
 
 ROOT = Path(__file__).resolve().parents[3]
 KEY = "soak-service-key-" + "0123456789abcdef" * 2
@@ -21,17 +22,12 @@ SECRET = "soak-secret-" + "fedcba9876543210" * 2
 
 
 def wait_until(what: str, check: Callable[[], bool], timeout_s: float = 60, proc: Proc | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and not proc.alive():
-            raise RuntimeError(f"{what}: {proc.name} exited; its log is {proc.log_path}")
-        try:
-            if check():
-                return
-        except (OSError, redis.RedisError):
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{what}: not within {timeout_s} s")
+    def exited() -> str | None:
+        if proc is None or proc.alive():
+            return None
+        return f"{what}: {proc.name} exited; its log is {proc.log_path}"
+
+    wait_up(what, check, timeout_s, exited=exited, errors=(OSError, redis.RedisError), error=RuntimeError)
 
 
 class Proc:
