@@ -15,7 +15,11 @@ from collections.abc import Callable
 from importlib.resources import files
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
 
 FINISHED_CAP = 10  # finished tasks remembered per user
 
@@ -55,6 +59,9 @@ def run(redis: Any, build: Callable[[Any], object]) -> list[Any]:
         try:
             replies: list[Any] = pipe.execute()
             return replies
+        except _UNREACHABLE:
+            _read_slot_map(redis)
+            raise
         except NoScriptError:
             if attempt == 2:
                 raise
@@ -77,9 +84,34 @@ async def arun(redis: Any, build: Callable[[Any], object]) -> list[Any]:
         try:
             areplies: list[Any] = await pipe.execute()
             return areplies
+        except _UNREACHABLE:
+            await _aread_slot_map(redis)
+            raise
         except NoScriptError:
             if attempt == 2:
                 raise
             for script in ALL:
                 await redis.script_load(script.source)
     raise AssertionError("unreachable")
+
+
+# A cluster pipeline that cannot reach a node refreshes the slot map only every fifth failure of
+# the same pipeline object (redis-py's reinitialize_steps), and every call here builds a new one: after
+# a failover the client would keep sending to the dead master forever. A direct command refreshes
+# at once; so do these, before the error reaches the caller's retry.
+def _read_slot_map(redis: Any) -> None:
+    manager = getattr(redis, "nodes_manager", None)
+    if manager is not None:
+        try:
+            manager.initialize()
+        except (RedisError, RedisClusterException):
+            pass  # no node answers yet: the next failure tries again
+
+
+async def _aread_slot_map(redis: Any) -> None:
+    manager = getattr(redis, "nodes_manager", None)
+    if manager is not None:
+        try:
+            await manager.initialize()
+        except (RedisError, RedisClusterException):
+            pass
