@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from devkit.ports import free_port
+from devkit.processes import stop_process  # the benchmarks import it from here
 
 from .common import REDIS_URL, rss_kb
 
@@ -28,17 +28,6 @@ LOGS = Path(__file__).parent / "results" / "logs"
 # Where the servers' code is imported from: this checkout, or (for before/after experiments) a
 # patched copy of it named by BENCH_APP_ROOT.
 APP_ROOT = Path(os.environ.get("BENCH_APP_ROOT") or Path(__file__).parent.parent)
-
-
-def stop_process(proc: subprocess.Popen, timeout_s: float = 15) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within ``timeout_s``."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def api_available() -> str | None:

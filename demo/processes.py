@@ -15,6 +15,7 @@ import redis
 from pymongo import MongoClient
 
 from devkit.ports import free_port, port_open
+from devkit.processes import stop_process
 from devkit.waits import wait_up
 from readmodel import Layout, View, read_snapshot
 from readmodel.health import read as read_health
@@ -179,14 +180,8 @@ livestatus demo is running (Ctrl-C stops everything; process logs in {LOG_DIR}/)
             self.simulator.stop()
         # One at a time, readers first: the projector checkpoints while the stand-in still answers.
         for name, process in reversed(self.processes):
-            if process.poll() is None:
-                process.send_signal(15)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                print(f"{name} did not stop on SIGTERM; killing it", file=sys.stderr)
-                process.kill()
-                process.wait()
+            if stop_process(process, 10):
+                print(f"{name} did not stop on SIGTERM; it was killed", file=sys.stderr)
         if self.redis is not None:
             self.redis.close()
         if self.fake_server is not None:

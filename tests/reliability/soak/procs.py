@@ -14,6 +14,7 @@ from pathlib import Path
 import redis
 
 from devkit.ports import real_clock_env
+from devkit.processes import stop_process
 from devkit.waits import wait_up
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -64,14 +65,8 @@ class Proc:
             self.proc.wait()
 
     def stop(self, timeout_s: float = 20) -> None:
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.kill9()
         if self.proc is not None:
-            self.proc.wait()
+            stop_process(self.proc, timeout_s)
             for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
                 if pipe is not None:
                     pipe.close()
