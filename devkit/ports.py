@@ -4,7 +4,9 @@ child process inherits (or must not: a server that is not ours keeps the real cl
 from __future__ import annotations
 
 import os
+import random
 import socket
+from pathlib import Path
 
 # What `make test-clock` sets to move the clock (libfaketime and tests/faketime/sitecustomize.py).
 CLOCK_VARIABLES = ("LD_PRELOAD", "FAKETIME", "DONT_FAKE_MONOTONIC", "PYTHONPATH")
@@ -15,6 +17,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def port_below_ephemeral_range() -> int:
+    """A free port a process can still bind after it has made outgoing connections (the projector
+    serving metrics after connecting to MongoDB and Redis): one taken from the
+    ephemeral range (free_port) can be handed to one of its own outgoing connections first."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    while True:
+        port = random.randrange(10_000, low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
 
 
 def free_cluster_port() -> int:

@@ -4,10 +4,8 @@ and the alert rules the README offers load and fire as described (`promtool chec
 from __future__ import annotations
 
 import os
-import random
 import re
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -16,6 +14,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from devkit.ports import port_below_ephemeral_range
 from devkit.waits import wait_for
 
 from .capture_helpers import DB, TASKS, task_doc
@@ -62,20 +61,6 @@ def promtool() -> str:
     return found
 
 
-def unused_port_below_the_ephemeral_range() -> int:
-    """A port the projector can bind after it has connected to MongoDB and Redis: one taken from the
-    ephemeral range (devkit.ports.free_port) can be handed to one of its own outgoing connections first."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    while True:
-        port = random.randrange(10_000, low)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-
-
 def check_metrics(promtool: str, text: str) -> None:
     result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
@@ -99,7 +84,7 @@ def assert_process_collectors(found: dict) -> None:
 def test_the_projectors_metrics_are_counters_timestamps_and_process_figures(promtool, standin, spawn, real_redis, layout):
     standin.insert(DB, TASKS, task_doc("g1", "u1"))
     standin.insert(DB, TASKS, {"_id": "bad", "status": "processing"})  # no owner: a dead letter
-    port = unused_port_below_the_ephemeral_range()
+    port = port_below_ephemeral_range()
     started_s = time.time()
     proc = spawn("--mongo-url", standin.url, "--metrics-port", str(port))
     try:

@@ -13,11 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devkit.ports import port_below_ephemeral_range
 from devkit.waits import wait_for
 
 from .apiserver import Server
 from .capture_helpers import DB, TASKS, task_doc
-from .test_metrics import RULES, unused_port_below_the_ephemeral_range
+from .test_metrics import RULES
 from .test_worker_process import caught_up, spawn  # noqa: F401
 
 
@@ -45,7 +46,7 @@ def start_prometheus(binary: str, folder: Path, targets: dict[str, int]) -> tupl
     config = folder / "prometheus.yml"
     config.write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
                       f"rule_files: ['{RULES}']\nscrape_configs:\n{scrapes}")
-    port = unused_port_below_the_ephemeral_range()
+    port = port_below_ephemeral_range()
     log = open(folder / "prometheus.log", "w")
     proc = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={folder / 'data'}",
                              f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
@@ -73,7 +74,7 @@ def alerts(url: str) -> dict[str, str]:
 def test_prometheus_scrapes_both_processes_and_the_rules_fire_on_their_real_metrics(
         prometheus_binary, standin, spawn, api, real_redis, layout, tmp_path):
     standin.insert(DB, TASKS, task_doc("g1", "u1"))
-    metrics_port = unused_port_below_the_ephemeral_range()
+    metrics_port = port_below_ephemeral_range()
     projector = spawn("--mongo-url", standin.url, "--metrics-port", str(metrics_port))
     wait_for(lambda: caught_up(real_redis, layout, standin), 30, "the initial sync")
     prometheus, url = start_prometheus(prometheus_binary, tmp_path, {"projector": metrics_port, "api": api.port})
