@@ -15,6 +15,14 @@ class Balance(BaseModel):
     exp: int
 
 
+# Computed by the API when it reads a task (api/stalled.py), never stored by the projector.
+READ_TIME_TASK_FIELDS = {
+    "stalled": (bool, Field(default=False, description="unchanged for longer than STALLED_FACTOR typical durations "
+                                                       "of its tool (STALLED_AFTER_S when unknown); false once it moves")),
+    "stalledAt": (str | None, Field(default=None, description="ISO-8601 UTC: when it counts as stalled if it does "
+                                                              "not move (the panel flags it then)")),
+}
+
 # Built from the read model's table of task fields: a field added there is served and documented.
 if TYPE_CHECKING:  # a model built at run time is no type to a type checker
 
@@ -26,10 +34,7 @@ else:
         __doc__="A task that is still running (or queued), as every platform shows it.",
         **{name: (kind, Field(default=None if name == "expectedDurationMs" else ..., description=text or None))
            for name, (kind, text) in LIVE_TASK_FIELDS.items()},
-        stalled=(bool, Field(default=False, description="unchanged for longer than STALLED_FACTOR typical durations "
-                                                        "of its tool (STALLED_AFTER_S when unknown); false once it moves")),
-        stalledAt=(str | None, Field(default=None, description="ISO-8601 UTC: when it counts as stalled if it does "
-                                                               "not move (the panel flags it then)")),
+        **READ_TIME_TASK_FIELDS,
     )
 
 
