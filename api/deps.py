@@ -22,7 +22,7 @@ from .limits import StreamLimiter
 from .mailbox import Mailbox
 from .metrics import Metrics
 from .settings import Settings
-from .snapshots import SnapshotReader
+from .snapshots import Snapshot, SnapshotReader
 
 TOKEN_COOKIE = "livestatus_token"
 
@@ -126,6 +126,17 @@ class StreamGate:
         if not mailbox.closed:
             timer = end_at_expiry(mailbox, self.principal.expires_at, self.leeway_s)
         return mailbox
+
+    async def open(self, fanout: Fanout) -> tuple[Mailbox, Snapshot]:
+        """:meth:`listen`, then the user's first snapshot: listening first, a change right after
+        the read is not missed. The read is batched with every other read waiting (a burst of
+        openings shares round trips); if it fails, the mailbox closes and its slot is freed."""
+        mailbox = self.listen(fanout)
+        try:
+            return mailbox, await fanout.first_snapshot(self.uid)
+        except BaseException:
+            mailbox.close()
+            raise
 
 
 async def _stream_gate(request: Request, uid: ReadableUser, principal: PrincipalDep, settings: SettingsDep) -> StreamGate:

@@ -205,13 +205,7 @@ async def status_stream(
 ) -> StatusStream:
     """Server-Sent Events: the current snapshot, then one event per new version (resumable)."""
     resumed_from = parse_last_event_id(last_event_id, lastEventId)
-    mailbox = gate.listen(fanout)  # before the read: a change right after it is not missed; 429/503 past a limit
-    try:
-        # Batched with every other read waiting: a burst of openings shares round trips.
-        first = await fanout.first_snapshot(uid)
-    except BaseException:
-        mailbox.close()
-        raise
+    mailbox, first = await gate.open(fanout)  # 429/503 past a limit
     body, sent_first = opening(first, resumed_from, settings.retry_ms)
     if resumed_from is not None:
         metrics.resumes.labels(outcome="behind" if sent_first else "current").inc()

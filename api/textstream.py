@@ -163,12 +163,7 @@ async def status_text_stream(
     if interval_s < settings.text_stream_interval_s:
         raise InvalidRequest(f"intervalS must be at least {settings.text_stream_interval_s:g} (TEXT_STREAM_INTERVAL_S)")
     chosen = markup_for(platform, markup)
-    mailbox = gate.listen(fanout)  # before the read: a change right after it is not missed; 429/503 past a limit
-    try:
-        first = await fanout.first_snapshot(uid)
-    except BaseException:
-        mailbox.close()
-        raise
+    mailbox, first = await gate.open(fanout)  # 429/503 past a limit
     mailbox.mark_sent(first.version)
 
     async def reread() -> dict[str, Any]:
