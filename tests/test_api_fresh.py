@@ -9,12 +9,8 @@ operationTime is its optime), and a change event carries that entry's time as ``
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from datetime import datetime
-from pathlib import Path
 
 import httpx
 import pytest
@@ -25,29 +21,14 @@ from readmodel import position
 
 from .apiserver import SSE, Server, auth
 from .capture_helpers import DB, TASKS, task_doc
-
-ROOT = Path(__file__).resolve().parents[1]
+from .test_worker_process import spawn  # noqa: F401  (the fixture, reused as it is)
 
 
 @pytest.fixture
-def projectors(prefix, tmp_path, store_env):
-    """Start `python -m projector run` processes; each one still alive at the end is killed."""
-    started: list[subprocess.Popen] = []
-
-    def start(mongo_url: str, *args: str) -> subprocess.Popen:
-        log = open(tmp_path / f"projector-{len(started)}.log", "w")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "projector", "run", "--key-prefix", prefix, "--mongo-url", mongo_url, *args],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1", **store_env))
-        log.close()
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+def projectors(spawn):
+    """Start `projector run` processes against the stand-in at a URL (the process tests' spawner:
+    each one still alive at the end is killed)."""
+    return lambda mongo_url, *args: spawn("--mongo-url", mongo_url, *args)
 
 
 @pytest.fixture
