@@ -78,9 +78,11 @@ class Listener(threading.Thread):
                         self.comments += 1
                     elif line.startswith("id:"):
                         self.versions.append(int(line[3:].strip()))
-            self.ended = "the server ended the stream"
+            if not self.stop.is_set():  # not the API stopped by the test's teardown after stop()
+                self.ended = "the server ended the stream"
         except httpx.HTTPError as exc:
-            self.ended = f"{type(exc).__name__}: {exc}"
+            if not self.stop.is_set():
+                self.ended = f"{type(exc).__name__}: {exc}"
 
 
 def cpu_seconds(pid: int) -> float:
