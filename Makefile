@@ -76,7 +76,7 @@ test-pymongo: install
 test-mongo: install redis
 	bash scripts/test-mongo
 
-# The whole suite again with the process clock (and every process it starts) moved 40 days and 3
+# The clock-dependent tests again with the process clock (and every process it starts) moved 40 days and 3
 # years ahead, the two runs side by side: no test may depend on the day it was written
 # (scripts/test-clock says how; the browser test is left out: chromium does not start under faketime).
 test-clock: install redis faketime sse-clients
