@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import signal
@@ -82,6 +83,19 @@ def _print_json(value: Any) -> None:
 # ---------------------------------------------------------------------------- commands
 
 
+# Collect young objects every 20,000 allocations instead of 700. Every decoded event is a handful
+# of dicts that live until its batch is written, so at the default most collections scan up to
+# 3,000 events still in hand and free nothing; the objects of start-up are frozen out of the
+# scans altogether. Cyclic garbage is still collected, in bigger steps. Catch-up draining 20,000
+# mixed changes: median projector CPU per change 80 -> 67 us (6 alternating rounds, load 6).
+GC_THRESHOLDS = (20_000, 20, 100)
+
+
+def tune_gc() -> None:
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     # Signals first: a SIGTERM while connecting must still end in a clean exit 0.
     workers: list[Any] = []
@@ -113,6 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
              hosts_of(settings.mongo_url), settings.mongo_db, settings.tasks_collection,
              settings.economy_collection, settings.redis_url.rsplit("@", 1)[-1], settings.key_prefix,
              f", partition {settings.partition}" if settings.partition.count > 1 else "")
+    tune_gc()
     try:
         worker.run()
     finally:
