@@ -46,7 +46,7 @@ def _serve(args: argparse.Namespace) -> int:
         env["API_PORT"] = str(args.port)
     try:
         settings = Settings.from_env(env)
-        app = create_app(settings)
+        app = create_app(settings, freeze_heap=True)
     except SettingsError as exc:
         print(f"livestatus-api: {exc}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from . import openapi, redact
 from .errors import install_handlers
 from .fanout import Fanout
 from .freshness import Positions
+from .gcpolicy import HeapFreezer
 from .limits import StreamLimiter
 from .metrics import LatencyMiddleware, Metrics
 from .routes import ops, users
@@ -40,8 +41,12 @@ INSECURE_BANNER = (
 )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; refuses (InsecureConfig) to build without credentials unless in dev mode."""
+def create_app(settings: Settings | None = None, freeze_heap: bool = False) -> FastAPI:
+    """Build the app; refuses (InsecureConfig) to build without credentials unless in dev mode.
+
+    ``freeze_heap``: keep full garbage collections off the streams' path (:mod:`api.gcpolicy`), a
+    process-wide policy for the server process (``python -m api`` turns it on), never for an app
+    inside another process."""
     settings = settings or Settings.from_env()
     settings.check_secure()
     redact.install((*settings.api_keys, settings.auth_secret))
@@ -70,9 +75,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await fanout.start()
         app.state.redis, app.state.layout, app.state.reader, app.state.fanout = redis, layout, reader, fanout
         app.state.positions = positions
+        freezer = HeapFreezer() if freeze_heap else None
+        if freezer is not None:
+            await freezer.start()
         try:
             yield
         finally:
+            if freezer is not None:
+                await freezer.close()
             await positions.close()
             await fanout.close()
             await pubsub_redis.aclose()

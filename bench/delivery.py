@@ -39,6 +39,8 @@ ECONOMY = "userEconomy"
 TICK_S = 0.005
 TARGETS = {"isolated": {50: 10.0, 99: 50.0}, "load": {99: 50.0}}
 BEFORE_ROOT = os.environ.get("BENCH_BEFORE_ROOT")
+API_ROOT = os.environ.get("BENCH_DELIVERY_API_ROOT")  # another checkout's API (a before/after in two runs)
+KEEP = os.environ.get("BENCH_DELIVERY_KEEP")  # a directory: each run's raw timings are written there
 
 
 @dataclass(frozen=True)
@@ -209,7 +211,7 @@ def _measure(redis, standin, prefix: str, users: list[str], sizes: Sizes, marks:
         procs.append(projector)
         wait_until("the projector tails the change stream",
                    lambda: getattr(read_health(redis, layout), "state", "") == "tailing", projector)
-        with Server("api", prefix) as api:
+        with Server("api", prefix, root=Path(API_ROOT) if API_ROOT else None) as api:
             client = Client({"mode": "sse", "host": HOST, "port": api.port, "path": "/users/{uid}/status/stream",
                              "key": SERVICE_KEY, "users": users, "records": files[0], "marker": "usdCredit",
                              "pubsub": {"store_env": {"REDIS_URL": REDIS_URL}, "prefix": prefix,
@@ -240,6 +242,14 @@ def _measure(redis, standin, prefix: str, users: list[str], sizes: Sizes, marks:
     finally:
         mongo.close()
     return pacing, done
+
+
+def keep(sizes: Sizes, marks: Marks, sse: list, pubsub: list) -> None:
+    """Each write's (phase, user, write ns) and the client's SSE and floor records, for a timeline."""
+    path = Path(KEEP, f"delivery-{sizes.subscribers}-{os.getpid()}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = {mark: [marks.phase[mark], uid, ns] for mark, (uid, ns) in marks.written.items()}
+    path.write_text(json.dumps({"written": written, "sse": sse, "pubsub": pubsub}))
 
 
 def streams() -> list[int]:
@@ -284,6 +294,8 @@ def _run(sizes: Sizes) -> list[Row]:
             sse = json.load(f)
         with open(files[1]) as f:
             pubsub = json.load(f)
+        if KEEP:
+            keep(sizes, marks, sse, pubsub)
     finally:
         standin.stop()
         for path in files:
