@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field, create_model
 
-from readmodel.records import LIVE_TASK_FIELDS
+from readmodel.records import FINISHED_TASK_FIELDS, LIVE_TASK_FIELDS
 
 
 class Balance(BaseModel):
@@ -38,17 +38,21 @@ else:
     )
 
 
-class FinishedTask(BaseModel):
-    """A task that reached a terminal status in the last ten minutes (newest first, at most 10)."""
+# The finished shape: the read model's finished fields, described as for a live task unless said here.
+_FINISHED_DESCRIPTIONS = {"status": "the final status, e.g. completed, failed, payment_failed"}
+if TYPE_CHECKING:
 
-    generationId: str
-    idHash: str
-    status: str = Field(description="the final status, e.g. completed, failed, payment_failed")
-    toolId: str | None
-    toolDisplayName: str | None
-    costUsd: str | None = Field(description="exact decimal string")
-    startedAt: str | None
-    finishedAt: str | None
+    class FinishedTask(BaseModel): ...
+
+else:
+    FinishedTask = create_model(
+        "FinishedTask",
+        __doc__="A task that reached a terminal status in the last ten minutes (newest first, at most 10).",
+        **{name: (LIVE_TASK_FIELDS[name][0],
+                  Field(description=_FINISHED_DESCRIPTIONS.get(name, LIVE_TASK_FIELDS[name][1]) or None))
+           for name in FINISHED_TASK_FIELDS},
+        finishedAt=(str | None, Field(description="ISO-8601 UTC: the document's last update")),
+    )
 
 
 class PartitionPosition(BaseModel):

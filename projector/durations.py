@@ -27,13 +27,14 @@ def observed_duration(change: Change) -> tuple[str, int] | None:
     if not isinstance(change, TaskChange) or not isinstance(change.source, Task):
         return None
     task = change.source
-    if not task.succeeded or not task.tool_id:
+    tool_id = task.visible["toolId"]
+    if not task.succeeded or not tool_id:
         return None
-    started = datetime_ms(to_utc(task.started_at))
+    started = datetime_ms(to_utc(task.visible["startedAt"]))
     ended = task.last_activity_ms
     if started is None or ended is None or not 0 < ended - started <= MAX_DURATION_MS:
         return None
-    return task.tool_id, ended - started
+    return tool_id, ended - started
 
 
 class Durations:

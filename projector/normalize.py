@@ -8,7 +8,7 @@ Pure functions: no I/O, no clock reads. Bad input never raises out of here; it c
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -80,40 +80,19 @@ class Invalid:
 
 @dataclass(frozen=True)
 class Task:
-    """One generation task as every platform shows it."""
+    """One generation task as every platform shows it.
 
-    generation_id: str
+    ``visible`` holds the fields a reader sees, named and ordered as
+    :data:`readmodel.records.TASK_FIELDS` declares them (the one table of task fields: a field is
+    added there and filled in :func:`_task`); the other attributes are the projector's own.
+    """
+
     owner: str
-    id_hash: str
-    status: str
     live: bool
-    progress_percent: float | None
-    progress_source: str | None  # "reported" | "status" | None
-    tool_id: str | None
-    tool_display_name: str | None
-    cost_usd: str | None
-    started_at: str | None
-    updated_at: str | None
-    source_platform: str | None
+    visible: dict[str, Any]
     # Milliseconds since the epoch of the last sign of life; None when the document has none.
-    last_activity_ms: int | None = field(default=None, compare=True)
+    last_activity_ms: int | None = None
     succeeded: bool = False  # finished with a status of Rules.succeeded
-
-    def visible(self) -> dict[str, Any]:
-        """The fields a reader sees, in the API's naming."""
-        return {
-            "generationId": self.generation_id,
-            "idHash": self.id_hash,
-            "status": self.status,
-            "progressPercent": self.progress_percent,
-            "progressSource": self.progress_source,
-            "toolId": self.tool_id,
-            "toolDisplayName": self.tool_display_name,
-            "costUsd": self.cost_usd,
-            "startedAt": self.started_at,
-            "updatedAt": self.updated_at,
-            "sourcePlatform": self.source_platform,
-        }
 
 
 @dataclass(frozen=True)
@@ -128,14 +107,14 @@ class Balance:
 
 # Every document field the normalizer (and projector.progress) reads. The change stream asks the
 # server for these alone: a generation's prompt, outputs and other metadata never cross the wire.
-TASK_FIELDS = (
+TASK_DOCUMENT_FIELDS = (
     "_id", "masterAccountId", "status", "costUsd", "toolId", "toolDisplayName", "notificationPlatform",
     "sourcePlatform", "requestTimestamp", "updatedAt", "responseTimestamp",
     "progressPercent", "progress", "currentStep", "totalSteps", "step", "steps", "current", "total",
     "metadata.toolDisplayName", "metadata.progressPercent", "metadata.progress", "metadata.currentStep",
     "metadata.totalSteps", "metadata.step", "metadata.steps", "metadata.current", "metadata.total",
 )
-BALANCE_FIELDS = ("_id", "masterAccountId", "usdCredit", "balanceUsd", "exp")
+BALANCE_DOCUMENT_FIELDS = ("_id", "masterAccountId", "usdCredit", "balanceUsd", "exp")
 
 
 # ---------------------------------------------------------------------------- documents
@@ -193,21 +172,23 @@ def _task(doc: Mapping[str, Any], rules: Rules) -> Task | Invalid:
     updated = (_field("updatedAt", moment, doc.get("updatedAt"))
                or _field("responseTimestamp", moment, doc.get("responseTimestamp")) or started)
     return Task(
-        generation_id=generation_id,
         owner=owner,
-        id_hash=id_hash(generation_id),
-        status=status,
         live=live,
-        progress_percent=percent,
-        progress_source=source,
-        tool_id=clip_text(doc.get("toolId"), MAX_TOOL_ID),
-        tool_display_name=(clip_text(doc.get("toolDisplayName"), MAX_DISPLAY_NAME)
-                           or clip_text(metadata.get("toolDisplayName"), MAX_DISPLAY_NAME)),
-        cost_usd=cost,
-        started_at=started[0] if started else None,
-        updated_at=updated[0] if updated else None,
-        source_platform=(clip_text(doc.get("notificationPlatform"), MAX_PLATFORM)
-                         or clip_text(doc.get("sourcePlatform"), MAX_PLATFORM)),
+        visible={  # in the order of readmodel.records.TASK_FIELDS
+            "generationId": generation_id,
+            "idHash": id_hash(generation_id),
+            "status": status,
+            "progressPercent": percent,
+            "progressSource": source,
+            "toolId": clip_text(doc.get("toolId"), MAX_TOOL_ID),
+            "toolDisplayName": (clip_text(doc.get("toolDisplayName"), MAX_DISPLAY_NAME)
+                                or clip_text(metadata.get("toolDisplayName"), MAX_DISPLAY_NAME)),
+            "costUsd": cost,
+            "startedAt": started[0] if started else None,
+            "updatedAt": updated[0] if updated else None,
+            "sourcePlatform": (clip_text(doc.get("notificationPlatform"), MAX_PLATFORM)
+                               or clip_text(doc.get("sourcePlatform"), MAX_PLATFORM)),
+        },
         last_activity_ms=updated[1] if updated else None,
         succeeded=not live and status in rules.succeeded,
     )

@@ -57,7 +57,7 @@ def task_change(
     if isinstance(task, Invalid):
         return Rejected(TASKS, generation_id, task.reason, doc)
     if not task.live:
-        record = finished_task_record(task.visible(), task.last_activity_ms)
+        record = finished_task_record(task.visible, task.last_activity_ms)
         return TaskChange(generation_id=generation_id, seq=seq, owner=task.owner, state=FINISHED, record=record,
                           source=task)
     last_sign_of_life = task.last_activity_ms if task.last_activity_ms is not None else wall_ms
@@ -67,7 +67,7 @@ def task_change(
         seq=seq,
         owner=task.owner,
         state=LIVE,
-        record=live_task_record(task.visible(), durations(task.tool_id), stale_at_ms),
+        record=live_task_record(task.visible, durations(task.visible["toolId"]), stale_at_ms),
         stale_at_ms=stale_at_ms,
         source=task,
     )

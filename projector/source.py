@@ -15,12 +15,12 @@ from pymongo.uri_parser import parse_uri
 from readmodel import position
 
 from .checkpoint import Checkpoint
-from .normalize import BALANCE_FIELDS, TASK_FIELDS
+from .normalize import BALANCE_DOCUMENT_FIELDS, TASK_DOCUMENT_FIELDS
 from .projection import ECONOMY, TASKS
 from .reading import Stream
 
 EVENT_FIELDS = ("operationType", "clusterTime", "wallTime", "ns", "to", "documentKey",
-                *(f"fullDocument.{name}" for name in dict.fromkeys(TASK_FIELDS + BALANCE_FIELDS)))
+                *(f"fullDocument.{name}" for name in dict.fromkeys(TASK_DOCUMENT_FIELDS + BALANCE_DOCUMENT_FIELDS)))
 
 log = logging.getLogger(__name__)
 

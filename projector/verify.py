@@ -31,7 +31,7 @@ from readmodel import Layout, ReadModel, position
 from readmodel.text import text
 
 from .checkpoint import CheckpointStore
-from .normalize import BALANCE_FIELDS, TASK_FIELDS
+from .normalize import BALANCE_DOCUMENT_FIELDS, TASK_DOCUMENT_FIELDS
 from .settings import Settings
 from .values import document_id
 from .verify_compare import ECONOMY, TASKS, Actual, Difference, Documents, compare
@@ -85,7 +85,7 @@ class Verifier:
         self.db = mongo[settings.mongo_db]
         self.client = mongo
         self.names = {TASKS: settings.tasks_collection, ECONOMY: settings.economy_collection}
-        self.fields = {TASKS: TASK_FIELDS, ECONOMY: BALANCE_FIELDS}
+        self.fields = {TASKS: TASK_DOCUMENT_FIELDS, ECONOMY: BALANCE_DOCUMENT_FIELDS}
         self.wait_s, self.clock, self.sleep = wait_s, clock, sleep
         self.checkpoints = CheckpointStore(redis, self.layout)
 

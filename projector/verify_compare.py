@@ -146,7 +146,7 @@ def _show(value: Any) -> str:
 
 def _task_fields(stored: dict[str, Any], task: Task, stale_at: int | None) -> list[str]:
     """The fields of a stored live task that differ from the document's, as ``name redis!=mongo``."""
-    visible = task.visible()
+    visible = task.visible
     wrong = []
     for name in TASK_FIELDS:
         have, want = stored.get(name), visible.get(name)
@@ -193,7 +193,7 @@ def compare(uid: str, want: Expected, have: Actual, docs: Documents, newest: str
         seq, entry = have.seqs.get(gid), have.owners.get((TASKS, gid))
         stored = have.tasks.get(gid)
         if stored is None:
-            diff("task-missing", TASKS, gid, f"live in MongoDB ({task.status}), not in the read model", seq,
+            diff("task-missing", TASKS, gid, f"live in MongoDB ({task.visible['status']}), not in the read model", seq,
                  _entry_seq(entry))
             continue
         wrong = _task_fields(stored, task, docs.stale_at(task))
@@ -255,7 +255,7 @@ def compare(uid: str, want: Expected, have: Actual, docs: Documents, newest: str
         done = want.finished.get(gid)
         if done is None or (isinstance(finished_ms, int) and now_ms - finished_ms > FINISHED_SHOWN_MS):
             continue
-        visible = done.visible()
+        visible = done.visible
         wrong = [f"{n} {_show(record.get(n))}!={_show(visible.get(n))}" for n in FINISHED_TASK_FIELDS
                  if record.get(n) != visible.get(n)]
         if wrong:

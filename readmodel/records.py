@@ -20,8 +20,10 @@ FINISHED_SHOWN_MS = 10 * 60 * 1000  # how long a finished task stays in the snap
 LIVE_TASKS_SHOWN = 100  # a snapshot lists at most this many live tasks (the oldest first)
 ESTIMATE_CAP_PERCENT = 95.0  # an estimated bar never claims to be done
 
-# Every field of a live task a reader sees: name -> (type, description). The API's response model
-# and OpenAPI page are built from this table; the producer (projector.normalize) fills them in.
+# Every field of a live task a reader sees: name -> (type, description), the one place a task field is
+# declared. The API's response models and OpenAPI page are built from this table; the producer
+# (projector.normalize) fills in each field but expectedDurationMs from the document, in this order
+# (tests/test_readmodel.py checks that every layer agrees).
 LIVE_TASK_FIELDS: dict[str, tuple[Any, str]] = {
     "generationId": (str, "the generation's document id"),
     "idHash": (str, "first 5 hex characters of sha256(generationId)"),
@@ -38,7 +40,7 @@ LIVE_TASK_FIELDS: dict[str, tuple[Any, str]] = {
 }
 # A finished task keeps its outcome: these fields of the live shape, plus finishedAt.
 FINISHED_TASK_FIELDS = ("generationId", "idHash", "status", "toolId", "toolDisplayName", "costUsd", "startedAt")
-TASK_FIELDS = tuple(name for name in LIVE_TASK_FIELDS if name != "expectedDurationMs")  # the producer's
+TASK_FIELDS = tuple(name for name in LIVE_TASK_FIELDS if name != "expectedDurationMs")  # what the producer fills in
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))

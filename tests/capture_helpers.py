@@ -59,7 +59,7 @@ def expected_state(standin: Any, rules: Rules = Rules()) -> dict[str, dict]:
         task = normalize_task(doc, rules)
         if isinstance(task, Task) and task.live:
             entry = state.setdefault(task.owner, {"tasks": {}, "balance": ("0", 0, 0)})
-            entry["tasks"][task.generation_id] = (task.status, task.progress_percent)
+            entry["tasks"][task.visible["generationId"]] = (task.visible["status"], task.visible["progressPercent"])
     for doc in standin.documents(DB, ECONOMY):
         balance = normalize_balance(doc, rules)
         if isinstance(balance, Balance):

@@ -56,7 +56,7 @@ def expected_state(history):
         if kind == TASKS:
             task = normalize_task(doc, RULES)
             if isinstance(task, Task) and task.live:
-                record = json.loads(live_task_record(task.visible(), None, WALL_MS + RULES.stale_after_ms))
+                record = json.loads(live_task_record(task.visible, None, WALL_MS + RULES.stale_after_ms))
                 record.pop("staleAt")
                 state[task.owner]["tasks"][doc_id] = record
         else:

@@ -85,21 +85,21 @@ def test_negative_zero_is_zero_and_ordinary_amounts_keep_their_scale():
 def test_progress_garbage_is_skipped_not_fatal():
     for progress in (10**400, "9" * 5000, float("nan"), Decimal128("1E+6144"), {"current": 10**400, "total": 1}):
         task = normalize_task(task_doc("g1", progress=progress), RULES)
-        assert isinstance(task, Task) and task.progress_percent is None
+        assert isinstance(task, Task) and task.visible["progressPercent"] is None
 
 
 def test_dates_out_of_range_are_treated_as_absent():
     for stamp in (DatetimeMS(2**62), DatetimeMS(-(2**62)), "9999-12-31T23:59:59-05:00", "1" * 10_000):
         task = normalize_task(task_doc("g1", requestTimestamp=stamp, updatedAt=stamp), RULES)
-        assert isinstance(task, Task) and task.started_at is None
+        assert isinstance(task, Task) and task.visible["startedAt"] is None
 
 
 def test_display_strings_are_bounded():
     huge = "x" * 1_000_000
     task = normalize_task(task_doc("g1", status=huge, toolId=huge, toolDisplayName=huge, notificationPlatform=huge), RULES)
     assert isinstance(task, Task)
-    assert (len(task.status), len(task.tool_id), len(task.tool_display_name), len(task.source_platform)) == (
-        MAX_STATUS, MAX_TOOL_ID, MAX_DISPLAY_NAME, MAX_PLATFORM)
+    lengths = [len(task.visible[name]) for name in ("status", "toolId", "toolDisplayName", "sourcePlatform")]
+    assert lengths == [MAX_STATUS, MAX_TOOL_ID, MAX_DISPLAY_NAME, MAX_PLATFORM]
 
 
 def test_an_unexpected_exception_while_projecting_is_that_documents_rejection(monkeypatch):

@@ -54,7 +54,7 @@ def test_status_sets_are_configurable():
 
 def test_unknown_status_is_shown_by_name_without_progress():
     task = normalize_task(task_doc(status="Brewing"))
-    assert (task.status, task.progress_percent, task.progress_source) == ("brewing", None, None)
+    assert (task.visible["status"], task.visible["progressPercent"], task.visible["progressSource"]) == ("brewing", None, None)
 
 
 @pytest.mark.parametrize(
@@ -69,7 +69,7 @@ def test_unknown_status_is_shown_by_name_without_progress():
 )
 def test_progress_is_reported_or_derived_from_status(fields, percent, source):
     task = normalize_task(task_doc(**fields))
-    assert (task.progress_percent, task.progress_source) == (percent, source)
+    assert (task.visible["progressPercent"], task.visible["progressSource"]) == (percent, source)
 
 
 @pytest.mark.parametrize(
@@ -116,27 +116,27 @@ def test_bad_documents_are_rejected_with_a_reason(doc, reason):
     ],
 )
 def test_money_is_exact(raw, text):
-    assert normalize_task(task_doc(costUsd=raw)).cost_usd == text
+    assert normalize_task(task_doc(costUsd=raw)).visible["costUsd"] == text
 
 
 def test_absent_cost_is_null():
-    assert normalize_task(task_doc()).cost_usd is None
+    assert normalize_task(task_doc()).visible["costUsd"] is None
 
 
 def test_id_hash_is_first_five_hex_of_sha256_of_the_id_string():
     import hashlib
 
     task = normalize_task(task_doc())
-    assert task.id_hash == hashlib.sha256(str(OID).encode()).hexdigest()[:5] == id_hash(str(OID))
-    assert task.generation_id == str(OID)
+    assert task.visible["idHash"] == hashlib.sha256(str(OID).encode()).hexdigest()[:5] == id_hash(str(OID))
+    assert task.visible["generationId"] == str(OID)
 
 
 def test_timestamps_from_bson_dates_and_iso_strings_come_out_iso_utc():
     task = normalize_task(
         task_doc(requestTimestamp=datetime(2026, 11, 25, 8, 0, 0, 123456), updatedAt="2026-11-25T10:30:00+02:00")
     )
-    assert task.started_at == "2026-11-25T08:00:00.123Z"
-    assert task.updated_at == "2026-11-25T08:30:00.000Z"
+    assert task.visible["startedAt"] == "2026-11-25T08:00:00.123Z"
+    assert task.visible["updatedAt"] == "2026-11-25T08:30:00.000Z"
 
 
 @pytest.mark.parametrize(
@@ -150,15 +150,16 @@ def test_timestamps_from_bson_dates_and_iso_strings_come_out_iso_utc():
 )
 def test_updated_at_falls_back_to_response_then_request_time(fields, updated):
     task = normalize_task(task_doc(requestTimestamp="2026-01-01T00:00:01Z", **fields))
-    assert task.updated_at == updated
+    assert task.visible["updatedAt"] == updated
 
 
 def test_platform_tool_and_display_name():
     task = normalize_task(
         task_doc(notificationPlatform="telegram", sourcePlatform="web", toolDisplayName="FLUX dev")
     )
-    assert (task.source_platform, task.tool_id, task.tool_display_name) == ("telegram", "flux", "FLUX dev")
-    assert normalize_task(task_doc(sourcePlatform="discord")).source_platform == "discord"
+    shown = task.visible
+    assert (shown["sourcePlatform"], shown["toolId"], shown["toolDisplayName"]) == ("telegram", "flux", "FLUX dev")
+    assert normalize_task(task_doc(sourcePlatform="discord")).visible["sourcePlatform"] == "discord"
 
 
 def test_stale_after_the_configured_age_without_a_sign_of_life():
@@ -280,8 +281,8 @@ def _step_examples(test):
 @_step_examples
 @given(RICH_DOCS)
 def test_the_change_stream_projection_keeps_everything_normalization_reads(doc):
-    from projector.normalize import BALANCE_FIELDS, TASK_FIELDS
+    from projector.normalize import BALANCE_DOCUMENT_FIELDS, TASK_DOCUMENT_FIELDS
     from standin.projection import stage_projector
 
-    assert normalize_task(stage_projector(dict.fromkeys(TASK_FIELDS, 1))(doc)) == normalize_task(doc)
-    assert normalize_balance(stage_projector(dict.fromkeys(BALANCE_FIELDS, 1))(doc)) == normalize_balance(doc)
+    assert normalize_task(stage_projector(dict.fromkeys(TASK_DOCUMENT_FIELDS, 1))(doc)) == normalize_task(doc)
+    assert normalize_balance(stage_projector(dict.fromkeys(BALANCE_DOCUMENT_FIELDS, 1))(doc)) == normalize_balance(doc)

@@ -259,12 +259,21 @@ def test_a_snapshot_lists_a_bounded_number_of_live_tasks_and_says_how_many_it_le
     assert read_snapshot(model.redis, model.layout, "u1", View(started_ms))["liveTasksOmitted"] == 0
 
 
-def test_the_table_of_task_fields_is_what_the_producer_fills_the_record_stores_and_the_api_documents():
-    from api.models import READ_TIME_TASK_FIELDS, LiveTask
-    from readmodel.records import LIVE_TASK_FIELDS, TASK_FIELDS
+def test_the_table_of_task_fields_is_what_the_producer_fills_the_record_stores_the_snapshot_and_the_api_serve(model):
+    from api.models import READ_TIME_TASK_FIELDS, FinishedTask, LiveTask
+    from projector.normalize import normalize_task
+    from readmodel.records import FINISHED_TASK_FIELDS, LIVE_TASK_FIELDS, TASK_FIELDS
 
-    change = put("g1", 1)
-    assert list(json.loads(change.record)) == [*LIVE_TASK_FIELDS, "staleAt"]
-    assert tuple(change.source.visible()) == TASK_FIELDS
-    # The API documents every stored field, then the ones it computes when it reads a task.
+    # The producer fills every field of the table in its order (expectedDurationMs: the projector's learned duration).
+    assert tuple(normalize_task(tdoc("g1")).visible) == TASK_FIELDS
+    assert tuple(normalize_task(tdoc("g2", status="completed")).visible) == TASK_FIELDS
+    live, done = put("g1", 1), put("g2", 2, status="completed")
+    assert list(json.loads(live.record)) == [*LIVE_TASK_FIELDS, "staleAt"]
+    assert list(json.loads(done.record)) == [*FINISHED_TASK_FIELDS, "finishedAt", "finishedAtMs"]
+    model.apply([live, done], NOW_ISO)
+    snapshot = snap(model)
+    assert list(snapshot["liveTasks"][0]) == list(LIVE_TASK_FIELDS)
+    assert list(snapshot["recentlyFinished"][0]) == [*FINISHED_TASK_FIELDS, "finishedAt"]
+    # The API documents every served field, then the ones it computes when it reads a task.
     assert list(LiveTask.model_json_schema()["properties"]) == [*LIVE_TASK_FIELDS, *READ_TIME_TASK_FIELDS]
+    assert list(FinishedTask.model_json_schema()["properties"]) == [*FINISHED_TASK_FIELDS, "finishedAt"]

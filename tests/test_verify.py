@@ -187,7 +187,7 @@ def test_an_estimate_from_a_learned_duration_and_a_stale_task_are_not_drift():
     docs.add(verify_compare.TASKS, task_doc("g1", "u1"), "g1")
     docs.add(verify_compare.TASKS, task_doc("old", "u1", requestTimestamp="2020-01-01T00:00:00Z"), "old")
     task = docs.expected("u1").tasks["g1"]
-    stored = {**task.visible(), "progressSource": "estimate", "expectedDurationMs": 5000,
+    stored = {**task.visible, "progressSource": "estimate", "expectedDurationMs": 5000,
               "staleAt": docs.stale_at(task)}
     have = Actual({"version": "3"}, {"g1": stored, "old": {**stored, "generationId": "old", "staleAt": 1}},
                   {"g1": "0000000002.0000000000"}, [], float(now_ms))
