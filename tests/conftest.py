@@ -13,6 +13,8 @@ from readmodel import Layout, ReadModel
 from readmodel.connect import connect
 from readmodel.settings import store_settings
 
+from .procs import spawn  # noqa: F401  (a fixture: `python -m projector` processes for any test)
+
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 

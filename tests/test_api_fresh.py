@@ -21,7 +21,6 @@ from readmodel import position
 
 from .apiserver import SSE, Server, auth
 from .capture_helpers import DB, TASKS, task_doc
-from .test_worker_process import spawn  # noqa: F401  (the fixture, reused as it is)
 
 
 @pytest.fixture

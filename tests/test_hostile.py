@@ -24,7 +24,7 @@ from projector.values import MAX_DISPLAY_NAME, MAX_PLATFORM, MAX_STATUS, MAX_TOO
 from readmodel import BalanceChange, TaskChange
 
 from .capture_helpers import DB, ECONOMY, TASKS, economy_doc, snapshot, task_doc
-from .test_worker_process import caught_up, output, spawn  # noqa: F401
+from .procs import caught_up, output
 
 RULES = Rules()
 RECORD_LIMIT = 2000  # bytes: the largest record any single document may produce

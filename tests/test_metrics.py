@@ -18,7 +18,7 @@ from devkit.ports import port_below_ephemeral_range
 from devkit.waits import wait_for
 
 from .capture_helpers import DB, TASKS, task_doc
-from .test_worker_process import caught_up, output, spawn  # noqa: F401
+from .procs import caught_up, output
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "prometheus" / "alerts.yml"

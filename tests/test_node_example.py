@@ -21,7 +21,7 @@ from devkit.ports import free_port
 from devkit.waits import wait_for
 
 from .apiserver import KEY, Server
-from .test_worker_process import caught_up, output, spawn  # noqa: F401
+from .procs import output
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "node"

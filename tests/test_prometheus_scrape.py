@@ -18,8 +18,8 @@ from devkit.waits import wait_for
 
 from .apiserver import Server
 from .capture_helpers import DB, TASKS, task_doc
+from .procs import caught_up
 from .test_metrics import RULES
-from .test_worker_process import caught_up, spawn  # noqa: F401
 
 
 @pytest.fixture

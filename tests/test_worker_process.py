@@ -5,67 +5,17 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
-import threading
 import time
-from pathlib import Path
-from typing import ClassVar
-
-import pytest
 
 from devkit.ports import free_port
 from devkit.waits import wait_for
 from projector.checkpoint import CheckpointStore
 from projector.lease import Lease
-from readmodel import position
 from standin import StandIn
 
-from .capture_helpers import DB, ECONOMY, TASKS, actual_state, economy_doc, expected_state, snapshot, task_doc, without_empty
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def spawn(prefix, tmp_path, store_env):
-    """Start `python -m projector run ...`; every process still alive at the end is killed."""
-    started: list[subprocess.Popen] = []
-
-    def start(*args: str, command: str = "run") -> subprocess.Popen:
-        log = open(tmp_path / f"projector-{len(started)}.log", "w+")
-        extra = ["--key-prefix", prefix] if "--key-prefix" not in args else []
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "projector", command, *extra, *args],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True,
-            env=dict(os.environ, PYTHONUNBUFFERED="1", **store_env),
-        )
-        proc.log = log  # type: ignore[attr-defined]
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        proc.log.close()
-
-
-def output(proc) -> str:
-    proc.log.flush()
-    proc.log.seek(0)
-    return proc.log.read()
-
-
-def leader_pid(redis, layout) -> int | None:
-    current = Lease.current(redis, layout)
-    return int(current[0].split(":")[-2]) if current else None
-
-
-def caught_up(redis, layout, standin) -> bool:
-    checkpoint = CheckpointStore(redis, layout).load()
-    latest = standin.cluster_time()
-    return checkpoint is not None and checkpoint.position >= position(latest.time, latest.inc)
+from .capture_helpers import DB, TASKS, actual_state, expected_state, snapshot, task_doc, without_empty
+from .procs import caught_up, leader_pid, output
+from .writers import Writer
 
 
 def test_sigterm_finishes_checkpoints_and_exits_zero_with_a_counters_line(standin, spawn, real_redis, layout):
@@ -155,56 +105,6 @@ def test_paused_old_leader_cannot_overwrite_newer_data_or_the_checkpoint(standin
     assert CheckpointStore(real_redis, layout).load().fence == new_fence
     assert leader_pid(real_redis, layout) == new.pid
     assert snapshot(real_redis, layout, "u1")["liveTasks"][0]["progressPercent"] == 95.0
-
-
-class Writer(threading.Thread):
-    """Mixed writes at a steady pace: inserts, progress, completions, deletes, owner moves, balances."""
-
-    USERS: ClassVar[list[str]] = [f"u{i}" for i in range(6)]
-
-    def __init__(self, standin, seed: int) -> None:
-        super().__init__(daemon=True)
-        self.standin = standin
-        self.random = random.Random(seed)
-        self.stop = threading.Event()
-        self.live: list[str] = []
-        self.count = 0
-
-    def seed(self) -> None:
-        for i, uid in enumerate(self.USERS):
-            self.standin.insert(DB, ECONOMY, economy_doc(f"e{i}", uid, credit="1.00", exp=0))
-        for n in range(40):
-            self.insert(f"s{n}")
-
-    def insert(self, gid: str) -> None:
-        status = self.random.choice(["pending", "processing", "running", "queued"])
-        self.standin.insert(DB, TASKS, task_doc(gid, self.random.choice(self.USERS), status=status))
-        self.live.append(gid)
-
-    def one(self) -> None:
-        r, n = self.random.random(), self.count
-        if r < 0.25 or not self.live:
-            self.insert(f"w{n}")
-        elif r < 0.55:
-            self.standin.update(DB, TASKS, self.random.choice(self.live), set={"progress": round(self.random.random(), 2)})
-        elif r < 0.65:
-            gid = self.live.pop(self.random.randrange(len(self.live)))
-            self.standin.update(DB, TASKS, gid, set={"status": self.random.choice(["completed", "failed"])})
-        elif r < 0.75:
-            self.standin.delete(DB, TASKS, self.live.pop(self.random.randrange(len(self.live))))
-        elif r < 0.82:
-            gid = self.random.choice(self.live)
-            self.standin.replace(DB, TASKS, gid, task_doc(gid, self.random.choice(self.USERS), progress=0.5))
-        else:
-            i = self.random.randrange(len(self.USERS))
-            self.standin.update(DB, ECONOMY, f"e{i}", set={"usdCredit": f"{self.random.randint(0, 9999) / 100:.2f}",
-                                                             "exp": self.random.randint(0, 500)})
-        self.count += 1
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            self.one()
-            time.sleep(0.002)
 
 
 def test_random_kill_9_points_then_restart_end_equal_to_the_documents(standin, spawn, real_redis, layout):

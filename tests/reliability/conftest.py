@@ -13,9 +13,6 @@ import pytest
 
 from devkit.scratchredis import PrivateRedis
 
-# The stand-in and the `projector run` spawner of the process tests, reused as they are.
-from tests.test_worker_process import spawn  # noqa: F401
-
 SOAK = os.environ.get("SOAK", "") not in ("", "0")
 HERE = Path(__file__).resolve().parent
 

@@ -17,10 +17,11 @@ from devkit.rediscluster import LocalCluster
 from devkit.waits import wait_for
 from readmodel import Layout
 from tests.apiserver import Server, auth
-from tests.test_worker_process import caught_up, output
+from tests.procs import caught_up, output
+from tests.writers import MixedWriter
 
 from .conftest import size
-from .helpers import MixedWriter, compare
+from .helpers import compare
 
 RUN = ("--batch-size", "50", "--lease-ttl-ms", "3000", "--no-progress")
 CLIENTS = 100

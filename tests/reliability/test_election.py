@@ -20,10 +20,11 @@ import signal
 import time
 
 from devkit.waits import wait_for
-from tests.test_worker_process import caught_up, output
+from tests.procs import caught_up, output
+from tests.writers import MixedWriter
 
 from .conftest import size
-from .helpers import MixedWriter, compare, resync_seconds
+from .helpers import compare, resync_seconds
 
 RUN = ("--batch-size", "200", "--lease-ttl-ms", "3000", "--no-progress")
 NOT_WRITABLE_PRIMARY = 10107

@@ -12,7 +12,7 @@ from projector.deadletters import MAXLEN
 from readmodel.health import read as read_health
 from standin import DuplicateKey
 from tests.capture_helpers import DB
-from tests.test_worker_process import caught_up, output
+from tests.procs import caught_up, output
 
 from .conftest import size
 from .fuzzdocs import Generator

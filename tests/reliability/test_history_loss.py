@@ -12,10 +12,11 @@ import pytest
 
 from devkit.waits import wait_for
 from tests.capture_helpers import DB, TASKS, snapshot, task_doc
-from tests.test_worker_process import caught_up, output
+from tests.procs import caught_up, output
+from tests.writers import MixedWriter, now_iso
 
 from .conftest import SOAK, size
-from .helpers import MixedWriter, compare, now_iso, resync_seconds
+from .helpers import compare, resync_seconds
 
 RUN = ("--batch-size", "200", "--lease-ttl-ms", "3000", "--no-progress")
 WATCHED = [f"w{i}" for i in range(5)]  # users the writer never touches: their anchors stay live

@@ -10,10 +10,11 @@ import time
 import pytest
 
 from devkit.waits import wait_for
-from tests.test_worker_process import caught_up, output
+from tests.procs import caught_up, output
+from tests.writers import MixedWriter
 
 from .conftest import size
-from .helpers import MixedWriter, compare
+from .helpers import compare
 
 pytestmark = pytest.mark.both_backends  # Every real-Redis test here runs on a single Redis and on a Redis Cluster.
 

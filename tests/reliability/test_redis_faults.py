@@ -24,9 +24,10 @@ from readmodel import Layout
 from tests.apiserver import Server
 from tests.capture_helpers import DB, TASKS, snapshot, task_doc
 from tests.faultproxy import FaultProxy
-from tests.test_worker_process import caught_up, output
+from tests.procs import caught_up, output
+from tests.writers import MixedWriter, now_iso
 
-from .helpers import MixedWriter, compare, now_iso
+from .helpers import compare
 from .redisfaults import Bot, Listener, cpu_seconds
 
 RUN = ("--batch-size", "100", "--lease-ttl-ms", "3000", "--no-progress")

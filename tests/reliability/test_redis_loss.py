@@ -11,10 +11,11 @@ import redis
 
 from devkit.waits import wait_for
 from readmodel import Layout
-from tests.test_worker_process import caught_up, output
+from tests.procs import caught_up, output
+from tests.writers import MixedWriter
 
 from .conftest import size
-from .helpers import MixedWriter, compare, resync_seconds
+from .helpers import compare, resync_seconds
 
 RUN = ("--batch-size", "100", "--lease-ttl-ms", "1500", "--no-progress")
 
