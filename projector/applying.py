@@ -18,6 +18,7 @@ from typing import Any
 
 from readmodel import Layout, ReadModel
 from readmodel.connect import masters
+from readmodel.fences import Fenced
 
 from .batching import Batch
 from .checkpoint import Checkpoint, CheckpointStore
@@ -64,11 +65,12 @@ class BatchWriter:
         deadletter_max: int,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        audit: bool = False,
     ) -> None:
         self.redis = redis
         self.layout = layout
-        self.model = ReadModel(redis, layout)
-        self.checkpoints = CheckpointStore(redis, layout)
+        self.model = ReadModel(redis, layout, audit=audit)
+        self.checkpoints = CheckpointStore(redis, layout, self.model.fences)
         self.dead_letters = DeadLetters(redis, layout, maxlen=deadletter_max)
         self.collections = dict(collections)
         self.clock = clock
@@ -82,7 +84,10 @@ class BatchWriter:
             raise LeaseLost("the lease lapsed before the batch could be applied")
         now_iso = iso_at(self.clock())
         if batch.changes:
-            self.model.apply(batch.changes, now_iso)
+            try:
+                self.model.apply(batch.changes, now_iso, grant.fence)
+            except Fenced as exc:
+                raise LeaseLost(f"a batch was fenced off ({exc})") from exc
         Durations.save(self.redis, self.layout, batch.learned)
         dead = 0
         if batch.rejected:

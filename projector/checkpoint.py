@@ -10,6 +10,7 @@ from typing import Any
 from bson import json_util
 
 from readmodel import Layout, scripts
+from readmodel.fences import Fences
 from readmodel.text import text_map
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,11 @@ class Checkpoint:
 class CheckpointStore:
     """Loads and (fenced) saves the checkpoint hash of one layout."""
 
-    def __init__(self, redis: Any, layout: Layout) -> None:
+    def __init__(self, redis: Any, layout: Layout, fences: Fences | None = None) -> None:
         self.redis = redis
         self.layout = layout
+        fences = fences or Fences(redis, layout)
+        self._audit = fences.keys(layout.checkpoint)[1:]  # tests only: the checkpoint slot's audit list
 
     def load(self) -> Checkpoint | None:
         """The stored checkpoint; None when there is none or it cannot be read (then: resync)."""
@@ -59,7 +62,7 @@ class CheckpointStore:
         if lag_ms is None:
             lag_ms = max(0, now_ms - int(position.split(".")[0]) * 1000)
         encoded = "" if token is None else json_util.dumps(token)
-        done = scripts.call(self.redis, scripts.CHECKPOINT, [self.layout.fence, self.layout.checkpoint],
+        done = scripts.call(self.redis, scripts.CHECKPOINT, [self.layout.fence, self.layout.checkpoint, *self._audit],
                             [fence, encoded, position, now_ms, masters, max(0, int(lag_ms)), self.layout.applied])
         return bool(int(done))
 

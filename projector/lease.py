@@ -1,7 +1,14 @@
-"""Leader lease: one applying worker per Redis, with a fencing token per acquisition."""
+"""Leader lease: one applying worker per Redis, with a fencing token per acquisition.
+
+An acquisition is acknowledged by a replica (``WAIT``) and its token copied into every slot
+(:mod:`readmodel.fences`) before the process leads: the scripts that write the read model then
+refuse the previous leader everywhere, even when a failover lost the lease key. See
+docs/two-writers.md for what this guarantees and what it does not.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -11,7 +18,10 @@ from enum import Enum
 from typing import Any
 
 from readmodel import Layout, scripts
+from readmodel.fences import Fences, NotReplicated
 from readmodel.text import text
+
+log = logging.getLogger(__name__)
 
 
 class LeaseLost(Exception):
@@ -52,9 +62,16 @@ class Lease:
         safety: float = 0.8,
         monotonic: Callable[[], float] = time.monotonic,
         renew_every_s: float = 1.0,
+        replicas: int | None = None,
     ) -> None:
+        """``replicas``: how many replicas must acknowledge an acquisition (``WAIT``) before this
+        process leads; None: one wherever the cluster's slot map lists a replica (none on a
+        single Redis)."""
         self.redis = redis
         self.layout = layout
+        self.fences = Fences(redis, layout)
+        self.replicas = replicas
+        self.wait_ms = max(1, min(1000, ttl_ms // 3))
         self.holder = holder or holder_id()
         self.ttl_ms = ttl_ms
         self.safety = safety
@@ -69,16 +86,50 @@ class Lease:
         return f"{self.holder}|{self.token}"
 
     def acquire(self) -> bool:
-        """Take (or keep) the lease; True when this process is the leader."""
+        """Take the lease with a new fencing token; True when this process is the leader.
+
+        The token is used only once a replica has it and every slot's copy was raised to it. A
+        copy already at or above it means a failover lost the fence's last increments and the
+        token was handed out before: a newer one is taken. Not leading (False) when a replica
+        does not acknowledge in time."""
         started = self._monotonic()
-        token = int(scripts.call(self.redis, scripts.LEASE_ACQUIRE, [self.layout.leader, self.layout.fence],
-                                 [self.holder, self.ttl_ms]))
-        if not token:
-            self.token = None
-            return False
-        self.token = token
-        self._valid_until = started + self.ttl_ms / 1000 * self.safety
-        return True
+        self.token = None
+        at_least = ""
+        for _ in range(3):
+            token = self._take(at_least)
+            if not token:
+                return False
+            try:
+                newer = self.fences.raise_all(token, self.replicas, self.wait_ms)
+            except NotReplicated as exc:
+                log.warning("not leading: the fence copies of token %d were not replicated (%s)", token, exc)
+                self._give_up(token)
+                return False
+            if not newer:
+                self.token = token
+                self._valid_until = started + self.ttl_ms / 1000 * self.safety
+                return True
+            log.warning("fencing token %d was handed out before (a copy holds %d): the fence lost writes in a "
+                        "failover; taking a newer one", token, newer)
+            at_least = str(newer + 1)
+        self._give_up(token)
+        return False
+
+    def _take(self, at_least: str) -> int:
+        """Run the acquisition and ``WAIT`` for it on the lease's master; the token or 0."""
+        client, want = self.fences.master_of(self.layout.leader, self.replicas)
+        replies, acked = self.fences.replicated(client, lambda pipe: scripts.LEASE_ACQUIRE.queue(
+            pipe, [self.layout.leader, self.layout.fence], [self.holder, self.ttl_ms, at_least]), want, self.wait_ms)
+        token = int(replies[0])
+        if token and acked < want:
+            log.warning("not leading: %d of %d replicas acknowledged the lease (token %d) in %d ms",
+                        acked, want, token, self.wait_ms)
+            self._give_up(token)
+            return 0
+        return token
+
+    def _give_up(self, token: int) -> None:
+        scripts.call(self.redis, scripts.LEASE_RELEASE, [self.layout.leader], [f"{self.holder}|{token}"])
 
     def renew(self) -> bool:
         """Extend the lease; False (and no longer held) when another process took it."""

@@ -85,6 +85,7 @@ class Settings:
     metrics_port: int | None = None
     deadletter_max: int = 10_000
     partition: Partition = Partition()  # K/N: this process owns 1/N of the documents (PARTITION)
+    fence_audit: bool = False  # tests only (FENCE_AUDIT=1): fenced writes are recorded (readmodel.fences)
 
     @property
     def store(self) -> StoreSettings:
@@ -129,6 +130,7 @@ class Settings:
             batch_size=whole(env, "BATCH_SIZE", cls.batch_size, 1),
             deadletter_max=whole(env, "DEADLETTER_MAX", cls.deadletter_max, 1),
             metrics_port=None if not env.get("METRICS_PORT") else whole(env, "METRICS_PORT", 0, 1),
+            fence_audit=env.get("FENCE_AUDIT", "") == "1",
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]

@@ -70,7 +70,7 @@ class Worker:
         self.source = Source(mongo, settings.mongo_db, settings.tasks_collection, settings.economy_collection,
                              batch_size=settings.batch_size)
         self.writer = BatchWriter(redis, self.layout, self.source.collections, settings.deadletter_max,
-                                  clock=clock, monotonic=monotonic)
+                                  clock=clock, monotonic=monotonic, audit=settings.fence_audit)
         self.model = self.writer.model  # the sweeps run here, the batches on the writer thread
         self.checkpoints = self.writer.checkpoints
         self.lease = Lease(redis, self.layout, holder, ttl_ms=lease_ttl_ms, monotonic=monotonic, renew_every_s=EVERY_S)

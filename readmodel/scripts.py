@@ -39,15 +39,21 @@ def _load(name: str) -> str:
     return files(__package__).joinpath("scripts", f"{name}.lua").read_text(encoding="utf-8")
 
 
-APPLY = Lua(_load("apply").replace("$FINISHED_CAP", str(FINISHED_CAP)))
+def _fenced(name: str) -> str:
+    """A script that starts with ``fence_check`` (readmodel.fences)."""
+    return _load("fence_check") + _load(name)
+
+
+APPLY = Lua(_fenced("apply").replace("$FINISHED_CAP", str(FINISHED_CAP)))
 SWEEP = Lua(_load("sweep"))
-OWN = Lua(_load("own"))
+OWN = Lua(_fenced("own"))
 READ = Lua(_load("read"))
 LEASE_ACQUIRE = Lua(_load("lease_acquire"))
 LEASE_RENEW = Lua(_load("lease_renew"))
 LEASE_RELEASE = Lua(_load("lease_release"))
 CHECKPOINT = Lua(_load("checkpoint"))
-ALL = (APPLY, SWEEP, OWN, READ, LEASE_ACQUIRE, LEASE_RENEW, LEASE_RELEASE, CHECKPOINT)
+FENCE_RAISE = Lua(_load("fence_raise"))
+ALL = (APPLY, SWEEP, OWN, READ, LEASE_ACQUIRE, LEASE_RENEW, LEASE_RELEASE, CHECKPOINT, FENCE_RAISE)
 
 
 def run(redis: Any, build: Callable[[Any], object]) -> list[Any]:
@@ -99,6 +105,11 @@ async def arun(redis: Any, build: Callable[[Any], object]) -> list[Any]:
 # the same pipeline object (redis-py's reinitialize_steps), and every call here builds a new one: after
 # a failover the client would keep sending to the dead master forever. A direct command refreshes
 # at once; so do these, before the error reaches the caller's retry.
+def refresh_slot_map(redis: Any) -> None:
+    """Read a cluster client's slot map again now (nothing for a single Redis)."""
+    _read_slot_map(redis)
+
+
 def _read_slot_map(redis: Any) -> None:
     manager = getattr(redis, "nodes_manager", None)
     if manager is not None:

@@ -13,8 +13,11 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from redis.exceptions import ResponseError
+
 from . import scripts
 from .changes import FINISHED, LIVE, Change, TaskChange
+from .fences import Fences, fenced_error
 from .keys import Layout
 from .text import text
 
@@ -80,21 +83,25 @@ class ReadModel:
     a document in it leaves or moves away from an owner (to read that owner's position).
     """
 
-    def __init__(self, redis: Any, layout: Layout | None = None, tombstone_cap: int = TOMBSTONE_CAP) -> None:
+    def __init__(self, redis: Any, layout: Layout | None = None, tombstone_cap: int = TOMBSTONE_CAP,
+                 audit: bool = False) -> None:
         self.redis = redis
         self.layout = layout or Layout()
         self.tombstone_cap = tombstone_cap
+        self.fences = Fences(redis, self.layout, audit)
 
-    def apply(self, changes: Iterable[Change], now_iso: str) -> dict[str, int]:
-        """Apply a batch; returns {user: new version} for users whose snapshot changed."""
-        plan = self.plan(changes, now_iso)
+    def apply(self, changes: Iterable[Change], now_iso: str, fence: int | None = None) -> dict[str, int]:
+        """Apply a batch; returns {user: new version} for users whose snapshot changed. With a
+        ``fence`` (the lease's token) every script checks it where its data lives and the batch
+        raises :class:`~readmodel.fences.Fenced` when a newer leader has written there."""
+        plan = self.plan(changes, now_iso, fence)
         if not plan.steps:
             return {}
         results = self.run(plan.steps)
         versions = results[plan.first_script : plan.first_script + len(plan.users)]
         return {uid: int(version) for uid, version in zip(plan.users, versions) if int(version)}
 
-    def plan(self, changes: Iterable[Change], now_iso: str) -> Plan:
+    def plan(self, changes: Iterable[Change], now_iso: str, fence: int | None = None) -> Plan:
         """The writes of a batch, in order: deadlines, owner entries, one script per user.
 
         Looks up the owners first (one round trip). Returns the users in the order of their
@@ -105,6 +112,7 @@ class ReadModel:
         latest = _coalesce(changes)
         if not latest:
             return Plan([], [], 0)
+        token = "" if fence is None else str(fence)
         owner_keys = [self._owner_key(change) for change in latest]
         drafts = [_Draft(change, key, entry) for change, key, entry in zip(latest, owner_keys, self._get_many(owner_keys))]
         self._check_with_current_owner([d for d in drafts if d.needs_owner_check])
@@ -129,8 +137,9 @@ class ReadModel:
                     if ops.earliest_stale_at is None or change.stale_at_ms < ops.earliest_stale_at:
                         ops.earliest_stale_at = change.stale_at_ms
             if not draft.unchanged:
-                args = [change.seq, draft.owner_now, ",".join(draft.past), OWNER_TTL_S if draft.owner_now else GONE_TTL_S]
-                entry_steps.append(partial(scripts.OWN.queue, keys=[draft.key], args=args))
+                args = [change.seq, draft.owner_now, ",".join(draft.past), OWNER_TTL_S if draft.owner_now else GONE_TTL_S,
+                        token]
+                entry_steps.append(partial(scripts.OWN.queue, keys=[draft.key, *self.fences.keys(draft.key)], args=args))
 
         users = list(per_user)
         steps: list[Callable[[Any], Any]] = []
@@ -142,13 +151,21 @@ class ReadModel:
         first_script = len(steps)
         for uid in users:
             keys = self.layout.user_keys(uid)
-            args = [self.layout.channel(uid), now_iso, self.tombstone_cap, *per_user[uid].args]
+            keys += self.fences.keys(keys[0])
+            args = [self.layout.channel(uid), now_iso, self.tombstone_cap, token, *per_user[uid].args]
             steps.append(partial(scripts.APPLY.queue, keys=keys, args=args))
         return Plan(users, steps, first_script)
 
     def run(self, steps: list[Callable[[Any], Any]]) -> list[Any]:
-        """Execute ``steps`` (each queues one command) in one pipelined round trip per node."""
-        return scripts.run(self.redis, lambda pipe: [step(pipe) for step in steps])
+        """Execute ``steps`` (each queues one command) in one pipelined round trip per node;
+        :class:`~readmodel.fences.Fenced` when a fenced script refused its caller."""
+        try:
+            return scripts.run(self.redis, lambda pipe: [step(pipe) for step in steps])
+        except ResponseError as exc:
+            fenced = fenced_error(exc)
+            if fenced is not None:
+                raise fenced from exc
+            raise
 
     def _check_with_current_owner(self, drafts: list[_Draft]) -> None:
         """Fill in the position the current owner holds for documents that leave or move.

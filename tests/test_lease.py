@@ -38,11 +38,6 @@ def test_each_acquisition_gets_a_higher_fencing_token(any_redis, layout, clock):
     assert b.acquire() and b.token == first + 1
 
 
-def test_reacquiring_a_lease_already_held_keeps_its_token(any_redis, layout, clock):
-    a = lease(any_redis, layout, "a", clock)
-    a.acquire()
-    token = a.token
-    assert a.acquire() and a.token == token
 
 
 def test_renewal_fails_once_another_process_took_the_lease(real_redis, layout, clock):

@@ -1,15 +1,20 @@
 -- Apply one batch's changes to ONE user's snapshot, atomically, and announce the new version.
--- KEYS: user, tasks, seq, finished (Layout.user_keys). ARGV: channel, updatedAt, tombstone cap,
--- then one op per argument: "kind US id US seq US payload" (US = \x1f; kind t = task put with its
--- live record, x = task gone with its finished record as payload ('' when unknown), b = balance
--- put, g = balance gone). A change older than the position stored for its document is ignored.
--- A task that finishes is remembered in the finished list once: when it leaves the snapshot, or
--- when it was never seen live. Tombstones (seq entries of tasks no longer live) are pruned to half
--- the cap, oldest first, once the cap is exceeded. Returns the new version, or 0 when nothing
--- visible changed (the version only moves on a visible change).
+-- KEYS: user, tasks, seq, finished (Layout.user_keys), the fence copy of their slot (and its audit
+-- list, tests only: readmodel.fences). ARGV: channel, updatedAt, tombstone cap, fencing token ('' for
+-- an unfenced caller), then one op per argument: "kind US id US seq US payload" (US = \x1f; kind
+-- t = task put with its live record, x = task gone with its finished record as payload ('' when
+-- unknown), b = balance put, g = balance gone).
+-- A change older than the position stored for its document is ignored. A task that finishes is
+-- remembered in the finished list once: when it leaves the snapshot, or when it was never seen live.
+-- Tombstones (seq entries of tasks no longer live) are pruned to half the cap, oldest first, once
+-- the cap is exceeded. Returns the new version, or 0 when nothing
+-- visible changed (the version only moves on a visible change), or the error "FENCED <newer>"
+-- (nothing written) when a leader with a newer token has written to this slot.
 local FINISHED_CAP = $FINISHED_CAP
+local refused = fence_check(KEYS[5], KEYS[6], ARGV[4], 'apply')
+if refused then return refused end
 local changed = false
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   local kind, id, seq, payload = string.match(ARGV[i], '^(%a)\31([^\31]*)\31([^\31]*)\31(.*)$')
   if kind == 't' or kind == 'x' then
     local cur = redis.call('HGET', KEYS[3], id)

@@ -1,0 +1,7 @@
+-- Raise one slot's copy of the fencing token (readmodel.fences) to a new leader's token.
+-- KEYS: the copy. ARGV: the token. Returns 0 when raised, or the copy when it already is at or
+-- above the token (another leader was handed that token: the caller must take a newer one).
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if cur >= tonumber(ARGV[1]) then return cur end
+redis.call('SET', KEYS[1], ARGV[1])
+return 0
