@@ -314,7 +314,7 @@ def test_writes_behind_the_reader_never_let_a_checkpoint_pass_a_write_that_faile
     failed: set[str] = set()
     calls = {"apply": 0, "in_flight": 0, "polls_during_a_write": 0}
 
-    def slow_apply(changes, now_iso):
+    def slow_apply(changes, now_iso, fence=None):
         calls["apply"] += 1
         calls["in_flight"] += 1
         try:
@@ -322,7 +322,7 @@ def test_writes_behind_the_reader_never_let_a_checkpoint_pass_a_write_that_faile
             if calls["apply"] == 3:
                 failed.update(c.seq for c in changes)
                 raise redis_errors.ConnectionError("injected: Redis went away mid-batch")
-            apply(changes, now_iso)
+            apply(changes, now_iso, fence)
             applied.update(c.seq for c in changes)
         finally:
             calls["in_flight"] -= 1
@@ -357,9 +357,9 @@ def test_two_partitions_split_the_documents_and_one_resyncing_leaves_the_others_
     first, second = make_worker(partition=Partition(0, 2)), make_worker(partition=Partition(1, 2))
     applied: dict[int, set[str]] = {0: set(), 1: set()}
     for index, worker in enumerate((first, second)):
-        def spy(changes, now_iso, apply=worker.model.apply, index=index):
+        def spy(changes, now_iso, fence=None, apply=worker.model.apply, index=index):
             applied[index].update(c.generation_id for c in changes if hasattr(c, "generation_id"))
-            return apply(changes, now_iso)
+            return apply(changes, now_iso, fence)
         worker.model.apply = spy
     settle(first)
     settle(second)
