@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Ctrl-C (SIGINT) stops the demo even when a non-interactive shell started it in the background:
+    # such a shell starts background jobs with SIGINT ignored, and Python keeps an inherited SIG_IGN.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     stack = Stack(api_port=args.api_port, mongo_port=args.mongo_port, redis_url=args.redis_url,
                   service_key=f"demo-{secrets.token_hex(16)}", auth_secret=secrets.token_hex(32),
                   speed=args.speed)

@@ -46,7 +46,18 @@ def test_demo_runs_the_pipeline_and_stops_cleanly_on_sigint(redis_probe, says):
         assert re.search(r"tasks started [1-9]", output), output
     finally:
         process.send_signal(signal.SIGINT)
-        rest, _ = process.communicate(timeout=60)
+        try:
+            rest, _ = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            # A demo that did not stop on SIGINT must not outlive the test with its children:
+            # SIGTERM stops them too (the demo handles it), SIGKILL only the demo.
+            process.terminate()
+            try:
+                process.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+            raise
     assert process.returncode == 0, rest
     assert "stopped" in rest
     assert not port_open(api_port) and not port_open(mongo_port)
