@@ -15,7 +15,9 @@ Who owns what:
   until it exits, and closes them itself. Before ``start()`` they belong to the thread that opened
   them (the resync reads ``token`` then); ``Thread.start`` is the hand-off.
 - :class:`Inbox` is the only thing both threads touch: a bounded FIFO under one condition
-  variable; the reader appends, the builder takes.
+  variable; the reader appends, the builder takes. The reader hands over every event the driver
+  already holds in one go (a run of up to a server batch), not one by one: the hand-off cost
+  about 3 µs per event.
 - ``Stream.token``, ``Stream.start`` and ``Stream._failure`` belong to the builder's thread (the
   worker's).
 - ``Stream._stop`` is a ``threading.Event``: set by the builder's thread, read by the reader.
@@ -52,17 +54,33 @@ def _token(stream: Any) -> Mapping[str, Any] | None:
 _NO_TOKEN = object()
 
 
+def _buffered(stream: Any) -> bool:
+    """Whether the driver holds more events of the batch it read (the next ``try_next`` sends no
+    ``getMore``): pymongo's own test before it takes a batch's post-batch token. False when the
+    stream has no such cursor (then every event is handed over alone)."""
+    has_next = getattr(getattr(stream, "_cursor", None), "_has_next", None)
+    return bool(has_next()) if has_next is not None else False
+
+
 @dataclass(frozen=True, slots=True)
 class Read:
-    """One result of the driver's read: an event, or None when a ``getMore`` came back empty.
+    """One result of the driver's reads: a run of events in stream order, or none when a
+    ``getMore`` came back empty.
 
-    ``token`` is the resume token covering everything read up to and including this (after an
-    empty ``getMore``: its post-batch token). ``since`` is when the read began (``time.monotonic``).
+    ``token`` is the resume token covering everything read up to and including the last of them
+    (after an empty ``getMore``: its post-batch token). ``since`` is when the first read began
+    (``time.monotonic``).
     """
 
-    event: Mapping[str, Any] | None
+    events: list[Mapping[str, Any]]
     token: Mapping[str, Any] | None
     since: float
+
+    def split(self, count: int) -> tuple[Read, Read]:
+        """The first ``count`` events and the rest. The first part's token is its last event's
+        ``_id``: the driver's token after an event that does not end a batch."""
+        head = self.events[:count]
+        return Read(head, head[-1]["_id"], self.since), Read(self.events[count:], self.token, self.since)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,32 +90,52 @@ class Failed:
     error: BaseException
 
 
+def _size(item: Read | Failed) -> int:
+    return len(item.events) or 1 if isinstance(item, Read) else 1
+
+
 class Inbox:
-    """A bounded first-in first-out hand-off: the reader blocks when ``capacity`` items wait."""
+    """A bounded first-in first-out hand-off: the reader blocks while ``capacity`` events (an empty
+    read or a failure counts as one) wait."""
 
     def __init__(self, capacity: int) -> None:
         self._items: deque[Read | Failed] = deque()
+        self._held = 0  # events (and empty reads, failures) in _items
         self._capacity = max(1, capacity)
         self._ready = threading.Condition()
 
     def put(self, item: Read | Failed, stop: threading.Event) -> bool:
         """Append ``item``; False (not appended) when ``stop`` is set while waiting for room."""
         with self._ready:
-            while len(self._items) >= self._capacity:
+            while self._held >= self._capacity:
                 if stop.is_set():
                     return False
                 self._ready.wait(0.1)
             self._items.append(item)
+            self._held += _size(item)
             self._ready.notify_all()
         return True
 
     def take(self, limit: int, timeout_s: float) -> list[Read | Failed]:
-        """Up to ``limit`` items, oldest first: whatever is there, or the first to arrive within
-        ``timeout_s`` (an empty list when none did)."""
+        """Items holding up to ``limit`` events (at least one item), oldest first: whatever is
+        there, or the first to arrive within ``timeout_s`` (an empty list when none did). A run
+        of events longer than what is left of ``limit`` is split."""
         with self._ready:
             if not self._items:
                 self._ready.wait_for(lambda: self._items, timeout_s)
-            taken = [self._items.popleft() for _ in range(min(limit, len(self._items)))]
+            taken: list[Read | Failed] = []
+            room = max(1, limit)
+            while self._items and room > 0:
+                item = self._items.popleft()
+                size = _size(item)
+                if size > room:
+                    assert isinstance(item, Read)  # only a run of events is bigger than one
+                    item, rest = item.split(room)
+                    self._items.appendleft(rest)
+                    size = room
+                taken.append(item)
+                self._held -= size
+                room -= size
             if taken:
                 self._ready.notify_all()  # room for the reader
             return taken
@@ -152,10 +190,10 @@ class Stream:
                     self._failure = item.error  # raised by the next take, after these are applied
                     return Taken(events, self.token, False)
                 self.token = item.token
-                if item.event is None:
+                if not item.events:
                     caught_up = item.since >= began  # a getMore begun after this take saw nothing
                 else:
-                    events.append(item.event)
+                    events += item.events
                     caught_up = False
             if events or caught_up or time.monotonic() >= deadline:
                 return Taken(events, self.token, caught_up)
@@ -178,9 +216,17 @@ class Stream:
                 event = self._stream.try_next()
                 if event is None and not self._stream.alive:
                     raise PyMongoError("the server closed the change stream")
-                if not self._inbox.put(Read(event, _token(self._stream), since), self._stop):
+                events = [] if event is None else [event]
+                ends = event is not None and event.get("operationType") in RESYNC_EVENTS
+                while not ends and events and _buffered(self._stream):  # no getMore: the batch in hand
+                    event = self._stream.try_next()
+                    if event is None:
+                        break
+                    events.append(event)
+                    ends = event.get("operationType") in RESYNC_EVENTS
+                if not self._inbox.put(Read(events, _token(self._stream), since), self._stop):
                     return
-                if event is not None and event.get("operationType") in RESYNC_EVENTS:
+                if ends:
                     return  # the builder resyncs; nothing after this event is wanted
         except BaseException as exc:
             self._inbox.put(Failed(exc), self._stop)

@@ -120,7 +120,61 @@ def test_take_hands_over_at_most_limit_items_oldest_first():
     inbox = Inbox(10)
     stop = threading.Event()
     for n in range(4):
-        assert inbox.put(Read(event(n), None, 0.0), stop)
-    assert [r.event["documentKey"]["_id"] for r in inbox.take(3, 0.0)] == [0, 1, 2]
-    assert [r.event["documentKey"]["_id"] for r in inbox.take(3, 0.0)] == [3]
+        assert inbox.put(Read([event(n)], None, 0.0), stop)
+    assert [r.events[0]["documentKey"]["_id"] for r in inbox.take(3, 0.0)] == [0, 1, 2]
+    assert [r.events[0]["documentKey"]["_id"] for r in inbox.take(3, 0.0)] == [3]
     assert inbox.take(3, 0.01) == []
+
+
+def test_a_run_of_events_longer_than_the_limit_is_split_and_its_first_part_covered_by_its_last_id():
+    inbox = Inbox(10)
+    stop = threading.Event()
+    post_batch = {"_data": "82FFFFFFFF"}
+    assert inbox.put(Read([event(n) for n in range(5)], post_batch, 0.0), stop)
+    first = inbox.take(3, 0.0)
+    assert [[e["documentKey"]["_id"] for e in r.events] for r in first] == [[0, 1, 2]]
+    assert first[0].token == event(2)["_id"]
+    rest = inbox.take(3, 0.0)
+    assert [[e["documentKey"]["_id"] for e in r.events] for r in rest] == [[3, 4]]
+    assert rest[0].token == post_batch
+
+
+class Batched(ScriptedStream):
+    """A driver that read its events in server batches: ``_cursor._has_next()`` tells whether the
+    batch in hand holds more (lists in the script are batches)."""
+
+    def __init__(self, batches: list) -> None:
+        super().__init__([e for batch in batches for e in batch])
+        self.left = deque(len(batch) for batch in batches)
+        self.in_hand = 0  # events of the batch the last getMore brought, not read yet
+        self._cursor = self
+        self.post_batch = {"_data": "82EEEEEEEE"}
+
+    def _has_next(self) -> bool:
+        return self.in_hand > 0
+
+    def try_next(self):
+        if not self.in_hand and self.left:
+            self.in_hand = self.left.popleft()  # a getMore
+        found = super().try_next()
+        if found is not None:
+            self.in_hand -= 1
+            if not self.in_hand:
+                self.resume_token = self.post_batch  # pymongo: the batch's post-batch token
+        return found
+
+
+def test_the_events_the_driver_holds_are_handed_over_as_one_run_covered_by_the_last_token():
+    scripted = Batched([[event(n) for n in range(4)], [event(4), event(5, "drop"), event(6)]])
+    inbox = Inbox(100)
+    stream = Stream(scripted, Session(), "1.0", capacity=100)
+    stream._inbox = inbox
+    try:
+        stream.begin()
+        assert scripted.closed.wait(5)  # the reader stopped after the drop
+        reads = inbox.take(100, 1.0)
+        assert [[e["documentKey"]["_id"] for e in r.events] for r in reads] == [[0, 1, 2, 3], [4, 5]]
+        assert reads[0].token == scripted.post_batch and reads[1].token == event(5)["_id"]
+        assert scripted.reads == 6  # event 6 was never read
+    finally:
+        stream.close()
