@@ -21,7 +21,7 @@ from readmodel import LIVE, Change, Partition, TaskChange
 
 from .durations import Durations
 from .normalize import Rules
-from .projection import ECONOMY, TASKS, Rejected, event_change, superseded
+from .projection import ECONOMY, TASKS, Learned, Rejected, event_projection, superseded
 from .reading import RESYNC_EVENTS
 from .source import id_key
 from .times import datetime_ms, to_utc
@@ -51,19 +51,21 @@ class Batch:
     learned: dict[str, int] = field(default_factory=dict)
     events: int = 0
 
-    def add(self, change: Change | Rejected | None, durations: Durations, *, finished: bool = True) -> None:
-        """Sort one change in. Every task change teaches ``durations``; ``finished=False`` (the
-        scan) keeps finished tasks out of the changes: there is nothing to show for them, and
+    def add(self, projected: tuple[Change | Rejected | None, Learned], durations: Durations, *,
+            finished: bool = True) -> None:
+        """Sort one projected change in, teaching ``durations`` what it learned; ``finished=False``
+        (the scan) keeps finished tasks out of the changes: there is nothing to show for them, and
         the sweep removes any earlier live state."""
+        change, learned = projected
+        if learned is not None:
+            self.learned[learned[0]] = durations.observe(*learned)
         if change is None:
             return
         if isinstance(change, Rejected):
             self.rejected.append(change)
             return
-        if isinstance(change, TaskChange):
-            self.learned.update(durations.learn([change]))
-            if not finished and change.state != LIVE:
-                return
+        if not finished and isinstance(change, TaskChange) and change.state != LIVE:
+            return
         self.changes.append(change)
 
     def __bool__(self) -> bool:
@@ -109,7 +111,7 @@ def from_events(
             continue  # a later event of this batch carries this document's newer state
         if not owns((event.get("documentKey") or {}).get("_id")):
             continue  # another partition's document
-        tailed.batch.add(event_change(event, kinds, rules, durations), durations)
+        tailed.batch.add(event_projection(event, kinds, rules, durations), durations)
     if ends < len(events):
         event = events[ends]
         names = [(event.get(part) or {}).get("coll") for part in ("ns", "to")]

@@ -1,18 +1,17 @@
 """Learned typical durations per tool, so live tasks without reported progress get an estimate.
 
 Each task that completes successfully (a status of ``Rules.succeeded``: ``SUCCESS_STATUSES``)
-contributes its end-minus-start to an exponentially
-weighted moving average per ``toolId``. The averages live in memory (the lookup passed to
-:func:`projector.projection.event_change`) and in the ``durations`` Redis hash, so a restarted or
-new leader starts with what the previous one learned.
+contributes its end-minus-start (:func:`observed_duration`, which the projection returns beside
+the task's change) to an exponentially weighted moving average per ``toolId``. The averages live
+in memory (the lookup passed to :func:`projector.projection.event_projection`) and in the
+``durations`` Redis hash, so a restarted or new leader starts with what the previous one learned.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
-from readmodel import Change, Layout, TaskChange
+from readmodel import Layout
 from readmodel.text import text
 
 from .normalize import Task
@@ -22,11 +21,8 @@ MAX_DURATION_MS = 24 * 3600 * 1000
 ALPHA = 0.2  # weight of the newest observation
 
 
-def observed_duration(change: Change) -> tuple[str, int] | None:
+def observed_duration(task: Task) -> tuple[str, int] | None:
     """(toolId, end - start in ms) for a successfully completed task with usable times."""
-    if not isinstance(change, TaskChange) or not isinstance(change.source, Task):
-        return None
-    task = change.source
     tool_id = task.visible["toolId"]
     if not task.succeeded or not tool_id:
         return None
@@ -52,15 +48,6 @@ class Durations:
         value = duration_ms if previous is None else round(previous + self.alpha * (duration_ms - previous))
         self.known[tool_id] = value
         return value
-
-    def learn(self, changes: Iterable[Change]) -> dict[str, int]:
-        """Fold in the successful completions among ``changes``; returns the tools that moved."""
-        updated: dict[str, int] = {}
-        for change in changes:
-            observed = observed_duration(change)
-            if observed is not None:
-                updated[observed[0]] = self.observe(*observed)
-        return updated
 
     @classmethod
     def load(cls, redis: Any, layout: Layout) -> Durations:

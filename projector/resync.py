@@ -24,7 +24,7 @@ from .applying import Applied, BatchWriter, Grant
 from .batching import Batch, Owns
 from .durations import Durations
 from .normalize import Rules
-from .projection import ECONOMY, TASKS, document_change
+from .projection import ECONOMY, TASKS, document_projection
 from .reading import Stream
 from .source import Source
 from .times import iso_at
@@ -97,9 +97,9 @@ class Resync:
                 for doc in self.source.scan(kind):
                     batch.events += 1
                     if self.owns(doc.get("_id")):  # else another partition's
-                        change = document_change(kind, doc, doc.get("_id"), seq, int(self.clock() * 1000),
-                                                 self.rules, durations)
-                        batch.add(change, durations, finished=False)
+                        projected = document_projection(kind, doc, doc.get("_id"), seq, int(self.clock() * 1000),
+                                                        self.rules, durations)
+                        batch.add(projected, durations, finished=False)
                     if batch.events >= self.batch_size:
                         done += self._write(batch, bar)
                         batch = Batch()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 LIVE, FINISHED, GONE = "live", "finished", "gone"
 
@@ -14,8 +13,7 @@ class TaskChange:
 
     ``state`` is LIVE (``record`` is its live record), FINISHED (``record`` is its finished
     record) or GONE (deleted or unknown: ``record`` is empty). ``stale_at_ms`` (live tasks) is
-    when it leaves the snapshot without a sign of life. ``source`` is whatever the producer
-    wants to keep beside the change (the projector keeps its normalized task); never read here.
+    when it leaves the snapshot without a sign of life.
     """
 
     generation_id: str
@@ -24,7 +22,6 @@ class TaskChange:
     state: str
     record: str = ""
     stale_at_ms: int | None = None
-    source: Any = None
 
 
 @dataclass(frozen=True)

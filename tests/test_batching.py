@@ -9,7 +9,7 @@ from bson import Timestamp
 from projector.batching import Batch, from_events
 from projector.durations import Durations
 from projector.normalize import Rules
-from projector.projection import TASKS, Rejected, document_change
+from projector.projection import TASKS, Rejected, document_projection
 from readmodel import FINISHED, LIVE, BalanceChange
 
 KINDS = {"generationOutputs": TASKS, "userEconomy": "economy"}
@@ -32,8 +32,7 @@ def test_a_finished_task_teaches_its_duration_and_is_applied_when_tailing_but_on
     tailing, scan = Batch(), Batch()
     for batch, finished in ((tailing, True), (scan, False)):
         durations = Durations()
-        change = document_change(TASKS, done, "g1", "1.1", 0, Rules(), durations)
-        batch.add(change, durations, finished=finished)
+        batch.add(document_projection(TASKS, done, "g1", "1.1", 0, Rules(), durations), durations, finished=finished)
         assert batch.learned == {"flux": 120_000}
     assert [c.state for c in tailing.changes] == [FINISHED]
     assert scan.changes == [] and scan  # nothing to apply but a duration to save
@@ -41,8 +40,8 @@ def test_a_finished_task_teaches_its_duration_and_is_applied_when_tailing_but_on
 
 def test_rejected_documents_and_nothing_at_all_are_sorted_apart():
     batch, durations = Batch(), Durations()
-    batch.add(document_change(TASKS, {"_id": "bad", "status": 3}, "bad", "1.1", 0, Rules()), durations)
-    batch.add(None, durations)
+    batch.add(document_projection(TASKS, {"_id": "bad", "status": 3}, "bad", "1.1", 0, Rules()), durations)
+    batch.add((None, None), durations)
     assert [type(r) for r in batch.rejected] == [Rejected] and batch.changes == [] and batch
 
 

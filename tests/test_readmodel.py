@@ -6,7 +6,7 @@ import pytest
 from bson import Decimal128
 
 from projector.normalize import Rules
-from projector.projection import balance_change, task_change
+from projector.projection import TASKS, balance_change, document_change
 from readmodel import Layout, Partition, ReadModel, View, position, read_snapshot
 from readmodel.records import epoch_ms
 
@@ -27,11 +27,11 @@ def tdoc(gid, owner="u1", status="processing", **fields):
 
 
 def put(gid, n, owner="u1", **fields):
-    return task_change(tdoc(gid, owner, **fields), gid, seq(n), T0, RULES)
+    return document_change(TASKS, tdoc(gid, owner, **fields), gid, seq(n), T0, RULES)
 
 
 def gone(gid, n):
-    return task_change(None, gid, seq(n), T0, RULES)
+    return document_change(TASKS, None, gid, seq(n), T0, RULES)
 
 
 def balance(doc_id, n, owner="u1", credit="1.5", exp=3):
@@ -191,7 +191,7 @@ def test_tombstones_are_capped_per_user(any_redis, layout):
 
 
 def test_estimate_is_marked_when_nothing_is_reported(model):
-    change = task_change(tdoc("g1"), "g1", seq(1), T0, RULES, durations=lambda tool: 30_000)
+    change = document_change(TASKS, tdoc("g1"), "g1", seq(1), T0, RULES, durations=lambda tool: 30_000)
     model.apply([change], NOW_ISO)
     started_ms = epoch_ms(tdoc("g1")["requestTimestamp"])
     [task] = snap(model, now_ms=started_ms + 15_000)["liveTasks"]

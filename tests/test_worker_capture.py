@@ -16,7 +16,7 @@ from projector.batching import Batch
 from projector.checkpoint import CheckpointStore
 from projector.deadletters import DeadLetters
 from projector.normalize import Rules
-from projector.projection import event_change
+from projector.projection import event_projection
 from projector.settings import Settings
 from projector.worker import LeaseLost, Worker
 from readmodel import Partition
@@ -421,8 +421,8 @@ def test_a_burst_on_one_document_is_normalized_once_per_batch(standin, make_work
         standin.update(DB, ECONOMY, "e0", set={"exp": 100 + n})
     standin.update(DB, TASKS, "u1-g1", set={"status": "completed"})
     normalized = []
-    monkeypatch.setattr(batching_module, "event_change",
-                        lambda event, *args: normalized.append(event["documentKey"]["_id"]) or event_change(event, *args))
+    monkeypatch.setattr(batching_module, "event_projection",
+                        lambda event, *args: normalized.append(event["documentKey"]["_id"]) or event_projection(event, *args))
     events_before, batches_before = worker.stats.events_total, worker.stats.batches_total
     settle(worker)
     batches = worker.stats.batches_total - batches_before
