@@ -161,6 +161,13 @@ class LocalCluster:
         proc.kill()
         proc.wait()
 
+    def restart(self, port: int, timeout_s: float = 30) -> None:
+        """Start a node that was killed again, on its port and with its cluster config: once it
+        sees that its replica took over, it rejoins as that replica's replica."""
+        self._spawn(port)
+        if not self._wait_answering(port, timeout_s):
+            raise RuntimeError(f"cluster node {port} did not restart:\n{self._log_tail(port)}")
+
     def stop(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
