@@ -82,7 +82,7 @@ def interleaved(entries: list[tuple[int, int, str]]) -> list[tuple[int, int, str
 def test_killing_the_lease_master_never_lets_two_projectors_write_in_the_same_period(
     standin, spawn, real_redis, layout, cluster: LocalCluster, monkeypatch
 ):
-    rounds = size(4, 16)
+    rounds = size(6, 16)
     seed = int(os.environ.get("KILL_SEED", random.randrange(1 << 30)))
     print(f"KILL_SEED={seed} rounds={rounds}")
     chaos = random.Random(seed)
