@@ -11,10 +11,11 @@ harmless because every write here is idempotent.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from importlib.resources import files
 from typing import Any
 
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -25,13 +26,59 @@ FINISHED_CAP = 10  # finished tasks remembered per user
 
 
 class Lua:
-    """One script: its source and SHA-1, queued on a pipeline by ``EVALSHA``."""
+    """One script: its source and SHA-1, queued on a pipeline by ``EVALSHA``. ``prelude``: the
+    functions its ``body`` uses (the source is the two together)."""
 
-    def __init__(self, source: str) -> None:
-        self.source = source
+    def __init__(self, body: str, prelude: str = "") -> None:
+        self.body, self.prelude = body, prelude
+        self.source = prelude + body
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
     def queue(self, pipe: Any, keys: list[str], args: list[Any]) -> Any:
+        return pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+
+
+# A script run once per call, for many calls in ONE script run: the script's body becomes a
+# function of (KEYS, ARGV), and ARGV carries each call's key count, argument count and arguments.
+# Each call is as atomic as alone (the whole run is), and the replies come back as one list. An
+# error reply (a fenced script's "FENCED n", given before it writes anything) ends the run with
+# that error: every call of a run checks the same fence copy with the same token, so the first
+# call refused means none was accepted. On a Redis Cluster every key of one run must share a slot:
+# group the calls with slot_groups().
+_MANY = """%s
+local function one(KEYS, ARGV)
+%s
+end
+local replies, k, a = {}, 0, 0
+while a < #ARGV do
+  local nkeys, nargs = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local keys, args = {}, {}
+  for i = 1, nkeys do keys[i] = KEYS[k + i] end
+  for i = 1, nargs do args[i] = ARGV[a + 2 + i] end
+  k, a = k + nkeys, a + 2 + nargs
+  local reply = one(keys, args)
+  if reply == nil then reply = false end
+  if type(reply) == 'table' and reply.err then return reply end
+  replies[#replies + 1] = reply
+end
+return replies
+"""
+
+Call = tuple[list[str], list[Any]]  # one call's keys and arguments
+
+
+class Many(Lua):
+    """``script`` run for many calls in one ``EVALSHA`` (see ``_MANY``)."""
+
+    def __init__(self, script: Lua) -> None:
+        super().__init__(_MANY % (script.prelude, script.body))
+
+    def queue_calls(self, pipe: Any, calls: list[Call]) -> Any:
+        keys: list[str] = []
+        args: list[Any] = []
+        for call_keys, call_args in calls:
+            keys += call_keys
+            args += (len(call_keys), len(call_args), *call_args)
         return pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
@@ -39,21 +86,37 @@ def _load(name: str) -> str:
     return files(__package__).joinpath("scripts", f"{name}.lua").read_text(encoding="utf-8")
 
 
-def _fenced(name: str) -> str:
-    """A script that starts with ``fence_check`` (readmodel.fences)."""
-    return _load("fence_check") + _load(name)
-
-
-APPLY = Lua(_fenced("apply").replace("$FINISHED_CAP", str(FINISHED_CAP)))
+FENCE_CHECK = _load("fence_check")  # the prelude of every fenced script (readmodel.fences)
+APPLY = Lua(_load("apply").replace("$FINISHED_CAP", str(FINISHED_CAP)), FENCE_CHECK)
 SWEEP = Lua(_load("sweep"))
-OWN = Lua(_fenced("own"))
+OWN = Lua(_load("own"), FENCE_CHECK)
 READ = Lua(_load("read"))
 LEASE_ACQUIRE = Lua(_load("lease_acquire"))
 LEASE_RENEW = Lua(_load("lease_renew"))
 LEASE_RELEASE = Lua(_load("lease_release"))
 CHECKPOINT = Lua(_load("checkpoint"))
 FENCE_RAISE = Lua(_load("fence_raise"))
-ALL = (APPLY, SWEEP, OWN, READ, LEASE_ACQUIRE, LEASE_RENEW, LEASE_RELEASE, CHECKPOINT, FENCE_RAISE)
+APPLY_MANY = Many(APPLY)
+SWEEP_MANY = Many(SWEEP)
+OWN_MANY = Many(OWN)
+ALL = (APPLY, SWEEP, OWN, READ, LEASE_ACQUIRE, LEASE_RENEW, LEASE_RELEASE, CHECKPOINT, FENCE_RAISE,
+       APPLY_MANY, SWEEP_MANY, OWN_MANY)
+
+
+def slot_groups(redis: Any, keys: Iterable[str], size: int) -> list[list[int]]:
+    """Indexes of ``keys`` in groups of at most ``size`` that one script run can take (the first
+    key of each call, say): on a Redis Cluster (a client with a slot map) only keys of one slot go
+    together, in order of first appearance; on a single Redis any keys do."""
+    if getattr(redis, "nodes_manager", None) is None:
+        indexes = range(len(keys := list(keys)))
+        return [list(indexes[i : i + size]) for i in range(0, len(keys), size)]
+    groups: dict[int, list[list[int]]] = {}
+    for index, key in enumerate(keys):
+        chunks = groups.setdefault(key_slot(key.encode()), [[]])
+        if len(chunks[-1]) >= size:
+            chunks.append([])
+        chunks[-1].append(index)
+    return [chunk for chunks in groups.values() for chunk in chunks]
 
 
 def run(redis: Any, build: Callable[[Any], object]) -> list[Any]:

@@ -25,10 +25,11 @@ OWNER_TTL_S = 7 * 24 * 3600  # safety net only: a live task goes stale long befo
 PAST_OWNERS_CAP = 8  # a generation practically never changes owner; a cap keeps entries small
 GONE_TTL_S = 24 * 3600  # how long the index remembers that a document left (covers any replay)
 TOMBSTONE_CAP = 2000  # per user; pruned to half, oldest first, when exceeded
+GROUP = 100  # users or owner entries per script run (and per ZADD/ZREM of deadlines)
 
 
-def _move_deadline_earlier(pipe: Any, key: str, uid: str, deadline: int) -> Any:
-    return pipe.zadd(key, {uid: deadline}, lt=True)
+def _move_deadlines_earlier(pipe: Any, key: str, deadlines: list[tuple[str, int]]) -> Any:
+    return pipe.zadd(key, dict(deadlines), lt=True)
 
 
 def _owner_entry(entry: str | None) -> tuple[str, str, list[str]]:
@@ -41,11 +42,13 @@ def _owner_entry(entry: str | None) -> tuple[str, str, list[str]]:
 
 @dataclass(frozen=True)
 class Plan:
-    """A batch's writes: ``steps`` each queue one command; user scripts start at ``first_script``."""
+    """A batch's writes: ``steps`` each queue one command; user scripts start at ``first_script``,
+    one per group of users (``groups``: indexes into ``users``)."""
 
     users: list[str]
     steps: list[Callable[[Any], Any]]
     first_script: int
+    groups: list[list[int]]
 
 
 class _Draft:
@@ -98,11 +101,16 @@ class ReadModel:
         if not plan.steps:
             return {}
         results = self.run(plan.steps)
-        versions = results[plan.first_script : plan.first_script + len(plan.users)]
-        return {uid: int(version) for uid, version in zip(plan.users, versions) if int(version)}
+        versions: dict[str, int] = {}
+        for group, replies in zip(plan.groups, results[plan.first_script :]):
+            for i, version in zip(group, replies):
+                if int(version):
+                    versions[plan.users[i]] = int(version)
+        return versions
 
     def plan(self, changes: Iterable[Change], now_iso: str, fence: int | None = None) -> Plan:
-        """The writes of a batch, in order: deadlines, owner entries, one script per user.
+        """The writes of a batch, in order: deadlines, owner entries, one script per user (many
+        entries and many users per script run: :class:`readmodel.scripts.Many`).
 
         Looks up the owners first (one round trip). Returns the users in the order of their
         scripts and the steps, each queueing one command on a pipeline. The order makes a batch
@@ -111,14 +119,14 @@ class ReadModel:
         """
         latest = _coalesce(changes)
         if not latest:
-            return Plan([], [], 0)
+            return Plan([], [], 0, [])
         token = "" if fence is None else str(fence)
         owner_keys = [self._owner_key(change) for change in latest]
         drafts = [_Draft(change, key, entry) for change, key, entry in zip(latest, owner_keys, self._get_many(owner_keys))]
         self._check_with_current_owner([d for d in drafts if d.needs_owner_check])
 
         per_user: dict[str, _UserOps] = {}
-        entry_steps: list[Callable[[Any], Any]] = []
+        entries: list[scripts.Call] = []
         for draft in drafts:
             change = draft.change
             if draft.newest_seq > change.seq:
@@ -139,22 +147,25 @@ class ReadModel:
             if not draft.unchanged:
                 args = [change.seq, draft.owner_now, ",".join(draft.past), OWNER_TTL_S if draft.owner_now else GONE_TTL_S,
                         token]
-                entry_steps.append(partial(scripts.OWN.queue, keys=[draft.key, *self.fences.keys(draft.key)], args=args))
+                entries.append(([draft.key, *self.fences.keys(draft.key)], args))
 
         users = list(per_user)
         steps: list[Callable[[Any], Any]] = []
-        for uid in users:
-            deadline = per_user[uid].earliest_stale_at
-            if deadline is not None:
-                steps.append(partial(_move_deadline_earlier, key=self.layout.deadlines, uid=uid, deadline=deadline))
-        steps.extend(entry_steps)
+        deadlines = [(uid, ops.earliest_stale_at) for uid, ops in per_user.items() if ops.earliest_stale_at is not None]
+        for i in range(0, len(deadlines), GROUP):
+            steps.append(partial(_move_deadlines_earlier, key=self.layout.deadlines, deadlines=deadlines[i : i + GROUP]))
+        for group in scripts.slot_groups(self.redis, (keys[0] for keys, _ in entries), GROUP):
+            steps.append(partial(scripts.OWN_MANY.queue_calls, calls=[entries[i] for i in group]))
         first_script = len(steps)
-        for uid in users:
-            keys = self.layout.user_keys(uid)
-            keys += self.fences.keys(keys[0])
-            args = [self.layout.channel(uid), now_iso, self.tombstone_cap, token, *per_user[uid].args]
-            steps.append(partial(scripts.APPLY.queue, keys=keys, args=args))
-        return Plan(users, steps, first_script)
+        groups = scripts.slot_groups(self.redis, (self.layout.user(uid) for uid in users), GROUP)
+        for group in groups:
+            calls = []
+            for i in group:
+                keys = self.layout.user_keys(users[i])
+                keys += self.fences.keys(keys[0])
+                calls.append((keys, [self.layout.channel(users[i]), now_iso, self.tombstone_cap, token, *per_user[users[i]].args]))
+            steps.append(partial(scripts.APPLY_MANY.queue_calls, calls=calls))
+        return Plan(users, steps, first_script, groups)
 
     def run(self, steps: list[Callable[[Any], Any]]) -> list[Any]:
         """Execute ``steps`` (each queues one command) in one pipelined round trip per node;
@@ -201,22 +212,31 @@ class ReadModel:
         if not users:
             return {}
         part = self.layout.partition
-        results = self.run([
-            partial(scripts.SWEEP.queue, keys=self.layout.user_keys(uid),
-                    args=[self.layout.channel(uid), now_iso, now_ms, min_seq, version_jump, part.index, part.count])
-            for uid in users
+        groups = scripts.slot_groups(self.redis, (self.layout.user(uid) for uid in users), GROUP)
+        args = [now_iso, now_ms, min_seq, version_jump, part.index, part.count]
+        replies = self.run([
+            partial(scripts.SWEEP_MANY.queue_calls,
+                    calls=[(self.layout.user_keys(users[i]), [self.layout.channel(users[i]), *args]) for i in group])
+            for group in groups
         ])
-        pipe = self.redis.pipeline(transaction=False)
         versions: dict[str, int] = {}
-        for uid, (version, next_deadline, *removed) in zip(users, results):
-            if int(version):
-                versions[uid] = int(version)
-            for generation_id in removed:
-                pipe.delete(self.layout.task_owner(text(generation_id)))
-            if int(next_deadline) < 0:
-                pipe.zrem(self.layout.deadlines, uid)
-            else:
-                pipe.zadd(self.layout.deadlines, {uid: int(next_deadline)})
+        gone_owners: list[str] = []
+        next_deadlines: dict[str, int] = {}  # -1: no live task left
+        for group, reply in zip(groups, replies):
+            for i, (version, next_deadline, *removed) in zip(group, reply):
+                if int(version):
+                    versions[users[i]] = int(version)
+                next_deadlines[users[i]] = int(next_deadline)
+                gone_owners.extend(self.layout.task_owner(text(generation_id)) for generation_id in removed)
+        pipe = self.redis.pipeline(transaction=False)
+        for key in gone_owners:
+            pipe.delete(key)
+        done = [uid for uid, deadline in next_deadlines.items() if deadline < 0]
+        later = [(uid, deadline) for uid, deadline in next_deadlines.items() if deadline >= 0]
+        for i in range(0, len(done), GROUP):
+            pipe.zrem(self.layout.deadlines, *done[i : i + GROUP])
+        for i in range(0, len(later), GROUP):
+            pipe.zadd(self.layout.deadlines, dict(later[i : i + GROUP]))
         pipe.execute()
         return versions
 
