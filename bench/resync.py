@@ -2,13 +2,18 @@
 
 The stand-in runs as its own process (``python -m standin``) and real pymongo talks to it. The
 measurement is the projector's first ``Worker.step()`` on an empty read model: it finds no
-checkpoint and resyncs (scan both collections, project, sweep, checkpoint). Baseline in the same
-run: pymongo reading the same two collections with nothing done to the documents, i.e. what
-the stand-in and the driver alone cost.
+checkpoint and resyncs (scan both collections, project, sweep, checkpoint). It runs in a child
+process of its own (``python -c RESYNC`` in the checkout), which reports its wall and CPU time.
+Baseline in the same run: pymongo reading the same two collections with nothing done to the
+documents, i.e. what the stand-in and the driver alone cost. ``BENCH_BEFORE_ROOT`` (another
+checkout, e.g. ``git archive main | tar -x -C /tmp/before``) resyncs the same stand-in too, into a
+prefix of its own, right after this checkout: a before/after in one run.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import time
@@ -20,11 +25,38 @@ from bson import Decimal128, Int64, ObjectId
 
 from readmodel import Layout
 
-from .common import REDIS_URL, Row, progress, redis_client, redis_cpu_seconds, scratch_prefix, skipped
+from .common import REDIS_URL, Row, progress, redis_client, scratch_prefix, skipped
 from .events import DB, ECONOMY, PLATFORMS, TASKS, TOOLS, Stream, _Task
 from .procs import HOST, LOGS, free_port, stop_process
 
 BENCH = "resync"
+ROOT = Path(__file__).resolve().parent.parent
+BEFORE_ROOT = os.environ.get("BENCH_BEFORE_ROOT")
+
+# Run in the checkout under test (its projector and readmodel first on the path): one resync of
+# an empty read model, then one line of JSON with its wall and CPU seconds and Redis's CPU.
+RESYNC = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from redis import Redis
+from projector.settings import Settings
+from projector.source import connect
+from projector.worker import Worker
+mongo_url, db, redis_url, prefix = sys.argv[2:6]
+redis = Redis.from_url(redis_url)
+def redis_cpu():
+    info = redis.info("cpu")
+    return info["used_cpu_sys"] + info["used_cpu_user"]
+settings = Settings(mongo_url=mongo_url, mongo_db=db, redis_url=redis_url, key_prefix=prefix)
+mongo = connect(mongo_url)
+worker = Worker(settings, redis, mongo, progress=False)
+started, cpu, redis_started = time.perf_counter(), time.process_time(), redis_cpu()
+state = worker.step()
+print(json.dumps({"wall": time.perf_counter() - started, "cpu": time.process_time() - cpu,
+                  "redis": redis_cpu() - redis_started, "state": str(state)}))
+worker.close()
+mongo.close()
+"""
 
 
 @dataclass(frozen=True)
@@ -112,56 +144,65 @@ def scan_only(mongo, total: int) -> tuple[float, float]:
     return elapsed, cpu
 
 
+def resync_in(root: Path, mongo_url: str, prefix: str) -> dict[str, float | str]:
+    """One resync by ``root``'s projector in a child process: wall, cpu and redis seconds."""
+    done = subprocess.run([sys.executable, "-c", RESYNC, str(root), mongo_url, DB, REDIS_URL, prefix],
+                          cwd=root, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the resync at {root} failed: {done.stderr[-2000:]}")
+    result: dict[str, float | str] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
 def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
     reason = available()
     if reason:
         return [skipped(BENCH, "resync", reason)]
     from pymongo import MongoClient
 
-    from projector.settings import Settings
-    from projector.source import connect
-    from projector.worker import Worker
-
     sizes = sizes or (QUICK if quick else FULL)
     total = sizes.users + sizes.live_tasks
     redis = redis_client()
     standin = StandInProcess()
+    rows: list[Row] = []
     try:
         setup = MongoClient(standin.url, serverSelectionTimeoutMS=30_000)
         setup.admin.command("ping")
         fill(setup, sizes)
         baseline_s, baseline_cpu_s = scan_only(setup, total)
         setup.close()
-        with scratch_prefix(redis, "rs") as prefix:
-            settings = Settings(mongo_url=standin.url, mongo_db=DB, redis_url=REDIS_URL, key_prefix=prefix)
-            mongo = connect(standin.url)
-            worker = Worker(settings, redis, mongo, progress=True)
-            started, cpu = time.perf_counter(), (time.process_time(), redis_cpu_seconds(redis))
-            try:
-                state = worker.step()  # no checkpoint: this step is the resync
-                elapsed = time.perf_counter() - started
-                # This process's CPU (the worker's, reader's and writer's threads) and Redis's.
-                cpu_s, redis_s = time.process_time() - cpu[0], redis_cpu_seconds(redis) - cpu[1]
-            finally:
-                worker.close()
-                mongo.close()
-            users, tasks = count_model(redis, prefix)
+        checkouts = [("this checkout", ROOT)] + ([("before", Path(BEFORE_ROOT))] if BEFORE_ROOT else [])
+        for name, root in checkouts:
+            with scratch_prefix(redis, "rs") as prefix:
+                print(f"resync by {name} ({root}) ...", file=sys.stderr)
+                result = resync_in(root, standin.url, prefix)  # no checkpoint: its first step resyncs
+                users, tasks = count_model(redis, prefix)
+            rows += _rows(name, root, sizes, result, users, tasks, baseline_s, baseline_cpu_s)
     finally:
         standin.stop()
         redis.close()
-    note = (f"{sizes.users} users' balances + {sizes.live_tasks} live tasks; state after: {state}; "
-            f"read model holds {users} users, {tasks} live tasks")
+    return rows
+
+
+def _rows(name: str, root: Path, sizes: Sizes, result: dict[str, float | str], users: int, tasks: int,
+          baseline_s: float, baseline_cpu_s: float) -> list[Row]:
+    elapsed, cpu_s, redis_s = float(result["wall"]), float(result["cpu"]), float(result["redis"])
+    total = sizes.users + sizes.live_tasks
+    label = "" if name == "this checkout" else f" ({name}: {root})"
+    note = (f"{sizes.users} users' balances + {sizes.live_tasks} live tasks; state after: {result['state']}; "
+            f"read model holds {users} users, {tasks} live tasks; load average {os.getloadavg()[0]:.1f}")
     if users != sizes.users or tasks != sizes.live_tasks:
         note += " (MISMATCH)"
     return [
-        Row(BENCH, f"rebuild {sizes.users:,} users + {sizes.live_tasks:,} live tasks", elapsed, "s",
+        Row(BENCH, f"rebuild {sizes.users:,} users + {sizes.live_tasks:,} live tasks{label}", elapsed, "s",
             baseline=baseline_s, baseline_name="pymongo scan alone, s", higher_is_better=False, note=note,
-            extra={"users": users, "tasks": tasks}),
-        Row(BENCH, "resync rate", total / elapsed, "docs/s", baseline=total / baseline_s,
+            target=5.0, extra={"users": users, "tasks": tasks, "root": str(root)}),
+        Row(BENCH, f"resync rate{label}", total / elapsed, "docs/s", baseline=total / baseline_s,
             baseline_name="pymongo scan alone"),
-        Row(BENCH, "resync CPU of the projector process", cpu_s, "s", baseline=baseline_cpu_s,
+        Row(BENCH, f"resync CPU of the projector process{label}", cpu_s, "s", baseline=baseline_cpu_s,
             baseline_name="pymongo scan alone, CPU s", higher_is_better=False,
-            note=f"Redis used {redis_s:.1f} CPU s meanwhile; wall time on a shared machine varies far more"),
+            note=f"Redis used {redis_s:.1f} CPU s meanwhile (the shared instance: other sessions' work counts too); "
+                 f"{cpu_s / total * 1e6:.0f} us per document"),
     ]
 
 
