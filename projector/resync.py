@@ -93,17 +93,15 @@ class Resync:
                   disable=None if self.progress else True,  # None: off when stderr is no terminal
                   mininterval=0.5, dynamic_ncols=True) as bar:
             for kind in (TASKS, ECONOMY):
-                batch = Batch()
-                for doc in self.source.scan(kind):
-                    batch.events += 1
-                    if self.owns(doc.get("_id")):  # else another partition's
-                        projected = document_projection(kind, doc, doc.get("_id"), seq, int(self.clock() * 1000),
-                                                        self.rules, durations)
-                        batch.add(projected, durations, finished=False)
-                    if batch.events >= self.batch_size:
-                        done += self._write(batch, bar)
-                        batch = Batch()
-                done += self._write(batch, bar)
+                for docs in self.source.scan_ahead(kind):
+                    batch = Batch(events=len(docs))
+                    wall_ms = int(self.clock() * 1000)
+                    for doc in docs:
+                        doc_id = doc.get("_id")
+                        if self.owns(doc_id):  # else another partition's
+                            projected = document_projection(kind, doc, doc_id, seq, wall_ms, self.rules, durations)
+                            batch.add(projected, durations, finished=False)
+                    done += self._write(batch, bar)
         return done
 
     def _write(self, batch: Batch, bar: tqdm) -> int:

@@ -17,6 +17,7 @@ from readmodel import position
 from .checkpoint import Checkpoint
 from .normalize import BALANCE_DOCUMENT_FIELDS, TASK_DOCUMENT_FIELDS
 from .projection import ECONOMY, TASKS
+from .readahead import read_ahead
 from .reading import Stream
 
 EVENT_FIELDS = ("operationType", "clusterTime", "wallTime", "ns", "to", "documentKey",
@@ -205,10 +206,11 @@ class Source:
         found = self.db[self.collections[kind]].find({"_id": {"$in": ids}})
         return {id_key(doc["_id"]): doc for doc in found}
 
-    def scan(self, kind: str) -> Iterator[Mapping[str, Any]]:
-        """Every document of one collection, in server batches."""
-        with self.db[self.collections[kind]].find({}, batch_size=self.batch_size) as cursor:
-            yield from cursor
+    def scan_ahead(self, kind: str) -> Iterator[list[Mapping[str, Any]]]:
+        """Every document of one collection, in lists of ``batch_size``, the next list read by a
+        thread of its own while the caller works on the last (:mod:`.readahead`)."""
+        collection = self.db[self.collections[kind]]
+        return read_ahead(lambda: collection.find({}, batch_size=self.batch_size), self.batch_size)
 
 
 def _operation_position(session: Any) -> str | None:

@@ -32,7 +32,7 @@ class Lua:
     def __init__(self, body: str, prelude: str = "") -> None:
         self.body, self.prelude = body, prelude
         self.source = prelude + body
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
     def queue(self, pipe: Any, keys: list[str], args: list[Any]) -> Any:
         return pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)

@@ -161,9 +161,10 @@ class ReadModel:
         for group in groups:
             calls = []
             for i in group:
-                keys = self.layout.user_keys(users[i])
+                uid = users[i]
+                keys = self.layout.user_keys(uid)
                 keys += self.fences.keys(keys[0])
-                calls.append((keys, [self.layout.channel(users[i]), now_iso, self.tombstone_cap, token, *per_user[users[i]].args]))
+                calls.append((keys, [self.layout.channel(uid), now_iso, self.tombstone_cap, token, *per_user[uid].args]))
             steps.append(partial(scripts.APPLY_MANY.queue_calls, calls=calls))
         return Plan(users, steps, first_script, groups)
 

@@ -90,19 +90,19 @@ def test_initial_sync_builds_the_read_model_then_tailing_applies_new_writes(stan
 def test_writes_during_the_scan_are_not_lost(standin, make_worker, real_redis, layout):
     seed(standin, tasks=5)
     worker = make_worker(batch_size=2)
-    scan = worker.source.scan
+    scan = worker.source.scan_ahead
 
     def scan_with_writes(kind):
-        for i, doc in enumerate(scan(kind)):
-            if kind == "tasks" and i == 1:
+        for i, docs in enumerate(scan(kind)):
+            yield docs
+            if kind == "tasks" and i == 0:  # the first batch of two is projected
                 standin.insert(DB, TASKS, task_doc("born-during-scan", "u1"))
                 standin.update(DB, TASKS, "u2-g4", set={"progress": 0.99})  # not scanned yet
                 standin.delete(DB, TASKS, "u2-g3")  # not scanned yet: never seen by the scan
                 standin.update(DB, TASKS, "u1-g0", set={"status": "failed"})  # already scanned
                 standin.update(DB, ECONOMY, "e1", set={"exp": 77})
-            yield doc
 
-    worker.source.scan = scan_with_writes
+    worker.source.scan_ahead = scan_with_writes
     settle(worker)
     assert converged(standin, real_redis, layout)
     tasks = {t["generationId"]: t for t in snapshot(real_redis, layout, "u2")["liveTasks"]}
