@@ -97,10 +97,9 @@ LEASE_RELEASE = Lua(_load("lease_release"))
 CHECKPOINT = Lua(_load("checkpoint"))
 FENCE_RAISE = Lua(_load("fence_raise"))
 APPLY_MANY = Many(APPLY)
-SWEEP_MANY = Many(SWEEP)
 OWN_MANY = Many(OWN)
 ALL = (APPLY, SWEEP, OWN, READ, LEASE_ACQUIRE, LEASE_RENEW, LEASE_RELEASE, CHECKPOINT, FENCE_RAISE,
-       APPLY_MANY, SWEEP_MANY, OWN_MANY)
+       APPLY_MANY, OWN_MANY)
 
 
 def slot_groups(redis: Any, keys: Iterable[str], size: int) -> list[list[int]]:

@@ -26,6 +26,7 @@ PAST_OWNERS_CAP = 8  # a generation practically never changes owner; a cap keeps
 GONE_TTL_S = 24 * 3600  # how long the index remembers that a document left (covers any replay)
 TOMBSTONE_CAP = 2000  # per user; pruned to half, oldest first, when exceeded
 GROUP = 100  # users or owner entries per script run (and per ZADD/ZREM of deadlines)
+SWEEP_GROUP = 250  # users per sweep.lua call (it loops over them itself)
 
 
 def _move_deadlines_earlier(pipe: Any, key: str, deadlines: list[tuple[str, int]]) -> Any:
@@ -213,22 +214,27 @@ class ReadModel:
         if not users:
             return {}
         part = self.layout.partition
-        groups = scripts.slot_groups(self.redis, (self.layout.user(uid) for uid in users), GROUP)
+        groups = scripts.slot_groups(self.redis, (self.layout.user(uid) for uid in users), SWEEP_GROUP)
         args = [now_iso, now_ms, min_seq, version_jump, part.index, part.count]
-        replies = self.run([
-            partial(scripts.SWEEP_MANY.queue_calls,
-                    calls=[(self.layout.user_keys(users[i]), [self.layout.channel(users[i]), *args]) for i in group])
-            for group in groups
-        ])
+        user, tasks, seqs, channel = self.layout.user, self.layout.tasks, self.layout.seqs, self.layout.channel
+
+        def queue(pipe: Any, group: list[int]) -> Any:
+            keys = [key for i in group for key in (user(users[i]), tasks(users[i]), seqs(users[i]))]
+            return scripts.SWEEP.queue(pipe, keys, [*args, *(channel(users[i]) for i in group)])
+
+        replies = self.run([partial(queue, group=group) for group in groups])
         versions: dict[str, int] = {}
         gone_owners: list[str] = []
         next_deadlines: dict[str, int] = {}  # -1: no live task left
         for group, reply in zip(groups, replies):
-            for i, (version, next_deadline, *removed) in zip(group, reply):
-                if int(version):
-                    versions[users[i]] = int(version)
-                next_deadlines[users[i]] = int(next_deadline)
-                gone_owners.extend(self.layout.task_owner(text(generation_id)) for generation_id in removed)
+            at = 0
+            for i in group:
+                version, next_deadline, count = int(reply[at]), int(reply[at + 1]), int(reply[at + 2])
+                if version:
+                    versions[users[i]] = version
+                next_deadlines[users[i]] = next_deadline
+                gone_owners.extend(self.layout.task_owner(text(gid)) for gid in reply[at + 3 : at + 3 + count])
+                at += 3 + count
         pipe = self.redis.pipeline(transaction=False)
         for key in gone_owners:
             pipe.delete(key)
