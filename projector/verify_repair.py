@@ -58,8 +58,10 @@ class Plan:
     users: set[str] = field(default_factory=set)
     documents: int = 0
 
-    def apply(self, redis: Any, fenced: Callable[[], None], clock: Callable[[], float]) -> dict[str, int]:
-        """Write the plan; returns {user: new version}. ``fenced()`` raises when the lease is lost."""
+    def apply(self, redis: Any, fenced: Callable[[], None], clock: Callable[[], float],
+              fence: int | None = None) -> dict[str, int]:
+        """Write the plan; returns {user: new version}. ``fenced()`` raises when the lease is lost;
+        the scripts refuse ``fence`` (the lease's token) once a newer leader has written."""
         model = ReadModel(redis, self.layout)
         now = clock()
         now_iso = iso(datetime.fromtimestamp(now, UTC)) or ""
@@ -72,7 +74,7 @@ class Plan:
         for changes in (self.take_away, self.states):
             if changes:
                 fenced()
-                model.apply(changes, now_iso)
+                model.apply(changes, now_iso, fence)
         fenced()
         return model.sweep(int(now * 1000), now_iso, users=sorted(self.users), version_jump=VERSION_JUMP)
 

@@ -170,12 +170,14 @@ class VerifySchedule:
         self._thread.start()
 
     def _writer_job(self, plan: Any, done: threading.Event, outcome: list[Any]):
+        token = self.worker.lease.token  # captured on the worker's thread, checked by the scripts
+
         def job() -> None:  # the writer thread; never raises, so the worker's batches go on
             def fenced() -> None:
                 if not self.worker.lease.held():
                     raise VerifyError("the lease was lost before the repair was written")
             try:
-                outcome.append(plan.apply(self.worker.redis, fenced, self.worker.clock))
+                outcome.append(plan.apply(self.worker.redis, fenced, self.worker.clock, token))
             except Exception as exc:  # reported by the verify thread
                 outcome.append(exc)
             finally:
