@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field, create_model
 
-from readmodel.records import FINISHED_TASK_FIELDS, LIVE_TASK_FIELDS
+from readmodel.records import FINISHED_TASK_FIELDS, HISTORY_TASK_FIELDS, LIVE_TASK_FIELDS
 
 
 class Balance(BaseModel):
@@ -17,10 +17,13 @@ class Balance(BaseModel):
 
 # Computed by the API when it reads a task (api/stalled.py), never stored by the projector.
 READ_TIME_TASK_FIELDS = {
-    "stalled": (bool, Field(default=False, description="unchanged for longer than STALLED_FACTOR typical durations "
-                                                       "of its tool (STALLED_AFTER_S when unknown); false once it moves")),
-    "stalledAt": (str | None, Field(default=None, description="ISO-8601 UTC: when it counts as stalled if it does "
-                                                              "not move (the panel flags it then)")),
+    "stalled": (bool, Field(default=False, description="its status and progress have not moved (progressMovedAt) "
+                                                       "for longer than STALLED_FACTOR typical durations of its tool "
+                                                       "(STALLED_AFTER_S when unknown); a change that only touches "
+                                                       "the document (updatedAt, a heartbeat, the same status again) "
+                                                       "does not count; false once it moves")),
+    "stalledAt": (str | None, Field(default=None, description="ISO-8601 UTC: when it counts as stalled if its status "
+                                                              "and progress do not move (the panel flags it then)")),
 }
 
 # Built from the read model's table of task fields: a field added there is served and documented.
@@ -32,7 +35,7 @@ else:
     LiveTask = create_model(
         "LiveTask",
         __doc__="A task that is still running (or queued), as every platform shows it.",
-        **{name: (kind, Field(default=None if name == "expectedDurationMs" else ..., description=text or None))
+        **{name: (kind, Field(default=None if name in HISTORY_TASK_FIELDS else ..., description=text or None))
            for name, (kind, text) in LIVE_TASK_FIELDS.items()},
         **READ_TIME_TASK_FIELDS,
     )

@@ -11,8 +11,10 @@ sees, and ``staleAt`` when the document says when it last moved), the balance (`
 each live task and balance document, the stale deadline, the recently finished list (its
 outcome), and that a snapshot with content has a version. Not compared: ``expectedDurationMs``
 and an estimated ``progressSource`` (they come from durations learned over time, not from the
-document), a task's ``staleAt`` when the document has no timestamp (it came from the change's
-wall time), the version's value (MongoDB knows nothing of it) and ``updatedAt``.
+document), a task's ``progressMovedAt`` (when its status or progress last moved: history the apply
+script keeps, which the document's present state cannot give; a repair keeps it unless the status
+or progress differ), a task's ``staleAt`` when the document has no timestamp (it came from the
+change's wall time), the version's value (MongoDB knows nothing of it) and ``updatedAt``.
 """
 
 from __future__ import annotations

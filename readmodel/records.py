@@ -37,10 +37,15 @@ LIVE_TASK_FIELDS: dict[str, tuple[Any, str]] = {
     "updatedAt": (str | None, "ISO-8601 UTC: the last sign of life"),
     "sourcePlatform": (str | None, "telegram, discord, web, ..."),
     "expectedDurationMs": (int | None, "the tool's typical duration, when known"),
+    "progressMovedAt": (str | None, "ISO-8601 UTC: when its status or progress last moved (the document's "
+                                    "updatedAt at that change); a change that moves neither keeps it"),
 }
 # A finished task keeps its outcome: these fields of the live shape, plus finishedAt.
 FINISHED_TASK_FIELDS = ("generationId", "idHash", "status", "toolId", "toolDisplayName", "costUsd", "startedAt")
-TASK_FIELDS = tuple(name for name in LIVE_TASK_FIELDS if name != "expectedDurationMs")  # what the producer fills in
+# Kept by the read model, not produced from one document: the apply script keeps the stored
+# ``progressMovedAt`` while a task's status and progress stay the same (readmodel/scripts/apply.lua).
+HISTORY_TASK_FIELDS = ("expectedDurationMs", "progressMovedAt")
+TASK_FIELDS = tuple(name for name in LIVE_TASK_FIELDS if name not in HISTORY_TASK_FIELDS)  # what the producer fills in
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
@@ -62,13 +67,17 @@ def live_task_record(visible: dict[str, Any], expected_duration_ms: int | None, 
     """The JSON stored for a live task: its visible fields plus what reading derives from.
 
     A task with no progress of its own but a known typical duration gets ``progressSource``
-    "estimate"; its percentage is computed when it is read.
+    "estimate"; its percentage is computed when it is read. ``progressMovedAt`` comes last, as
+    this change's time (``updatedAt``, else ``startedAt``): the apply script puts the stored one
+    back when the status and progress did not move (``status`` and ``progressPercent`` stay
+    adjacent, before ``progressSource``: the script compares the text between them).
     """
     record = {name: visible.get(name) for name in TASK_FIELDS}
     record["expectedDurationMs"] = expected_duration_ms
     if record["progressSource"] is None and expected_duration_ms:
         record["progressSource"] = "estimate"
     record["staleAt"] = stale_at_ms
+    record["progressMovedAt"] = visible.get("updatedAt") or visible.get("startedAt")
     return _json(record)
 
 

@@ -54,7 +54,8 @@ async def test_status_serves_the_snapshot_with_exact_usd_and_every_task_field(cl
     (task,) = body["liveTasks"]
     assert set(task) == {
         "generationId", "idHash", "status", "progressPercent", "progressSource", "toolId", "toolDisplayName",
-        "costUsd", "startedAt", "updatedAt", "sourcePlatform", "expectedDurationMs", "stalled", "stalledAt",
+        "costUsd", "startedAt", "updatedAt", "sourcePlatform", "expectedDurationMs", "progressMovedAt", "stalled",
+        "stalledAt",
     }
     assert task["costUsd"] == "0.012469" and task["progressPercent"] == 47.0 and task["progressSource"] == "reported"
 

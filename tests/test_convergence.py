@@ -1,5 +1,7 @@
 """Property: whatever order of duplicates and crash replays the worker delivers changes in, the
-read model ends equal to a plain in-memory projection of the final documents."""
+read model ends equal to a plain in-memory projection of the final documents; a live task's
+``progressMovedAt`` (history: when its status or progress last moved, as the changes applied saw
+it) is the time of a version of the document with its final status and progress."""
 
 import json
 import uuid
@@ -41,11 +43,36 @@ economy_events = st.sampled_from(range(len(USERS))).flatmap(
                                            "exp": st.integers(0, 50)}),
     )
 )
-histories = st.lists(task_events | economy_events, min_size=1, max_size=30)
+# Every task version is stamped a minute after the one before (as a worker's heartbeat would),
+# so progressMovedAt tells versions apart; time never goes back, like the deadlines assume.
+histories = st.lists(task_events | economy_events, min_size=1, max_size=30).map(
+    lambda events: [(kind, doc_id, {**doc, "updatedAt": f"2026-11-25T08:{i:02d}:00Z"} if kind == TASKS and doc else doc)
+                    for i, (kind, doc_id, doc) in enumerate(events)])
+
+
+def live_record(doc_id, doc):
+    task = normalize_task({"_id": doc_id, **doc}, RULES)
+    if not (isinstance(task, Task) and task.live):
+        return None
+    record = json.loads(live_task_record(task.visible, None, WALL_MS + RULES.stale_after_ms))
+    record.pop("staleAt")
+    return task.owner, record
+
+
+def moved_times(history):
+    """Per task: the progressMovedAt of every version with the final version's status and progress."""
+    times = {}
+    for kind, doc_id, doc in history:
+        if kind == TASKS and doc is not None and (projected := live_record(doc_id, doc)) is not None:
+            times.setdefault(doc_id, []).append(projected[1])
+    last = {doc_id: records[-1] for doc_id, records in times.items()}
+    return {doc_id: {r["progressMovedAt"] for r in records
+                     if (r["status"], r["progressPercent"]) == (last[doc_id]["status"], last[doc_id]["progressPercent"])}
+            for doc_id, records in times.items()}
 
 
 def expected_state(history):
-    """The plain model: the last document per id, projected directly."""
+    """The plain model: the last document per id, projected directly (``progressMovedAt`` aside)."""
     docs = {}
     for kind, doc_id, doc in history:
         docs[(kind, doc_id)] = None if doc is None else {"_id": doc_id, **doc}
@@ -58,6 +85,7 @@ def expected_state(history):
             if isinstance(task, Task) and task.live:
                 record = json.loads(live_task_record(task.visible, None, WALL_MS + RULES.stale_after_ms))
                 record.pop("staleAt")
+                record.pop("progressMovedAt")
                 state[task.owner]["tasks"][doc_id] = record
         else:
             balance = normalize_balance(doc, RULES)
@@ -95,10 +123,13 @@ def deliveries(draw, history):
     return batches
 
 
-def observed_state(client, layout):
+def observed_state(client, layout, moved):
+    """The snapshots, each live task's progressMovedAt checked against ``moved`` and left out."""
     state = {}
     for uid in USERS:
         snapshot = read_snapshot(client, layout, uid, View(READ_AT))
+        for task in snapshot["liveTasks"]:
+            assert task.pop("progressMovedAt") in moved.get(task["generationId"], ()), task
         state[uid] = {"tasks": {t["generationId"]: t for t in snapshot["liveTasks"]}, "balance": snapshot["balance"]}
     return state
 
@@ -124,7 +155,7 @@ def run(client, history, batches):
             plan = model.plan(changes, "2026-11-25T09:00:00.000Z")
             model.run(plan.steps[:cut])
         assert_every_live_task_has_a_deadline(client, layout)
-        return observed_state(client, layout)
+        return observed_state(client, layout, moved_times(history))
     finally:
         keys = list(client.scan_iter(match=f"{layout.prefix}:*"))
         if keys:

@@ -268,7 +268,10 @@ def test_the_table_of_task_fields_is_what_the_producer_fills_the_record_stores_t
     assert tuple(normalize_task(tdoc("g1")).visible) == TASK_FIELDS
     assert tuple(normalize_task(tdoc("g2", status="completed")).visible) == TASK_FIELDS
     live, done = put("g1", 1), put("g2", 2, status="completed")
-    assert list(json.loads(live.record)) == [*LIVE_TASK_FIELDS, "staleAt"]
+    # The apply script relies on this order: status, progressPercent, progressSource adjacent, and
+    # progressMovedAt last (it compares the text between the first and the third, swaps the last).
+    assert list(json.loads(live.record)) == [*TASK_FIELDS, "expectedDurationMs", "staleAt", "progressMovedAt"]
+    assert TASK_FIELDS[2:5] == ("status", "progressPercent", "progressSource")
     assert list(json.loads(done.record)) == [*FINISHED_TASK_FIELDS, "finishedAt", "finishedAtMs"]
     model.apply([live, done], NOW_ISO)
     snapshot = snap(model)

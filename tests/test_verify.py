@@ -180,15 +180,16 @@ def test_a_sample_checks_that_many_users_and_finds_a_user_missing_from_redis(set
     assert {d.kind for d in report.drift} == {"task-missing", "balance-missing"}
 
 
-def test_an_estimate_from_a_learned_duration_and_a_stale_task_are_not_drift():
+def test_an_estimate_from_a_learned_duration_a_progress_moved_time_and_a_stale_task_are_not_drift():
     rules = Rules()
     now_ms = int(time.time() * 1000)
     docs = Documents(rules, now_ms)
     docs.add(verify_compare.TASKS, task_doc("g1", "u1"), "g1")
     docs.add(verify_compare.TASKS, task_doc("old", "u1", requestTimestamp="2020-01-01T00:00:00Z"), "old")
     task = docs.expected("u1").tasks["g1"]
+    # progressMovedAt is history the apply script keeps (no document says when progress last moved)
     stored = {**task.visible, "progressSource": "estimate", "expectedDurationMs": 5000,
-              "staleAt": docs.stale_at(task)}
+              "staleAt": docs.stale_at(task), "progressMovedAt": "2020-01-01T00:00:00.000Z"}
     have = Actual({"version": "3"}, {"g1": stored, "old": {**stored, "generationId": "old", "staleAt": 1}},
                   {"g1": "0000000002.0000000000"}, [], float(now_ms))
     have.owners = {(verify_compare.TASKS, "g1"): "0000000001.0000000000|u1|"}

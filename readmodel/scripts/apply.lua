@@ -10,9 +10,23 @@
 -- the cap is exceeded. Returns the new version, or 0 when nothing
 -- visible changed (the version only moves on a visible change), or the error "FENCED <newer>"
 -- (nothing written) when a leader with a newer token has written to this slot.
+-- A live task's record ends with "progressMovedAt" (readmodel.records.live_task_record): a put
+-- that moves neither its status nor its progress keeps the stored one (a heartbeat that only
+-- bumps updatedAt must not look like progress: api/stalled.py flags a task from this time).
 local FINISHED_CAP = $FINISHED_CAP
 local refused = fence_check(KEYS[5], KEYS[6], ARGV[4], 'apply')
 if refused then return refused end
+local MOVED = ',"progressMovedAt":'
+local function status_and_progress(record)
+  return string.match(record, '"status":(.-),"progressSource":')
+end
+local function keep_moved_at(old, new)
+  local was = status_and_progress(old)
+  if was == nil or was ~= status_and_progress(new) then return new end
+  local at_old, at_new = string.find(old, MOVED, 1, true), string.find(new, MOVED, 1, true)
+  if at_old == nil or at_new == nil then return new end
+  return string.sub(new, 1, at_new - 1) .. string.sub(old, at_old)
+end
 local changed = false
 for i = 5, #ARGV do
   local kind, id, seq, payload = string.match(ARGV[i], '^(%a)\31([^\31]*)\31([^\31]*)\31(.*)$')
@@ -21,7 +35,9 @@ for i = 5, #ARGV do
     if (not cur) or cur <= seq then
       redis.call('HSET', KEYS[3], id, seq)
       if kind == 't' then
-        if redis.call('HGET', KEYS[2], id) ~= payload then
+        local old = redis.call('HGET', KEYS[2], id)
+        if old then payload = keep_moved_at(old, payload) end
+        if old ~= payload then
           redis.call('HSET', KEYS[2], id, payload)
           changed = true
         end
