@@ -157,7 +157,7 @@ def run(client, history, batches):
         assert_every_live_task_has_a_deadline(client, layout)
         return observed_state(client, layout, moved_times(history))
     finally:
-        keys = list(client.scan_iter(match=f"{layout.prefix}:*"))
+        keys = list(client.scan_iter(match=f"{layout.prefix}:*", count=10_000))  # a shared Redis may hold many keys
         if keys:
             client.delete(*keys)
 
