@@ -61,9 +61,9 @@ def create_app(settings: Settings | None = None, freeze_heap: bool = False) -> F
         redis = aconnect(settings.store, settings.redis_max_connections, socket_keepalive=True,
                          socket_connect_timeout=2, socket_timeout=5)
         # Change notifications have a client of their own (and a name, to find it in CLIENT LIST).
-        pubsub_redis = apubsub_client(settings.store, f"livestatus-api-fanout-{settings.key_prefix}-{os.getpid()}",
+        pubsub_redis = apubsub_client(settings.store, f"livestatus-api-fanout-{settings.store.key_prefix}-{os.getpid()}",
                                       socket_keepalive=True, socket_connect_timeout=2)
-        layout = Layout(settings.key_prefix)
+        layout = Layout(settings.store.key_prefix)
         positions = Positions(redis, pubsub_redis, settings.projector_layouts)
         await positions.start()
         reader = SnapshotReader(redis, layout, settings.estimate_cap_percent, settings.live_tasks_shown,
@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None, freeze_heap: bool = False) -> F
                                 stall=StallRule(settings.stalled_factor, round(settings.stalled_after_s * 1000)))
         # A cluster's sharded messages are read from one node's connection after another, each
         # waiting up to poll_s: a short poll keeps a message on the next node from waiting long.
-        fanout = Fanout(pubsub_redis, layout, reader, metrics, poll_s=0.02 if settings.redis_cluster else 1.0)
+        fanout = Fanout(pubsub_redis, layout, reader, metrics, poll_s=0.02 if settings.store.cluster else 1.0)
         await fanout.start()
         app.state.redis, app.state.layout, app.state.reader, app.state.fanout = redis, layout, reader, fanout
         app.state.positions = positions

@@ -1,14 +1,16 @@
 """API settings from the environment, validated once when the app is built (never at import).
 
-What the API shares with the projector (Redis URL, key prefix) and the number parsing are
-:mod:`readmodel.settings`; this adds what only the API reads.
+What the API shares with the projector is one block, ``store`` (a
+:class:`readmodel.settings.StoreSettings`: Redis URL, cluster or not, key prefix), parsed by
+``store_settings`` and kept whole; the number parsing is :mod:`readmodel.settings` too. This adds
+what only the API reads.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from readmodel import Layout, Partition
 from readmodel.records import ESTIMATE_CAP_PERCENT, LIVE_TASKS_SHOWN
@@ -41,9 +43,7 @@ def _partitions(env: Mapping[str, str]) -> int:
 class Settings:
     """Everything the API reads from its environment (see the README's configuration table)."""
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    key_prefix: str = "ls"
-    redis_cluster: bool = False  # REDIS_URL names a node of a Redis Cluster
+    store: StoreSettings = field(default_factory=StoreSettings)  # Redis and the key prefix: the projector's too
     redis_max_connections: int = 64  # per process; requests beyond it wait for a free connection
     api_keys: tuple[str, ...] = ()
     auth_secret: str | None = None
@@ -79,7 +79,7 @@ class Settings:
     def projector_layouts(self) -> list[Layout]:
         """The key layout of each projector partition whose heartbeat /readyz checks."""
         count = self.projector_partitions
-        return [Layout(self.key_prefix, Partition(index, count)) for index in range(count)]
+        return [Layout(self.store.key_prefix, Partition(index, count)) for index in range(count)]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -87,11 +87,8 @@ class Settings:
         port_raw = env.get("API_PORT", str(cls.port))
         if not port_raw.isdigit() or not 0 < int(port_raw) < 65536:
             raise SettingsError(f"API_PORT must be a port number, got {port_raw!r}")
-        store = store_settings(env)
         values: dict[str, object] = dict(
-            redis_url=store.redis_url,
-            key_prefix=store.key_prefix,
-            redis_cluster=store.cluster,
+            store=store_settings(env),
             redis_max_connections=whole(env, "REDIS_MAX_CONNECTIONS", cls.redis_max_connections, 1),
             api_keys=_csv(env.get("API_KEYS")),
             auth_secret=env.get("AUTH_SECRET") or None,
@@ -141,10 +138,6 @@ class Settings:
             raise SettingsError("ESTIMATE_CAP_PERCENT must be at most 100")
         if self.long_poll_max_s > 30:
             raise SettingsError("LONG_POLL_MAX_S must be at most 30 (seconds)")
-
-    @property
-    def store(self) -> StoreSettings:
-        return StoreSettings(self.redis_url, self.key_prefix, self.redis_cluster)
 
     def check_secure(self) -> None:
         """Refuse to serve without both kinds of credentials unless insecure dev mode is on."""

@@ -47,7 +47,7 @@ redis = Redis.from_url(redis_url)
 def redis_cpu():
     info = redis.info("cpu")
     return info["used_cpu_sys"] + info["used_cpu_user"]
-settings = Settings(mongo_url=mongo_url, mongo_db=db, redis_url=redis_url, key_prefix=prefix)
+settings = Settings.from_env({"MONGO_URL": mongo_url, "MONGO_DB": db, "REDIS_URL": redis_url, "KEY_PREFIX": prefix})
 mongo = connect(mongo_url)
 worker = Worker(settings, redis, mongo, progress=False)
 started, cpu, redis_started = time.perf_counter(), time.process_time(), redis_cpu()

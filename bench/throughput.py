@@ -211,13 +211,14 @@ def measure_worker(raw: list[bytes]) -> tuple[float | None, dict[str, Any]]:
         from projector.settings import Settings
         from projector.source import Stream as SourceStream
         from projector.worker import Worker
+        from readmodel.settings import StoreSettings
     except ImportError as exc:
         return None, {"skipped": f"projector.worker not importable: {exc}"}
     client = redis_client()
     bar = progress(total=len(raw), desc="worker.step (replayed stream)", unit="ev")
     replay = _ReplayedChangeStream(raw, bar)
     with scratch_prefix(client, "wk") as prefix:
-        worker = Worker(Settings(key_prefix=prefix, batch_size=BATCH), client, {"app": None}, progress=False)
+        worker = Worker(Settings(store=StoreSettings(key_prefix=prefix), batch_size=BATCH), client, {"app": None}, progress=False)
         worker.source.open = lambda checkpoint=None: SourceStream(replay, replay, "0000000000.0000000000")
         worker.source.scan = lambda kind: iter(())
         worker.source.estimated_total = lambda: 0

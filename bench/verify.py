@@ -39,6 +39,7 @@ def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
     from projector.source import connect
     from projector.verify import Verifier
     from projector.worker import Worker
+    from readmodel.settings import StoreSettings
 
     sizes = sizes or (QUICK if quick else FULL)
     redis = redis_client()
@@ -49,7 +50,7 @@ def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
         fill(setup, sizes)
         setup.close()
         with scratch_prefix(redis, "vf") as prefix:
-            settings = Settings(mongo_url=standin.url, mongo_db=DB, redis_url=REDIS_URL, key_prefix=prefix)
+            settings = Settings(store=StoreSettings(REDIS_URL, prefix), mongo_url=standin.url, mongo_db=DB)
             mongo = connect(standin.url)
             worker = Worker(settings, redis, mongo, progress=False)
             running = threading.Thread(target=worker.run, daemon=True)  # run() closes the worker when stopped

@@ -53,13 +53,14 @@ def _where(url: str) -> str:
 
 
 def _redis(settings: Settings) -> Any:
+    url = settings.store.redis_url
     try:
         client = connect_redis(settings.store, socket_connect_timeout=5, socket_timeout=10, health_check_interval=30)
     except ValueError as exc:
         raise Misconfigured(f"REDIS_URL is not usable: {exc}.") from None
     except StoreError as exc:  # a cluster client asks a node for the slot map at once
-        raise Misconfigured(f"cannot reach the Redis Cluster at {_where(settings.redis_url)} ({str(exc).rstrip('.')}).") from None
-    where = _where(settings.redis_url)
+        raise Misconfigured(f"cannot reach the Redis Cluster at {_where(url)} ({str(exc).rstrip('.')}).") from None
+    where = _where(url)
     try:
         client.ping()
     except RedisError as exc:
@@ -125,7 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise Misconfigured(f"cannot serve metrics on port {settings.metrics_port}: {exc.strerror}.") from None
     log.info("projector %s watching %s/%s (%s, %s) into %s, prefix %s%s", worker.lease.holder,
              hosts_of(settings.mongo_url), settings.mongo_db, settings.tasks_collection,
-             settings.economy_collection, settings.redis_url.rsplit("@", 1)[-1], settings.key_prefix,
+             settings.economy_collection, settings.store.redis_url.rsplit("@", 1)[-1], settings.store.key_prefix,
              f", partition {settings.partition}" if settings.partition.count > 1 else "")
     tune_gc()
     try:

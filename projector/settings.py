@@ -1,7 +1,9 @@
 """Projector settings from the environment or flags, validated once at start-up.
 
-What the API shares with the projector (Redis URL, key prefix) and the number parsing are
-:mod:`readmodel.settings`; this adds what only the projector reads.
+What the API shares with the projector is one block, ``store`` (a
+:class:`readmodel.settings.StoreSettings`: Redis URL, cluster or not, key prefix), parsed by
+``store_settings`` and kept whole; the number parsing is :mod:`readmodel.settings` too. This adds
+what only the projector reads.
 """
 
 from __future__ import annotations
@@ -77,9 +79,7 @@ class Settings:
     mongo_db: str = "app"
     tasks_collection: str = "generationOutputs"
     economy_collection: str = "userEconomy"
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    key_prefix: str = "ls"
-    redis_cluster: bool = False  # REDIS_URL names a node of a Redis Cluster
+    store: StoreSettings = field(default_factory=StoreSettings)  # Redis and the key prefix: the API's too
     rules: Rules = field(default_factory=Rules)
     batch_size: int = 1000
     metrics_port: int | None = None
@@ -88,13 +88,9 @@ class Settings:
     fence_audit: bool = False  # tests only (FENCE_AUDIT=1): fenced writes are recorded (readmodel.fences)
 
     @property
-    def store(self) -> StoreSettings:
-        return StoreSettings(self.redis_url, self.key_prefix, self.redis_cluster)
-
-    @property
     def layout(self) -> Layout:
         """The read model's keys, with this partition's own projector keys."""
-        return Layout(self.key_prefix, self.partition)
+        return Layout(self.store.key_prefix, self.partition)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -123,9 +119,7 @@ class Settings:
             mongo_db=_collection(env, "MONGO_DB", cls.mongo_db),
             tasks_collection=_collection(env, "TASKS_COLLECTION", cls.tasks_collection),
             economy_collection=_collection(env, "ECONOMY_COLLECTION", cls.economy_collection),
-            redis_url=store.redis_url,
-            key_prefix=store.key_prefix,
-            redis_cluster=store.cluster,
+            store=store,
             rules=rules,
             batch_size=whole(env, "BATCH_SIZE", cls.batch_size, 1),
             deadletter_max=whole(env, "DEADLETTER_MAX", cls.deadletter_max, 1),

@@ -18,6 +18,7 @@ from api.auth import mint_token
 from api.main import create_app
 from api.settings import InsecureConfig, Settings, SettingsError
 from devkit.ports import clock_env
+from readmodel.settings import StoreSettings
 from tests.apiserver import KEY, ROOT, SECRET, auth
 from tests.conftest import REDIS_URL
 
@@ -27,7 +28,7 @@ SECOND_KEY = "second-key-" + "s" * 32
 
 @pytest.fixture
 async def client(prefix, real_redis):
-    app = create_app(Settings(redis_url=REDIS_URL, key_prefix=prefix, api_keys=(KEY, SECOND_KEY), auth_secret=SECRET))
+    app = create_app(Settings(store=StoreSettings(REDIS_URL, prefix), api_keys=(KEY, SECOND_KEY), auth_secret=SECRET))
     async with LifespanManager(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
             yield c
@@ -100,7 +101,7 @@ async def test_an_unsigned_none_algorithm_token_is_rejected(client):
 
 @asynccontextmanager
 async def _client_of(prefix: str, **settings: object):
-    app = create_app(Settings(redis_url=REDIS_URL, key_prefix=prefix, api_keys=(KEY,), auth_secret=SECRET, **settings))
+    app = create_app(Settings(store=StoreSettings(REDIS_URL, prefix), api_keys=(KEY,), auth_secret=SECRET, **settings))
     async with LifespanManager(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
             yield c
@@ -181,7 +182,7 @@ def test_a_short_secret_is_refused():
 
 
 async def test_insecure_dev_mode_serves_without_credentials_and_warns_loudly(prefix, real_redis, caplog):
-    app = create_app(Settings(redis_url=REDIS_URL, key_prefix=prefix, insecure_dev=True))
+    app = create_app(Settings(store=StoreSettings(REDIS_URL, prefix), insecure_dev=True))
     assert "INSECURE DEV MODE" in caplog.text
     async with LifespanManager(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:

@@ -16,6 +16,7 @@ from api.expiry import TOKEN_EXPIRED_FRAME
 from api.main import create_app
 from api.openapi import EVENTS, operation_id
 from api.settings import Settings
+from readmodel.settings import StoreSettings
 from tests.apiserver import KEY, SECRET, SSE, Server, apply, auth, balance_change, task_change
 from tests.conftest import REDIS_URL
 
@@ -75,7 +76,7 @@ def test_no_operation_documents_a_422_and_validation_schemas_are_gone(document):
 
 
 async def test_a_bad_parameter_is_the_documented_400_not_a_422(document, prefix):
-    app = create_app(Settings(redis_url=REDIS_URL, key_prefix=prefix, api_keys=(KEY,), auth_secret=SECRET))
+    app = create_app(Settings(store=StoreSettings(REDIS_URL, prefix), api_keys=(KEY,), auth_secret=SECRET))
     async with LifespanManager(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         response = await client.get("/users/u1/status/text", params={"platform": "myspace"}, headers=auth())
     assert response.status_code == 400

@@ -16,6 +16,7 @@ from api.auth import mint_token
 from api.main import create_app
 from api.settings import Settings
 from readmodel import Layout, Partition, ReadModel
+from readmodel.settings import StoreSettings
 from tests.apiserver import KEY, SECRET, apply, auth, balance_change, gone_change, task_change
 from tests.conftest import REDIS_URL
 
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.both_backends  # Every real-Redis test here runs on a s
 
 @pytest.fixture
 def settings(prefix: str, store_env: dict[str, str]) -> Settings:
-    return Settings(redis_url=store_env["REDIS_URL"], redis_cluster=store_env["REDIS_CLUSTER"] == "1", key_prefix=prefix,
+    return Settings(store=StoreSettings(store_env["REDIS_URL"], prefix, cluster=store_env["REDIS_CLUSTER"] == "1"),
                     api_keys=(KEY,), auth_secret=SECRET, text_task_limit=3)
 
 
@@ -140,7 +141,7 @@ async def test_a_wrong_method_is_a_405_json_error(client):
 
 
 async def test_redis_down_is_a_503_json_error(prefix):
-    settings = Settings(redis_url="redis://127.0.0.1:1/0", key_prefix=prefix, api_keys=(KEY,), auth_secret=SECRET)
+    settings = Settings(store=StoreSettings("redis://127.0.0.1:1/0", prefix), api_keys=(KEY,), auth_secret=SECRET)
     app = create_app(settings)
     async with LifespanManager(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
@@ -217,9 +218,8 @@ async def test_openapi_docs_are_served(client):
 
 
 async def test_cors_allows_only_configured_origins(prefix, real_redis):
-    settings = Settings(
-        redis_url=REDIS_URL, key_prefix=prefix, api_keys=(KEY,), auth_secret=SECRET, cors_origins=("https://panel.example",)
-    )
+    settings = Settings(store=StoreSettings(REDIS_URL, prefix), api_keys=(KEY,), auth_secret=SECRET,
+                        cors_origins=("https://panel.example",))
     app = create_app(settings)
     async with LifespanManager(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
@@ -245,9 +245,8 @@ async def test_panel_csp_allows_only_its_own_inline_code_and_the_api_origin(clie
 
 
 async def test_panel_embedding_is_a_setting(prefix, real_redis):
-    settings = Settings(
-        redis_url=REDIS_URL, key_prefix=prefix, api_keys=(KEY,), auth_secret=SECRET, panel_frame_ancestors="https://app.example"
-    )
+    settings = Settings(store=StoreSettings(REDIS_URL, prefix), api_keys=(KEY,), auth_secret=SECRET,
+                        panel_frame_ancestors="https://app.example")
     app = create_app(settings)
     async with LifespanManager(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:

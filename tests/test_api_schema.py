@@ -18,13 +18,14 @@ from schemathesis.specs.openapi.checks import content_type_conformance, response
 from api.main import create_app
 from api.settings import Settings
 from readmodel import Layout
+from readmodel.settings import StoreSettings
 from tests.apiserver import KEY, SECRET
 from tests.conftest import REDIS_URL
 
 PREFIX = f"t{uuid.uuid4().hex[:10]}"
 app = create_app(
     # Long-polls and fresh-after-write reads wait at most this long here (their timeouts are tested elsewhere).
-    Settings(redis_url=REDIS_URL, key_prefix=PREFIX, api_keys=(KEY,), auth_secret=SECRET, heartbeat_s=0.05,
+    Settings(store=StoreSettings(REDIS_URL, PREFIX), api_keys=(KEY,), auth_secret=SECRET, heartbeat_s=0.05,
              long_poll_max_s=0.05, fresh_wait_s=0.05)
 )
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)

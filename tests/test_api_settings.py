@@ -18,7 +18,7 @@ def test_settings_come_from_the_environment():
             "READY_MAX_HEARTBEAT_AGE_S": "30", "API_HOST": "0.0.0.0", "API_PORT": "9000", "API_INSECURE_DEV": "0",
         }
     )
-    assert settings.redis_url == "redis://r:6380/1" and settings.key_prefix == "t1"
+    assert settings.store.redis_url == "redis://r:6380/1" and settings.store.key_prefix == "t1"
     assert settings.api_keys == (A, B, C) and settings.auth_secret == SECRET
     assert settings.cors_origins == ("https://x.example", "https://y.example")
     assert (settings.heartbeat_s, settings.retry_ms, settings.ready_max_heartbeat_age_s) == (0.5, 1500, 30.0)
@@ -28,7 +28,7 @@ def test_settings_come_from_the_environment():
 
 def test_defaults_are_the_documented_ones():
     settings = Settings.from_env({})
-    assert (settings.key_prefix, settings.heartbeat_s, settings.port, settings.ready_max_heartbeat_age_s) == \
+    assert (settings.store.key_prefix, settings.heartbeat_s, settings.port, settings.ready_max_heartbeat_age_s) == \
         ("ls", 15.0, 8000, 10.0)
 
 

@@ -22,6 +22,7 @@ from api.main import create_app
 from api.settings import Settings
 from api.stream import parse_last_event_id
 from devkit.waits import wait_for
+from readmodel.settings import StoreSettings
 from tests.apiserver import KEY, SECRET, SSE, Server, apply, auth, balance_change, free_port, task_change
 from tests.conftest import REDIS_URL
 
@@ -267,7 +268,7 @@ async def test_an_open_stream_costs_its_request_task_and_sse_starlettes_three_an
     """Per stream: the request task and sse-starlette's send, shutdown and disconnect tasks (no
     ping task: the body sends the heartbeats; one shutdown watcher for the whole process), and not
     the routing stack that opened it; none is left once the clients are gone."""
-    settings = Settings(redis_url=REDIS_URL, key_prefix=module_prefix, api_keys=(KEY,), auth_secret=SECRET,
+    settings = Settings(store=StoreSettings(REDIS_URL, module_prefix), api_keys=(KEY,), auth_secret=SECRET,
                         host="127.0.0.1", port=free_port())
     app = create_app(settings)
     uvicorn_server = api_server(app, settings, log_level="warning")

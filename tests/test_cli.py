@@ -20,6 +20,7 @@ from projector.cli import main
 from projector.settings import Settings
 from projector.worker import Worker
 from readmodel import Layout
+from readmodel.settings import StoreSettings
 
 from .capture_helpers import DB, ECONOMY, TASKS, economy_doc, settle, task_doc
 
@@ -45,8 +46,8 @@ def seeded(standin):
 @pytest.fixture
 def worker(seeded, real_redis, prefix, backend):
     mongo = MongoClient(seeded.url, serverSelectionTimeoutMS=3000)
-    worker = Worker(Settings(mongo_url=seeded.url, key_prefix=prefix, redis_cluster=backend == "cluster"), real_redis,
-                    mongo, progress=False)
+    settings = Settings(store=StoreSettings(key_prefix=prefix, cluster=backend == "cluster"), mongo_url=seeded.url)
+    worker = Worker(settings, real_redis, mongo, progress=False)
     yield worker
     worker.close()
     mongo.close()

@@ -87,7 +87,7 @@ def test_the_example_stack_passes_both_processes_own_validation(tmp_path):
     api.check_secure()
     assert len(api.api_keys) == 1 and len(api.api_keys[0]) >= 32 and len(api.auth_secret or "") >= 32
     projector = ProjectorSettings.from_env(_service_env("projector", secrets_dir))
-    assert (projector.redis_url, projector.key_prefix) == (api.redis_url, api.key_prefix)
+    assert projector.store == api.store
     assert projector.mongo_url == "mongodb://mongo:27017/?replicaSet=rs0"
 
 

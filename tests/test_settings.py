@@ -6,6 +6,7 @@ from decimal import Decimal
 import pytest
 
 from projector.settings import Settings, SettingsError
+from readmodel.settings import StoreSettings
 
 
 def test_defaults_match_the_platform():
@@ -83,12 +84,23 @@ def test_the_projector_and_the_api_refuse_the_same_bad_key_prefix_with_the_same_
     assert str(projector_error.value) == str(api_error.value)
 
 
+@pytest.mark.parametrize("raw", ["2.5", "10.01"])
+def test_a_count_that_is_not_whole_is_refused_by_both_services_with_the_same_sentence(raw):
+    from api.settings import Settings as ApiSettings
+
+    with pytest.raises(SettingsError, match="must be a whole number") as projector_error:
+        Settings.from_env({"BATCH_SIZE": raw})
+    with pytest.raises(SettingsError, match="must be a whole number") as api_error:
+        ApiSettings.from_env({"STREAMS_PER_USER": raw})
+    assert str(projector_error.value).replace("BATCH_SIZE", "X") == str(api_error.value).replace("STREAMS_PER_USER", "X")
+
+
 def test_the_projector_and_the_api_read_the_same_store_from_the_same_environment():
     from api.settings import Settings as ApiSettings
 
     env = {"KEY_PREFIX": "prod:ls", "REDIS_URL": "redis://10.0.0.5:6380/2"}
     projector, api = Settings.from_env(env), ApiSettings.from_env(env)
-    assert (projector.key_prefix, projector.redis_url) == (api.key_prefix, api.redis_url) == ("prod:ls", env["REDIS_URL"])
+    assert projector.store == api.store == StoreSettings(env["REDIS_URL"], "prod:ls")
 
 
 @pytest.mark.parametrize("raw, cluster", [(None, False), ("0", False), ("1", True), ("true", True), ("No", False)])

@@ -21,6 +21,7 @@ from projector.settings import Settings
 from projector.worker import LeaseLost, Worker
 from readmodel import Partition
 from readmodel.health import read as read_health
+from readmodel.settings import StoreSettings
 
 from .capture_helpers import (
     DB,
@@ -45,8 +46,8 @@ def make_worker(standin, real_redis, prefix, backend):
     made = []
 
     def make(batch_size=1000, rules=None, holder=None, partition=Partition(), **kwargs):
-        settings = Settings(mongo_url=standin.url, key_prefix=prefix, batch_size=batch_size, redis_cluster=backend == "cluster",
-                            rules=rules or Rules(), partition=partition)
+        settings = Settings(store=StoreSettings(key_prefix=prefix, cluster=backend == "cluster"), mongo_url=standin.url,
+                            batch_size=batch_size, rules=rules or Rules(), partition=partition)
         mongo = MongoClient(standin.url, serverSelectionTimeoutMS=3000)
         worker = Worker(settings, real_redis, mongo, holder=holder, progress=False, **kwargs)
         made.append((worker, mongo))

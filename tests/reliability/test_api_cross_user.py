@@ -19,6 +19,7 @@ from api.auth import mint_token
 from api.main import create_app
 from api.settings import Settings
 from readmodel import Layout, ReadModel
+from readmodel.settings import StoreSettings
 from tests.apiserver import KEY, SECRET, apply, balance_change
 from tests.conftest import REDIS_URL
 
@@ -27,7 +28,7 @@ from .conftest import size
 PREFIX = f"t{uuid.uuid4().hex[:10]}"
 ALICE = "alice-0x1821ab"
 app = create_app(
-    Settings(redis_url=REDIS_URL, key_prefix=PREFIX, api_keys=(KEY,), auth_secret=SECRET, heartbeat_s=0.05)
+    Settings(store=StoreSettings(REDIS_URL, PREFIX), api_keys=(KEY,), auth_secret=SECRET, heartbeat_s=0.05)
 )
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 schema.config.max_stream_events = 2
@@ -69,7 +70,7 @@ def test_a_user_token_never_reads_another_user_and_nothing_breaks(case, where):
 
 async def test_own_user_is_readable_and_another_is_forbidden_on_every_user_endpoint():
     """The explicit counterpart: each documented /users/ path, own id vs someone else's."""
-    fresh = create_app(Settings(redis_url=REDIS_URL, key_prefix=PREFIX, api_keys=(KEY,), auth_secret=SECRET))
+    fresh = create_app(Settings(store=StoreSettings(REDIS_URL, PREFIX), api_keys=(KEY,), auth_secret=SECRET))
     headers = {"Authorization": f"Bearer {mint_token(SECRET, ALICE, 600)}"}
     paths = [p for p in fresh.openapi()["paths"] if p.startswith("/users/") and not p.endswith("/stream")]
     assert len(paths) >= 3
