@@ -24,7 +24,7 @@ from .normalize import Rules
 from .projection import ECONOMY, TASKS, Learned, Rejected, event_projection, superseded
 from .reading import RESYNC_EVENTS
 from .source import id_key
-from .times import datetime_ms, to_utc
+from .times import wall_ms
 from .values import document_id
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def from_events(
     skip = superseded(events[:ends])
     for event in reversed(events[:ends]):  # the last cluster time and wall time given
         tailed.last_time = tailed.last_time or event.get("clusterTime")
-        tailed.last_wall_ms = tailed.last_wall_ms or datetime_ms(to_utc(event.get("wallTime")))
+        tailed.last_wall_ms = tailed.last_wall_ms or wall_ms(event.get("wallTime"))
         if tailed.last_time and tailed.last_wall_ms:
             break
     for index, event in enumerate(events[:ends]):

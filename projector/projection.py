@@ -15,7 +15,7 @@ from readmodel.records import balance_record, finished_task_record, live_task_re
 
 from .durations import observed_duration
 from .normalize import Invalid, Rules, normalize_balance, normalize_task
-from .times import datetime_ms, to_utc
+from .times import wall_ms as event_wall_ms
 from .values import describe, document_id
 
 TASKS = "tasks"
@@ -152,7 +152,7 @@ def event_projection(
         return Rejected(kind, None, "event without clusterTime", dict(event)), None
     key = event.get("documentKey") or {}
     doc = None if operation == "delete" else event.get("fullDocument")
-    wall_ms = datetime_ms(to_utc(event.get("wallTime"))) or cluster_time.time * 1000
+    wall_ms = event_wall_ms(event.get("wallTime")) or cluster_time.time * 1000
     return document_projection(kind, doc, key.get("_id"), seq_of(cluster_time), wall_ms, rules, durations)
 
 

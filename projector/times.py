@@ -51,6 +51,14 @@ def iso_at(seconds: float) -> str:
     return iso(datetime.fromtimestamp(seconds, UTC)) or ""
 
 
+def wall_ms(value: Any) -> int | None:
+    """``datetime_ms(to_utc(value))``, without the detours for a BSON date (a naive UTC datetime):
+    an event's wallTime, read once or twice per event."""
+    if type(value) is datetime and value.tzinfo is None:
+        return int(value.replace(tzinfo=UTC).timestamp() * 1000)
+    return datetime_ms(to_utc(value))
+
+
 def datetime_ms(moment: datetime | None) -> int | None:
     """Milliseconds since the epoch of a moment (see :func:`readmodel.records.epoch_ms` for an ISO text)."""
     return None if moment is None else int(moment.timestamp() * 1000)

@@ -156,11 +156,25 @@ def describe(value: Any) -> str:
     return f"{value!r:.60}"
 
 
+_MONEY_SEEN: dict[bytes, Decimal] = {}
+
+
 def money(name: str, value: Any) -> Decimal:
     """An amount of USD: exact, finite, below ``MAX_MONEY``, at most ``MAX_MONEY_PLACES`` places.
 
-    Negative zero is zero. Raises :class:`FieldError` naming ``name`` otherwise.
+    Negative zero is zero. Raises :class:`FieldError` naming ``name`` otherwise. A Decimal128
+    that passed is remembered by its 16 bytes (a task's price comes back with each of its events).
     """
+    if type(value) is Decimal128:
+        key = value.bid
+        known = _MONEY_SEEN.get(key)
+        if known is None:
+            known = remember(_MONEY_SEEN, key, _money(name, value))
+        return known
+    return _money(name, value)
+
+
+def _money(name: str, value: Any) -> Decimal:
     number = exact_decimal(value)
     if number is None:
         raise FieldError(name, f"is not an exact number: {describe(value)}")
@@ -174,6 +188,8 @@ def money(name: str, value: Any) -> Decimal:
 def counter(name: str, value: Any) -> int:
     """A whole number from Int64, int, double, Decimal128 or a string (fractions truncated),
     with magnitude at most ``MAX_COUNTER``; raises :class:`FieldError` naming ``name`` otherwise."""
+    if (type(value) is Int64 or type(value) is int) and -MAX_COUNTER <= value <= MAX_COUNTER:
+        return int(value)  # what the exact path below gives for a whole number in range
     number = exact_decimal(value)
     if number is None:
         raise FieldError(name, f"is not a number: {describe(value)}")
