@@ -75,11 +75,11 @@ def test_a_worker_that_dies_inside_a_transactions_events_is_resumed_from_between
     settle(first)
     apply, calls = first.model.apply, {"n": 0}
 
-    def dies_after_three(changes, now_iso):
+    def dies_after_three(changes, now_iso, fence=None):
         calls["n"] += 1
         if calls["n"] > 3:  # the 1st transaction's 2 events, then the 1st of the 2nd (e0's first $inc)
             raise redis_errors.ConnectionError("injected: the process is gone")
-        return apply(changes, now_iso)
+        return apply(changes, now_iso, fence)
 
     first.model.apply = dies_after_three
     transactions(client)
