@@ -79,7 +79,7 @@ class Resync:
             now_iso = iso_at(self.clock())
             for i in range(0, len(users), SWEEP_CHUNK):
                 self.model.sweep(now_ms, now_iso, users=users[i : i + SWEEP_CHUNK], min_seq=stream.start,
-                                 version_jump=version_jump)
+                                 version_jump=version_jump, fence=self.grant().fence)
             applied = self.writer.checkpoint(stream.token, stream.start, self.grant())
         except BaseException:
             stream.close()

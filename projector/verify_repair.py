@@ -76,7 +76,7 @@ class Plan:
                 fenced()
                 model.apply(changes, now_iso, fence)
         fenced()
-        return model.sweep(int(now * 1000), now_iso, users=sorted(self.users), version_jump=VERSION_JUMP)
+        return model.sweep(int(now * 1000), now_iso, users=sorted(self.users), version_jump=VERSION_JUMP, fence=fence)
 
 
 def plan(verifier: Verifier, drift: list[Difference], raw_ids: dict[tuple[str, str], Any]) -> Plan:

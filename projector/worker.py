@@ -25,6 +25,7 @@ from typing import Any
 from pymongo.errors import PyMongoError
 
 from readmodel.connect import StoreError, masters
+from readmodel.fences import Fenced
 from readmodel.health import take_resync_request
 
 from .applying import Applied, BatchWriter, Grant, MastersChanged
@@ -167,7 +168,7 @@ class Worker:
                 self.backoff_s = 0.0
         except ResyncNeeded as need:
             self._safely_resync(need.reason, need.version_jump)
-        except LeaseLost as exc:
+        except (LeaseLost, Fenced) as exc:  # Fenced: a sweep refused (a newer leader wrote)
             self._stand_by(exc)
         except Stopped:
             log.info("stopping in the middle of a resync; the next start resyncs again")
@@ -184,12 +185,12 @@ class Worker:
             self.resync(reason, version_jump)
         except Stopped:
             self._drop_stream()
-        except LeaseLost as exc:
+        except (LeaseLost, Fenced) as exc:  # Fenced: a sweep refused (a newer leader wrote)
             self._stand_by(exc)
         except (PyMongoError, MastersChanged, *StoreError) as exc:
             self._failed(exc)
 
-    def _stand_by(self, lost: LeaseLost) -> None:
+    def _stand_by(self, lost: LeaseLost | Fenced) -> None:
         log.warning("lost the lease (%s): standing by", lost)
         self._drop_stream()
         self.lease.forget()
@@ -281,7 +282,7 @@ class Worker:
         self._collect()
         self.report()
         if sweep and self.lease.held():
-            self.model.sweep(self._now_ms(), iso_at(self.clock()))
+            self.model.sweep(self._now_ms(), iso_at(self.clock()), fence=self.lease.token)
             if take_resync_request(self.redis, self.layout):
                 self.resync("requested by an operator")
             self.verify.tick()

@@ -88,7 +88,7 @@ def _load(name: str) -> str:
 
 FENCE_CHECK = _load("fence_check")  # the prelude of every fenced script (readmodel.fences)
 APPLY = Lua(_load("apply").replace("$FINISHED_CAP", str(FINISHED_CAP)), FENCE_CHECK)
-SWEEP = Lua(_load("sweep"))
+SWEEP = Lua(_load("sweep"), FENCE_CHECK)
 OWN = Lua(_load("own"), FENCE_CHECK)
 READ = Lua(_load("read"))
 LEASE_ACQUIRE = Lua(_load("lease_acquire"))

@@ -200,13 +200,13 @@ class ReadModel:
                 draft.newest_seq = max(draft.newest_seq, text(seq))
 
     def sweep(self, now_ms: int, now_iso: str, users: Iterable[str] | None = None, min_seq: str = "",
-              version_jump: int = 0) -> dict[str, int]:
+              version_jump: int = 0, fence: int | None = None) -> dict[str, int]:
         """Remove stale tasks (and, with ``min_seq``, whatever a resync did not see, of the documents
         the layout's partition owns).
 
         Without ``users``, sweeps the users whose earliest deadline has passed. ``version_jump``
         moves every swept user's version that far (and announces it). Returns {user: new version}
-        for users whose snapshot changed.
+        for users whose snapshot changed. ``fence``: as for :meth:`apply`.
         """
         if users is None:
             users = [text(u) for u in self.redis.zrangebyscore(self.layout.deadlines, "-inf", now_ms)]
@@ -215,11 +215,12 @@ class ReadModel:
             return {}
         part = self.layout.partition
         groups = scripts.slot_groups(self.redis, (self.layout.user(uid) for uid in users), SWEEP_GROUP)
-        args = [now_iso, now_ms, min_seq, version_jump, part.index, part.count]
+        args = [now_iso, now_ms, min_seq, version_jump, part.index, part.count, "" if fence is None else str(fence)]
         user, tasks, seqs, channel = self.layout.user, self.layout.tasks, self.layout.seqs, self.layout.channel
 
         def queue(pipe: Any, group: list[int]) -> Any:
             keys = [key for i in group for key in (user(users[i]), tasks(users[i]), seqs(users[i]))]
+            keys += self.fences.keys(keys[0])
             return scripts.SWEEP.queue(pipe, keys, [*args, *(channel(users[i]) for i in group)])
 
         replies = self.run([partial(queue, group=group) for group in groups])

@@ -113,3 +113,18 @@ def test_a_fenced_off_batch_makes_the_writer_give_up_the_lead(real_redis, layout
     assert Lease(real_redis, layout, holder="new").acquire()
     with pytest.raises(LeaseLost, match="fenced off"):
         writer.apply(Batch(changes=[put("g1", 1)], events=1), Grant(old.token, time.monotonic() + 60, ""))
+
+
+def test_an_old_leaders_sweep_is_refused_and_removes_nothing(real_redis, layout):
+    model = ReadModel(real_redis, layout)
+    old = Lease(real_redis, layout, holder="old")
+    assert old.acquire()
+    model.apply([put(f"g-{uid}", 1, owner=uid) for uid in USERS], NOW_ISO, old.token)
+    real_redis.delete(layout.leader)
+    new = Lease(real_redis, layout, holder="new")
+    assert new.acquire()
+    with pytest.raises(Fenced):  # a resync's end: everything below the min seq would go
+        model.sweep(0, NOW_ISO, users=USERS, min_seq="9999999999.0000000000", fence=old.token)
+    assert all(len(snap(model, uid)["liveTasks"]) == 1 for uid in USERS)
+    model.sweep(0, NOW_ISO, users=USERS, min_seq="9999999999.0000000000", fence=new.token)
+    assert all(snap(model, uid)["liveTasks"] == [] for uid in USERS)

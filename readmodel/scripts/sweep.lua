@@ -6,11 +6,17 @@
 -- acknowledged writes in a failover, a version a client already saw must not be handed out again
 -- for another state. Each user changes atomically with its version and announcement; on a Redis
 -- Cluster every key of one call shares a slot (the caller groups the users so).
--- KEYS: user, tasks, seq (the first three of Layout.user_keys) of each user in turn.
+-- KEYS: user, tasks, seq (the first three of Layout.user_keys) of each user in turn, then the fence
+-- copy of their slot (and its audit list, tests only: readmodel.fences).
 -- ARGV: updatedAt, now (ms), min seq ('' for none), version jump (0 for none), partition index,
--- partition count, then each user's channel, in the order of KEYS.
+-- partition count, fencing token ('' for an unfenced caller), then each user's channel, in the
+-- order of KEYS.
 -- Returns, for each user in turn: version or 0, next deadline or -1, how many tasks were removed,
--- then their ids.
+-- then their ids; or the error "FENCED <newer>" (nothing written) when a leader with a newer token
+-- has written to this slot.
+local users = math.floor(#KEYS / 3)
+local refused = fence_check(KEYS[3 * users + 1], KEYS[3 * users + 2], ARGV[7], 'sweep')
+if refused then return refused end
 local now = tonumber(ARGV[2])
 local min_seq = ARGV[3]
 local jump = tonumber(ARGV[4]) or 0
@@ -23,7 +29,7 @@ local function owns(id)
   return h % parts == part
 end
 local result = {}
-for u = 1, #KEYS / 3 do
+for u = 1, users do
   local user, tasks_key, seq_key = KEYS[3 * u - 2], KEYS[3 * u - 1], KEYS[3 * u]
   local removed = {}
   local next_deadline = -1
@@ -55,7 +61,7 @@ for u = 1, #KEYS / 3 do
   if changed or jump > 0 then
     version = redis.call('HINCRBY', user, 'version', math.max(jump, 1))
     redis.call('HSET', user, 'updatedAt', ARGV[1])
-    redis.call('SPUBLISH', ARGV[6 + u], version)
+    redis.call('SPUBLISH', ARGV[7 + u], version)
   end
   result[#result + 1] = version
   result[#result + 1] = next_deadline
