@@ -201,8 +201,8 @@ def _rows(name: str, root: Path, sizes: Sizes, result: dict[str, float | str], u
             baseline_name="pymongo scan alone"),
         Row(BENCH, f"resync CPU of the projector process{label}", cpu_s, "s", baseline=baseline_cpu_s,
             baseline_name="pymongo scan alone, CPU s", higher_is_better=False,
-            note=f"Redis used {redis_s:.1f} CPU s meanwhile (the shared instance: other sessions' work counts too); "
-                 f"{cpu_s / total * 1e6:.0f} us per document"),
+            note=f"Redis used {redis_s:.1f} CPU s meanwhile (all its clients': on a shared instance, other sessions' "
+                 f"too; BENCH_REDIS_URL picks a private one); {cpu_s / total * 1e6:.0f} us per document"),
     ]
 
 
