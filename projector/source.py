@@ -20,7 +20,9 @@ from .projection import ECONOMY, TASKS
 from .readahead import read_ahead
 from .reading import Stream
 
-EVENT_FIELDS = ("operationType", "clusterTime", "wallTime", "ns", "to", "documentKey",
+# txnNumber: a transaction's events carry it (projector.tailing keeps its time unannounced until
+# all of them are applied).
+EVENT_FIELDS = ("operationType", "clusterTime", "wallTime", "ns", "to", "documentKey", "txnNumber",
                 *(f"fullDocument.{name}" for name in dict.fromkeys(TASK_DOCUMENT_FIELDS + BALANCE_DOCUMENT_FIELDS)))
 
 log = logging.getLogger(__name__)

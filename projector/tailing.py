@@ -1,8 +1,17 @@
 """Tailing: take what the stream's reader handed over, build one batch, queue its writes and its
 checkpoint behind the previous batch's; and fold in what the writer reported back.
 
+A checkpoint's position is what the API promises a fresh-after-write read (``afterClusterTime``:
+answered once the announced position is at or past the caller's ``operationTime``). Every event of
+a transaction carries the transaction's clusterTime, ``lsid`` and ``txnNumber``
+(jstests/change_streams/apply_ops.js), and a batch may end among them, its token being the last
+event's ``_id`` (report_post_batch_resume_token.js, also after an empty ``getMore`` while that
+event is the newest oplog entry): such a batch announces the last position strictly below the
+transaction's time, until the stream shows the transaction over (a later event, a ``getMore`` after
+it that came back empty, or a token past it). The resume token is stored as it is.
+
 Runs on the worker's thread, which owns a :class:`Tailing`'s state: ``saved`` (the last
-checkpoint the writer reported stored) and ``caught_up``. The writer thread gets the batch, the
+checkpoint the writer reported stored), ``caught_up`` and ``open_txn``. The writer thread gets the batch, the
 token, the position and a :class:`~.applying.Grant` as values when the job is queued.
 """
 
@@ -12,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bson import Timestamp
 from pymongo.errors import PyMongoError
 
 from .applying import Applied, BatchWriter, Grant
@@ -20,7 +30,7 @@ from .checkpoint import Checkpoint
 from .durations import Durations
 from .health import Stats
 from .projection import seq_of
-from .reading import Stream
+from .reading import Stream, Taken
 from .settings import Settings
 from .source import Source, refuses_resume, token_position
 from .writebehind import WriteBehind
@@ -30,6 +40,14 @@ IDLE_CHECKPOINT_MS = 1000  # with nothing new, the checkpoint is still stored th
 # versions a user can have gone through in the replication lag a failover loses, so no version a
 # client saw is handed out again for another state.
 VERSION_JUMP = 1000
+MAX_INCREMENT = 2**32 - 1
+
+
+def just_below(time: Timestamp) -> str:
+    """The last position strictly below a cluster time."""
+    if time.inc > 0:
+        return seq_of(Timestamp(time.time, time.inc - 1))
+    return seq_of(Timestamp(time.time - 1, MAX_INCREMENT))
 
 
 class ResyncNeeded(Exception):
@@ -54,6 +72,9 @@ class Tailing:
     clock: Callable[[], float] = time.time
     saved: Checkpoint | None = None  # the last checkpoint stored, as the writer reported it
     caught_up: bool = False  # the last take ended on an empty getMore begun after it started
+    # (token, position below it) while the last event taken may be followed by more of its transaction
+    open_txn: tuple[object, str] | None = None
+    held_back: bool = False  # the last checkpoint queued was held below an open transaction
 
     def open(self, checkpoint: Checkpoint | None, masters_now: str) -> Stream:
         """The stream from the stored checkpoint; :class:`ResyncNeeded` when there is none, when
@@ -96,10 +117,12 @@ class Tailing:
             stats.lag_ms = 0
         last_time = tailed.last_time
         position = token_position(taken.token) or (seq_of(last_time) if last_time else None)
-        position = position or (self.saved.position if self.saved else stream.start)
-        idle_due = self.saved is None or now_ms - self.saved.at_ms >= IDLE_CHECKPOINT_MS
+        position = self.whole_transactions(taken, position or (self.saved.position if self.saved else stream.start))
+        idle_due = (self.saved is None or now_ms - self.saved.at_ms >= IDLE_CHECKPOINT_MS
+                    or (self.held_back and self.open_txn is None))  # announce the transaction's end now
         if taken.events or idle_due:
             token = taken.token
+            self.held_back = self.open_txn is not None
 
             def write() -> Applied:
                 applied = self.writer.apply(batch, grant)
@@ -107,6 +130,19 @@ class Tailing:
                 return Applied(applied.events, applied.batches, applied.dead_letters, saved.checkpoint)
 
             self.writes.submit(write)
+
+    def whole_transactions(self, taken: Taken, position: str) -> str:
+        """``position``, or the last one below the transaction the taken events may end inside."""
+        if taken.events:
+            last = taken.events[-1]
+            time = last.get("clusterTime")
+            inside = "txnNumber" in last and not taken.caught_up and taken.token == last.get("_id")
+            self.open_txn = (taken.token, just_below(time)) if inside and isinstance(time, Timestamp) else None
+        elif self.open_txn is not None and (taken.caught_up or taken.token != self.open_txn[0]):
+            # A getMore after the last event came back empty (a committed transaction's events are
+            # all in the oplog: none was left), or the token moved past it.
+            self.open_txn = None
+        return position if self.open_txn is None else min(position, self.open_txn[1])
 
     def collect(self, stats: Stats, *extra: Applied) -> None:
         """Fold what the writer thread reported (and ``extra``) into ``stats`` and ``saved``."""
