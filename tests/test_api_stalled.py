@@ -16,7 +16,8 @@ from api.auth import mint_token
 from api.render import STALLED_MARK
 from api.stalled import StallRule, flag_stalled
 from projector.normalize import Rules
-from projector.projection import task_change as document_change
+from projector.projection import TASKS as TASK_DOCS
+from projector.projection import document_change
 from readmodel import Layout, ReadModel, View, position, read_snapshot
 
 from .apiserver import SECRET, Server, apply, auth, iso_ms, task_change
@@ -64,7 +65,7 @@ def test_a_move_unflags_and_restarts_the_window():
 def doc_put(n: int, status: str = "processing", progress: float = 0.2, updated_ms: int = T0, **fields):
     doc = {"_id": "g", "masterAccountId": "u1", "status": status, "toolId": "flux", "progress": progress,
            "requestTimestamp": iso_ms(T0 - 5_000), "updatedAt": iso_ms(updated_ms), **fields}
-    return document_change(doc, "g", position(1_800_000_000 + n, 0), T0, Rules(stale_after_ms=10**12))
+    return document_change(TASK_DOCS, doc, "g", position(1_800_000_000 + n, 0), T0, Rules(stale_after_ms=10**12))
 
 
 def stored(real_redis, layout) -> dict:
