@@ -22,7 +22,7 @@ ESTIMATE_CAP_PERCENT = 95.0  # an estimated bar never claims to be done
 
 # Every field of a live task a reader sees: name -> (type, description), the one place a task field is
 # declared. The API's response models and OpenAPI page are built from this table; the producer
-# (projector.normalize) fills in each field but expectedDurationMs from the document, in this order
+# (projector.normalize) fills in each field but HISTORY_TASK_FIELDS from the document, in this order
 # (tests/test_readmodel.py checks that every layer agrees).
 LIVE_TASK_FIELDS: dict[str, tuple[Any, str]] = {
     "generationId": (str, "the generation's document id"),

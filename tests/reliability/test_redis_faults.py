@@ -14,7 +14,11 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import httpx
 import redis
@@ -49,79 +53,98 @@ def _check_answers(bot: Bot) -> None:
     assert not slow, slow[:5]
 
 
-def test_slow_then_silent_redis_answers_503_in_time_never_spins_and_converges(standin, spawn, private_redis, prefix):
+@dataclass
+class Stack:
+    """A projector and an API on a Redis about to misbehave, while a writer writes, a bot polls
+    REST and a listener holds a stream; ``direct`` reaches that Redis past any proxy."""
+
+    proc: subprocess.Popen
+    writer: MixedWriter
+    bot: Bot
+    listener: Listener
+    direct: redis.Redis
+    layout: Layout
+
+
+@contextmanager
+def running(standin, spawn, prefix: str, redis_url: str, direct_url: str) -> Iterator[Stack]:
+    """Both processes on ``redis_url``, synced, with the stream's first snapshot in; on the way
+    out the writer, the bot, the listener and the API stop (the projector is the test's to stop)."""
     layout = Layout(prefix)
-    direct = redis.Redis.from_url(private_redis.url, socket_timeout=5)
+    direct = redis.Redis.from_url(direct_url, socket_timeout=5)
     writer = MixedWriter(standin, random.randrange(1 << 30), limit=100_000, pause_s=0.01)
     writer.seed()
-    with FaultProxy(private_redis.port) as proxy:
-        proc = spawn("--mongo-url", standin.url, "--redis-url", proxy.url, *RUN)
-        wait_for(lambda: caught_up(direct, layout, standin), 30, "the initial sync")
-        api = Server(prefix, env={"REDIS_URL": proxy.url}).start()
-        bot, listener = Bot(api.url, WATCHED), Listener(api.url, WATCHED)
-        try:
-            bot.start()
-            listener.start()
-            writer.start()
-            wait_for(lambda: listener.versions, 15, "the stream's first snapshot")
-
-            proxy.mode, bot.phase = "delay", "delay"
-            time.sleep(8)  # the phase lasts this long: writes go on, every reply comes 200 ms late
-            delayed = [a for a in bot.answers if a.phase == "delay"]
-            assert delayed and all(a.status == 200 for a in delayed), delayed[:5]
-
-            proxy.mode, bot.phase = "blackhole", "blackhole"
-            cpu_before, silent_from = cpu_seconds(proc.pid), time.monotonic()
-            wait_for(lambda: any(a.phase == "blackhole" and a.status == 503 for a in bot.answers), 20,
-                     "a 503 while Redis is silent")
-            ready = httpx.get(api.url + "/readyz", timeout=REQUEST_BOUND_S + 5)
-            time.sleep(max(0.0, 15 - (time.monotonic() - silent_from)))  # 15 s of silence in all
-            cpu_used = cpu_seconds(proc.pid) - cpu_before
-            silent_s = time.monotonic() - silent_from
-            assert ready.status_code == 503 and ready.headers.get("retry-after"), ready.text
-            assert "Redis does not answer" in ready.json()["error"]["message"], ready.text
-            assert listener.ended is None, listener.ended  # heartbeats kept it open
-
-            proxy.mode, bot.phase = "pass", "recovered"
-            wait_for(lambda: any(a.phase == "recovered" and a.status == 200 for a in bot.answers), 30,
-                     "REST answering again")
-            writer.stop.set()
-            writer.join()
-            wait_for(lambda: _converged(direct, layout, standin), 90, "converging after Redis came back")
-            final = snapshot(direct, layout, WATCHED)["version"]
-            wait_for(lambda: listener.versions and listener.versions[-1] == final, 30, "the stream's final version")
-        finally:
-            writer.stop.set()
-            bot.stop.set()
-            listener.stop.set()
-            api.stop()
-    log = output(proc)
-    print(f"projector CPU while Redis was silent: {cpu_used:.2f} s in {silent_s:.1f} s; "
-          f"answers: {len(bot.answers)}, 503: {sum(a.status == 503 for a in bot.answers)}; stream {listener.ended}")
-    _check_answers(bot)
-    assert cpu_used < 0.1 * silent_s, f"{cpu_used:.2f} s of CPU in {silent_s:.1f} s of silence"
-    assert "WARNING projector.worker: Redis failed: TimeoutError" in log, log[-3000:]
-    assert "Traceback" not in log, log[-3000:]
-    assert proc.poll() is None, log[-3000:]
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(15) == 0
-    direct.close()
-
-
-def test_full_redis_refuses_writes_the_projector_backs_off_and_loses_nothing(standin, spawn, private_redis, prefix):
-    layout = Layout(prefix)
-    direct = redis.Redis.from_url(private_redis.url, socket_timeout=5)
-    writer = MixedWriter(standin, random.randrange(1 << 30), limit=100_000, pause_s=0.01)
-    writer.seed()
-    proc = spawn("--mongo-url", standin.url, "--redis-url", private_redis.url, *RUN)
+    proc = spawn("--mongo-url", standin.url, "--redis-url", redis_url, *RUN)
     wait_for(lambda: caught_up(direct, layout, standin), 30, "the initial sync")
-    api = Server(prefix, env={"REDIS_URL": private_redis.url}).start()
+    api = Server(prefix, env={"REDIS_URL": redis_url}).start()
     bot, listener = Bot(api.url, WATCHED), Listener(api.url, WATCHED)
     try:
         bot.start()
         listener.start()
         writer.start()
         wait_for(lambda: listener.versions, 15, "the stream's first snapshot")
+        yield Stack(proc, writer, bot, listener, direct, layout)
+    finally:
+        writer.stop.set()
+        bot.stop.set()
+        listener.stop.set()
+        api.stop()
+        direct.close()
+
+
+def _recovers(stack: Stack, standin, what: str) -> None:
+    """The writer stops; the read model converges on the documents and the stream shows the last version."""
+    stack.writer.stop.set()
+    stack.writer.join()
+    wait_for(lambda: _converged(stack.direct, stack.layout, standin), 90, what)
+    final = snapshot(stack.direct, stack.layout, WATCHED)["version"]
+    versions = stack.listener.versions
+    wait_for(lambda: versions and versions[-1] == final, 30, "the stream's final version")
+
+
+def _stops_cleanly(proc: subprocess.Popen, log: str) -> None:
+    assert "Traceback" not in log, log[-3000:]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+
+
+def test_slow_then_silent_redis_answers_503_in_time_never_spins_and_converges(standin, spawn, private_redis, prefix):
+    with FaultProxy(private_redis.port) as proxy, running(standin, spawn, prefix, proxy.url, private_redis.url) as stack:
+        proc, bot, listener = stack.proc, stack.bot, stack.listener
+        proxy.mode, bot.phase = "delay", "delay"
+        time.sleep(8)  # the phase lasts this long: writes go on, every reply comes 200 ms late
+        delayed = [a for a in bot.answers if a.phase == "delay"]
+        assert delayed and all(a.status == 200 for a in delayed), delayed[:5]
+
+        proxy.mode, bot.phase = "blackhole", "blackhole"
+        cpu_before, silent_from = cpu_seconds(proc.pid), time.monotonic()
+        wait_for(lambda: any(a.phase == "blackhole" and a.status == 503 for a in bot.answers), 20,
+                 "a 503 while Redis is silent")
+        ready = httpx.get(bot.url + "/readyz", timeout=REQUEST_BOUND_S + 5)
+        time.sleep(max(0.0, 15 - (time.monotonic() - silent_from)))  # 15 s of silence in all
+        cpu_used = cpu_seconds(proc.pid) - cpu_before
+        silent_s = time.monotonic() - silent_from
+        assert ready.status_code == 503 and ready.headers.get("retry-after"), ready.text
+        assert "Redis does not answer" in ready.json()["error"]["message"], ready.text
+        assert listener.ended is None, listener.ended  # heartbeats kept it open
+
+        proxy.mode, bot.phase = "pass", "recovered"
+        wait_for(lambda: any(a.phase == "recovered" and a.status == 200 for a in bot.answers), 30,
+                 "REST answering again")
+        _recovers(stack, standin, "converging after Redis came back")
+    log = output(proc)
+    print(f"projector CPU while Redis was silent: {cpu_used:.2f} s in {silent_s:.1f} s; "
+          f"answers: {len(bot.answers)}, 503: {sum(a.status == 503 for a in bot.answers)}; stream {listener.ended}")
+    _check_answers(bot)
+    assert cpu_used < 0.1 * silent_s, f"{cpu_used:.2f} s of CPU in {silent_s:.1f} s of silence"
+    assert "WARNING projector.worker: Redis failed: TimeoutError" in log, log[-3000:]
+    assert proc.poll() is None, log[-3000:]
+    _stops_cleanly(proc, log)
+
+
+def test_full_redis_refuses_writes_the_projector_backs_off_and_loses_nothing(standin, spawn, private_redis, prefix):
+    with running(standin, spawn, prefix, private_redis.url, private_redis.url) as stack:
+        proc, bot, direct = stack.proc, stack.bot, stack.direct
         # Full: a limit a little above what is used now; the writes (and new tasks) fill it.
         used = int(direct.info("memory")["used_memory"])
         direct.config_set("maxmemory-policy", "noeviction")
@@ -137,7 +160,7 @@ def test_full_redis_refuses_writes_the_projector_backs_off_and_loses_nothing(sta
             raise
         cpu_before, full_from = cpu_seconds(proc.pid), time.monotonic()
         reopens_before = output(proc).count(REFUSED)
-        ready = httpx.get(api.url + "/readyz", timeout=REQUEST_BOUND_S + 5)
+        ready = httpx.get(bot.url + "/readyz", timeout=REQUEST_BOUND_S + 5)
         time.sleep(10)
         cpu_used = cpu_seconds(proc.pid) - cpu_before
         full_s = time.monotonic() - full_from
@@ -146,16 +169,7 @@ def test_full_redis_refuses_writes_the_projector_backs_off_and_loses_nothing(sta
 
         direct.config_set("maxmemory", 0)
         bot.phase = "recovered"
-        writer.stop.set()
-        writer.join()
-        wait_for(lambda: _converged(direct, layout, standin), 90, "converging once Redis has room again")
-        final = snapshot(direct, layout, WATCHED)["version"]
-        wait_for(lambda: listener.versions and listener.versions[-1] == final, 30, "the stream's final version")
-    finally:
-        writer.stop.set()
-        bot.stop.set()
-        listener.stop.set()
-        api.stop()
+        _recovers(stack, standin, "converging once Redis has room again")
     log = output(proc)
     print(f"projector CPU while Redis was full: {cpu_used:.2f} s in {full_s:.1f} s; {reopens} reopens")
     # The backoff grows (towards 5 s) while nothing gets through. It used to go back to 0.2 s after
@@ -164,14 +178,11 @@ def test_full_redis_refuses_writes_the_projector_backs_off_and_loses_nothing(sta
     grown = [s for s in ("in 1.6 s", "in 3.2 s", "in 5.0 s") if f"{REFUSED}" in log and s in log]
     assert grown and reopens < 12, f"{reopens} reopens in {full_s:.1f} s, backoffs reached {grown}"
     _check_answers(bot)
-    assert listener.ended is None, listener.ended
+    assert stack.listener.ended is None, stack.listener.ended
     if not os.environ.get("FAKETIME"):
         # Not under `make test-clock`: libfaketime's wrappers cost the projector CPU whatever the
         # offset (0.54 s in 10 s at +0 d, 0.41-1.43 s at +40 d, against 0.16-0.17 s without
         # libfaketime, with or without tests/faketime's sleep: measured 2026-12-03), so there the
         # bound would measure libfaketime. Everything else above holds under both.
         assert cpu_used < 0.1 * full_s, f"{cpu_used:.2f} s of CPU in {full_s:.1f} s of a full Redis"
-    assert "Traceback" not in log, log[-3000:]
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(15) == 0
-    direct.close()
+    _stops_cleanly(proc, log)
