@@ -3,9 +3,7 @@ and the alert rules the README offers load and fire as described (`promtool chec
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -14,14 +12,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from devkit.ports import port_below_ephemeral_range
 from devkit.waits import wait_for
 
 from .capture_helpers import DB, TASKS, task_doc
-from .procs import caught_up, output
+from .procs import caught_up
+from .promtools import RULES, projector_with_metrics, required_tool
 
 ROOT = Path(__file__).resolve().parents[1]
-RULES = ROOT / "prometheus" / "alerts.yml"
 
 
 def documented_metrics() -> set[str]:
@@ -52,13 +49,7 @@ def assert_documented(found: dict) -> None:
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    """promtool's path; CI installs it (scripts/ensure-promtool), so only a dev machine may skip."""
-    found = shutil.which("promtool")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is missing in CI: .ci/run must run scripts/ensure-promtool")
-        pytest.skip("promtool is not installed here (bash scripts/ensure-promtool installs it)")
-    return found
+    return required_tool("promtool", "promtool")
 
 
 def check_metrics(promtool: str, text: str) -> None:
@@ -84,14 +75,8 @@ def assert_process_collectors(found: dict) -> None:
 def test_the_projectors_metrics_are_counters_timestamps_and_process_figures(promtool, standin, spawn, real_redis, layout):
     standin.insert(DB, TASKS, task_doc("g1", "u1"))
     standin.insert(DB, TASKS, {"_id": "bad", "status": "processing"})  # no owner: a dead letter
-    port = port_below_ephemeral_range()
     started_s = time.time()
-    proc = spawn("--mongo-url", standin.url, "--metrics-port", str(port))
-    try:
-        wait_for(lambda: caught_up(real_redis, layout, standin), 30, "the initial sync")
-    except AssertionError:
-        print(output(proc))  # the projector's log, for the report
-        raise
+    _proc, port = projector_with_metrics(spawn, standin, real_redis, layout)
     standin.update(DB, TASKS, "g1", set={"progress": 0.5})
 
     def scraped() -> dict | None:

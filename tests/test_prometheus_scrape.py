@@ -4,8 +4,6 @@ projector stops: the rules name the metrics the processes really export."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -18,18 +16,12 @@ from devkit.waits import wait_for
 
 from .apiserver import Server
 from .capture_helpers import DB, TASKS, task_doc
-from .procs import caught_up
-from .test_metrics import RULES
+from .promtools import RULES, projector_with_metrics, required_tool
 
 
 @pytest.fixture
 def prometheus_binary() -> str:
-    found = shutil.which("prometheus")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("prometheus is missing in CI: .ci/run must run scripts/ensure-promtool")
-        pytest.skip("Debian's prometheus is not installed here (bash scripts/ensure-promtool installs it)")
-    return found
+    return required_tool("prometheus", "Debian's prometheus")
 
 
 @pytest.fixture
@@ -74,9 +66,7 @@ def alerts(url: str) -> dict[str, str]:
 def test_prometheus_scrapes_both_processes_and_the_rules_fire_on_their_real_metrics(
         prometheus_binary, standin, spawn, api, real_redis, layout, tmp_path):
     standin.insert(DB, TASKS, task_doc("g1", "u1"))
-    metrics_port = port_below_ephemeral_range()
-    projector = spawn("--mongo-url", standin.url, "--metrics-port", str(metrics_port))
-    wait_for(lambda: caught_up(real_redis, layout, standin), 30, "the initial sync")
+    projector, metrics_port = projector_with_metrics(spawn, standin, real_redis, layout)
     prometheus, url = start_prometheus(prometheus_binary, tmp_path, {"projector": metrics_port, "api": api.port})
     try:
         wait_for(lambda: len(query(url, "up == 1")) == 2, 60, "Prometheus scraping both processes")
