@@ -43,8 +43,7 @@ from readmodel.text import text
 
 from .common import REDIS_URL, Row, cpu_seconds, progress, redis_client, redis_cpu_seconds, scratch_prefix, skipped
 from .events import DB, ECONOMY, TASKS
-from .procs import LOGS, stop_process
-from .resync import StandInProcess
+from .procs import LOGS, StandInProcess, stop_process
 
 BENCH = "catchup"
 ROOT = Path(__file__).resolve().parent.parent

@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .common import REDIS_URL, Row, percentile, progress, redis_client, scratch_prefix, skipped
-from .procs import APP_ROOT, HOST, LOGS, SERVICE_KEY, Client, Server, api_available, stop_process
+from .procs import APP_ROOT, HOST, LOGS, SERVICE_KEY, Client, Server, StandInProcess, api_available, stop_process
 
 BENCH = "delivery"
 DB = "app"
@@ -274,8 +274,6 @@ def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
 
 
 def _run(sizes: Sizes) -> list[Row]:
-    from .resync import StandInProcess
-
     redis = redis_client()
     users = [f"dlv-{i}" for i in range(sizes.subscribers)]
     marks = Marks()

@@ -20,7 +20,7 @@ import httpx
 
 from .common import REDIS_URL, Row, percentile, progress, redis_client, scratch_prefix, skipped
 from .delivery import Proc, available, wait_until
-from .procs import HOST, SERVICE_KEY, Server
+from .procs import HOST, SERVICE_KEY, Server, StandInProcess
 
 BENCH = "fresh"
 DB, TASKS = "app", "generationOutputs"
@@ -84,20 +84,14 @@ def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
     reason = available()
     if reason:
         return [skipped(BENCH, "fresh after write", reason)]
-    from pymongo import MongoClient
 
     from readmodel import Layout
     from readmodel.health import read as read_health
 
-    from .resync import StandInProcess
-
     sizes = sizes or (QUICK if quick else FULL)
-    redis = redis_client()
-    standin = StandInProcess()
     procs: list[Proc] = []
-    try:
-        with scratch_prefix(redis, "fr") as prefix:
-            mongo = MongoClient(standin.url, serverSelectionTimeoutMS=30_000)
+    with redis_client() as redis, StandInProcess() as standin:
+        with scratch_prefix(redis, "fr") as prefix, standin.client() as mongo:
             try:
                 env = {"MONGO_URL": standin.url, "MONGO_DB": DB, "REDIS_URL": REDIS_URL, "KEY_PREFIX": prefix}
                 projector = Proc("fresh-projector", [sys.executable, "-m", "projector", "run"], env)
@@ -107,12 +101,8 @@ def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
                 with Server("api", prefix) as api:
                     results = measure(api, mongo, sizes)
             finally:
-                mongo.close()
-    finally:
-        for proc in procs:
-            proc.stop()
-        standin.stop()
-        redis.close()
+                for proc in procs:
+                    proc.stop()
     fresh, poll = results["fresh"], results["poll"]
     for result in (fresh, poll):
         result["ms"].sort()

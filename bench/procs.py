@@ -160,3 +160,34 @@ class Client:
             if pipe is not None:
                 pipe.close()
         os.unlink(self._config_file.name)
+
+
+class StandInProcess:
+    """The MongoDB stand-in as its own process (``python -m standin``) on a free loopback port;
+    as a context manager, stopped (by its pid) on the way out."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        LOGS.mkdir(parents=True, exist_ok=True)
+        self._log = open(LOGS / f"standin-{self.port}.log", "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "standin", "--host", HOST, "--port", str(self.port)],
+                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=Path(__file__).parent.parent)
+        self.url = f"mongodb://{HOST}:{self.port}/?directConnection=true"
+
+    def client(self) -> Any:
+        """A pymongo client of the stand-in, once it answers (the first ping waits up to 30 s)."""
+        from pymongo import MongoClient
+
+        client: Any = MongoClient(self.url, serverSelectionTimeoutMS=30_000)
+        client.admin.command("ping")
+        return client
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        self._log.close()
+
+    def __enter__(self) -> StandInProcess:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()

@@ -27,7 +27,7 @@ from readmodel import Layout
 
 from .common import REDIS_URL, Row, progress, redis_client, scratch_prefix, skipped
 from .events import DB, ECONOMY, PLATFORMS, TASKS, TOOLS, Stream, _Task
-from .procs import HOST, LOGS, free_port, stop_process
+from .procs import StandInProcess
 
 BENCH = "resync"
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,20 +76,6 @@ def available() -> str | None:
     except Exception as exc:
         return f"the stand-in or the worker is not importable yet ({exc.__class__.__name__}: {exc})"
     return None
-
-
-class StandInProcess:
-    def __init__(self) -> None:
-        self.port = free_port()
-        LOGS.mkdir(parents=True, exist_ok=True)
-        self._log = open(LOGS / f"standin-{self.port}.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "standin", "--host", HOST, "--port", str(self.port)],
-                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=Path(__file__).parent.parent)
-        self.url = f"mongodb://{HOST}:{self.port}/?directConnection=true"
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-        self._log.close()
 
 
 def _insert_in_batches(collection, docs, bar, size: int = 1000) -> None:
@@ -158,7 +144,6 @@ def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
     reason = available()
     if reason:
         return [skipped(BENCH, "resync", reason)]
-    from pymongo import MongoClient
 
     sizes = sizes or (QUICK if quick else FULL)
     total = sizes.users + sizes.live_tasks
@@ -166,8 +151,7 @@ def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
     standin = StandInProcess()
     rows: list[Row] = []
     try:
-        setup = MongoClient(standin.url, serverSelectionTimeoutMS=30_000)
-        setup.admin.command("ping")
+        setup = standin.client()
         fill(setup, sizes)
         baseline_s, baseline_cpu_s = scan_only(setup, total)
         setup.close()

@@ -21,8 +21,7 @@ from readmodel import Layout, Partition, position
 
 from .catchup import EVENTS, FULL, QUICK, ROOT, _first_sync, _position, _spawn_projector, _wait, write_backlog
 from .common import Row, cpu_seconds, progress, redis_client, redis_cpu_seconds, scratch_prefix, skipped
-from .procs import LOGS, stop_process
-from .resync import StandInProcess
+from .procs import LOGS, StandInProcess, stop_process
 
 BENCH = "scaleout"
 

@@ -15,7 +15,8 @@ import time
 
 from .common import REDIS_URL, Row, redis_client, scratch_prefix, skipped
 from .events import DB
-from .resync import Sizes, StandInProcess, available, fill
+from .procs import StandInProcess
+from .resync import Sizes, available, fill
 
 BENCH = "verify"
 FULL = Sizes(users=10_000, live_tasks=5_000)
@@ -33,7 +34,6 @@ def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
     reason = available()
     if reason:
         return [skipped(BENCH, "verify", reason)]
-    from pymongo import MongoClient
 
     from projector.settings import Settings
     from projector.source import connect
@@ -42,11 +42,8 @@ def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
     from readmodel.settings import StoreSettings
 
     sizes = sizes or (QUICK if quick else FULL)
-    redis = redis_client()
-    standin = StandInProcess()
-    try:
-        setup = MongoClient(standin.url, serverSelectionTimeoutMS=30_000)
-        setup.admin.command("ping")
+    with redis_client() as redis, StandInProcess() as standin:
+        setup = standin.client()
         fill(setup, sizes)
         setup.close()
         with scratch_prefix(redis, "vf") as prefix:
@@ -68,9 +65,6 @@ def run(quick: bool = False, sizes: Sizes | None = None) -> list[Row]:
                 else:
                     worker.close()
             mongo.close()
-    finally:
-        standin.stop()
-        redis.close()
     per_10k = 10_000 / max(1, full.users)
     note = (f"{full.users:,} users, {full.documents:,} documents; {len(full.drift)} differences (must be 0); "
             f"wall {full_wall:.1f} s (resync {resync_wall:.1f} s); shared 2-vCPU machine")
