@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import weakref
 
 import pytest
@@ -35,42 +36,39 @@ def survivors(count: int) -> list[list[int]]:
     return objects
 
 
-def test_objects_that_survived_into_the_old_generation_are_frozen_and_no_collection_traverses_them():
-    freezer = HeapFreezer(freeze_at=10_000)
+def test_what_survives_an_interval_is_frozen_and_no_collection_traverses_it():
+    freezer = HeapFreezer()
     freezer.collect_all()  # as at start
     kept = survivors(30_000)
-    freezer.step()
+    freezer.step(now=0.0)  # not yet time to check the growth
     assert freezer.freezes == 1 and freezer.full_collections == 1
     assert gc.get_freeze_count() >= len(kept)
-    assert len(gc.get_objects(generation=2)) < 10_000  # what a full collection still traverses
-    freezer.step()  # nothing new survived: nothing to freeze, no growth to collect
-    assert freezer.freezes == 1 and freezer.full_collections == 1
+    assert len(gc.get_objects(generation=2)) < 1_000  # what a full collection still traverses
 
 
-def test_a_cycle_that_became_garbage_after_being_frozen_is_collected_once_the_frozen_heap_grew_by_the_share():
-    freezer = HeapFreezer(freeze_at=1_000, regrow=0.1)
+def test_a_cycle_that_became_garbage_after_being_frozen_is_collected_once_the_heap_grew_by_the_share():
+    freezer = HeapFreezer(check_s=10, regrow=0.1)
     freezer.collect_all()  # the base: this process's heap as it is
-    base = gc.get_freeze_count()
     a, b = Node(), Node()
     a.other, b.other = b, a
     gone = weakref.ref(a)
-    batch = survivors(2_000)
-    freezer.step()  # freezes the cycle with the batch
-    assert freezer.freezes == 1 and freezer.full_collections == 1
+    freezer.step(now=0.0)  # freezes the cycle
     del a, b
     gc.collect()
     assert gone() is not None  # frozen: no collection reaches it
-    more = survivors(int(base * 0.1))  # the frozen heap grows by the share...
-    freezer.step()
-    assert freezer.full_collections == 1 and gone() is not None  # ...once frozen
-    freezer.step()  # and then the whole heap is collected
+    freezer.step(now=10.0)  # checked: the heap has not grown by the share
+    assert freezer.full_collections == 1 and gone() is not None
+    more = survivors(sys.getallocatedblocks() // 10)  # two memory blocks each: more than the share
+    freezer.step(now=15.0)  # not checked yet
+    assert freezer.full_collections == 1 and gone() is not None
+    freezer.step(now=20.0)  # checked: the whole heap is collected
     assert freezer.full_collections == 2
     assert gone() is None
-    assert gc.get_freeze_count() >= len(batch) + len(more)  # the survivors are frozen again
+    assert gc.get_freeze_count() >= len(more)  # the survivors are frozen again
 
 
-async def test_the_task_freezes_the_heap_at_start_then_what_survives_and_unfreezes_when_closed():
-    freezer = HeapFreezer(interval_s=0.01, freeze_at=10_000)
+async def test_the_task_freezes_the_heap_at_start_then_what_survives_each_interval_and_unfreezes_when_closed():
+    freezer = HeapFreezer(interval_s=0.01)
     await freezer.start()
     try:
         assert freezer.full_collections == 1 and gc.get_freeze_count() > 0
@@ -78,7 +76,7 @@ async def test_the_task_freezes_the_heap_at_start_then_what_survives_and_unfreez
         async with asyncio.timeout(5):
             while not freezer.freezes:
                 await asyncio.sleep(0.01)
-        assert gc.get_freeze_count() >= len(kept)
+        assert len(gc.get_objects(generation=2)) < len(kept)  # frozen, out of the old generation
     finally:
         await freezer.close()
     assert gc.get_freeze_count() == 0
