@@ -12,11 +12,14 @@ repaired users again and repairs once more while they differ. It is written thro
    they would make the writer skip every real change to their document;
 2. each document is taken away from the users that show it but do not own it;
 3. each document's state is applied under its owner (a deleted or finished one is removed);
-4. every repaired user's snapshot is swept with a version jump, announced on pub/sub: a deleted
+4. a recently finished entry that differs from its (finished) document is rewritten in place with
+   the document's outcome (``readmodel/scripts/refinish.lua``, fenced like the others);
+5. every repaired user's snapshot is swept with a version jump, announced on pub/sub: a deleted
    key or a restored dump took its version back, and an SSE client ignores a version it had.
 
-A wrong entry of the recently finished list is not rewritten: the list is an event log the write
-path only appends to (the entry leaves the snapshot within ten minutes).
+Nothing is *added* to the recently finished list: it holds what the projector saw finish (a task
+that finished before a resync, or while its user's snapshot was being rebuilt, is rightly absent),
+so an entry missing from it cannot be told from one never recorded, and verify does not report one.
 
 Every write step runs only while ``fenced()`` passes (it raises once the lease is lost). The plan
 is built on the caller's thread; :meth:`Plan.apply` runs where the lease holder writes (the
@@ -25,14 +28,16 @@ worker's writer thread).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from readmodel import BalanceChange, Change, Layout, ReadModel, TaskChange, position
-from readmodel.changes import GONE
+from readmodel import BalanceChange, Change, Layout, ReadModel, TaskChange, position, scripts
+from readmodel.changes import FINISHED, GONE
+from readmodel.text import text
 
 from .durations import Durations
 from .projection import Rejected, document_change
@@ -55,6 +60,7 @@ class Plan:
     clear: list[tuple[str, str, str]] = field(default_factory=list)  # (redis command, key, field)
     take_away: list[Change] = field(default_factory=list)
     states: list[Change] = field(default_factory=list)
+    finished: list[tuple[str, str, list[str]]] = field(default_factory=list)  # (user, entry, wrong entries)
     users: set[str] = field(default_factory=set)
     documents: int = 0
 
@@ -75,6 +81,16 @@ class Plan:
             if changes:
                 fenced()
                 model.apply(changes, now_iso, fence)
+        if self.finished:
+            fenced()
+            token = "" if fence is None else str(fence)
+
+            def rewrite(pipe: Any) -> None:
+                for uid, entry, wrong in self.finished:
+                    key = self.layout.finished(uid)
+                    scripts.REFINISH.queue(pipe, [key, *model.fences.keys(key)], [token, entry, *wrong])
+
+            model.run([rewrite])
         fenced()
         return model.sweep(int(now * 1000), now_iso, users=sorted(self.users), version_jump=VERSION_JUMP, fence=fence)
 
@@ -87,6 +103,7 @@ def plan(verifier: Verifier, drift: list[Difference], raw_ids: dict[tuple[str, s
     seconds, _, inc = verifier.cluster_time().partition(".")  # before the read: see the module docstring
     seq = position(int(seconds), int(inc) + 1)
     wanted: dict[str, dict[str, set[str]]] = {TASKS: {}, ECONOMY: {}}  # collection -> id -> users showing it
+    wrong_finished = {(d.user, d.doc) for d in drift if d.kind == "finished-different"}
     for diff in drift:
         result.users.add(diff.user)
         if diff.kind == "position-ahead":
@@ -117,7 +134,26 @@ def plan(verifier: Verifier, drift: list[Difference], raw_ids: dict[tuple[str, s
             if owner:
                 result.users.add(owner)
                 result.states.append(change)
+            if isinstance(change, TaskChange) and change.state == FINISHED and change.record:
+                for uid in sorted(u for u in users if (u, doc_id) in wrong_finished):
+                    wrong = _entries_of(verifier.redis, layout.finished(uid), doc_id, change.record)
+                    if wrong:
+                        result.finished.append((uid, change.record, wrong))
     return result
+
+
+def _entries_of(redis: Any, key: str, generation_id: str, record: str) -> list[str]:
+    """The entries of a recently finished list about ``generation_id`` that differ from ``record``."""
+    found = []
+    for raw in redis.lrange(key, 0, -1):
+        entry = text(raw)
+        try:
+            about = json.loads(entry).get("generationId")
+        except (ValueError, AttributeError):
+            continue  # unreadable: verify does not compare it either
+        if about == generation_id and entry != record:
+            found.append(entry)
+    return found
 
 
 def _gone(collection: str, doc_id: str, seq: str, uid: str) -> Change:

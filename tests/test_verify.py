@@ -228,7 +228,7 @@ def test_each_partition_verifies_and_repairs_the_documents_it_owns(standin, real
         mongo.close()
 
 
-def test_missing_entries_a_stale_balance_and_a_wrong_finished_entry_are_named(setup, standin, real_redis, layout):
+def test_missing_entries_a_stale_balance_and_a_wrong_finished_entry_are_named_and_repaired(setup, standin, real_redis, layout):
     worker, verifier = setup
     standin.delete(DB, ECONOMY, "e2")
     standin.update(DB, TASKS, "h0", set={"status": "completed"})
@@ -243,5 +243,7 @@ def test_missing_entries_a_stale_balance_and_a_wrong_finished_entry_are_named(se
                              ("task-position-missing", "u1", "g1"), ("balance-extra", "u2", "e2")}
     assert 'status "failed"!="completed"' in next(d.detail for d in report.drift if d.doc == "h0")
     plan_repair(verifier, report.drift, report.raw_ids).apply(real_redis, lambda: None, time.time)
-    # The recently finished list is an event log the write path only appends to: reported, not rewritten.
-    assert kinds(verifier.check()) == {("finished-different", "u0", "h0")}
+    # The wrong recently finished entry is rewritten in place with the document's outcome.
+    assert kinds(verifier.check()) == set()
+    [finished] = real_redis.lrange(layout.finished("u0"), 0, -1)
+    assert json.loads(finished)["status"] == "completed"
