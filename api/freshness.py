@@ -2,7 +2,7 @@
 
 The projector saves its checkpoint after every write the checkpoint covers and, in the same
 script, announces ``"position lagMs atMs"`` on its partition's ``applied`` channel
-(:mod:`projector.checkpoint`). This process keeps the newest announcement of each partition in
+(read through :mod:`readmodel.applied`). This process keeps the newest announcement of each partition in
 memory: a snapshot read *after* a position was seen reflects the source at least through it, so
 :meth:`Positions.source` is captured before each read and served with the snapshot (REST and
 SSE). A fresh-after-write read (``afterClusterTime``) waits in :meth:`Positions.wait_through`,
@@ -19,7 +19,8 @@ import asyncio
 import logging
 from typing import Any
 
-from readmodel import Layout, position
+from readmodel import Layout, applied, position
+from readmodel.applied import AppliedPosition
 from readmodel.connect import arefresh
 from readmodel.text import text
 
@@ -52,7 +53,7 @@ class Positions:
         self._layouts = layouts
         self._by_channel = {layout.applied: index for index, layout in enumerate(layouts)}
         self.refresh_s = refresh_s
-        self._applied: list[tuple[str, int, int] | None] = [None] * len(layouts)  # position, lagMs, atMs
+        self._applied: list[AppliedPosition | None] = [None] * len(layouts)
         self._moved = asyncio.Condition()
         self._task: asyncio.Task | None = None
         self._closing = False
@@ -63,22 +64,22 @@ class Positions:
         """The position every partition has applied through (None until each one said)."""
         if any(item is None for item in self._applied):
             return None
-        return min(item[0] for item in self._applied if item is not None)
+        return min(item.position for item in self._applied if item is not None)
 
     def source(self) -> dict[str, Any]:
         """What a snapshot read from now on reflects: ``position`` (every partition's), ``lagMs``
         (the largest) and each partition's own; nulls for a partition that never checkpointed."""
         partitions = [
-            {"partition": str(layout.partition), "position": item[0] if item else None,
-             "lagMs": item[1] if item else None, "appliedAt": iso_ms(item[2]) if item else None}
+            {"partition": str(layout.partition), "position": item.position if item else None,
+             "lagMs": item.lag_ms if item else None, "appliedAt": iso_ms(item.at_ms) if item else None}
             for layout, item in zip(self._layouts, self._applied)
         ]
         known = [item for item in self._applied if item is not None]
         whole = bool(known) and len(known) == len(self._applied)
         return {
             "position": self.applied_through(),
-            "lagMs": max(item[1] for item in known) if whole else None,
-            "appliedAt": iso_ms(min(item[2] for item in known)) if whole else None,
+            "lagMs": max(item.lag_ms for item in known) if whole else None,
+            "appliedAt": iso_ms(min(item.at_ms for item in known)) if whole else None,
             "partitions": partitions,
         }
 
@@ -111,21 +112,15 @@ class Positions:
                 log.warning("projector positions: the task did not stop within %.0f s of shutdown", CLOSE_TIMEOUT_S)
             self._task = None
 
-    async def _set(self, index: int, raw_position: Any, raw_lag: Any, raw_at: Any) -> None:
-        try:
-            value = (text(raw_position), int(text(raw_lag)), int(text(raw_at)))
-        except (TypeError, ValueError):
-            return
-        if value != self._applied[index]:
+    async def _set(self, index: int, value: AppliedPosition | None) -> None:
+        if value is not None and value != self._applied[index]:
             self._applied[index] = value
             async with self._moved:
                 self._moved.notify_all()
 
     async def _refresh(self) -> None:
         for index, layout in enumerate(self._layouts):
-            raw_position, raw_lag, raw_at = await self._redis.hmget(layout.checkpoint, ["position", "lagMs", "atMs"])
-            if raw_position is not None:
-                await self._set(index, raw_position, raw_lag if raw_lag is not None else 0, raw_at or 0)
+            await self._set(index, await applied.aread(self._redis, layout))
 
     async def _run(self) -> None:
         backoff = 0.1
@@ -144,9 +139,8 @@ class Positions:
                     message = await receive(timeout=min(0.5, max(0.01, due - loop.time())))
                     if message is not None and message.get("type") == "smessage":
                         index = self._by_channel.get(text(message.get("channel") or b""))
-                        fields = text(message.get("data") or b"").split(" ")
-                        if index is not None and len(fields) == 3:
-                            await self._set(index, *fields)
+                        if index is not None:
+                            await self._set(index, applied.announced(message.get("data")))
                     if loop.time() >= due:
                         await self._refresh()
                         due = loop.time() + self.refresh_s

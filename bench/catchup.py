@@ -38,8 +38,7 @@ from typing import Any
 from bson import Decimal128, Int64, json_util
 
 from projector.checkpoint import CheckpointStore
-from readmodel import Layout, Partition, position
-from readmodel.text import text
+from readmodel import Layout, Partition, applied, position
 
 from .common import REDIS_URL, Row, cpu_seconds, progress, redis_client, redis_cpu_seconds, scratch_prefix, skipped
 from .events import DB, ECONOMY, TASKS
@@ -113,8 +112,7 @@ def write_backlog(mongo: Any, count: int, seed: int = 11, inserts_only: bool = F
 
 def _position(redis: Any, layout: Layout) -> str:
     """The checkpoint's position alone (polled every 2 ms beside the measured process: one HGET)."""
-    raw = redis.hget(layout.checkpoint, "position")
-    return text(raw) if raw else ""
+    return applied.read_position(redis, layout)
 
 
 def _spawn_projector(url: str, prefix: str, log_path: Path, root: Path = ROOT,

@@ -7,6 +7,7 @@
 - :mod:`readmodel.writer`: applying batches and sweeping stale tasks
 - :mod:`readmodel.reader`: reading snapshots (sync and asyncio)
 - :mod:`readmodel.health`: the projector's health report and the operator's resync request
+- :mod:`readmodel.applied`: how far the read model reflects the source (the checkpoint's position)
 - :mod:`readmodel.settings`: the settings both processes share (Redis URL, key prefix)
 
 It depends on redis-py alone: nothing of MongoDB, bson or normalization.

@@ -4,6 +4,7 @@ from bson import Timestamp
 
 from projector.checkpoint import Checkpoint, CheckpointStore
 from projector.lease import Lease
+from readmodel import applied
 
 TOKEN = {"_data": "826B06A41000000001000"}
 
@@ -59,6 +60,11 @@ def test_saved_checkpoint_records_its_lag_and_announces_position_and_lag(any_red
     assert message["type"] == "smessage"
     assert message["data"] in ("1795597328.0000000001 42 1795597328750", b"1795597328.0000000001 42 1795597328750")
     assert any_redis.hget(layout.checkpoint, "lagMs") in ("42", b"42")
+    # The API's reading of both (readmodel.applied) gives the same applied position.
+    through = applied.AppliedPosition("1795597328.0000000001", 42, 1_795_597_328_750)
+    assert applied.announced(message["data"]) == through
+    assert applied.parse(*any_redis.hmget(layout.checkpoint, list(applied.FIELDS))) == through
+    assert applied.read_position(any_redis, layout) == through.position
     # Without a lag of its own (a resync), it is the time since the position (whole seconds).
     assert store.save(TOKEN, "1795597328.0000000002", lease.token, 1_795_597_329_500)
     assert any_redis.hget(layout.checkpoint, "lagMs") in ("1500", b"1500")
@@ -77,3 +83,10 @@ def test_a_fenced_off_checkpoint_announces_nothing(any_redis, layout):
     assert CheckpointStore(any_redis, layout).save(TOKEN, "0000000001.0000000000", stale, 3) is False
     assert pubsub.get_sharded_message(timeout=0.2) is None
     pubsub.close()
+
+
+def test_an_announcement_or_hash_that_is_not_a_position_is_ignored():
+    assert applied.announced(b"1795597328.0000000001 42") is None
+    assert applied.announced(b"1795597328.0000000001 forty-two 1") is None
+    assert applied.parse(None, b"1", b"2") is None
+    assert applied.parse(b"0000000005.0000000006", None, None) == applied.AppliedPosition("0000000005.0000000006", 0, 0)
