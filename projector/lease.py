@@ -63,13 +63,14 @@ class Lease:
         monotonic: Callable[[], float] = time.monotonic,
         renew_every_s: float = 1.0,
         replicas: int | None = None,
+        audit: bool = False,
     ) -> None:
         """``replicas``: how many replicas must acknowledge an acquisition (``WAIT``) before this
         process leads; None: one wherever the cluster's slot map lists a replica (none on a
         single Redis)."""
         self.redis = redis
         self.layout = layout
-        self.fences = Fences(redis, layout)
+        self.fences = Fences(redis, layout, audit)  # audit: tests only (readmodel.fences)
         self.replicas = replicas
         self.wait_ms = max(1, min(1000, ttl_ms // 3))
         self.holder = holder or holder_id()
@@ -91,7 +92,7 @@ class Lease:
         The token is used only once a replica has it and every slot's copy was raised to it. A
         copy already at or above it means a failover lost the fence's last increments and the
         token was handed out before: a newer one is taken. Not leading (False) when a replica
-        does not acknowledge in time."""
+        does not acknowledge in time, or when the lease expired while the copies were raised."""
         started = self._monotonic()
         self.token = None
         at_least = ""
@@ -108,7 +109,9 @@ class Lease:
             if not newer:
                 self.token = token
                 self._valid_until = started + self.ttl_ms / 1000 * self.safety
-                return True
+                # Raising every copy can take a good part of the TTL: lead only if the lease is
+                # still ours now (renewed from here on), not merely when the acquisition began.
+                return self.renew()
             log.warning("fencing token %d was handed out before (a copy holds %d): the fence lost writes in a "
                         "failover; taking a newer one", token, newer)
             at_least = str(newer + 1)

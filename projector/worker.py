@@ -74,7 +74,8 @@ class Worker:
                                   clock=clock, monotonic=monotonic, audit=settings.fence_audit)
         self.model = self.writer.model  # the sweeps run here, the batches on the writer thread
         self.checkpoints = self.writer.checkpoints
-        self.lease = Lease(redis, self.layout, holder, ttl_ms=lease_ttl_ms, monotonic=monotonic, renew_every_s=EVERY_S)
+        self.lease = Lease(redis, self.layout, holder, ttl_ms=lease_ttl_ms, monotonic=monotonic, renew_every_s=EVERY_S,
+                           audit=settings.fence_audit)
         self.durations = Durations()
         self.stats = Stats(holder=self.lease.holder)
         self.metrics: Metrics | None = None
@@ -102,10 +103,6 @@ class Worker:
     def stop(self) -> None:
         """Ask the loop to finish the batch in hand and return (safe from a signal handler)."""
         self._stop.set()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
 
     def run(self) -> Stats:
         """Loop until :meth:`stop`; returns the counters."""

@@ -108,7 +108,7 @@ class Fences:
         for client, slots, want in self._masters(replicas):
             def build(pipe: Any, slots: Iterable[int] = slots) -> None:
                 for slot in slots:
-                    scripts.FENCE_RAISE.queue(pipe, self.keys_of_slot(slot)[:1], [fence])
+                    scripts.FENCE_RAISE.queue(pipe, self.keys_of_slot(slot), [fence])
             replies, acked = self.replicated(client, build, want, timeout_ms)
             if acked < want:
                 raise NotReplicated(f"{acked} of {want} replicas acknowledged in {timeout_ms} ms")

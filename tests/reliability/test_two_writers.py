@@ -5,9 +5,11 @@ GC pause or a frozen VM does. So that it is paused with writes in flight (the wi
 checks cannot close), every master holds its clients for a moment first (CLIENT PAUSE): the
 leader's next batch is then sent and waiting when it stops, and goes on under its old token when
 it wakes up. Every accepted
-fenced write and checkpoint is recorded with its token (FENCE_AUDIT=1, :mod:`readmodel.fences`):
-in the time order of the nodes (one machine, one clock) no write of a token is accepted after a
-write of a newer one, and the read model ends equal to the documents (docs/two-writers.md)."""
+fenced write and checkpoint, and every raise of a slot's copy by a new leader, is recorded with its
+token (FENCE_AUDIT=1, :mod:`readmodel.fences`): in each slot, no write of a token is accepted after a
+newer token was raised or written there; in the time order of all nodes (one machine, one clock),
+no write of a token is accepted after a write of a newer one; and the read model ends equal to the
+documents (docs/two-writers.md)."""
 
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from .conftest import size
 from .helpers import compare
 
 RUN = ("--batch-size", "50", "--lease-ttl-ms", "2000", "--no-progress")
+SHOWN = ("leader now", "lease", "fenced", "resync", "Traceback", "Error:")
 HOLD_MS = 1000  # CLIENT PAUSE: below the cluster's node timeout (no failover from it)
 
 
@@ -56,24 +59,28 @@ def quietly(read):
         return None
 
 
-def audit(redis, layout) -> list[tuple[int, int, str]]:
-    """(node time in microseconds, token, kind) of every audited write still in Redis, in time order.
-    A failover may have lost the last entries of the master it replaced: a lost entry can hide
-    nothing (it cannot make two tokens interleave), it only makes the record shorter."""
-    fences = Fences(redis, layout, audit=True)
-    entries = []
-    for key in redis.scan_iter(match=fences.audit_pattern(), count=1000):
-        for raw in redis.lrange(key, 0, -1):
-            token, kind, at = text(raw).split()
-            entries.append((int(at), int(token), kind))
-    return sorted(entries)
+def audit(redis, layout) -> list[list[tuple[int, int, str]]]:
+    """Every slot's audit list still in Redis: (node time in microseconds, token, kind) in the order
+    the node ran them; kind ``raise`` is a new leader raising the slot's copy, the others accepted
+    writes. A failover may have lost the last entries of the master it replaced: a lost entry can
+    hide nothing (it cannot make two tokens interleave), it only makes the record shorter."""
+    keys = list(redis.scan_iter(match=Fences(redis, layout, audit=True).audit_pattern(), count=1000))
+    pipe = redis.pipeline(transaction=False)
+    for key in keys:
+        pipe.lrange(key, 0, -1)
+    lists = []
+    for raw in pipe.execute():
+        entries = [text(entry).split() for entry in raw]
+        lists.append([(int(at), int(token), kind) for token, kind, at in entries])
+    return lists
 
 
-def interleaved(entries: list[tuple[int, int, str]]) -> list[tuple[int, int, str, int]]:
-    """The writes accepted under a token older than one accepted before them (with that token)."""
+def overtaken(entries: list[tuple[int, int, str]]) -> list[tuple[int, int, str, int]]:
+    """The writes accepted under a token older than one raised or accepted before them (with that
+    token): in one slot's list (the node's own order), or in the time order of all writes."""
     bad, newest = [], 0
     for at, token, kind in entries:
-        if token < newest:
+        if token < newest and kind != "raise":
             bad.append((at, token, kind, newest))
         newest = max(newest, token)
     return bad
@@ -128,12 +135,12 @@ def test_killing_the_lease_master_never_lets_two_projectors_write_in_the_same_pe
 
             if pause:
                 wait_for(led_by_another, 30, "the standby taking over from the paused leader")
-                new = Lease.current(real_redis, layout)
-                def checkpointed_by_new() -> bool:
-                    saved = quietly(lambda: CheckpointStore(real_redis, layout).load())
-                    return saved is not None and saved.fence == new[1]
 
-                wait_for(checkpointed_by_new, 30, "the new leader's first checkpoint")
+                def checkpointed_by_a_newer_leader() -> bool:
+                    saved = quietly(lambda: CheckpointStore(real_redis, layout).load())
+                    return saved is not None and saved.fence > old[1]
+
+                wait_for(checkpointed_by_a_newer_leader, 30, "a newer leader's first checkpoint")
                 paused.send_signal(signal.SIGCONT)
                 paused = None
             else:
@@ -149,16 +156,20 @@ def test_killing_the_lease_master_never_lets_two_projectors_write_in_the_same_pe
             paused.send_signal(signal.SIGCONT)
         writer.stop.set()
         writer.join()
-        for proc in procs:  # shown when the test fails
-            print(f"--- projector {proc.pid}:\n" + "\n".join(output(proc).splitlines()[-25:]))
-    entries = audit(real_redis, layout)
+        for proc in procs:  # shown when the test fails: who led when, and what each was refused
+            lines = [line for line in output(proc).splitlines() if any(word in line for word in SHOWN)]
+            print(f"--- projector {proc.pid}:\n" + "\n".join(lines[-25:]))
+    lists = audit(real_redis, layout)
+    writes = sorted(entry for entries in lists for entry in entries if entry[2] != "raise")
     logs = [output(proc) for proc in procs]
-    tokens = sorted({token for _at, token, _kind in entries})
-    refused = sum(log.count("a batch was fenced off") for log in logs)
-    print(f"{len(entries)} audited writes under tokens {tokens}; {takeovers} takeovers; "
-          f"{refused} batches refused by the fence copies")
-    assert interleaved(entries) == [], interleaved(entries)[:20]
+    tokens = sorted({token for _at, token, _kind in writes})
+    refused = sum(log.count("fenced off") for log in logs)
+    print(f"{len(writes)} audited writes under tokens {tokens}; {takeovers} takeovers; "
+          f"{refused} writes refused by a fence check")
+    in_a_slot = [bad for entries in lists for bad in overtaken(entries)]
+    assert in_a_slot == [], sorted(in_a_slot)[:20]  # after a newer leader's raise or write in the same slot
+    assert overtaken(writes) == [], overtaken(writes)[:20]  # after a newer leader's write anywhere
     assert len(tokens) >= 1 + rounds // 2  # every paused leader was replaced
-    assert {kind for _at, _token, kind in entries} >= {"apply", "own", "checkpoint"}
+    assert {kind for _at, _token, kind in writes} >= {"apply", "own", "checkpoint"}
     for log in logs:
         assert "Traceback" not in log, log[-3000:]
