@@ -36,9 +36,9 @@ from .source import Source, refuses_resume, token_position
 from .writebehind import WriteBehind
 
 IDLE_CHECKPOINT_MS = 1000  # with nothing new, the checkpoint is still stored this often
-# After Redis lost acknowledged writes, every user's version moves this far: further than the
-# versions a user can have gone through in the replication lag a failover loses, so no version a
-# client saw is handed out again for another state.
+# After Redis lost acknowledged writes, every user's version moves this far, and at least to the
+# clock in ms (readmodel/scripts/sweep.lua): further than the versions a user can have gone through
+# in the replication lag a failover loses, so no version a client saw is handed out again.
 VERSION_JUMP = 1000
 MAX_INCREMENT = 2**32 - 1
 

@@ -49,7 +49,7 @@ from .verify_compare import ECONOMY, TASKS, Difference
 
 log = logging.getLogger(__name__)
 
-VERSION_JUMP = 1000  # as after a Redis failover: past any version a client can have seen since
+VERSION_JUMP = 1000  # as after a Redis failover, and at least to the clock in ms (sweep.lua): past any version seen
 
 
 @dataclass

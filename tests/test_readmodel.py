@@ -154,6 +154,19 @@ def test_resync_sweep_removes_what_the_scan_did_not_see(model):
     assert snapshot["balance"]["usdCredit"] == "0"
 
 
+def test_a_version_jump_passes_every_version_counted_before_however_old_a_restored_dump_is(model):
+    """Versions count one visible change at a time, so they stay below the clock in ms; a jump
+    (failover, verify repair) goes at least there. A dump 4,000 versions old, restored, jumps past
+    the 5,000 a client saw (a plain +1000 would hand out 2,000 again)."""
+    model.apply([put("g1", 1)], NOW_ISO)
+    model.redis.hset(model.layout.user("u1"), "version", 5_000)  # what clients saw
+    model.redis.hset(model.layout.user("u1"), "version", 1_000)  # a dump taken 4,000 versions earlier
+    versions = model.sweep(T0, NOW_ISO, users=["u1"], version_jump=1000)
+    assert versions["u1"] == T0 > 5_000 and snap(model)["version"] == T0
+    assert model.apply([put("g1", 2, progress=0.5)], NOW_ISO) == {"u1": T0 + 1}  # then one at a time again
+    assert model.sweep(T0 - 10, NOW_ISO, users=["u1"], version_jump=1000)["u1"] == T0 + 1001  # +jump at least
+
+
 @pytest.mark.parametrize("index", [0, 1])
 def test_a_partitions_resync_sweep_removes_only_the_documents_it_owns(any_redis, prefix, index):
     """Two projector processes split the documents; one's resync must not sweep the other's.

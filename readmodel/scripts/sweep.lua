@@ -1,10 +1,10 @@
 -- Remove the live tasks of SEVERAL users that went stale by now and, when a min seq is given (the
 -- end of a resync), tasks and the balance last written before it, of the documents this partition
 -- owns (readmodel.keys.Partition and partition_hash, computed the same here; a balance stored before
--- its document was recorded counts as partition 0's). A version jump (> 0)
--- moves the version that far and announces it even when nothing changed: after Redis lost
--- acknowledged writes in a failover, a version a client already saw must not be handed out again
--- for another state. Each user changes atomically with its version and announcement; on a Redis
+-- its document was recorded counts as partition 0's). A version jump (> 0) moves the version
+-- that far, and at least to the clock in ms, and announces it even when nothing changed: after
+-- Redis lost acknowledged writes in a failover (or a dump was restored), a version a client
+-- already saw must not be handed out again for another state. Each user changes atomically with its version and announcement; on a Redis
 -- Cluster every key of one call shares a slot (the caller groups the users so).
 -- KEYS: user, tasks, seq (the first three of Layout.user_keys) of each user in turn, then the fence
 -- copy of their slot (and its audit list, tests only: readmodel.fences).
@@ -58,8 +58,16 @@ for u = 1, users do
     end
   end
   local version = 0
+  if jump > 0 then
+    -- At least the clock in ms: past every version counted up one change at a time before, however
+    -- old a restored dump is (a plain +jump only covers one less than jump versions back).
+    version = string.format('%d', math.max((tonumber(redis.call('HGET', user, 'version')) or 0) + jump, now))
+    redis.call('HSET', user, 'version', version)
+    version = tonumber(version)  -- an integer, whichever Lua (a float would print as 1.8e+12)
+  elseif changed then
+    version = redis.call('HINCRBY', user, 'version', 1)
+  end
   if changed or jump > 0 then
-    version = redis.call('HINCRBY', user, 'version', math.max(jump, 1))
     redis.call('HSET', user, 'updatedAt', ARGV[1])
     redis.call('SPUBLISH', ARGV[7 + u], version)
   end
