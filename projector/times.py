@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bson.datetime_ms import DatetimeMS
@@ -51,11 +51,17 @@ def iso_at(seconds: float) -> str:
     return iso(datetime.fromtimestamp(seconds, UTC)) or ""
 
 
+# ``(t - epoch) / 1 s`` is the very float ``t.replace(tzinfo=UTC).timestamp()`` computes for a
+# naive UTC ``t`` (both divide whole microseconds by 10**6), at a quarter of its cost.
+_EPOCH = datetime(1970, 1, 1)
+_SECOND = timedelta(seconds=1)
+
+
 def wall_ms(value: Any) -> int | None:
     """``datetime_ms(to_utc(value))``, without the detours for a BSON date (a naive UTC datetime):
     an event's wallTime, read once or twice per event."""
     if type(value) is datetime and value.tzinfo is None:
-        return int(value.replace(tzinfo=UTC).timestamp() * 1000)
+        return int((value - _EPOCH) / _SECOND * 1000)
     return datetime_ms(to_utc(value))
 
 
