@@ -59,6 +59,8 @@ def _as_percent(value: Any) -> float | None:
 
 def _steps(container: Mapping[str, Any]) -> float | None:
     for current_key, total_key in _STEP_PAIRS:
+        if current_key not in container or total_key not in container:
+            continue  # most documents have no step counts: six lookups and conversions fewer
         current, total = _number(container.get(current_key)), _number(container.get(total_key))
         if current is None or total is None or total <= 0 or current < 0 or current > total:
             continue
