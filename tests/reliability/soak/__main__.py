@@ -25,6 +25,7 @@ from pymongo import MongoClient
 
 from devkit.ports import free_port
 from readmodel import Layout
+from readmodel.health import read as read_health
 
 from . import procs
 from .table import Period, header, percentile, row, slope_failures
@@ -97,7 +98,7 @@ class Soak:
         self.writer = Writer(self.mongo, self.users, self.args.rate)
         self.writer.seed()
         self.projector.start()
-        procs.wait_until("the projector tails", lambda: self.redis.hget(self.layout.health, "state") == b"tailing",
+        procs.wait_until("the projector tails", lambda: getattr(read_health(self.redis, self.layout), "state", "") == "tailing",
                          120, self.projector)
         for api, port in zip(self.apis, self.api_ports):
             api.start()
@@ -166,9 +167,9 @@ class Soak:
         """Events applied since the last call, summed over projector processes (each counts from 0;
         the health hash names the process that wrote it). Polled often, so that a process killed
         within a period is counted up to its last report."""
-        holder, total = self.redis.hmget(self.layout.health, "leader", "eventsTotal")
-        if holder:
-            self.totals[holder] = int(total or 0)
+        report = read_health(self.redis, self.layout)
+        if report is not None and report.leader:
+            self.totals[report.leader] = report.events_total
         now = sum(self.totals.values())
         delta, self.applied_seen = now - self.applied_seen, now
         return delta
