@@ -119,7 +119,9 @@ class Fences:
         """A client of the master serving ``key`` and how many replicas to wait for there."""
         if not self.cluster:
             return self.redis, replicas or 0
-        nodes = self.redis.nodes_manager.slots_cache[key_slot(key.encode())]
+        nodes = self.redis.nodes_manager.slots_cache.get(key_slot(key.encode()))
+        if not nodes:
+            raise RedisClusterException(f"no master serves the slot of {key} in the slot map")
         want = (1 if len(nodes) > 1 else 0) if replicas is None else replicas
         return self.redis.get_redis_connection(nodes[0]), want
 
@@ -146,8 +148,11 @@ class Fences:
         """(a client of one master, the slots it serves, replicas to wait for) per master."""
         if not self.cluster:
             return [(self.redis, [self._home], replicas or 0)]
+        slots = self.redis.nodes_manager.slots_cache
+        if len(slots) < SLOTS:  # a copy left unraised would let an old leader write there
+            raise RedisClusterException(f"the slot map covers {len(slots)} of {SLOTS} slots")
         by_node: dict[str, tuple[Any, list[int], int]] = {}
-        for slot, nodes in sorted(self.redis.nodes_manager.slots_cache.items()):
+        for slot, nodes in sorted(slots.items()):
             primary = nodes[0]
             want = (1 if len(nodes) > 1 else 0) if replicas is None else replicas
             entry = by_node.setdefault(primary.name, (self.redis.get_redis_connection(primary), [], want))
