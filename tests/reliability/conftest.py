@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from devkit.rediscluster import LocalCluster
 from devkit.scratchredis import PrivateRedis
 
 SOAK = os.environ.get("SOAK", "") not in ("", "0")
@@ -39,3 +40,11 @@ def private_redis(tmp_path):
     server = PrivateRedis(tmp_path).start()
     yield server
     server.kill()
+
+
+@pytest.fixture
+def cluster():
+    """A Redis Cluster of this test's own, for a test that loses masters (a module that uses it
+    overrides ``store_env`` with its ``env``)."""
+    with LocalCluster() as local:
+        yield local

@@ -28,14 +28,8 @@ CLIENTS = 100
 
 
 @pytest.fixture
-def cluster():
-    """A cluster of this test's own: it loses a master."""
-    with LocalCluster() as local:
-        yield local
-
-
-@pytest.fixture
 def store_env(cluster) -> dict[str, str]:
+    """The processes' Redis is this test's own cluster (conftest's ``cluster``: it loses a master)."""
     return cluster.env
 
 
