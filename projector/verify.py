@@ -105,22 +105,23 @@ class Verifier:
 
     def sample(self, size: float, rng: random.Random | None = None) -> list[str]:
         """``size`` users at random (a fraction when below 1), from the users in Redis and the
-        owners of as many random documents of each collection (``$sample``: users MongoDB has and
-        Redis lost are found too, without listing every owner). A server without ``$sample``
-        (the stand-in) lists every user instead."""
+        owners of random documents of each collection (``$sample``: users MongoDB has and Redis
+        lost are found too, without listing every owner): ``size`` documents, or that fraction of
+        the collection's documents; a fraction is then of the users found. A server that refuses
+        ``$sample`` gets every user listed instead."""
         rng = rng or random.Random()
         in_redis = set(ReadModel(self.redis, self.layout).known_users())
         try:
-            count = self._count(len(in_redis), size)
             found = set(in_redis)
             for collection in (TASKS, ECONOMY):
-                docs = self.db[self.names[collection]].aggregate(
-                    [{"$sample": {"size": count}}, {"$project": {"masterAccountId": 1}}])
-                found.update(str(d["masterAccountId"]).strip() for d in docs
+                coll = self.db[self.names[collection]]
+                docs = size if size >= 1 else coll.estimated_document_count() * size
+                picked = coll.aggregate([{"$sample": {"size": max(1, round(docs))}}, {"$project": {"masterAccountId": 1}}])
+                found.update(str(d["masterAccountId"]).strip() for d in picked
                              if isinstance(d.get("masterAccountId"), (str, ObjectId)))
         except OperationFailure:
             found = set(self.all_users())
-            count = self._count(len(found), size)
+        count = self._count(len(found), size)
         users = sorted(u for u in found if u)
         return sorted(rng.sample(users, min(len(users), count)))
 

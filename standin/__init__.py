@@ -7,7 +7,7 @@ everything in memory. It holds what the projector, the demo, the benchmarks and 
 change-stream tests use, and nothing else (docs/standin.md): insert/update/delete (``$set
 $unset $inc``, replacements, upserts, multi, ordered batches), find (equality, ``$in $nin $ne
 $gt $lt $exists $or``; sort, skip, limit, projection, batches), findAndModify, distinct, count, ``count_documents``'s
-aggregate (``$match $skip $limit $group``/``$sum``), create/drop/rename/list of collections,
+aggregate (``$match $skip $limit $group``/``$sum $sample $project``), create/drop/rename/list of collections,
 dropDatabase, the handshake and admin commands a driver's test harness sends (every login is
 refused, as unknown credentials are), the
 ``failCommand`` and ``failGetMoreAfterCursorCheckout`` fail points, and change streams on a

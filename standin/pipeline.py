@@ -1,15 +1,22 @@
 """A small aggregation pipeline for plain (non change-stream) aggregates.
 
-Exactly what ``count_documents`` sends: ``$match``, ``$skip``, ``$limit`` and ``$group`` with
-``$sum`` of constants or ``"$field"`` paths.
+What ``count_documents`` sends (``$match``, ``$skip``, ``$limit`` and ``$group`` with ``$sum`` of
+constants or ``"$field"`` paths) and what ``projector verify --sample`` sends (``$sample`` then
+``$project``). ``$sample {size: N}`` returns N documents picked at random without repeats, all of
+them (in random order) when there are fewer; its argument checks and error codes are the server's
+(src/mongo/db/pipeline/document_source_sample.cpp).
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 from typing import Any
 
+from bson import Decimal128
+
 from .errors import CommandError
+from .projection import stage_projector
 from .query import compile_filter
 from .update import add
 from .values import id_key, resolve, type_rank
@@ -30,9 +37,31 @@ def run_pipeline(docs: list, pipeline: list) -> list:
             docs = docs[: int(arg)]
         elif name == "$group":
             docs = _group(docs, arg)
+        elif name == "$sample":
+            docs = _sample(docs, arg)
+        elif name == "$project":
+            project = stage_projector(arg)
+            docs = [project(d) for d in docs]
         else:
             raise CommandError(40324, f"the stand-in does not support the pipeline stage {name}")
     return docs
+
+
+def _sample(docs: list, spec: Any) -> list:
+    if not isinstance(spec, Mapping):
+        raise CommandError(28745, "the $sample stage specification must be an object")
+    for name in spec:
+        if name != "size":
+            raise CommandError(28748, f"unrecognized option to $sample: {name}")
+    if "size" not in spec:
+        raise CommandError(28749, "$sample stage must specify a size")
+    size = spec["size"]
+    if isinstance(size, bool) or type_rank(size) != 3:
+        raise CommandError(28746, "size argument to $sample must be a number")
+    number = size.to_decimal() if isinstance(size, Decimal128) else size
+    if number < 0:
+        raise CommandError(28747, "size argument to $sample must not be negative")
+    return random.sample(docs, min(len(docs), int(number)))
 
 
 def _value(doc: Mapping, expression: Any) -> Any:

@@ -14,7 +14,7 @@ from decimal import Decimal
 import pytest
 from bson import Decimal128, Int64, ObjectId
 from pymongo import MongoClient, ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from standin import StandIn
 
@@ -240,3 +240,20 @@ def test_distinct_unwinds_arrays_and_treats_equal_numbers_as_one(db):
     db.t.insert_many([{"s": "done"}, {"s": ["queued", "done"]}, {"s": 1}, {"s": 1.0}, {"x": 0}])
     assert db.t.distinct("s") == [1, "done", "queued"]
     assert db.t.distinct("s", {"s": "queued"}) == ["done", "queued"]
+
+
+def test_sample_picks_that_many_distinct_documents_and_checks_its_argument_as_the_server_does(db):
+    """$sample as `projector verify --sample` sends it (src/mongo/db/pipeline/document_source_sample.cpp:
+    a non-negative number of documents, all of them when fewer; codes 28745-28749)."""
+    db.t.insert_many([{"_id": i, "owner": f"u{i % 3}", "big": "x" * 10} for i in range(20)])
+    picked = list(db.t.aggregate([{"$sample": {"size": 5}}, {"$project": {"owner": 1}}]))
+    assert len(picked) == len({d["_id"] for d in picked}) == 5
+    assert all(set(d) == {"_id", "owner"} and d["owner"] == f"u{d['_id'] % 3}" for d in picked)
+    assert sorted(d["_id"] for d in db.t.aggregate([{"$sample": {"size": 50}}])) == list(range(20))
+    draws = {tuple(sorted(d["_id"] for d in db.t.aggregate([{"$sample": {"size": 3}}]))) for _ in range(10)}
+    assert len(draws) > 1  # random: ten draws of 3 among 20 are not all the same
+    for spec, code in (({"size": -1}, 28747), ({"size": "5"}, 28746), ({}, 28749), ({"size": 1, "x": 1}, 28748),
+                       (5, 28745)):
+        with pytest.raises(OperationFailure) as failure:
+            list(db.t.aggregate([{"$sample": spec}]))
+        assert failure.value.code == code

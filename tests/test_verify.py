@@ -174,10 +174,24 @@ def test_a_sample_checks_that_many_users_and_finds_a_user_missing_from_redis(set
     _worker, verifier = setup
     for key in layout.user_keys("u1"):
         real_redis.delete(key)
-    assert len(verifier.sample(2)) == 2 and len(verifier.sample(0.5)) == 2
     assert verifier.all_users() == ["u0", "u1", "u2"]  # u1 is known from MongoDB only now
+    listed = verifier.all_users
+    verifier.all_users = lambda: pytest.fail("a server with $sample: no listing of every user")
+    assert verifier.sample(100) == ["u0", "u1", "u2"]  # $sample of 100 documents: all of them, u1 found
+    assert len(verifier.sample(2)) == 2 and 1 <= len(verifier.sample(0.5)) <= 2  # half of the 2 or 3 found
+    verifier.all_users = listed
     report = verifier.check(["u1"])
     assert {d.kind for d in report.drift} == {"task-missing", "balance-missing"}
+
+
+def test_a_server_that_refuses_sample_gets_every_user_listed_instead(setup, standin, real_redis, layout):
+    _worker, verifier = setup
+    for key in layout.user_keys("u1"):
+        real_redis.delete(key)
+    listed, calls = verifier.all_users, []
+    verifier.all_users = lambda: calls.append(1) or listed()
+    standin.fail_next("aggregate", code=40324, when=lambda command: "$sample" in command.get("pipeline", [{}])[0])
+    assert len(verifier.sample(0.5)) == 2 and calls == [1]  # the three users listed, half of them (rounded)
 
 
 def test_an_estimate_from_a_learned_duration_a_progress_moved_time_and_a_stale_task_are_not_drift():
