@@ -62,8 +62,13 @@ lint: install
 demo: install
 	$(BIN)/python -m demo
 
+# TEST_JOBS=N spreads the tests over N pytest processes (pytest-xdist), each test file whole in one
+# of them (its module-scoped servers start once; the session's Redis Cluster once per process):
+# most of the suite waits on servers and subprocesses, not on the CPU. Not yet CI's default (0: one
+# process): no whole-suite run with it has been checked on a quiet machine (issue 23).
+TEST_JOBS ?= 0
 test: install redis chromium promtool sse-clients node-example
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_JOBS) --dist loadfile
 	$(BIN)/python scripts/pymongo-spec
 
 # pymongo's own change-stream tests (its sdist, fetched once into .cache/) against a stand-in
