@@ -6,9 +6,9 @@ dependency in the thread pool (a thread hop each, about five per request).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.security import APIKeyCookie, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 
 from readmodel import Layout
@@ -62,6 +62,10 @@ ReaderDep = Annotated[SnapshotReader, Depends(_reader)]
 PositionsDep = Annotated[Positions, Depends(_positions)]
 FanoutDep = Annotated[Fanout, Depends(_fanout)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
+
+# The query parameters of both status-text routes (REST and stream): the chat platform, its parse mode.
+PlatformQuery = Annotated[Literal["telegram", "discord"], Query(description="where the text will be sent")]
+MarkupQuery = Annotated[Literal["html", "markdownv2"] | None, Query(description="Telegram only: parse mode (default html)")]
 
 _bearer = HTTPBearer(auto_error=False, description="A service key (any user) or a user token (that user).")
 _query_token = APIKeyQuery(name="token", auto_error=False, description="A user token, for clients that cannot set headers.")

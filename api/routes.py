@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import AuthenticationError, RedisError
@@ -18,7 +18,7 @@ from readmodel.connect import StoreError
 
 from . import panel as panel_page
 from . import snapshots
-from .deps import MetricsDep, ReadableUser, ReaderDep, RedisDep, SettingsDep
+from .deps import MarkupQuery, MetricsDep, PlatformQuery, ReadableUser, ReaderDep, RedisDep, SettingsDep
 from .errors import ErrorBody, NotReady
 from .models import Health, Ready, Snapshot, StatusReport, StatusText
 from .openapi import RETRY_AFTER
@@ -85,10 +85,8 @@ async def status_text(
     settings: SettingsDep,
     when: ConditionsDep,
     response: Response,
-    platform: Annotated[Literal["telegram", "discord"], Query(description="where the text will be sent")],
-    markup: Annotated[
-        Literal["html", "markdownv2"] | None, Query(description="Telegram only: parse mode (default html)")
-    ] = None,
+    platform: PlatformQuery,
+    markup: MarkupQuery = None,
 ) -> Any:
     """The status message rendered for a chat platform, escaped for its parse mode."""
     snap = await when.snapshot(uid)

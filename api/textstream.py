@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from sse_starlette import EventSourceResponse, JSONServerSentEvent, ServerSentEvent
 
-from .deps import FanoutDep, MetricsDep, ReadableUser, ReaderDep, SettingsDep, StreamGateDep
+from .deps import FanoutDep, MarkupQuery, MetricsDep, PlatformQuery, ReadableUser, ReaderDep, SettingsDep, StreamGateDep
 from .errors import InvalidRequest
 from .limits import LIMIT_ERRORS
 from .mailbox import Mailbox
@@ -149,10 +149,8 @@ async def status_text_stream(
     settings: SettingsDep,
     metrics: MetricsDep,
     gate: StreamGateDep,
-    platform: Annotated[Literal["telegram", "discord"], Query(description="where the text will be sent")],
-    markup: Annotated[
-        Literal["html", "markdownv2"] | None, Query(description="Telegram only: parse mode (default html)")
-    ] = None,
+    platform: PlatformQuery,
+    markup: MarkupQuery = None,
     intervalS: Annotated[float | None, Query(
         gt=0, le=MAX_INTERVAL_S, description="at least this long between events (default and minimum: "
         "TEXT_STREAM_INTERVAL_S, 3 s)")] = None,
