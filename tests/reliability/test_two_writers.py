@@ -40,13 +40,6 @@ HOLD_MS = 1000  # CLIENT PAUSE: below the cluster's node timeout (no failover fr
 
 
 @pytest.fixture
-def cluster():
-    """A cluster of this test's own: it loses masters."""
-    with LocalCluster() as local:
-        yield local
-
-
-@pytest.fixture
 def store_env(cluster) -> dict[str, str]:
     return cluster.env
 
