@@ -28,7 +28,7 @@ from projector.lease import Lease
 from readmodel import scripts
 from readmodel.fences import Fences
 from readmodel.text import text
-from tests.procs import caught_up, leader_pid, output
+from tests.procs import caught_up, output
 from tests.writers import MixedWriter
 
 from .conftest import size
@@ -99,13 +99,19 @@ def test_killing_the_lease_master_never_lets_two_projectors_write_in_the_same_pe
         for turn in range(rounds):
             at = writer.count + chaos.randrange(50, 400)  # a random moment of the burst
             wait_for(lambda: writer.count >= at, 60, f"the writer reaching {at}")
-            wait_for(lambda: quietly(lambda: Lease.current(real_redis, layout)), 30, "a leader")
-            old = Lease.current(real_redis, layout)
+            leading: list = [None]
+
+            def a_leader() -> bool:
+                leading[0] = quietly(lambda: Lease.current(real_redis, layout))
+                return leading[0] is not None
+
+            wait_for(a_leader, 30, "a leader")
+            old = leading[0]  # (holder, token); the lease may change hands from here on
             scripts.refresh_slot_map(real_redis)
             victim = real_redis.get_node_from_key(layout.leader).port
             pause = turn % 2 == 0
             if pause:
-                paused = by_pid[leader_pid(real_redis, layout)]
+                paused = by_pid[int(old[0].split(":")[-2])]  # holder = host:pid:random
                 for port in cluster.master_ports():
                     with redis.Redis(port=port) as node:
                         node.execute_command("CLIENT", "PAUSE", HOLD_MS, "ALL")
