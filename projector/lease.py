@@ -112,8 +112,8 @@ class Lease:
                 # Raising every copy can take a good part of the TTL: lead only if the lease is
                 # still ours now (renewed from here on), not merely when the acquisition began.
                 return self.renew()
-            log.warning("fencing token %d was handed out before (a copy holds %d): the fence lost writes in a "
-                        "failover; taking a newer one", token, newer)
+            log.warning("fencing token %d is below a copy already (%d): another process took the lease while the "
+                        "copies were raised, or a failover lost the fence's last writes; trying again", token, newer)
             at_least = str(newer + 1)
         self._give_up(token)
         return False
