@@ -22,7 +22,7 @@ from .limits import StreamLimiter
 from .mailbox import Mailbox
 from .metrics import Metrics
 from .settings import Settings
-from .snapshots import Snapshot, SnapshotReader
+from .snapshots import SharedSnapshot, SnapshotReader
 
 TOKEN_COOKIE = "livestatus_token"
 
@@ -131,7 +131,7 @@ class StreamGate:
             timer = end_at_expiry(mailbox, self.principal.expires_at, self.leeway_s)
         return mailbox
 
-    async def open(self, fanout: Fanout) -> tuple[Mailbox, Snapshot]:
+    async def open(self, fanout: Fanout) -> tuple[Mailbox, SharedSnapshot]:
         """:meth:`listen`, then the user's first snapshot: listening first, a change right after
         the read is not missed. The read is batched with every other read waiting (a burst of
         openings shares round trips); if it fails, the mailbox closes and its slot is freed."""

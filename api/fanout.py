@@ -10,7 +10,7 @@ Split the way encode/broadcaster splits a backend from the broadcast:
   reported to a hook (counted as dropped);
 - this module routes: it keeps the mailboxes per user, tells the transport which users to
   subscribe to, turns notifications into queued reads and offers each read snapshot (one
-  :class:`~api.snapshots.Snapshot` per user and version, whatever the number of streams) to the
+  :class:`~api.snapshots.SharedSnapshot` per user and version, whatever the number of streams) to the
   user's mailboxes.
 
 Encoding a snapshot for the wire is the stream's business (:mod:`api.stream`).
@@ -31,10 +31,10 @@ from readmodel import Layout
 from .mailbox import Mailbox
 from .metrics import Metrics
 from .reads import Reader, SnapshotReads
-from .snapshots import Snapshot
+from .snapshots import SharedSnapshot
 from .subscriptions import Subscriptions
 
-__all__ = ["Fanout", "Mailbox", "Snapshot"]
+__all__ = ["Fanout", "Mailbox", "SharedSnapshot"]
 
 
 class Fanout:
@@ -72,7 +72,7 @@ class Fanout:
         group.add(mailbox)
         return mailbox
 
-    async def first_snapshot(self, uid: str) -> Snapshot:
+    async def first_snapshot(self, uid: str) -> SharedSnapshot:
         """``uid``'s snapshot from a read that starts now, batched with every other read waiting.
 
         Open the stream's mailbox first: a change right after this read then reaches it.
@@ -131,6 +131,6 @@ class Fanout:
     def _published(self, uid: str, version: int | None) -> None:
         self.reads.want(uid, version)
 
-    def _deliver(self, uid: str, snapshot: Snapshot) -> None:
+    def _deliver(self, uid: str, snapshot: SharedSnapshot) -> None:
         for mailbox in list(self._listeners.get(uid, ())):
             mailbox.offer(snapshot)

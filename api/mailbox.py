@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from .snapshots import Snapshot
+from .snapshots import SharedSnapshot
 
 
 def _time_out(waiter: asyncio.Future) -> None:
@@ -53,13 +53,13 @@ class Mailbox:
         self.closed = False
         self.dropped = 0
         self.farewell: bytes | None = None  # the last frame of the stream: why it ends (see finish())
-        self._pending: Snapshot | None = None
+        self._pending: SharedSnapshot | None = None
         self._waiter: asyncio.Future[bool] | None = None
         self._on_drop = on_drop  # a newer snapshot replaced one never taken
         self._on_close = on_close  # the fan-out forgets this mailbox
         self._on_end = on_end  # the stream's own clean-up (its limit slot, its expiry timer)
 
-    def offer(self, snapshot: Snapshot) -> None:
+    def offer(self, snapshot: SharedSnapshot) -> None:
         """Make ``snapshot`` the next one to send if it is newer than anything sent or pending."""
         newest = self._pending.version if self._pending is not None else self.sent_version
         if self.closed or snapshot.version <= newest:
@@ -96,12 +96,12 @@ class Mailbox:
             if timer is not None:
                 timer.cancel()
 
-    def take(self) -> Snapshot | None:
+    def take(self) -> SharedSnapshot | None:
         """The pending snapshot (now no longer pending), or None; None too once closed."""
         snapshot, self._pending = self._pending, None
         return None if self.closed else snapshot
 
-    async def next(self) -> Snapshot | None:
+    async def next(self) -> SharedSnapshot | None:
         """The newest unsent snapshot, waiting for one; None once the mailbox is closed."""
         while self._pending is None and not self.closed:
             await self.wait()

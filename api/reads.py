@@ -37,7 +37,7 @@ from readmodel.connect import StoreError
 
 from .errors import ServerBusy
 from .metrics import Metrics
-from .snapshots import Snapshot
+from .snapshots import SharedSnapshot
 
 log = logging.getLogger("api.fanout")
 CLOSE_TIMEOUT_S = 3.0
@@ -56,7 +56,7 @@ class Batch:
     """The users one round trip reads, the first reads it serves and which users were re-reads."""
 
     uids: list[str] = field(default_factory=list)
-    waiting: dict[str, list[asyncio.Future[Snapshot]]] = field(default_factory=dict)
+    waiting: dict[str, list[asyncio.Future[SharedSnapshot]]] = field(default_factory=dict)
     rereads: set[str] = field(default_factory=set)
     tries: dict[str, int] = field(default_factory=dict)  # the how-manieth try each first read is
 
@@ -64,7 +64,7 @@ class Batch:
 class SnapshotReads:
     """Reads queued users in batches and hands each snapshot to ``deliver``."""
 
-    def __init__(self, reader: Reader, deliver: Callable[[str, Snapshot], None], listened: Callable[[str], bool],
+    def __init__(self, reader: Reader, deliver: Callable[[str, SharedSnapshot], None], listened: Callable[[str], bool],
                  metrics: Metrics, batch_size: int = 200, retry_s: float = 0.5) -> None:
         """``listened(uid)``: whether ``uid`` still has a stream here (re-reads of others are skipped)."""
         self._reader, self._deliver, self._listened = reader, deliver, listened
@@ -75,9 +75,9 @@ class SnapshotReads:
         self._queue: dict[str, int | None] = {}
         self._first_order: deque[str] = deque()  # users a stream's first snapshot waits for
         self._order: deque[str] = deque()  # the other queued users, in arrival order
-        self._firsts: dict[str, list[asyncio.Future[Snapshot]]] = {}
+        self._firsts: dict[str, list[asyncio.Future[SharedSnapshot]]] = {}
         self._first_tries: dict[str, int] = {}  # uid -> the how-manieth try its queued first read is
-        self._retrying: dict[str, list[asyncio.Future[Snapshot]]] = {}  # first reads waiting to try again
+        self._retrying: dict[str, list[asyncio.Future[SharedSnapshot]]] = {}  # first reads waiting to try again
         self._want = asyncio.Event()
         self._retries: set[asyncio.TimerHandle] = set()
         self._task: asyncio.Task | None = None
@@ -104,15 +104,15 @@ class SnapshotReads:
         self._order.append(uid)
         self._want.set()
 
-    async def first(self, uid: str) -> Snapshot:
+    async def first(self, uid: str) -> SharedSnapshot:
         """``uid``'s snapshot from a read that starts after this call (a stream's first)."""
         if self._task is None:
             raise ServerBusy("the server is shutting down; reconnect", headers={"Retry-After": "1"})
-        waiter: asyncio.Future[Snapshot] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[SharedSnapshot] = asyncio.get_running_loop().create_future()
         self._queue_first(uid, [waiter])
         return await waiter
 
-    def _queue_first(self, uid: str, waiters: list[asyncio.Future[Snapshot]], tries: int = 1) -> None:
+    def _queue_first(self, uid: str, waiters: list[asyncio.Future[SharedSnapshot]], tries: int = 1) -> None:
         queued = self._firsts.get(uid)
         if queued is None:
             queued = self._firsts[uid] = []
@@ -226,7 +226,7 @@ class SnapshotReads:
                 self._read_one(batch, uid, result)
 
     def _read_one(self, batch: Batch, uid: str, data: dict[str, Any]) -> None:
-        snapshot = Snapshot(data)
+        snapshot = SharedSnapshot(data)
         if uid in batch.rereads:
             self.metrics.snapshot_reads.inc()  # first reads are their streams' own, not counted
         for waiter in batch.waiting.get(uid, ()):

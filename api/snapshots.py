@@ -2,7 +2,7 @@
 
 :class:`SnapshotReader` is bound once, in the app's lifespan, to the Redis client, the key
 layout and the settings that shape what is served; routes and the fan-out only name users.
-:class:`Snapshot` is one read snapshot, shared by every stream of its user. Nothing here holds
+:class:`SharedSnapshot` is one read snapshot, shared by every stream of its user. Nothing here holds
 mutable state but the snapshot's own JSON cache, filled by whichever task first asks for it.
 """
 
@@ -52,7 +52,7 @@ class SnapshotReader:
         return snaps
 
 
-class Snapshot:
+class SharedSnapshot:
     """A snapshot read once and shared by every stream of its user; its JSON is encoded once.
 
     ``frame`` is a cache slot for the stream's encoding of it (:func:`api.stream.frame`): the

@@ -21,7 +21,7 @@ validates, authorizes and gets the first snapshot (from the fan-out's batched re
 stack has returned, still sending through the middlewares' ``send`` (CORS, latency metric).
 
 Ownership: nothing here is shared between streams but a snapshot's encoded frame, cached on the
-:class:`~api.snapshots.Snapshot` by whichever stream sends it first; each stream's task owns its
+:class:`~api.snapshots.SharedSnapshot` by whichever stream sends it first; each stream's task owns its
 mailbox's ``sent_version`` (see :mod:`api.mailbox`).
 """
 
@@ -44,7 +44,7 @@ from .metrics import Metrics
 from .openapi import stream_responses
 from .routes import ERRORS
 from .settings import Settings
-from .snapshots import Snapshot
+from .snapshots import SharedSnapshot
 
 log = logging.getLogger("api.stream")
 HANDOFF = "livestatus.stream_handoff"
@@ -54,7 +54,7 @@ HEARTBEAT_JITTER = 0.2  # a heartbeat comes after heartbeat_s less up to this sh
 PING = ServerSentEvent(comment="ping").encode()  # the heartbeat (sse-starlette's own carries a timestamp)
 
 
-def frame(snapshot: Snapshot) -> bytes:
+def frame(snapshot: SharedSnapshot) -> bytes:
     """The ``event: snapshot`` SSE frame, ``id:`` = version (JSON has no raw newlines); encoded
     once per snapshot, however many streams send it."""
     if snapshot.frame is None:
@@ -74,7 +74,7 @@ def parse_last_event_id(header: str | None, query: str | None) -> int | None:
     return int(text)
 
 
-def opening(first: Snapshot, resumed_from: int | None, retry_ms: int) -> tuple[bytes, bool]:
+def opening(first: SharedSnapshot, resumed_from: int | None, retry_ms: int) -> tuple[bytes, bool]:
     """The bytes a stream starts with (one write), and whether they hold the snapshot."""
     # A client ahead of us holds a state from another history (the user's keys were rebuilt):
     # it gets the current snapshot too.

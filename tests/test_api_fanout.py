@@ -11,7 +11,7 @@ import redis
 import redis.asyncio
 
 from api.errors import ServerBusy
-from api.fanout import Fanout, Mailbox, Snapshot
+from api.fanout import Fanout, Mailbox, SharedSnapshot
 from api.metrics import Metrics
 from api.reads import FIRST_READ_TRIES
 from api.snapshots import SnapshotReader
@@ -19,8 +19,8 @@ from readmodel import Layout
 from tests.conftest import REDIS_URL
 
 
-def snap(version: int) -> Snapshot:
-    return Snapshot({"version": version})
+def snap(version: int) -> SharedSnapshot:
+    return SharedSnapshot({"version": version})
 
 
 def sample(metrics: Metrics, name: str) -> float:
