@@ -17,8 +17,10 @@ local FINISHED_CAP = $FINISHED_CAP
 local refused = fence_check(KEYS[5], KEYS[6], ARGV[4], 'apply')
 if refused then return refused end
 local MOVED = ',"progressMovedAt":'
-local function status_and_progress(record)
-  return string.match(record, '"status":(.-),"progressSource":')
+local function status_and_progress(record)  -- plain finds: a pattern match costs more
+  local from = string.find(record, '"status":', 1, true)
+  local to = from and string.find(record, ',"progressSource":', from, true)
+  return to and string.sub(record, from, to)
 end
 local function keep_moved_at(old, new)
   local was = status_and_progress(old)
