@@ -220,7 +220,7 @@ def measure_worker(raw: list[bytes]) -> tuple[float | None, dict[str, Any]]:
     with scratch_prefix(client, "wk") as prefix:
         worker = Worker(Settings(store=StoreSettings(key_prefix=prefix), batch_size=BATCH), client, {"app": None}, progress=False)
         worker.source.open = lambda checkpoint=None: SourceStream(replay, replay, "0000000000.0000000000")
-        worker.source.scan = lambda kind: iter(())
+        worker.source.scan_ahead = lambda kind: iter(())
         worker.source.estimated_total = lambda: 0
         steps = 0
         started = time.perf_counter()
