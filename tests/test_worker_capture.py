@@ -483,15 +483,19 @@ def test_the_stream_carries_only_what_normalization_reads_but_dead_letters_get_t
 
 
 def test_stale_task_disappears_without_new_events_with_a_version_bump(standin, make_worker, real_redis, layout):
+    # The worker's clock is moved past the deadline once the task is shown: a real wait of a
+    # short deadline raced the first settle at high load (the task was swept before it was seen).
     now_iso = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
     standin.insert(DB, TASKS, task_doc("stale-soon", "u1", requestTimestamp=now_iso))
-    worker = make_worker(rules=Rules(stale_after_ms=1500))
+    ahead = [0.0]
+    worker = make_worker(rules=Rules(stale_after_ms=60_000), clock=lambda: time.time() + ahead[0])
     settle(worker)
     pubsub = real_redis.pubsub()
     pubsub.ssubscribe(worker.layout.channel("u1"))
     before = snapshot(real_redis, layout, "u1")["version"]
     assert real_redis.hlen(layout.tasks("u1")) == 1
-    drive(worker, lambda: real_redis.hlen(layout.tasks("u1")) == 0, timeout=6, what="the stale sweep")
+    ahead[0] = 120.0
+    drive(worker, lambda: real_redis.hlen(layout.tasks("u1")) == 0, timeout=30, what="the stale sweep")
     assert snapshot(real_redis, layout, "u1")["version"] == before + 1
     receive = getattr(pubsub, "get_sharded_message", pubsub.get_message)  # a cluster's is per shard
     messages = [m for m in iter(lambda: receive(timeout=0.5), None) if m["type"] == "smessage"]
