@@ -140,8 +140,9 @@ class ReadModel:
                     self._add_op(per_user, old_owner, _gone_op(change))
             if target:
                 self._add_op(per_user, target, draft.op)
-                # A task already in the snapshot only moves its deadline later: no ZADD needed.
-                if draft.op[0] == "t" and not draft.unchanged and isinstance(change, TaskChange) and change.stale_at_ms:
+                # Every live put offers its stale time (ZADD LT keeps the earliest): a task already
+                # shown can move it earlier too (a document that lost updatedAt, or had it set back).
+                if draft.op[0] == "t" and isinstance(change, TaskChange) and change.stale_at_ms:
                     ops = per_user[target]
                     if ops.earliest_stale_at is None or change.stale_at_ms < ops.earliest_stale_at:
                         ops.earliest_stale_at = change.stale_at_ms

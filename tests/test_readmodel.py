@@ -145,6 +145,18 @@ def test_stale_task_is_hidden_on_read_and_swept_with_a_version_bump(model):
     assert model.redis.zcard(model.layout.deadlines) == 0
 
 
+def test_a_task_whose_stale_time_moves_earlier_is_swept_at_the_earlier_time(model):
+    # A document can lose updatedAt or have it written back in time: its staleAt moves earlier
+    # and the user's deadline must follow, or the sweep comes late (reads hide the task anyway).
+    model.apply([put("g1", 1, updatedAt="2026-11-25T09:00:00Z")], NOW_ISO)
+    later = json.loads(model.redis.hget(model.layout.tasks("u1"), "g1"))["staleAt"]
+    model.apply([put("g1", 2, updatedAt="2026-11-25T08:00:00Z", progress=0.5)], NOW_ISO)
+    earlier = json.loads(model.redis.hget(model.layout.tasks("u1"), "g1"))["staleAt"]
+    assert earlier < later
+    assert model.redis.zscore(model.layout.deadlines, "u1") == earlier
+    assert model.sweep(earlier, NOW_ISO) == {"u1": 3}
+
+
 def test_resync_sweep_removes_what_the_scan_did_not_see(model):
     model.apply([put("g1", 1), put("g2", 1), balance("e1", 1)], NOW_ISO)
     assert model.apply([put("g2", 5)], NOW_ISO) == {}  # seen again by the scan: nothing visible changes
