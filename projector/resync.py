@@ -21,7 +21,7 @@ from tqdm import tqdm
 from readmodel import ReadModel
 
 from .applying import Applied, BatchWriter, Grant
-from .batching import Batch, Owns
+from .batching import Batch, Owns, with_full_documents
 from .durations import Durations
 from .normalize import Rules
 from .projection import ECONOMY, TASKS, document_projection
@@ -108,6 +108,8 @@ class Resync:
         self.keep_going()
         grant = self.grant()
         scanned, batch.events = batch.events, 0  # documents are not change events
+        if batch.rejected:  # the scan read trimmed documents: a dead letter carries the whole one
+            batch.rejected = with_full_documents(batch.rejected, self.source.full_documents)
         self.writes.submit(lambda: self.writer.apply(batch, grant))
         bar.update(scanned)
         self.chores()

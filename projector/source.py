@@ -25,6 +25,13 @@ from .reading import Stream
 EVENT_FIELDS = ("operationType", "clusterTime", "wallTime", "ns", "to", "documentKey", "txnNumber",
                 *(f"fullDocument.{name}" for name in dict.fromkeys(TASK_DOCUMENT_FIELDS + BALANCE_DOCUMENT_FIELDS)))
 
+# What a resync's scan reads of each collection: the fields normalization reads, as the change
+# stream's $project (a task document's prompt, payloads and ids never cross the wire). A rejected
+# document is fetched whole for its dead letter (resync._write, full_documents()). A find
+# projection of dotted paths keeps the embedded fields named, as $project does
+# (mongodb/mongo jstests/core/query/project/projection_dotted_paths.js).
+SCAN_FIELDS = {TASKS: TASK_DOCUMENT_FIELDS, ECONOMY: BALANCE_DOCUMENT_FIELDS}
+
 log = logging.getLogger(__name__)
 
 # Server errors after which a stream that was open cannot continue from where it was: rebuild.
@@ -209,10 +216,12 @@ class Source:
         return {id_key(doc["_id"]): doc for doc in found}
 
     def scan_ahead(self, kind: str) -> Iterator[list[Mapping[str, Any]]]:
-        """Every document of one collection, in lists of ``batch_size``, the next list read by a
-        thread of its own while the caller works on the last (:mod:`.readahead`)."""
+        """Every document of one collection, trimmed to ``SCAN_FIELDS``, in lists of ``batch_size``,
+        the next list read by a thread of its own while the caller works on the last
+        (:mod:`.readahead`)."""
         collection = self.db[self.collections[kind]]
-        return read_ahead(lambda: collection.find({}, batch_size=self.batch_size), self.batch_size)
+        fields = dict.fromkeys(SCAN_FIELDS[kind], 1)
+        return read_ahead(lambda: collection.find({}, fields, batch_size=self.batch_size), self.batch_size)
 
 
 def _operation_position(session: Any) -> str | None:
