@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from enum import Enum
+from functools import partial
 from typing import Any
 
 from readmodel import Layout, scripts
@@ -101,10 +102,14 @@ class Lease:
             if not token:
                 return False
             try:
-                newer = self.fences.raise_all(token, self.replicas, self.wait_ms)
+                newer = self.fences.raise_all(token, self.replicas, self.wait_ms, after_each=partial(self._keep, token))
             except NotReplicated as exc:
                 log.warning("not leading: the fence copies of token %d were not replicated (%s)", token, exc)
                 self._give_up(token)
+                return False
+            except LeaseLost:
+                log.warning("not leading: the lease of token %d expired or was taken while the copies were raised",
+                            token)
                 return False
             if not newer:
                 self.token = token
@@ -130,6 +135,12 @@ class Lease:
             self._give_up(token)
             return 0
         return token
+
+    def _keep(self, token: int) -> None:
+        """Extend the lease of ``token`` while it is being acquired; :class:`LeaseLost` if it is gone."""
+        if not int(scripts.call(self.redis, scripts.LEASE_RENEW, [self.layout.leader],
+                                [f"{self.holder}|{token}", self.ttl_ms])):
+            raise LeaseLost("the lease expired or was taken while the fence copies were raised")
 
     def _give_up(self, token: int) -> None:
         scripts.call(self.redis, scripts.LEASE_RELEASE, [self.layout.leader], [f"{self.holder}|{token}"])

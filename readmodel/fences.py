@@ -17,7 +17,7 @@ audit list of its slot, ``P:audit:KofN:{tag}`` (``time``: the node's clock in mi
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cache
 from importlib.resources import files
 from typing import Any
@@ -99,11 +99,14 @@ class Fences:
     def audit_pattern(self) -> str:
         return f"{self._audit}:*"
 
-    def raise_all(self, fence: int, replicas: int | None, timeout_ms: int) -> int:
+    def raise_all(self, fence: int, replicas: int | None, timeout_ms: int,
+                  after_each: Callable[[], None] | None = None) -> int:
         """Raise every slot's copy to ``fence``; returns 0, or the highest copy found at or above
         ``fence`` (another leader used it: the caller must take a newer token). Each master's
         copies are followed by ``WAIT`` on the same connection: :class:`NotReplicated` when fewer
-        than ``replicas`` (None: one when the slot map lists a replica) acknowledged them."""
+        than ``replicas`` (None: one when the slot map lists a replica) acknowledged them.
+        ``after_each`` runs after each master's copies (the lease renews itself there: a raise
+        over many masters can outlast the lease's TTL)."""
         highest = 0
         for client, slots, want in self._masters(replicas):
             def build(pipe: Any, slots: Iterable[int] = slots) -> None:
@@ -113,6 +116,8 @@ class Fences:
             if acked < want:
                 raise NotReplicated(f"{acked} of {want} replicas acknowledged in {timeout_ms} ms")
             highest = max(highest, *(int(r) for r in replies))
+            if after_each is not None:
+                after_each()
         return highest
 
     def master_of(self, key: str, replicas: int | None) -> tuple[Any, int]:
@@ -121,6 +126,7 @@ class Fences:
             return self.redis, replicas or 0
         nodes = self.redis.nodes_manager.slots_cache.get(key_slot(key.encode()))
         if not nodes:
+            scripts.refresh_slot_map(self.redis)  # the next attempt reads the cluster's map again
             raise RedisClusterException(f"no master serves the slot of {key} in the slot map")
         want = (1 if len(nodes) > 1 else 0) if replicas is None else replicas
         return self.redis.get_redis_connection(nodes[0]), want
@@ -142,7 +148,12 @@ class Fences:
             raise
         if not want:
             return replies, 0
-        return replies[:-1], int(replies[-1])
+        acked = int(replies[-1])
+        if acked < want and self.cluster:
+            # The replica counted on may be gone for good: a too-short WAIT raises no error, and a
+            # standby sends nothing else that would make redis-py read the slot map again.
+            scripts.refresh_slot_map(self.redis)
+        return replies[:-1], acked
 
     def _masters(self, replicas: int | None) -> list[tuple[Any, list[int], int]]:
         """(a client of one master, the slots it serves, replicas to wait for) per master."""
@@ -150,6 +161,7 @@ class Fences:
             return [(self.redis, [self._home], replicas or 0)]
         slots = self.redis.nodes_manager.slots_cache
         if len(slots) < SLOTS:  # a copy left unraised would let an old leader write there
+            scripts.refresh_slot_map(self.redis)
             raise RedisClusterException(f"the slot map covers {len(slots)} of {SLOTS} slots")
         by_node: dict[str, tuple[Any, list[int], int]] = {}
         for slot, nodes in sorted(slots.items()):
