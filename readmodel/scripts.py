@@ -98,9 +98,8 @@ CHECKPOINT = Lua(_load("checkpoint"))
 FENCE_RAISE = Lua(_load("fence_raise"))
 REFINISH = Lua(_load("refinish"), FENCE_CHECK)
 APPLY_MANY = Many(APPLY)
-OWN_MANY = Many(OWN)
 ALL = (APPLY, SWEEP, OWN, READ, LEASE_ACQUIRE, LEASE_RENEW, LEASE_RELEASE, CHECKPOINT, FENCE_RAISE,
-       APPLY_MANY, OWN_MANY, REFINISH)
+       APPLY_MANY, REFINISH)
 
 
 def slot_groups(redis: Any, keys: Iterable[str], size: int) -> list[list[int]]:

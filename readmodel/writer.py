@@ -110,8 +110,8 @@ class ReadModel:
         return versions
 
     def plan(self, changes: Iterable[Change], now_iso: str, fence: int | None = None) -> Plan:
-        """The writes of a batch, in order: deadlines, owner entries, one script per user (many
-        entries and many users per script run: :class:`readmodel.scripts.Many`).
+        """The writes of a batch, in order: deadlines, owner entries (``own.lua`` takes a group),
+        one script per user (many users per script run: :class:`readmodel.scripts.Many`).
 
         Looks up the owners first (one round trip). Returns the users in the order of their
         scripts and the steps, each queueing one command on a pipeline. The order makes a batch
@@ -127,7 +127,7 @@ class ReadModel:
         self._check_with_current_owner([d for d in drafts if d.needs_owner_check])
 
         per_user: dict[str, _UserOps] = {}
-        entries: list[scripts.Call] = []
+        entries: list[tuple[str, list[Any]]] = []  # (owner entry key, its four arguments of own.lua)
         for draft in drafts:
             change = draft.change
             if draft.newest_seq > change.seq:
@@ -147,17 +147,17 @@ class ReadModel:
                     if ops.earliest_stale_at is None or change.stale_at_ms < ops.earliest_stale_at:
                         ops.earliest_stale_at = change.stale_at_ms
             if not draft.unchanged:
-                args = [change.seq, draft.owner_now, ",".join(draft.past), OWNER_TTL_S if draft.owner_now else GONE_TTL_S,
-                        token]
-                entries.append(([draft.key, *self.fences.keys(draft.key)], args))
+                ttl = OWNER_TTL_S if draft.owner_now else GONE_TTL_S
+                entries.append((draft.key, [change.seq, draft.owner_now, ",".join(draft.past), ttl]))
 
         users = list(per_user)
         steps: list[Callable[[Any], Any]] = []
         deadlines = [(uid, ops.earliest_stale_at) for uid, ops in per_user.items() if ops.earliest_stale_at is not None]
         for i in range(0, len(deadlines), GROUP):
             steps.append(partial(_move_deadlines_earlier, key=self.layout.deadlines, deadlines=deadlines[i : i + GROUP]))
-        for group in scripts.slot_groups(self.redis, (keys[0] for keys, _ in entries), GROUP):
-            steps.append(partial(scripts.OWN_MANY.queue_calls, calls=[entries[i] for i in group]))
+        for group in scripts.slot_groups(self.redis, (key for key, _ in entries), GROUP):
+            keys, args = [entries[i][0] for i in group], [token, *(a for i in group for a in entries[i][1])]
+            steps.append(partial(scripts.OWN.queue, keys=keys + self.fences.keys(keys[0]), args=args))
         first_script = len(steps)
         groups = scripts.slot_groups(self.redis, (self.layout.user(uid) for uid in users), GROUP)
         for group in groups:

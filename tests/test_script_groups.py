@@ -53,10 +53,10 @@ def test_one_run_of_many_calls_replies_per_call_in_order(real_redis, backend):
     keys = [layout.task_owner(f"g{n}") for n in range(3)]
     fence = Fences(real_redis, layout).keys(keys[0])
     try:
-        replies = scripts.run(real_redis, lambda pipe: scripts.OWN_MANY.queue_calls(pipe, [
-            ([keys[0], *fence], [seq(2), "u1", "", 60, ""]),
-            ([keys[1], *fence], [seq(2), "u2", "u0", 60, ""]),
-            ([keys[0], *fence], [seq(1), "u9", "", 60, ""]),  # older than what the first call wrote: refused
+        replies = scripts.run(real_redis, lambda pipe: scripts.OWN.queue(pipe, [keys[0], keys[1], keys[0], *fence], [
+            "", seq(2), "u1", "", 60,
+            seq(2), "u2", "u0", 60,
+            seq(1), "u9", "", 60,  # older than what the first entry wrote: refused
         ]))
         assert replies == [[1, 1, 0]]
         assert real_redis.get(keys[0]).decode() == f"{seq(2)}|u1|"
