@@ -37,6 +37,7 @@ from typing import Any
 
 from readmodel import BalanceChange, Change, Layout, ReadModel, TaskChange, position, scripts
 from readmodel.changes import FINISHED, GONE
+from readmodel.fences import token_arg
 from readmodel.text import text
 
 from .durations import Durations
@@ -83,7 +84,7 @@ class Plan:
                 model.apply(changes, now_iso, fence)
         if self.finished:
             fenced()
-            token = "" if fence is None else str(fence)
+            token = token_arg(fence)
 
             def rewrite(pipe: Any) -> None:
                 for uid, entry, wrong in self.finished:

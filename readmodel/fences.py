@@ -44,6 +44,12 @@ class NotReplicated(Exception):
     """Fewer replicas than required acknowledged a write the lease relies on (``WAIT``)."""
 
 
+def token_arg(fence: int | None) -> str:
+    """A fencing token as the fenced scripts take it: ``''`` for an unfenced caller (the check is
+    skipped, fence_check.lua)."""
+    return "" if fence is None else str(fence)
+
+
 def fenced_error(exc: BaseException) -> Fenced | None:
     """The :class:`Fenced` a Redis error stands for (a script's ``FENCED n`` reply), or None."""
     match = FENCED_RE.search(str(exc)) if isinstance(exc, ResponseError) else None

@@ -17,7 +17,7 @@ from redis.exceptions import ResponseError
 
 from . import scripts
 from .changes import FINISHED, LIVE, Change, TaskChange
-from .fences import Fences, fenced_error
+from .fences import Fences, fenced_error, token_arg
 from .keys import Layout
 from .text import text
 
@@ -121,7 +121,7 @@ class ReadModel:
         latest = _coalesce(changes)
         if not latest:
             return Plan([], [], 0, [])
-        token = "" if fence is None else str(fence)
+        token = token_arg(fence)
         owner_keys = [self._owner_key(change) for change in latest]
         drafts = [_Draft(change, key, entry) for change, key, entry in zip(latest, owner_keys, self._get_many(owner_keys))]
         self._check_with_current_owner([d for d in drafts if d.needs_owner_check])
@@ -216,7 +216,7 @@ class ReadModel:
             return {}
         part = self.layout.partition
         groups = scripts.slot_groups(self.redis, (self.layout.user(uid) for uid in users), SWEEP_GROUP)
-        args = [now_iso, now_ms, min_seq, version_jump, part.index, part.count, "" if fence is None else str(fence)]
+        args = [now_iso, now_ms, min_seq, version_jump, part.index, part.count, token_arg(fence)]
         user, tasks, seqs, channel = self.layout.user, self.layout.tasks, self.layout.seqs, self.layout.channel
 
         def queue(pipe: Any, group: list[int]) -> Any:
