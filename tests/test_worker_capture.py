@@ -436,11 +436,19 @@ def test_a_burst_on_one_document_is_normalized_once_per_batch(standin, make_work
 
 
 def test_update_whose_lookup_finds_nothing_removes_the_task(standin, make_worker, real_redis, layout):
+    """The server looks an update's document up when the event is read, not when it was written: a
+    document deleted in between gives ``fullDocument: null`` (jstests/change_streams/lookup_post_image.js,
+    "looking up the post image of an update after deleting the document"). The update and the delete
+    commit as one transaction, so that no read of the stream (the worker's reader runs ahead of
+    ``step``) can fall between them and find the document still there."""
     seed(standin, tasks=2, users=("u1",))
     worker = make_worker(batch_size=1)
     settle(worker)
-    standin.update(DB, TASKS, "u1-g0", set={"progress": 0.5})
-    standin.delete(DB, TASKS, "u1-g0")
+    with MongoClient(standin.url, serverSelectionTimeoutMS=3000) as client:
+        tasks = client[DB][TASKS]
+        with client.start_session() as session, session.start_transaction():
+            tasks.update_one({"_id": "u1-g0"}, {"$set": {"progress": 0.5}}, session=session)
+            tasks.delete_one({"_id": "u1-g0"}, session=session)
     worker.step()  # applies the update alone: its lookup finds the document gone
     assert worker.stats.events_total == 1
     assert "u1-g0" not in {t["generationId"] for t in snapshot(real_redis, layout, "u1")["liveTasks"]}
