@@ -73,9 +73,14 @@ async def test_estimated_progress_is_computed_at_read_time_from_start_and_typica
         task_change(USER, "half", progress=None, started_ms=now - 30_000, expected_ms=60_000),
         task_change(USER, "overdue", progress=None, started_ms=now - 600_000, expected_ms=60_000),
     )
+    before = time.time() * 1000
     tasks = {t["generationId"]: t for t in (await client.get(f"/users/{USER}/status", headers=auth())).json()["liveTasks"]}
+    after = time.time() * 1000
     assert tasks["half"]["progressSource"] == "estimate"
-    assert 49 <= tasks["half"]["progressPercent"] <= 53
+    # Elapsed over expected at the moment of the read, which falls between before and after
+    # (±0.1: the percentage is rounded to one decimal).
+    started = now - 30_000
+    assert 100 * (before - started) / 60_000 - 0.1 <= tasks["half"]["progressPercent"] <= 100 * (after - started) / 60_000 + 0.1
     assert tasks["overdue"]["progressPercent"] == 95.0  # capped below done
 
 
