@@ -52,6 +52,7 @@ class StreamLimiter:
         self.per_user, self.per_token, self.per_service_key, self.per_process = per_user, per_token, per_service_key, per_process
         self.metrics = metrics
         self.open = 0
+        self.closed = 0  # streams released since start: what the heap freezer reads (api.gcpolicy)
         self._users: dict[str, int] = {}
         self._credentials: dict[str, int] = {}
 
@@ -98,6 +99,7 @@ class StreamLimiter:
 
     def _release(self, slot: StreamSlot) -> None:
         self.open -= 1
+        self.closed += 1
         _drop(self._users, slot.uid)
         _drop(self._credentials, slot.credential)
 

@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None, freeze_heap: bool = False) -> F
         await fanout.start()
         app.state.redis, app.state.layout, app.state.reader, app.state.fanout = redis, layout, reader, fanout
         app.state.positions = positions
-        freezer = HeapFreezer() if freeze_heap else None
+        freezer = HeapFreezer(streams=app.state.limiter) if freeze_heap else None
         if freezer is not None:
             await freezer.start()
         try:

@@ -1,6 +1,7 @@
 """The API process's garbage-collection policy (api.gcpolicy): long-lived objects are frozen, so
 no collection traverses them, and garbage frozen inside a reference cycle is still reclaimed
-once the frozen heap has grown by the policy's share."""
+once the frozen heap has grown by the policy's share, or once more streams have closed than the
+share of those open."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import gc
 import sys
 import weakref
+from types import SimpleNamespace
 
 import pytest
 
@@ -65,6 +67,28 @@ def test_a_cycle_that_became_garbage_after_being_frozen_is_collected_once_the_he
     assert freezer.full_collections == 2
     assert gone() is None
     assert gc.get_freeze_count() >= len(more)  # the survivors are frozen again
+
+
+def test_garbage_of_closed_streams_is_collected_once_more_closed_than_the_share_of_those_open_whatever_the_peak():
+    """The peak collapse: streams held at a peak close; their frozen garbage keeps the memory
+    blocks allocated, so the block count never grows by the share again. The closed-stream count
+    triggers the collection instead (here: 120 closed, none open; 50 closed is below min_closed)."""
+    streams = SimpleNamespace(open=120, closed=0)
+    freezer = HeapFreezer(check_s=10, regrow=0.5, streams=streams, min_closed=100)
+    freezer.collect_all()  # the base, at the peak
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    gone = weakref.ref(a)
+    freezer.step(now=0.0)  # freezes the cycle (a stream's parts, while it is open)
+    del a, b
+    streams.open, streams.closed = 70, 50
+    freezer.step(now=10.0)  # checked: 50 closed, fewer than min_closed
+    assert freezer.full_collections == 1 and gone() is not None
+    streams.open, streams.closed = 0, 120
+    freezer.step(now=20.0)  # checked: 120 closed >= max(100, 0.5 * 0 open)
+    assert freezer.full_collections == 2 and gone() is None
+    freezer.step(now=30.0)  # counted from the last collection: nothing closed since
+    assert freezer.full_collections == 2
 
 
 async def test_the_task_freezes_the_heap_at_start_then_what_survives_each_interval_and_unfreezes_when_closed():
