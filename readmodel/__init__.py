@@ -4,7 +4,7 @@
 - :mod:`readmodel.records`: what a snapshot holds, as stored and as served
 - :mod:`readmodel.changes`: the changes the writer applies
 - :mod:`readmodel.scripts`: the Lua scripts (``scripts/*.lua``) that write it
-- :mod:`readmodel.writer`: applying batches and sweeping stale tasks
+- :mod:`readmodel.writer`: applying batches; :mod:`readmodel.sweeping`: sweeping stale tasks
 - :mod:`readmodel.reader`: reading snapshots (sync and asyncio)
 - :mod:`readmodel.health`: the projector's health report and the operator's resync request
 - :mod:`readmodel.applied`: how far the read model reflects the source (the checkpoint's position)

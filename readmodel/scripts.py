@@ -97,9 +97,11 @@ LEASE_RELEASE = Lua(_load("lease_release"))
 CHECKPOINT = Lua(_load("checkpoint"))
 FENCE_RAISE = Lua(_load("fence_raise"))
 REFINISH = Lua(_load("refinish"), FENCE_CHECK)
+SWEEP_OWNERS = Lua(_load("sweep_owners"), FENCE_CHECK)
+SWEEP_DEADLINES = Lua(_load("sweep_deadlines"), FENCE_CHECK)
 APPLY_MANY = Many(APPLY)
 ALL = (APPLY, SWEEP, OWN, READ, LEASE_ACQUIRE, LEASE_RENEW, LEASE_RELEASE, CHECKPOINT, FENCE_RAISE,
-       APPLY_MANY, REFINISH)
+       APPLY_MANY, REFINISH, SWEEP_OWNERS, SWEEP_DEADLINES)
 
 
 def slot_groups(redis: Any, keys: Iterable[str], size: int) -> list[list[int]]:

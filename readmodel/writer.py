@@ -15,7 +15,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from . import scripts
+from . import scripts, sweeping
 from .changes import FINISHED, LIVE, Change, TaskChange
 from .fences import Fences, fenced_error, token_arg
 from .keys import Layout
@@ -25,8 +25,7 @@ OWNER_TTL_S = 7 * 24 * 3600  # safety net only: a live task goes stale long befo
 PAST_OWNERS_CAP = 8  # a generation practically never changes owner; a cap keeps entries small
 GONE_TTL_S = 24 * 3600  # how long the index remembers that a document left (covers any replay)
 TOMBSTONE_CAP = 2000  # per user; pruned to half, oldest first, when exceeded
-GROUP = 100  # users or owner entries per script run (and per ZADD/ZREM of deadlines)
-SWEEP_GROUP = 250  # users per sweep.lua call (it loops over them itself)
+GROUP = 100  # users or owner entries per script run (and per ZADD of deadlines)
 
 
 def _move_deadlines_earlier(pipe: Any, key: str, deadlines: list[tuple[str, int]]) -> Any:
@@ -203,51 +202,16 @@ class ReadModel:
     def sweep(self, now_ms: int, now_iso: str, users: Iterable[str] | None = None, min_seq: str = "",
               version_jump: int = 0, fence: int | None = None) -> dict[str, int]:
         """Remove stale tasks (and, with ``min_seq``, whatever a resync did not see, of the documents
-        the layout's partition owns).
+        the layout's partition owns): :mod:`readmodel.sweeping`.
 
         Without ``users``, sweeps the users whose earliest deadline has passed. ``version_jump``
         moves every swept user's version that far (and announces it). Returns {user: new version}
         for users whose snapshot changed. ``fence``: as for :meth:`apply`.
         """
-        if users is None:
-            users = [text(u) for u in self.redis.zrangebyscore(self.layout.deadlines, "-inf", now_ms)]
-        users = list(users)
-        if not users:
-            return {}
-        part = self.layout.partition
-        groups = scripts.slot_groups(self.redis, (self.layout.user(uid) for uid in users), SWEEP_GROUP)
-        args = [now_iso, now_ms, min_seq, version_jump, part.index, part.count, token_arg(fence)]
-        user, tasks, seqs, channel = self.layout.user, self.layout.tasks, self.layout.seqs, self.layout.channel
-
-        def queue(pipe: Any, group: list[int]) -> Any:
-            keys = [key for i in group for key in (user(users[i]), tasks(users[i]), seqs(users[i]))]
-            keys += self.fences.keys(keys[0])
-            return scripts.SWEEP.queue(pipe, keys, [*args, *(channel(users[i]) for i in group)])
-
-        replies = self.run([partial(queue, group=group) for group in groups])
-        versions: dict[str, int] = {}
-        gone_owners: list[str] = []
-        next_deadlines: dict[str, int] = {}  # -1: no live task left
-        for group, reply in zip(groups, replies):
-            at = 0
-            for i in group:
-                version, next_deadline, count = int(reply[at]), int(reply[at + 1]), int(reply[at + 2])
-                if version:
-                    versions[users[i]] = version
-                next_deadlines[users[i]] = next_deadline
-                gone_owners.extend(self.layout.task_owner(text(gid)) for gid in reply[at + 3 : at + 3 + count])
-                at += 3 + count
-        pipe = self.redis.pipeline(transaction=False)
-        for key in gone_owners:
-            pipe.delete(key)
-        done = [uid for uid, deadline in next_deadlines.items() if deadline < 0]
-        later = [(uid, deadline) for uid, deadline in next_deadlines.items() if deadline >= 0]
-        for i in range(0, len(done), GROUP):
-            pipe.zrem(self.layout.deadlines, *done[i : i + GROUP])
-        for i in range(0, len(later), GROUP):
-            pipe.zadd(self.layout.deadlines, dict(later[i : i + GROUP]))
-        pipe.execute()
-        return versions
+        swept = sweeping.remove(self, now_ms, now_iso, None if users is None else list(users), min_seq,
+                                version_jump, fence)
+        sweeping.settle(self, swept)
+        return swept.versions
 
     def known_users(self, batch: int = 1000) -> Iterable[str]:
         """Every user with state in the read model (SCAN; for resync sweeps and tools)."""

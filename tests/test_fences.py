@@ -1,11 +1,13 @@
 """The fencing token checked where the data lives: a leader's writes are refused on every slot once
 a newer leader took over, even when the lease key itself was lost (docs/two-writers.md)."""
 
+import json
+
 import pytest
 from redis.crc import key_slot
 
 from projector.lease import Lease
-from readmodel import ReadModel
+from readmodel import ReadModel, sweeping
 from readmodel.fences import SLOTS, Fenced, Fences, search_tags, slot_tags
 from readmodel.text import text
 
@@ -128,3 +130,88 @@ def test_an_old_leaders_sweep_is_refused_and_removes_nothing(real_redis, layout)
     assert all(len(snap(model, uid)["liveTasks"]) == 1 for uid in USERS)
     model.sweep(0, NOW_ISO, users=USERS, min_seq="9999999999.0000000000", fence=new.token)
     assert all(snap(model, uid)["liveTasks"] == [] for uid in USERS)
+
+
+def _stale_at(model, uid, gid):
+    return json.loads(model.redis.hget(model.layout.tasks(uid), gid))["staleAt"]
+
+
+def _two_leaders(real_redis, layout, *users):
+    """A model and an old leader that has applied one task to each of ``users`` (g1 to u1, g3 to
+    u3, ...), all stale at the same time; the lease key then lost."""
+    model = ReadModel(real_redis, layout)
+    old = Lease(real_redis, layout, holder="old")
+    assert old.acquire()
+    model.apply([put(f"g{uid[1:]}", 1, owner=uid, updatedAt="2026-11-25T09:00:00Z") for uid in users], NOW_ISO,
+                old.token)
+    real_redis.delete(layout.leader)
+    return model, old
+
+
+def test_an_old_leader_paused_after_its_sweep_does_not_drop_the_deadline_of_a_task_a_new_leader_added(
+        real_redis, layout):
+    """docs/two-writers.md: the old leader's sweep removed u1's only task; before its second round
+    (the deadline's removal) a new leader takes over and adds g2 to u1. The second round is refused:
+    u1 keeps a deadline, and g2 is swept once stale (with the old leader's plain ZREM it never was)."""
+    model, old = _two_leaders(real_redis, layout, "u1")
+    swept_at = _stale_at(model, "u1", "g1")
+    swept = sweeping.remove(model, swept_at, NOW_ISO, fence=old.token)
+    assert swept.next_deadlines == {"u1": -1} and swept.gone == [("u1", "g1")]
+
+    new = Lease(real_redis, layout, holder="new")
+    assert new.acquire()
+    model.apply([put("g2", 2, owner="u1", updatedAt="2026-11-25T09:30:00Z")], NOW_ISO, new.token)
+    with pytest.raises(Fenced):
+        sweeping.settle(model, swept)
+
+    assert real_redis.zscore(layout.deadlines, "u1") is not None
+    g2_stale_at = _stale_at(model, "u1", "g2")
+    model.sweep(g2_stale_at - 1, NOW_ISO, fence=new.token)  # u1 was due: its deadline moves to g2's
+    assert real_redis.zscore(layout.deadlines, "u1") == g2_stale_at
+    model.sweep(g2_stale_at, NOW_ISO, fence=new.token)
+    assert real_redis.hlen(layout.tasks("u1")) == 0
+
+
+def test_when_the_fence_cannot_tell_a_late_second_round_keeps_what_was_written_after_the_sweep(real_redis, layout):
+    """The same pause, but the fence copies went back to the old token (a master and its replica
+    both lost: item 1 of docs/two-writers.md). Meanwhile the new leader swept u1 itself and added g2
+    to it, moved g1 to u2, and added to u3 a task g4 already stale (its deadline moves earlier).
+    The old leader's second round is accepted and undoes none of that: both deadlines changed since
+    its sweep read them, and g1's owner entry names u2."""
+    model, old = _two_leaders(real_redis, layout, "u1", "u3")
+    swept_at = _stale_at(model, "u1", "g1")
+    swept = sweeping.remove(model, swept_at, NOW_ISO, fence=old.token)
+    assert swept.next_deadlines == {"u1": -1, "u3": -1}
+
+    new = Lease(real_redis, layout, holder="new")
+    assert new.acquire()
+    model.sweep(swept_at + 1, NOW_ISO, users=["u1"], fence=new.token)  # no live task left: its deadline goes
+    assert real_redis.zscore(layout.deadlines, "u1") is None
+    model.apply([put("g2", 2, owner="u1", updatedAt="2026-11-25T09:30:00Z"),
+                 put("g1", 3, owner="u2", updatedAt="2026-11-25T09:30:00Z"),
+                 put("g4", 4, owner="u3", updatedAt="2026-11-25T08:00:00Z")], NOW_ISO, new.token)
+    g2_stale_at, g4_stale_at = _stale_at(model, "u1", "g2"), _stale_at(model, "u3", "g4")
+    assert g4_stale_at < swept_at < g2_stale_at
+    for key in (layout.deadlines, layout.task_owner("g1"), layout.task_owner("g3")):
+        real_redis.set(model.fences.keys(key)[0], old.token)  # the copies lost with their master
+
+    sweeping.settle(model, swept)  # accepted: the fence cannot tell
+    assert real_redis.zscore(layout.deadlines, "u1") == g2_stale_at
+    assert real_redis.zscore(layout.deadlines, "u3") == g4_stale_at
+    entry = real_redis.get(layout.task_owner("g1"))
+    assert entry is not None and text(entry).split("|")[1] == "u2"
+    assert real_redis.get(layout.task_owner("g3")) is None  # the entry of a task the sweep removed goes
+
+
+def test_a_sweep_moves_a_deadline_later_only_while_it_is_due_and_removes_an_owner_entry_of_its_user(
+        real_redis, layout):
+    """The second round alone (one writer): a due deadline moves to the next live task's stale time
+    and a removed task's owner entry goes."""
+    model = ReadModel(real_redis, layout)
+    model.apply([put("g1", 1, owner="u1", updatedAt="2026-11-25T09:00:00Z"),
+                 put("g2", 2, owner="u1", updatedAt="2026-11-25T09:30:00Z")], NOW_ISO)
+    first, second = _stale_at(model, "u1", "g1"), _stale_at(model, "u1", "g2")
+    assert model.sweep(first, NOW_ISO) == {"u1": 2}
+    assert real_redis.zscore(layout.deadlines, "u1") == second
+    assert real_redis.get(layout.task_owner("g1")) is None
+    assert real_redis.get(layout.task_owner("g2")) is not None
