@@ -9,7 +9,8 @@ repaired users again and repairs once more while they differ. It is written thro
 (:class:`readmodel.ReadModel`: owner entries, one script per user, versions, ``SPUBLISH``):
 
 1. positions that cannot be (past the source's clock, or not a position) are removed first, or
-   they would make the writer skip every real change to their document;
+   they would make the writer skip every real change to their document (fenced like the others,
+   each only while it still holds the value the plan read: ``readmodel/scripts/fenced_clear.lua``);
 2. each document is taken away from the users that show it but do not own it;
 3. each document's state is applied under its owner (a deleted or finished one is removed);
 4. a recently finished entry that differs from its (finished) document is rewritten in place with
@@ -33,6 +34,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from readmodel import BalanceChange, Change, Layout, ReadModel, TaskChange, position, scripts
@@ -58,7 +60,7 @@ class Plan:
     """The writes that repair a set of differences."""
 
     layout: Layout
-    clear: list[tuple[str, str, str]] = field(default_factory=list)  # (redis command, key, field)
+    clear: list[tuple[str, str, str]] = field(default_factory=list)  # (key, hash field or '' for the key, value read)
     take_away: list[Change] = field(default_factory=list)
     states: list[Change] = field(default_factory=list)
     finished: list[tuple[str, str, list[str]]] = field(default_factory=list)  # (user, entry, wrong entries)
@@ -74,10 +76,15 @@ class Plan:
         now_iso = iso(datetime.fromtimestamp(now, UTC)) or ""
         if self.clear:
             fenced()
-            pipe = redis.pipeline(transaction=False)
-            for command, key, name in self.clear:
-                pipe.hdel(key, name) if command == "hdel" else pipe.delete(key)
-            pipe.execute()
+            token = token_arg(fence)
+
+            def clear(pipe: Any, group: list[int]) -> None:
+                keys = [self.clear[i][0] for i in group]
+                args = [token, *(a for i in group for a in self.clear[i][1:])]
+                scripts.FENCED_CLEAR.queue(pipe, keys + model.fences.keys(keys[0]), args)
+
+            model.run([partial(clear, group=group)
+                       for group in scripts.slot_groups(redis, (key for key, _, _ in self.clear), 100)])
         for changes in (self.take_away, self.states):
             if changes:
                 fenced()
@@ -105,18 +112,19 @@ def plan(verifier: Verifier, drift: list[Difference], raw_ids: dict[tuple[str, s
     seq = position(int(seconds), int(inc) + 1)
     wanted: dict[str, dict[str, set[str]]] = {TASKS: {}, ECONOMY: {}}  # collection -> id -> users showing it
     wrong_finished = {(d.user, d.doc) for d in drift if d.kind == "finished-different"}
+    ahead: list[tuple[str, str]] = []  # (key, hash field or '' for the key) holding a position past the clock
     for diff in drift:
         result.users.add(diff.user)
         if diff.kind == "position-ahead":
             if diff.collection == TASKS:
-                result.clear.append(("hdel", layout.seqs(diff.user), diff.doc))
-                result.clear.append(("delete", layout.task_owner(diff.doc), ""))
+                ahead += [(layout.seqs(diff.user), diff.doc), (layout.task_owner(diff.doc), "")]
             else:
-                result.clear.append(("hdel", layout.user(diff.user), "balanceSeq"))
+                ahead.append((layout.user(diff.user), "balanceSeq"))
                 if diff.doc:
-                    result.clear.append(("delete", layout.balance_owner(diff.doc), ""))
+                    ahead.append((layout.balance_owner(diff.doc), ""))
         if diff.doc and diff.collection:
             wanted[diff.collection].setdefault(diff.doc, set()).add(diff.user)
+    result.clear = _read(verifier.redis, ahead)
     durations = Durations.load(verifier.redis, layout)
     now_ms = int(verifier.clock() * 1000)
     for collection, ids in wanted.items():
@@ -141,6 +149,17 @@ def plan(verifier: Verifier, drift: list[Difference], raw_ids: dict[tuple[str, s
                     if wrong:
                         result.finished.append((uid, change.record, wrong))
     return result
+
+
+def _read(redis: Any, places: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """(key, field, value) of each place that holds a value now: the repair deletes it only while it
+    still holds that value (fenced_clear.lua)."""
+    if not places:
+        return []
+    pipe = redis.pipeline(transaction=False)
+    for key, name in places:
+        pipe.hget(key, name) if name else pipe.get(key)
+    return [(key, name, text(value)) for (key, name), value in zip(places, pipe.execute()) if value is not None]
 
 
 def _entries_of(redis: Any, key: str, generation_id: str, record: str) -> list[str]:

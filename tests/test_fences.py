@@ -2,6 +2,7 @@
 a newer leader took over, even when the lease key itself was lost (docs/two-writers.md)."""
 
 import json
+import time
 
 import pytest
 from redis.crc import key_slot
@@ -11,7 +12,7 @@ from readmodel import ReadModel, sweeping
 from readmodel.fences import SLOTS, Fenced, Fences, search_tags, slot_tags
 from readmodel.text import text
 
-from .test_readmodel import NOW_ISO, put, snap
+from .test_readmodel import NOW_ISO, put, seq, snap
 
 pytestmark = pytest.mark.both_backends  # the real-Redis tests run on a single Redis and on a Redis Cluster
 
@@ -215,3 +216,47 @@ def test_a_sweep_moves_a_deadline_later_only_while_it_is_due_and_removes_an_owne
     assert real_redis.zscore(layout.deadlines, "u1") == second
     assert real_redis.get(layout.task_owner("g1")) is None
     assert real_redis.get(layout.task_owner("g2")) is not None
+
+
+BOGUS = "9999999999.0000000000"  # a position past the source's clock: verify --repair clears it
+
+
+def _repair_clearing(layout, value=BOGUS):
+    from projector.verify_repair import Plan
+
+    return Plan(layout, clear=[(layout.seqs("u1"), "g1", value), (layout.task_owner("g1"), "", f"{value}|u1|")])
+
+
+def test_an_old_leaders_repair_clears_nothing_once_a_new_leader_took_over(real_redis, layout):
+    """A repair planned by the old leader (a position from the future to clear) is written after
+    a new leader took over: refused, the position left to the new leader's own verify."""
+    _model, old = _two_leaders(real_redis, layout, "u1")
+    real_redis.hset(layout.seqs("u1"), "g1", BOGUS)
+    real_redis.set(layout.task_owner("g1"), f"{BOGUS}|u1|")
+    assert Lease(real_redis, layout, holder="new").acquire()
+    with pytest.raises(Fenced):
+        _repair_clearing(layout).apply(real_redis, lambda: None, time.time, fence=old.token)
+    assert text(real_redis.hget(layout.seqs("u1"), "g1")) == BOGUS
+    assert real_redis.get(layout.task_owner("g1")) is not None
+
+
+def test_when_the_fence_cannot_tell_a_late_repair_keeps_positions_written_after_its_plan(real_redis, layout):
+    """The new leader cleared the position itself and applied a real change of g1 after it; the
+    fence copies then went back to the old token. The old leader's repair, accepted, deletes only
+    values it read: the real position and owner entry stay."""
+    model, old = _two_leaders(real_redis, layout, "u1")
+    real_redis.hset(layout.seqs("u1"), "g1", BOGUS)
+    real_redis.set(layout.task_owner("g1"), f"{BOGUS}|u1|")
+    new = Lease(real_redis, layout, holder="new")
+    assert new.acquire()
+    _repair_clearing(layout).apply(real_redis, lambda: None, time.time, fence=new.token)
+    assert real_redis.hget(layout.seqs("u1"), "g1") is None
+    model.apply([put("g1", 5, owner="u1", updatedAt="2026-11-25T09:00:00Z")], NOW_ISO, new.token)
+    real = text(real_redis.hget(layout.seqs("u1"), "g1"))
+    assert real == seq(5)
+    for key in (layout.seqs("u1"), layout.task_owner("g1")):
+        real_redis.set(model.fences.keys(key)[0], old.token)  # the copies lost with their master
+
+    _repair_clearing(layout).apply(real_redis, lambda: None, time.time, fence=old.token)
+    assert text(real_redis.hget(layout.seqs("u1"), "g1")) == real
+    assert text(real_redis.get(layout.task_owner("g1"))).startswith(real)
