@@ -100,9 +100,10 @@ REFINISH = Lua(_load("refinish"), FENCE_CHECK)
 SWEEP_OWNERS = Lua(_load("sweep_owners"), FENCE_CHECK)
 SWEEP_DEADLINES = Lua(_load("sweep_deadlines"), FENCE_CHECK)
 FENCED_CLEAR = Lua(_load("fenced_clear"), FENCE_CHECK)
+HGET_MANY = Lua(_load("hget_many"))
 APPLY_MANY = Many(APPLY)
 ALL = (APPLY, SWEEP, OWN, READ, LEASE_ACQUIRE, LEASE_RENEW, LEASE_RELEASE, CHECKPOINT, FENCE_RAISE,
-       APPLY_MANY, REFINISH, SWEEP_OWNERS, SWEEP_DEADLINES, FENCED_CLEAR)
+       APPLY_MANY, REFINISH, SWEEP_OWNERS, SWEEP_DEADLINES, FENCED_CLEAR, HGET_MANY)
 
 
 def slot_groups(redis: Any, keys: Iterable[str], size: int) -> list[list[int]]:

@@ -26,6 +26,7 @@ PAST_OWNERS_CAP = 8  # a generation practically never changes owner; a cap keeps
 GONE_TTL_S = 24 * 3600  # how long the index remembers that a document left (covers any replay)
 TOMBSTONE_CAP = 2000  # per user; pruned to half, oldest first, when exceeded
 GROUP = 100  # users or owner entries per script run (and per ZADD of deadlines)
+HGET_GROUP = 500  # owners' positions read per hget_many.lua call
 
 
 def _move_deadlines_earlier(pipe: Any, key: str, deadlines: list[tuple[str, int]]) -> Any:
@@ -59,15 +60,24 @@ class _Draft:
     the same owner leaves it alone, which is the common case.
     """
 
+    __slots__ = ("change", "key", "known_owner", "known_past", "needs_owner_check", "newest_seq", "op", "owner_now",
+                 "past", "unchanged")
+
     def __init__(self, change: Change, key: str, entry: str | None) -> None:
         self.change, self.key = change, key
-        self.newest_seq, self.known_owner, self.known_past = _owner_entry(entry)
+        self.known_past: list[str]
         self.op = _op(change)
         target = change.owner or ""
         self.owner_now = target if self.op[0] in ("t", "b") else ""
+        if entry is None:  # a document new to the index (the general case below, shortened)
+            self.newest_seq, self.known_owner, self.known_past = "", "", []
+            self.past = [target] if target and target != self.owner_now else []
+            self.unchanged = self.needs_owner_check = False
+            return
+        self.newest_seq, self.known_owner, self.known_past = _owner_entry(entry)
         past = dict.fromkeys([self.known_owner, *self.known_past, target])
         self.past = [o for o in past if o and o != self.owner_now][-PAST_OWNERS_CAP:]
-        self.unchanged = (entry is not None and self.known_owner != "" and self.known_owner == self.owner_now
+        self.unchanged = (self.known_owner != "" and self.known_owner == self.owner_now
                           and self.past == self.known_past)
         self.needs_owner_check = self.known_owner != "" and not self.unchanged
 
@@ -161,11 +171,11 @@ class ReadModel:
         groups = scripts.slot_groups(self.redis, (self.layout.user(uid) for uid in users), GROUP)
         for group in groups:
             calls = []
+            fence_keys = self.fences.keys(self.layout.user(users[group[0]]))  # one slot per group
             for i in group:
                 uid = users[i]
-                keys = self.layout.user_keys(uid)
-                keys += self.fences.keys(keys[0])
-                calls.append((keys, [self.layout.channel(uid), now_iso, self.tombstone_cap, token, *per_user[uid].args]))
+                calls.append((self.layout.user_keys(uid) + fence_keys,
+                              [self.layout.channel(uid), now_iso, self.tombstone_cap, token, *per_user[uid].args]))
             steps.append(partial(scripts.APPLY_MANY.queue_calls, calls=calls))
         return Plan(users, steps, first_script, groups)
 
@@ -185,19 +195,22 @@ class ReadModel:
 
         An owner entry is not rewritten while a live document changes under the same owner, so
         its position can lag behind; whether a change that takes the document away is obsolete
-        is decided on the owner's own position instead. One round trip, for batches with any.
+        is decided on the owner's own position instead. One round trip, for batches with any, and
+        one script call per slot and 500 documents (a pipelined ``HGET`` each cost the client
+        more than the script's whole share).
         """
         if not drafts:
             return
-        pipe = self.redis.pipeline(transaction=False)
-        for draft in drafts:
-            if isinstance(draft.change, TaskChange):
-                pipe.hget(self.layout.seqs(draft.known_owner), draft.change.generation_id)
-            else:
-                pipe.hget(self.layout.user(draft.known_owner), "balanceSeq")
-        for draft, seq in zip(drafts, pipe.execute()):
-            if seq is not None:
-                draft.newest_seq = max(draft.newest_seq, text(seq))
+        keys = [self.layout.seqs(d.known_owner) if isinstance(d.change, TaskChange) else self.layout.user(d.known_owner)
+                for d in drafts]
+        fields = [d.change.generation_id if isinstance(d.change, TaskChange) else "balanceSeq" for d in drafts]
+        groups = scripts.slot_groups(self.redis, keys, HGET_GROUP)
+        replies = self.run([partial(scripts.HGET_MANY.queue, keys=[keys[i] for i in group],
+                                    args=[fields[i] for i in group]) for group in groups])
+        for group, found in zip(groups, replies):
+            for i, seq in zip(group, found):
+                if seq is not None:
+                    drafts[i].newest_seq = max(drafts[i].newest_seq, text(seq))
 
     def sweep(self, now_ms: int, now_iso: str, users: Iterable[str] | None = None, min_seq: str = "",
               version_jump: int = 0, fence: int | None = None) -> dict[str, int]:

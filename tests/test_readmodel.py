@@ -99,6 +99,19 @@ def test_replayed_insert_after_delete_does_not_resurrect(model):
     assert snap(model)["liveTasks"] == []
 
 
+def test_an_older_removal_replayed_is_decided_on_the_owners_position_not_the_lagging_owner_entry(model):
+    # The entry is not rewritten by g1's and e1's updates under the same owner (it stays at 1); a
+    # removal at 2 replayed after the updates at 3 is obsolete on the owner's own position, and
+    # must neither rewrite the entry as gone (its shorter TTL would forget u1) nor touch u1.
+    model.apply([put("g1", 1), balance("e1", 1)], NOW_ISO)
+    model.apply([put("g1", 3, progress=0.5), balance("e1", 3, credit="2")], NOW_ISO)
+    versions = model.apply([gone("g1", 2), balance_change(None, "e1", seq(2), RULES)], NOW_ISO)
+    assert versions == {}
+    assert model.redis.get(model.layout.task_owner("g1")).decode() == f"{seq(1)}|u1|"
+    assert model.redis.get(model.layout.balance_owner("e1")).decode() == f"{seq(1)}|u1|"
+    assert snap(model)["balance"]["usdCredit"] == "2" and len(snap(model)["liveTasks"]) == 1
+
+
 def test_delete_of_a_task_never_seen_is_a_no_op(model):
     assert model.apply([gone("never", 1)], NOW_ISO) == {}
 
