@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from readmodel import ReadModel
+from readmodel import Change, ReadModel
 
 from .applying import Applied, BatchWriter, Grant
 from .batching import Batch, Owns, with_full_documents
@@ -33,6 +33,9 @@ from .writebehind import WriteBehind
 log = logging.getLogger(__name__)
 
 SWEEP_CHUNK = 1000
+# Live task changes held back, across all users, until their owner's balance is scanned: beyond
+# this many they are written at once (each user then costs two script calls instead of one).
+HELD_CAP = 100_000
 
 
 class Stopped(Exception):
@@ -71,12 +74,20 @@ class Resync:
         writes)."""
         stream = self.source.open(None)
         try:
+            # With no user in the read model yet (a first start, a flushed Redis), everything the
+            # sweep could find was written by this scan at the stream's start: only tasks already
+            # stale can go, and the deadline sweep finds those. Anything written after this look
+            # is this scan's, another partition's, or refused by the fence (raised when the lease
+            # was taken).
+            fresh = version_jump == 0 and next(iter(self.model.known_users()), None) is None
             scanned = self._scan(stream.start, durations)
             self.writes.flush()  # every scanned document is in Redis before the sweep looks
             self.keep_going()
-            users = list(self.model.known_users())
+            users = [] if fresh else list(self.model.known_users())
             now_ms = int(self.clock() * 1000)
             now_iso = iso_at(self.clock())
+            if fresh:
+                self.model.sweep(now_ms, now_iso, fence=self.grant().fence)
             for i in range(0, len(users), SWEEP_CHUNK):
                 self.model.sweep(now_ms, now_iso, users=users[i : i + SWEEP_CHUNK], min_seq=stream.start,
                                  version_jump=version_jump, fence=self.grant().fence)
@@ -87,8 +98,11 @@ class Resync:
         return Rebuilt(stream, applied, scanned, len(users))
 
     def _scan(self, seq: str, durations: Durations) -> int:
+        """Tasks first, then balances. A user's live tasks are held back until its balance is
+        scanned and written with it: one script call per user instead of two (:class:`_Held`)."""
         total = self.source.estimated_total()
         done = 0
+        held = _Held(self.batch_size)
         with tqdm(total=total, desc="resync", unit="doc", file=sys.stderr,
                   disable=None if self.progress else True,  # None: off when stderr is no terminal
                   mininterval=0.5, dynamic_ncols=True) as bar:
@@ -101,7 +115,13 @@ class Resync:
                         if self.owns(doc_id):  # else another partition's
                             projected = document_projection(kind, doc, doc_id, seq, wall_ms, self.rules, durations)
                             batch.add(projected, durations, finished=False)
+                    if kind == TASKS:
+                        batch.changes = held.hold(batch.changes)
+                    else:
+                        batch.changes += held.release([change.owner for change in batch.changes])
                     done += self._write(batch, bar)
+            for changes in held.rest():
+                self._write(Batch(changes=changes), bar)
         return done
 
     def _write(self, batch: Batch, bar: tqdm) -> int:
@@ -115,3 +135,49 @@ class Resync:
         self.chores()
         return scanned
 
+
+
+class _Held:
+    """Live task changes of the scan kept by owner until the owner's balance comes (owned by the
+    worker's thread, for one scan). A user's held changes go out on their own once they fill a
+    batch, and all of them once ``HELD_CAP`` are held: one script call never takes more than
+    about a batch, and memory stays bounded."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.by_owner: dict[str | None, list[Change]] = {}
+        self.count = 0
+
+    def hold(self, changes: list[Change]) -> list[Change]:
+        """Keep ``changes``; returns those to write now."""
+        now: list[Change] = []
+        for change in changes:
+            kept = self.by_owner.setdefault(change.owner, [])
+            kept.append(change)
+            self.count += 1
+            if len(kept) >= self.batch_size:
+                now += self.by_owner.pop(change.owner)
+                self.count -= len(kept)
+        if self.count > HELD_CAP:
+            now += [change for kept in self.by_owner.values() for change in kept]
+            self.by_owner.clear()
+            self.count = 0
+        return now
+
+    def release(self, owners: list[str | None]) -> list[Change]:
+        """The held changes of ``owners`` (given up)."""
+        out: list[Change] = []
+        for owner in owners:
+            kept = self.by_owner.pop(owner, None)
+            if kept:
+                out += kept
+                self.count -= len(kept)
+        return out
+
+    def rest(self) -> Iterator[list[Change]]:
+        """What is still held (users without a balance), in batches."""
+        rest = [change for kept in self.by_owner.values() for change in kept]
+        self.by_owner.clear()
+        self.count = 0
+        for i in range(0, len(rest), self.batch_size):
+            yield rest[i : i + self.batch_size]

@@ -1,0 +1,83 @@
+"""How a resync writes: a user's balance and live tasks in one script call, a read model that was
+empty skips the full sweep but not the stale sweep, and held-back tasks stay bounded."""
+
+from __future__ import annotations
+
+import pytest
+from pymongo import MongoClient
+
+from projector import resync as resync_module
+from projector.normalize import Rules
+from projector.settings import Settings
+from projector.worker import Worker
+from readmodel.settings import StoreSettings
+
+from .capture_helpers import DB, ECONOMY, TASKS, actual_state, economy_doc, expected_state, settle, snapshot, task_doc
+from .capture_helpers import without_empty
+
+pytestmark = pytest.mark.both_backends
+
+DAY_S = 24 * 3600
+
+
+@pytest.fixture
+def make_worker(standin, real_redis, prefix, backend):
+    made = []
+
+    def make(batch_size=1000, **kwargs):
+        settings = Settings(store=StoreSettings(key_prefix=prefix, cluster=backend == "cluster"), mongo_url=standin.url,
+                            batch_size=batch_size, rules=Rules())
+        mongo = MongoClient(standin.url, serverSelectionTimeoutMS=3000)
+        worker = Worker(settings, real_redis, mongo, progress=False, **kwargs)
+        made.append((worker, mongo))
+        return worker
+
+    yield make
+    for worker, mongo in made:
+        worker.close()
+        mongo.close()
+
+
+def test_a_users_balance_and_live_tasks_are_written_in_one_script_call(standin, make_worker, real_redis, layout):
+    for uid in ("u1", "u2"):
+        standin.insert(DB, TASKS, task_doc(f"{uid}-g1", uid))
+        standin.insert(DB, TASKS, task_doc(f"{uid}-g2", uid))
+        standin.insert(DB, ECONOMY, economy_doc(f"e-{uid}", uid))
+    standin.insert(DB, TASKS, task_doc("lone", "u3"))  # no balance: written after the balances
+    settle(make_worker())
+    for uid in ("u1", "u2"):
+        shown = snapshot(real_redis, layout, uid)
+        assert shown["version"] == 1  # one change of state: tasks and balance together
+        assert len(shown["liveTasks"]) == 2 and shown["balance"]["usdCredit"] == "1.5"
+    assert [t["generationId"] for t in snapshot(real_redis, layout, "u3")["liveTasks"]] == ["lone"]
+
+
+def test_a_resync_of_an_empty_read_model_still_removes_tasks_stale_by_its_end(standin, real_redis, layout, make_worker):
+    standin.insert(DB, TASKS, task_doc("g1", "u1"))
+    standin.insert(DB, ECONOMY, economy_doc("e1", "u1"))
+    offset = [0.0]
+    worker = make_worker(clock=lambda: resync_module.time.time() + offset[0])
+    scan = worker.resyncer._scan
+
+    def scan_then_a_day_passes(*args):
+        scanned = scan(*args)
+        offset[0] = DAY_S + 3600  # the task was live when scanned, stale when the scan ends
+        return scanned
+
+    worker.resyncer._scan = scan_then_a_day_passes
+    worker.step()
+    shown = snapshot(real_redis, layout, "u1")
+    assert shown["liveTasks"] == [] and shown["balance"]["usdCredit"] == "1.5"
+
+
+def test_held_back_tasks_go_out_in_batches_and_all_at_the_cap(standin, make_worker, real_redis, layout, monkeypatch):
+    monkeypatch.setattr(resync_module, "HELD_CAP", 3)
+    for n in range(12):
+        standin.insert(DB, TASKS, task_doc(f"big-g{n}", "big"))  # more than a batch for one user
+    for uid in ("a", "b", "c", "d"):
+        standin.insert(DB, TASKS, task_doc(f"{uid}-g", uid))
+        standin.insert(DB, ECONOMY, economy_doc(f"e-{uid}", uid))
+    standin.insert(DB, ECONOMY, economy_doc("e-big", "big"))
+    settle(make_worker(batch_size=5))
+    assert actual_state(real_redis, layout) == without_empty(expected_state(standin))
+    assert len(snapshot(real_redis, layout, "big")["liveTasks"]) == 12
