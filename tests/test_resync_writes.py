@@ -3,6 +3,9 @@ empty skips the full sweep but not the stale sweep, and held-back tasks stay bou
 
 from __future__ import annotations
 
+import gc
+import sys
+
 import pytest
 from pymongo import MongoClient
 
@@ -12,8 +15,18 @@ from projector.settings import Settings
 from projector.worker import Worker
 from readmodel.settings import StoreSettings
 
-from .capture_helpers import DB, ECONOMY, TASKS, actual_state, economy_doc, expected_state, settle, snapshot, task_doc
-from .capture_helpers import without_empty
+from .capture_helpers import (
+    DB,
+    ECONOMY,
+    TASKS,
+    actual_state,
+    economy_doc,
+    expected_state,
+    settle,
+    snapshot,
+    task_doc,
+    without_empty,
+)
 
 pytestmark = pytest.mark.both_backends
 
@@ -81,3 +94,19 @@ def test_held_back_tasks_go_out_in_batches_and_all_at_the_cap(standin, make_work
     settle(make_worker(batch_size=5))
     assert actual_state(real_redis, layout) == without_empty(expected_state(standin))
     assert len(snapshot(real_redis, layout, "big")["liveTasks"]) == 12
+
+
+def test_the_interpreter_is_tuned_during_the_scan_and_set_back_after(standin, make_worker):
+    standin.insert(DB, TASKS, task_doc("g1", "u1"))
+    before = (sys.getswitchinterval(), gc.get_threshold())
+    worker = make_worker()
+    scan, during = worker.resyncer._scan, []
+
+    def scan_and_look(*args):
+        during.append((sys.getswitchinterval(), gc.get_threshold()))
+        return scan(*args)
+
+    worker.resyncer._scan = scan_and_look
+    worker.step()
+    assert during == [(resync_module.SWITCH_INTERVAL_S, resync_module.GC_THRESHOLDS)]
+    assert (sys.getswitchinterval(), gc.get_threshold()) == before
