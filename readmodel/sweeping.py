@@ -36,6 +36,7 @@ class Swept:
     ``gone`` (user, generation id) per removed task."""
 
     token: str
+    now_ms: int
     seen: dict[str, str]
     versions: dict[str, int] = field(default_factory=dict)
     next_deadlines: dict[str, int] = field(default_factory=dict)
@@ -57,7 +58,7 @@ def remove(model: ReadModel, now_ms: int, now_iso: str, users: list[str] | None 
     else:
         seen = dict(zip(users, map(_score, model.redis.zmscore(deadlines, users)))) if users else {}
     layout = model.layout
-    swept = Swept(token_arg(fence), seen)
+    swept = Swept(token_arg(fence), now_ms, seen)
     if not users:
         return swept
     part = layout.partition
@@ -83,9 +84,9 @@ def remove(model: ReadModel, now_ms: int, now_iso: str, users: list[str] | None 
 
 
 def settle(model: ReadModel, swept: Swept) -> None:
-    """The second round: the removed tasks' owner entries and the swept users' deadlines.
-    :class:`~readmodel.fences.Fenced` (nothing of a refused group written) when a newer leader
-    has written to their slot."""
+    """The second round: the removed tasks' owner entries and the swept users' deadlines, then a
+    look at the users left without one. :class:`~readmodel.fences.Fenced` (nothing of a refused
+    group written) when a newer leader has written to their slot."""
     layout = model.layout
     steps: list[Callable[[Any], Any]] = []
     entries = [(layout.task_owner(gid), uid) for uid, gid in swept.gone]
@@ -93,6 +94,7 @@ def settle(model: ReadModel, swept: Swept) -> None:
         keys = [entries[i][0] for i in group]
         users = [swept.token, *(entries[i][1] for i in group)]
         steps.append(partial(scripts.SWEEP_OWNERS.queue, keys=keys + model.fences.keys(keys[0]), args=users))
+    first_deadlines = len(steps)
     deadlines = list(swept.next_deadlines.items())
     fence_keys = model.fences.keys(layout.deadlines)
     for i in range(0, len(deadlines), SETTLE_GROUP):
@@ -100,5 +102,27 @@ def settle(model: ReadModel, swept: Swept) -> None:
         for uid, deadline in deadlines[i : i + SETTLE_GROUP]:
             args += (uid, deadline, swept.seen[uid])
         steps.append(partial(scripts.SWEEP_DEADLINES.queue, keys=[layout.deadlines, *fence_keys], args=args))
-    if steps:
-        model.run(steps)
+    if not steps:
+        return
+    replies = model.run(steps)
+    removed = [text(uid) for reply in replies[first_deadlines:] for uid in reply]
+    _offer_again(model, removed, swept.now_ms)
+
+
+def _offer_again(model: ReadModel, removed: list[str], now_ms: int) -> None:
+    """Give a deadline back to each user whose deadline was removed but who shows a task now.
+
+    Another writer (a partition's leader: every partition writes the one deadlines set with a fence
+    of its own) may have put a task between the two rounds: its ``ZADD ... LT`` kept the older,
+    earlier deadline, which the second round then removed. The task is written before this look
+    whenever its deadline was offered before the removal (a batch offers deadlines before its
+    scripts: only a batch cut between the two can still lose it). The deadline given back is the
+    sweep's time: the next sweep looks and sets the real one."""
+    if not removed:
+        return
+    pipe = model.redis.pipeline(transaction=False)
+    for uid in removed:
+        pipe.hlen(model.layout.tasks(uid))
+    back = {uid: now_ms for uid, count in zip(removed, pipe.execute()) if count}
+    if back:
+        model.redis.zadd(model.layout.deadlines, back, lt=True)

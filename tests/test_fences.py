@@ -8,7 +8,7 @@ import pytest
 from redis.crc import key_slot
 
 from projector.lease import Lease
-from readmodel import ReadModel, sweeping
+from readmodel import Layout, Partition, ReadModel, sweeping
 from readmodel.fences import SLOTS, Fenced, Fences, search_tags, slot_tags
 from readmodel.text import text
 
@@ -260,3 +260,33 @@ def test_when_the_fence_cannot_tell_a_late_repair_keeps_positions_written_after_
     _repair_clearing(layout).apply(real_redis, lambda: None, time.time, fence=old.token)
     assert text(real_redis.hget(layout.seqs("u1"), "g1")) == real
     assert text(real_redis.get(layout.task_owner("g1"))).startswith(real)
+
+
+def test_a_put_of_another_partition_between_a_sweeps_two_rounds_keeps_a_deadline(real_redis, prefix):
+    """Two partitions write the one deadlines set, each under a fence of its own: partition 0's
+    sweep removed u1's only task, partition 1 put g2 to u1 before partition 0's second round (its
+    ZADD LT kept the older deadline), which removes the deadline, accepted. The look after it
+    finds g2 and gives u1 a deadline back: g2 is swept once stale."""
+    models, tokens = [], []
+    for index in (0, 1):
+        layout = Layout(prefix, Partition(index, 2))
+        lease = Lease(real_redis, layout, holder=f"p{index}")
+        assert lease.acquire()
+        models.append(ReadModel(real_redis, layout))
+        tokens.append(lease.token)
+    first, second = models
+    first.apply([put("g1", 1, owner="u1", updatedAt="2026-11-25T09:00:00Z")], NOW_ISO, tokens[0])
+    swept_at = _stale_at(first, "u1", "g1")
+    swept = sweeping.remove(first, swept_at, NOW_ISO, fence=tokens[0])
+    assert swept.next_deadlines == {"u1": -1}
+
+    second.apply([put("g2", 2, owner="u1", updatedAt="2026-11-25T09:30:00Z")], NOW_ISO, tokens[1])
+    assert real_redis.zscore(first.layout.deadlines, "u1") == swept_at  # the older deadline kept
+    sweeping.settle(first, swept)
+
+    assert real_redis.zscore(first.layout.deadlines, "u1") is not None
+    g2_stale_at = _stale_at(second, "u1", "g2")
+    second.sweep(g2_stale_at - 1, NOW_ISO, fence=tokens[1])
+    assert real_redis.zscore(first.layout.deadlines, "u1") == g2_stale_at
+    second.sweep(g2_stale_at, NOW_ISO, fence=tokens[1])
+    assert real_redis.hlen(first.layout.tasks("u1")) == 0

@@ -7,17 +7,20 @@
 -- readmodel.fences).
 -- ARGV: fencing token ('' for an unfenced caller), then three per user: the user, its next deadline
 -- (-1: no live task left), its deadline as read before the sweep ('' for none).
--- Returns how many deadlines were removed; or the error "FENCED <newer>" (nothing written) when a
--- leader with a newer token has written to this slot.
+-- Returns the users whose deadline was removed; or the error "FENCED <newer>" (nothing written) when
+-- a leader with a newer token has written to this slot.
 local refused = fence_check(KEYS[2], KEYS[3], ARGV[1], 'deadline')
 if refused then return refused end
-local removed = 0
+local removed = {}
 for i = 2, #ARGV, 3 do
   local user, next_deadline, seen = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local current = tonumber(redis.call('ZSCORE', KEYS[1], user) or '')
   local unchanged = current == seen
   if tonumber(next_deadline) < 0 then
-    if unchanged and current then removed = removed + redis.call('ZREM', KEYS[1], user) end
+    if unchanged and current then
+      redis.call('ZREM', KEYS[1], user)
+      removed[#removed + 1] = user
+    end
   elseif unchanged then
     redis.call('ZADD', KEYS[1], next_deadline, user)
   else
