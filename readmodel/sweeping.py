@@ -95,7 +95,9 @@ def settle(model: ReadModel, swept: Swept) -> None:
         users = [swept.token, *(entries[i][1] for i in group)]
         steps.append(partial(scripts.SWEEP_OWNERS.queue, keys=keys + model.fences.keys(keys[0]), args=users))
     first_deadlines = len(steps)
-    deadlines = list(swept.next_deadlines.items())
+    # A user with no deadline read and no live task left has nothing to write (the common case
+    # of a resync's end: users that only have a balance).
+    deadlines = [(uid, d) for uid, d in swept.next_deadlines.items() if d >= 0 or swept.seen[uid]]
     fence_keys = model.fences.keys(layout.deadlines)
     for i in range(0, len(deadlines), SETTLE_GROUP):
         args: list[Any] = [swept.token]
