@@ -5,7 +5,9 @@ Scripts run by ``EVALSHA`` inside plain pipelines, on a single Redis and on a cl
 (redis-py's cluster pipeline refuses ``Script`` objects, so the command is queued by name). A node
 that restarted or a replica promoted in a failover has an empty script cache: :func:`run` and
 :func:`arun` then load every script on every master and run the pipeline once more, which is
-harmless because every write here is idempotent.
+harmless because every write here is idempotent. A command that ran the first time keeps its first
+reply: run again, a script that changed something reports nothing changed (only some scripts are
+missing when new code meets a Redis that cached the old ones).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
@@ -125,21 +127,38 @@ def slot_groups(redis: Any, keys: Iterable[str], size: int) -> list[list[int]]:
 def run(redis: Any, build: Callable[[Any], object]) -> list[Any]:
     """Queue commands with ``build`` on a pipeline (not a transaction) and execute it; on
     ``NOSCRIPT``, load the scripts (every master of a cluster) and run it again once."""
+    first: list[Any] = []
     for attempt in (1, 2):
         pipe = redis.pipeline(transaction=False)
         build(pipe)
         try:
-            replies: list[Any] = pipe.execute()
-            return replies
+            replies: list[Any] = pipe.execute(raise_on_error=attempt == 2)
         except _UNREACHABLE:
             _read_slot_map(redis)
             raise
-        except NoScriptError:
-            if attempt == 2:
-                raise
-            for script in ALL:
-                redis.script_load(script.source)
+        if attempt == 2:
+            return _kept(first, replies)
+        if not _missing_script(replies):
+            return replies
+        first = replies
+        for script in ALL:
+            redis.script_load(script.source)
     raise AssertionError("unreachable")
+
+
+def _missing_script(replies: list[Any]) -> bool:
+    """Whether the first error among ``replies`` is NOSCRIPT (run again); any other is raised."""
+    error = next((reply for reply in replies if isinstance(reply, ResponseError)), None)
+    if error is None:
+        return False
+    if isinstance(error, NoScriptError):
+        return True
+    raise error
+
+
+def _kept(first: list[Any], second: list[Any]) -> list[Any]:
+    """The second run's replies, but the first run's where that one ran (not NOSCRIPT)."""
+    return [b if isinstance(a, NoScriptError) else a for a, b in zip(first, second, strict=True)]
 
 
 def call(redis: Any, script: Lua, keys: list[str], args: list[Any]) -> Any:
@@ -150,20 +169,22 @@ def call(redis: Any, script: Lua, keys: list[str], args: list[Any]) -> Any:
 
 async def arun(redis: Any, build: Callable[[Any], object]) -> list[Any]:
     """:func:`run` for a ``redis.asyncio`` client."""
+    first: list[Any] = []
     for attempt in (1, 2):
         pipe = redis.pipeline(transaction=False)
         build(pipe)
         try:
-            areplies: list[Any] = await pipe.execute()
-            return areplies
+            areplies: list[Any] = await pipe.execute(raise_on_error=attempt == 2)
         except _UNREACHABLE:
             await _aread_slot_map(redis)
             raise
-        except NoScriptError:
-            if attempt == 2:
-                raise
-            for script in ALL:
-                await redis.script_load(script.source)
+        if attempt == 2:
+            return _kept(first, areplies)
+        if not _missing_script(areplies):
+            return areplies
+        first = areplies
+        for script in ALL:
+            await redis.script_load(script.source)
     raise AssertionError("unreachable")
 
 

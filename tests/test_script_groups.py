@@ -72,3 +72,28 @@ def test_a_run_of_many_users_under_an_older_fence_writes_none_of_them(real_redis
         model.apply([put(f"g{uid}", 1, owner=uid) for uid in USERS], NOW_ISO, fence=4)
     assert not any(real_redis.exists(layout.user(uid), layout.tasks(uid)) for uid in USERS)
     assert model.apply([put(f"g{uid}", 1, owner=uid) for uid in USERS], NOW_ISO, fence=5) == dict.fromkeys(USERS, 1)
+
+
+def test_a_script_missing_from_the_cache_is_loaded_and_the_scripts_that_ran_keep_their_replies(
+    real_redis, layout, monkeypatch
+):
+    # New code meets a Redis that cached the old scripts: own.lua's SHA is new, apply's is known.
+    # The pipeline runs again after loading; the user scripts that ran the first time must not
+    # report "nothing changed" from their second run.
+    fresh_own = scripts.Lua(scripts.OWN.body + f"\n-- {layout.prefix}\n", scripts.OWN.prelude)
+    monkeypatch.setattr(scripts, "OWN", fresh_own)
+    monkeypatch.setattr(scripts, "ALL", (*scripts.ALL, fresh_own))
+    for node_redis in _masters(real_redis):
+        node_redis.script_load(scripts.APPLY_MANY.source)
+        assert node_redis.script_exists(fresh_own.sha) == [False]
+    model = ReadModel(real_redis, layout)
+    batch = [put(f"g{uid}", 1, owner=uid) for uid in USERS]
+    assert model.apply(batch, NOW_ISO) == dict.fromkeys(USERS, 1)
+    assert all(real_redis.get(layout.task_owner(f"g{uid}")).startswith(seq(1).encode()) for uid in USERS)
+
+
+def _masters(redis):
+    nodes = getattr(redis, "get_primaries", None)
+    if nodes is None:
+        return [redis]
+    return [redis.get_redis_connection(node) for node in nodes()]
