@@ -26,6 +26,7 @@ from .values import (
     describe,
     document_id,
     id_hash,
+    is_mapping,
     money,
     normalize_status,
     points_for,
@@ -130,7 +131,7 @@ def _unreadable(name: str, exc: Exception) -> FieldError:
 
 
 def _project(build: Callable[[Mapping[str, Any], Rules], Any], doc: Any, rules: Rules) -> Any:
-    if not isinstance(doc, Mapping):
+    if not is_mapping(doc):
         return Invalid(f"document is a {type(doc).__name__}, not a mapping")
     try:
         return build(doc, rules)
@@ -185,7 +186,7 @@ def _task(doc: Mapping[str, Any], rules: Rules) -> Task | Invalid:
             percent, source = 100.0, "status"
 
     raw_metadata = doc.get("metadata")
-    metadata: Mapping[str, Any] = raw_metadata if isinstance(raw_metadata, Mapping) else {}
+    metadata: Mapping[str, Any] = raw_metadata if is_mapping(raw_metadata) else {}
     started = _moment(doc, "requestTimestamp")
     updated = _moment(doc, "updatedAt") or _moment(doc, "responseTimestamp") or started
     return Task(

@@ -18,6 +18,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from .values import is_mapping
+
 _PERCENT_TEXT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*%\s*$")
 _NUMBER_TEXT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*$")
 _STEP_PAIRS = (("currentStep", "totalSteps"), ("step", "steps"), ("current", "total"))
@@ -70,7 +72,7 @@ def _steps(container: Mapping[str, Any]) -> float | None:
 
 def _as_progress(value: Any) -> float | None:
     """A ``progress`` value: fraction (<= 1) or percentage, '47%', or a mapping."""
-    if isinstance(value, Mapping):
+    if is_mapping(value):
         return _as_percent(value.get("percent")) if "percent" in value else _steps(value)
     if isinstance(value, str):
         if len(value) > _MAX_TEXT:
@@ -88,7 +90,7 @@ def _as_progress(value: Any) -> float | None:
 def read_progress(doc: Mapping[str, Any]) -> float | None:
     """The reported progress of a task document in 0..100, or None when it reports none."""
     metadata = doc.get("metadata")
-    containers = [doc] + ([metadata] if isinstance(metadata, Mapping) else [])
+    containers = [doc, metadata] if is_mapping(metadata) else [doc]
     readers = ((_as_percent, "progressPercent"), (_as_progress, "progress"))
     for reader, key in readers:
         for container in containers:

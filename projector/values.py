@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeGuard
 
 from bson import Decimal128, Int64, ObjectId
 
@@ -33,6 +34,19 @@ class FieldError(ValueError):
     def __init__(self, name: str, problem: str) -> None:
         super().__init__(f"{name} {problem}")
         self.name = name
+
+
+def is_mapping(value: Any) -> TypeGuard[Mapping[str, Any]]:
+    """``isinstance(value, Mapping)``, answered at once for what documents mostly hold (a plain
+    dict, None, a number or a text: the ABC's check costs ~0.5 µs each, several per document)."""
+    if type(value) is dict:
+        return True
+    if value is None or type(value) in _NOT_MAPPINGS:
+        return False
+    return isinstance(value, Mapping)
+
+
+_NOT_MAPPINGS = frozenset({str, int, float, bool})
 
 
 # ---------------------------------------------------------------------------- identities
@@ -103,18 +117,38 @@ def normalize_status(value: Any) -> str | None:
 # ---------------------------------------------------------------------------- money and numbers
 
 
-_DECIMAL128_SEEN: dict[bytes, Decimal] = {}
+_DECIMAL128_SEEN: dict[tuple[int, int], Decimal] = {}
+# Decimal128's BID layout as bson.decimal128 reads it: the sign bit; then either two set bits
+# (infinities, NaNs and the large-coefficient form) or a 14-bit biased exponent and a coefficient
+# of 113 bits (49 of the high word, all 64 of the low one) worth at most 34 digits.
+_D128_SPECIAL = 3 << 61
+_D128_HIGH_COEFFICIENT = (1 << 49) - 1
+_D128_MAX_COEFFICIENT = 10**34 - 1
+_D128_EXPONENT_BIAS = 6176
+
+
+def decimal128_decimal(value: Decimal128) -> Decimal:
+    """``value.to_decimal()``, the reference, which bson computes digit by digit in Python
+    (~15 µs), from the coefficient and exponent read off the two words (~1 µs). The special and
+    large-coefficient forms go through the reference."""
+    high, low = value.__getstate__()
+    if high & _D128_SPECIAL != _D128_SPECIAL:
+        coefficient = ((high & _D128_HIGH_COEFFICIENT) << 64) | low
+        if coefficient <= _D128_MAX_COEFFICIENT:
+            exponent = ((high >> 49) & 0x3FFF) - _D128_EXPONENT_BIAS
+            return Decimal(f"{'-' if high >> 63 else ''}{coefficient}E{exponent}")
+    return value.to_decimal()
 
 
 def _decimal128(value: Decimal128) -> Decimal:
-    """``value.to_decimal()``, remembered: bson decodes it bit by bit in Python (~20 µs), and the
-    same prices and balances come back again and again."""
-    key = value.bid
+    """:func:`decimal128_decimal`, remembered: the same prices and balances come back again and
+    again."""
+    key = value.__getstate__()
     number = _DECIMAL128_SEEN.get(key)
     if number is None:
         if len(_DECIMAL128_SEEN) >= 4096:
             _DECIMAL128_SEEN.clear()
-        number = _DECIMAL128_SEEN[key] = value.to_decimal()
+        number = _DECIMAL128_SEEN[key] = decimal128_decimal(value)
     return number
 
 
@@ -156,17 +190,17 @@ def describe(value: Any) -> str:
     return f"{value!r:.60}"
 
 
-_MONEY_SEEN: dict[bytes, Decimal] = {}
+_MONEY_SEEN: dict[tuple[int, int], Decimal] = {}
 
 
 def money(name: str, value: Any) -> Decimal:
     """An amount of USD: exact, finite, below ``MAX_MONEY``, at most ``MAX_MONEY_PLACES`` places.
 
     Negative zero is zero. Raises :class:`FieldError` naming ``name`` otherwise. A Decimal128
-    that passed is remembered by its 16 bytes (a task's price comes back with each of its events).
+    that passed is remembered by its two words (a task's price comes back with each of its events).
     """
     if type(value) is Decimal128:
-        key = value.bid
+        key = value.__getstate__()
         known = _MONEY_SEEN.get(key)
         if known is None:
             known = remember(_MONEY_SEEN, key, _money(name, value))

@@ -1,15 +1,17 @@
 """Raw generationOutputs / userEconomy documents become tasks and balances, or rejections."""
 
+from collections import OrderedDict
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from bson import Decimal128, Int64, ObjectId
+from bson import SON, Decimal128, Int64, ObjectId
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from projector.normalize import Balance, Invalid, Rules, Task, is_stale, normalize_balance, normalize_task
-from projector.values import decimal_text, exact_decimal, id_hash, normalize_status
+from projector.values import decimal128_decimal, decimal_text, exact_decimal, id_hash, is_mapping, normalize_status
 
 OID = ObjectId("65f1c0ffee0000000000abcd")
 USER = ObjectId("65f1c0ffee00000000001234")
@@ -236,6 +238,33 @@ def test_decimal128_round_trips_exactly(number):
     assert Decimal(decimal_text(number)) == number
 
 
+
+WORD = st.integers(min_value=0, max_value=2**64 - 1)
+
+
+def _ordinary(sign, biased_exponent, coefficient):
+    """The two words of an ordinary Decimal128: sign, 14-bit exponent, 113-bit coefficient."""
+    return sign << 63 | biased_exponent << 49 | coefficient >> 64, coefficient & (2**64 - 1)
+
+
+ORDINARY = st.builds(_ordinary, st.integers(0, 1), st.integers(0, 3 * 2**12 - 1),
+                     st.one_of(st.integers(0, 10**34 - 1), st.integers(0, 10**7)))
+
+
+@settings(max_examples=1000)
+@given(st.one_of(st.tuples(WORD, WORD), ORDINARY))
+@example((0x3040000000000000, 12469))  # 0.012469 would be 12469E-6: an ordinary price
+@example((0x3040000000000000 | (1 << 63), 0))  # -0
+@example((0x0001ED09BEAD87C0, 0x378D8E63FFFFFFFF))  # 10**34 - 1, the largest ordinary coefficient
+@example((0x0001ED09BEAD87C0, 0x378D8E6400000000))  # 10**34: beyond it, read as zero
+@example((0x7800000000000000, 0))  # Infinity
+@example((0x7C00000000000000, 0))  # NaN
+@example((0x6000000000000000, 1))  # the large-coefficient form
+def test_a_decimal128_reads_as_bson_reads_it(words):
+    value = Decimal128(words)
+    fast, reference = decimal128_decimal(value), value.to_decimal()
+    assert (str(fast), fast.as_tuple()) == (str(reference), reference.as_tuple())
+
 ANY = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10)
     | st.builds(ObjectId)
@@ -286,3 +315,27 @@ def test_the_change_stream_projection_keeps_everything_normalization_reads(doc):
 
     assert normalize_task(stage_projector(dict.fromkeys(TASK_DOCUMENT_FIELDS, 1))(doc)) == normalize_task(doc)
     assert normalize_balance(stage_projector(dict.fromkeys(BALANCE_DOCUMENT_FIELDS, 1))(doc)) == normalize_balance(doc)
+
+
+class _Frozen(Mapping):
+    def __init__(self, data):
+        self.data = data
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+    def __iter__(self):
+        return iter(self.data)
+
+    def __len__(self):
+        return len(self.data)
+
+
+class _Text(str):
+    pass
+
+
+@pytest.mark.parametrize("value", [{}, {"a": 1}, _Frozen({"a": 1}), OrderedDict(), SON(), None, "x", _Text("x"), 1, 1.5,
+                                   True, Int64(2), Decimal128("1"), [], (), b"", ObjectId()])
+def test_is_mapping_is_the_mapping_abcs_answer(value):
+    assert is_mapping(value) is isinstance(value, Mapping)
