@@ -19,7 +19,7 @@ from typing import Any
 
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
@@ -133,12 +133,13 @@ def run(redis: Any, build: Callable[[Any], object]) -> list[Any]:
         build(pipe)
         try:
             replies: list[Any] = pipe.execute(raise_on_error=attempt == 2)
+            missing = _missing_script(replies)
         except _UNREACHABLE:
             _read_slot_map(redis)
             raise
         if attempt == 2:
             return _kept(first, replies)
-        if not _missing_script(replies):
+        if not missing:
             return replies
         first = replies
         for script in ALL:
@@ -147,8 +148,11 @@ def run(redis: Any, build: Callable[[Any], object]) -> list[Any]:
 
 
 def _missing_script(replies: list[Any]) -> bool:
-    """Whether the first error among ``replies`` is NOSCRIPT (run again); any other is raised."""
-    error = next((reply for reply in replies if isinstance(reply, ResponseError)), None)
+    """Whether the first error among ``replies`` is NOSCRIPT (run again); any other is raised.
+
+    Not only the server's refusals: a cluster pipeline that lost a node mid-way (a master killed)
+    returns that node's ``ConnectionError`` among the replies when told not to raise."""
+    error = next((reply for reply in replies if isinstance(reply, Exception)), None)
     if error is None:
         return False
     if isinstance(error, NoScriptError):
@@ -175,12 +179,13 @@ async def arun(redis: Any, build: Callable[[Any], object]) -> list[Any]:
         build(pipe)
         try:
             areplies: list[Any] = await pipe.execute(raise_on_error=attempt == 2)
+            missing = _missing_script(areplies)
         except _UNREACHABLE:
             await _aread_slot_map(redis)
             raise
         if attempt == 2:
             return _kept(first, areplies)
-        if not _missing_script(areplies):
+        if not missing:
             return areplies
         first = areplies
         for script in ALL:
