@@ -58,7 +58,8 @@ _C_ENCODE = (None if _c_make_encoder is None else
 
 _fast_dumps: Callable[[Any], bytes] | None
 try:  # the fast path of _json; without it the reference encoder does all the work
-    from orjson import dumps as _fast_dumps
+    import orjson
+    _fast_dumps = orjson.dumps
 except ImportError:  # pragma: no cover
     _fast_dumps = None
 
