@@ -28,6 +28,7 @@ from .values import (
     id_hash,
     is_mapping,
     money,
+    money_text,
     normalize_status,
     points_for,
 )
@@ -168,10 +169,9 @@ def _task(doc: Mapping[str, Any], rules: Rules) -> Task | Invalid:
         return Invalid(f"missing or non-text status: {describe(raw)}")
     raw = doc.get("costUsd")
     try:
-        cost_number = None if raw is None else money("costUsd", raw)
+        cost = None if raw is None else money_text("costUsd", raw)
     except Exception as exc:
         raise _unreadable("costUsd", exc) from None
-    cost = None if cost_number is None else decimal_text(cost_number)
 
     live = not rules.is_terminal(status)
     try:

@@ -52,13 +52,21 @@ _NOT_MAPPINGS = frozenset({str, int, float, bool})
 # ---------------------------------------------------------------------------- identities
 
 
+_ACCOUNTS: dict[str, str | None] = {}
+
+
 def account_id(value: Any) -> str | None:
-    """The string form of a masterAccountId, or None when it is not a usable id."""
+    """The string form of a masterAccountId, or None when it is not a usable id (texts are
+    remembered: a user's id comes back with each of its documents)."""
     if isinstance(value, ObjectId):
         return str(value)
     if isinstance(value, str):
-        value = value.strip()
-        return value if USER_ID_RE.match(value) else None
+        known = _ACCOUNTS.get(value, "")
+        if known != "":
+            return known
+        text = value.strip()
+        found = text if USER_ID_RE.match(text) else None
+        return remember(_ACCOUNTS, value, found) if len(value) <= 256 else found
     return None
 
 
@@ -206,6 +214,21 @@ def money(name: str, value: Any) -> Decimal:
             known = remember(_MONEY_SEEN, key, _money(name, value))
         return known
     return _money(name, value)
+
+
+_MONEY_TEXTS: dict[tuple[int, int], str] = {}
+
+
+def money_text(name: str, value: Any) -> str:
+    """``decimal_text(money(name, value))``, remembered for a Decimal128 by its two words (a
+    task's price comes back with each of its events)."""
+    if type(value) is Decimal128:
+        key = value.__getstate__()
+        known = _MONEY_TEXTS.get(key)
+        if known is None:
+            known = remember(_MONEY_TEXTS, key, decimal_text(money(name, value)))
+        return known
+    return decimal_text(money(name, value))
 
 
 def _money(name: str, value: Any) -> Decimal:

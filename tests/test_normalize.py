@@ -11,7 +11,16 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from projector.normalize import Balance, Invalid, Rules, Task, is_stale, normalize_balance, normalize_task
-from projector.values import decimal128_decimal, decimal_text, exact_decimal, id_hash, is_mapping, normalize_status
+from projector.values import (
+    account_id,
+    decimal128_decimal,
+    decimal_text,
+    exact_decimal,
+    id_hash,
+    is_mapping,
+    money_text,
+    normalize_status,
+)
 
 OID = ObjectId("65f1c0ffee0000000000abcd")
 USER = ObjectId("65f1c0ffee00000000001234")
@@ -339,3 +348,16 @@ class _Text(str):
                                    True, Int64(2), Decimal128("1"), [], (), b"", ObjectId()])
 def test_is_mapping_is_the_mapping_abcs_answer(value):
     assert is_mapping(value) is isinstance(value, Mapping)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("u1", "u1"), (" u1 ", "u1"), ("u 1", None), ("{u1}", None), ("", None),
+                                               ("x" * 128, "x" * 128), ("x" * 129, None), ("x" * 300, None)])
+def test_an_account_id_reads_the_same_the_second_time(raw, expected):
+    assert account_id(raw) == expected and account_id(raw) == expected
+
+
+@pytest.mark.parametrize("raw", [Decimal128("0.012469"), Decimal128("-0"), Decimal128("1E+2"), "0.5", 3])
+def test_a_price_text_is_the_exact_decimals_text_the_second_time_too(raw):
+    from projector.values import money
+
+    assert money_text("costUsd", raw) == decimal_text(money("costUsd", raw)) == money_text("costUsd", raw)
