@@ -99,6 +99,7 @@ class Resync:
             if fresh:
                 self.model.sweep(now_ms, now_iso, fence=self.grant().fence)
             for i in range(0, len(users), SWEEP_CHUNK):
+                self.keep_going()  # a full model's sweep can outlast the lease
                 self.model.sweep(now_ms, now_iso, users=users[i : i + SWEEP_CHUNK], min_seq=stream.start,
                                  version_jump=version_jump, fence=self.grant().fence)
             applied = self.writer.checkpoint(stream.token, stream.start, self.grant())

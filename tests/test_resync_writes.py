@@ -110,3 +110,18 @@ def test_the_interpreter_is_tuned_during_the_scan_and_set_back_after(standin, ma
     worker.step()
     assert during == [(resync_module.SWITCH_INTERVAL_S, resync_module.GC_THRESHOLDS)]
     assert (sys.getswitchinterval(), gc.get_threshold()) == before
+
+
+def test_the_lease_is_renewed_between_the_chunks_of_a_full_models_sweep(standin, make_worker, monkeypatch):
+    for uid in ("u1", "u2", "u3"):
+        standin.insert(DB, ECONOMY, economy_doc(f"e-{uid}", uid))
+    worker = make_worker()
+    settle(worker)  # the model now holds three users: the next resync sweeps them all
+    monkeypatch.setattr(resync_module, "SWEEP_CHUNK", 1)
+    calls = []
+    keep, sweep = worker.resyncer.keep_going, worker.resyncer.model.sweep
+    monkeypatch.setattr(worker.resyncer, "keep_going", lambda: (calls.append("keep"), keep())[1])
+    monkeypatch.setattr(worker.resyncer.model, "sweep", lambda *a, **k: (calls.append("sweep"), sweep(*a, **k))[1])
+    worker.resync("requested by a test")
+    swept = [i for i, call in enumerate(calls) if call == "sweep"]
+    assert len(swept) == 3 and all(calls[i - 1] == "keep" for i in swept)
