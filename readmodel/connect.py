@@ -8,6 +8,7 @@ change notifications are sharded pub/sub (``SPUBLISH``/``SSUBSCRIBE``, Redis 7).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -15,14 +16,38 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import RedisCluster
+from redis.connection import HiredisRespSerializer
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from redis.retry import Retry
+from redis.utils import HIREDIS_AVAILABLE
 
 from .settings import StoreSettings
 
 # What a client raises when the store is unreachable or reconfiguring: a cluster client raises
 # RedisClusterException (not a RedisError) e.g. while a failed master's slots are not covered yet.
 StoreError = (RedisError, RedisClusterException)
+
+
+_pack_command: Callable[[tuple[Any, ...]], bytes] | None = None
+if HIREDIS_AVAILABLE:  # redis[hiredis] installs it
+    from hiredis import pack_command as _pack_command
+
+
+class _HiredisPacker(HiredisRespSerializer):
+    """redis-py's command packing, without its per-argument Python for the commands this project
+    sends (a one-word command name, arguments hiredis packs as given): ~0.3 µs less per argument,
+    and a batch of changes sends ~9 arguments per change. Anything else goes through redis-py's
+    own packing, which gives the same bytes (or raises the same error)."""
+
+    def pack(self, *args: Any) -> list[bytes]:
+        first = args[0]
+        if type(first) is str and first.isalpha() and _pack_command is not None:
+            try:
+                return [_pack_command(args)]
+            except TypeError:  # an argument hiredis does not take (redis-py's raises DataError)
+                pass
+        packed: list[bytes] = super().pack(*args)
+        return packed
 
 
 def _retry(retries: int) -> Retry:
@@ -38,6 +63,8 @@ def connect(store: StoreSettings, **options: Any) -> Any:
     if store.cluster:
         options.pop("health_check_interval", None)  # per-node connections have their own checks
         return RedisCluster.from_url(store.redis_url, retry=_retry(6), **options)
+    if _pack_command is not None:  # a cluster client takes no command_packer
+        options.setdefault("command_packer", _HiredisPacker())
     return redis.Redis.from_url(store.redis_url, **options)
 
 
