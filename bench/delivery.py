@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import subprocess
 import sys
@@ -30,13 +29,13 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .common import REDIS_URL, Row, percentile, progress, redis_client, scratch_prefix, skipped
+from .common import REDIS_URL, Row, percentile, redis_client, scratch_prefix, skipped
+from .marks import Marks, isolated, latencies, steady
 from .procs import APP_ROOT, HOST, LOGS, SERVICE_KEY, Client, Server, StandInProcess, api_available, stop_process
 
 BENCH = "delivery"
 DB = "app"
 ECONOMY = "userEconomy"
-TICK_S = 0.005
 # After the streams opened, before the isolated writes: the fan-out's subscriptions settle, and so
 # does the API's heap: the opening grew it, which costs one full garbage collection within 10 s
 # (api/gcpolicy.py); the isolated phase measures the streams held, not their opening (bench/storm.py).
@@ -106,93 +105,6 @@ def wait_until(what: str, check, proc: Proc, timeout_s: float = 60) -> None:
             return
         time.sleep(0.05)
     raise RuntimeError(f"{what}: not within {timeout_s}s ({proc.log_path})")
-
-
-def isolated(economy, users: list[str], sizes: Sizes, marks: Marks, phase: str = "isolated") -> None:
-    rng = random.Random(7)
-    bar = progress(total=sizes.isolated, desc=f"{phase} writes", unit="write")
-    for _ in range(sizes.isolated):
-        uid = rng.choice(users)
-        mark = marks.next(phase)
-        stamp = time.monotonic_ns()
-        economy.update_one({"_id": f"econ-{uid}"}, {"$set": {"usdCredit": mark}})
-        marks.stamp(mark, uid, stamp)
-        bar.update()
-        time.sleep(rng.uniform(*sizes.gap_s))
-    bar.close()
-
-
-def steady(economy, users: list[str], sizes: Sizes, marks: Marks) -> dict:
-    """Writes at ``sizes.rate`` for ``sizes.duration_s``, one bulk write per tick."""
-    from pymongo import UpdateOne
-
-    rng = random.Random(11)
-    total = int(sizes.rate * sizes.duration_s)
-    bar = progress(total=total, desc=f"writes at {sizes.rate}/s", unit="write")
-    sent = 0
-    write_ms: list[float] = []
-    start = time.monotonic()
-    while sent < total:
-        due = min(total, int((time.monotonic() - start) * sizes.rate) + 1)
-        if due > sent:
-            batch = [(rng.choice(users), marks.next("load")) for _ in range(due - sent)]
-            stamp = time.monotonic_ns()
-            economy.bulk_write([UpdateOne({"_id": f"econ-{uid}"}, {"$set": {"usdCredit": mark}}) for uid, mark in batch])
-            write_ms.append((time.monotonic_ns() - stamp) / 1e6)
-            for uid, mark in batch:
-                marks.stamp(mark, uid, stamp)
-            bar.update(due - sent)
-            sent = due
-        pause = start + sent / sizes.rate + TICK_S - time.monotonic()
-        if pause > 0:
-            time.sleep(pause)
-    elapsed = time.monotonic() - start
-    bar.close()
-    write_ms.sort()
-    return {"achieved_rate": round(total / elapsed), "bulk_writes": len(write_ms),
-            "bulk_write_p50_ms": round(percentile(write_ms, 50), 2), "bulk_write_p99_ms": round(percentile(write_ms, 99), 2)}
-
-
-class Marks:
-    """The value each write puts in usdCredit (used once), and when and for whom it was written."""
-
-    def __init__(self) -> None:
-        self._n = 0
-        self.phase: dict[str, str] = {}
-        self.written: dict[str, tuple[str, int]] = {}
-
-    def next(self, phase: str) -> str:
-        self._n += 1
-        mark = str(1000 + self._n)
-        self.phase[mark] = phase
-        return mark
-
-    def stamp(self, mark: str, uid: str, ns: int) -> None:
-        self.written[mark] = (uid, ns)
-
-
-def latencies(marks: Marks, sse: list, pubsub: list, phase: str) -> tuple[list[float], list[float], int]:
-    """(write -> SSE ms, write -> SPUBLISH ms, writes never delivered) for one phase's writes."""
-    first_sse: dict[str, tuple[str, int, int]] = {}
-    for uid, version, at, mark in sse:
-        if mark is not None and mark not in first_sse:
-            first_sse[mark] = (uid, version, at)
-    first_pub: dict[tuple[str, int], int] = {}
-    for uid, version, at in pubsub:
-        first_pub.setdefault((uid, version), at)
-    to_sse, to_pub, missing = [], [], 0
-    for mark, (_uid, stamp) in marks.written.items():
-        if marks.phase[mark] != phase:
-            continue
-        seen = first_sse.get(mark)
-        if seen is None:
-            missing += 1  # superseded by a newer write before it was delivered
-            continue
-        to_sse.append((seen[2] - stamp) / 1e6)
-        published = first_pub.get((seen[0], seen[1]))
-        if published is not None:
-            to_pub.append((published - stamp) / 1e6)
-    return sorted(to_sse), sorted(to_pub), missing
 
 
 def _measure(redis, standin, prefix: str, users: list[str], sizes: Sizes, marks: Marks, files: list[str],
