@@ -29,6 +29,22 @@ def test_slope_failures_judge_the_periods_after_the_first_and_sum_api_processes(
     assert any(f.startswith("rss_mb api ") for f in failures) and any(f.startswith("redis_keys ") for f in failures)
 
 
+def test_the_api_processes_are_judged_by_their_sum_sampled_together_when_it_is_given():
+    # Every period an API restart moves all streams from one process to the other: each process's
+    # peak is the full load, so the peaks' sum doubles in the periods with a restart; the sum
+    # sampled at once (key "api") stays flat (the 40-minute soak of 2026-12-03 failed on the former).
+    def period(i: int, restart: bool) -> Period:
+        peak = {"api-1": 1030, "api-2": 1030 if restart else 9}
+        return Period(i, 600, rss_mb={"api-1": 100.0, "api-2": 100.0 if restart else 58.0, "api": 110.0},
+                      fds={**peak, "api": 1040}, redis_mb=5.0, redis_keys=9000)
+
+    periods = [period(0, True), period(1, False), period(2, True), period(3, True)]
+    assert slope_failures(periods) == []
+    for p in periods:  # without the sampled sum: the peaks' sum, as before
+        del p.rss_mb["api"], p.fds["api"]
+    assert any(f.startswith("fds api ") for f in slope_failures(periods))
+
+
 def test_a_short_soak_loses_nothing_and_ends_converged(tmp_path):
     args = parse(["--seconds", "36", "--period", "12", "--streams", "60", "--rate", "60", "--bots", "3",
                   "--kill-every", "10", "--restart-every", "15", "--out", str(tmp_path)])

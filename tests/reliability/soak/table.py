@@ -89,6 +89,9 @@ def series(periods: list[Period]) -> dict[str, list[float]]:
         for kind, values in (("rss_mb", period.rss_mb), ("fds", period.fds)):
             summed: dict[str, float] = {}
             for process, value in values.items():
+                if process != role(process) and role(process) in values:
+                    continue  # the role's peak sampled as one sum is given: peaks of its processes
+                    # summed would count streams that moved from one to the other twice
                 summed[role(process)] = summed.get(role(process), 0.0) + value
             for name, value in summed.items():
                 out.setdefault(f"{kind} {name}", []).append(value)
