@@ -106,6 +106,33 @@ def fake_redis():
 
 
 @pytest.fixture
+def make_worker(standin, real_redis, prefix, backend):
+    """Workers on the stand-in and the test's Redis (either backend), closed afterwards."""
+    from pymongo import MongoClient
+
+    from projector.normalize import Rules
+    from projector.settings import Settings
+    from projector.worker import Worker
+    from readmodel import Partition
+    from readmodel.settings import StoreSettings
+
+    made = []
+
+    def make(batch_size=1000, rules=None, holder=None, partition=None, **kwargs):
+        settings = Settings(store=StoreSettings(key_prefix=prefix, cluster=backend == "cluster"), mongo_url=standin.url,
+                            batch_size=batch_size, rules=rules or Rules(), partition=partition or Partition())
+        mongo = MongoClient(standin.url, serverSelectionTimeoutMS=3000)
+        worker = Worker(settings, real_redis, mongo, holder=holder, progress=False, **kwargs)
+        made.append((worker, mongo))
+        return worker
+
+    yield make
+    for worker, mongo in made:
+        worker.close()
+        mongo.close()
+
+
+@pytest.fixture
 def standin():
     """A MongoDB stand-in (a single-node replica set on a loopback port), stopped afterwards; or
     the replica set MONGO_TEST_URL names (tests/mongo_target.py)."""

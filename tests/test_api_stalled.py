@@ -23,7 +23,6 @@ from readmodel import Layout, ReadModel, View, position, read_snapshot
 from .apiserver import SECRET, Server, apply, auth, iso_ms, task_change
 from .capture_helpers import DB, TASKS, iso_ago, settle, task_doc
 from .test_api_panel import browser, wait_for  # noqa: F401 (a fixture)
-from .test_worker_capture import make_worker  # noqa: F401 (a fixture)
 
 T0 = 1_800_000_000_000  # any moment: the rule only compares times it is given
 

@@ -7,13 +7,8 @@ import gc
 import sys
 
 import pytest
-from pymongo import MongoClient
 
 from projector import resync as resync_module
-from projector.normalize import Rules
-from projector.settings import Settings
-from projector.worker import Worker
-from readmodel.settings import StoreSettings
 
 from .capture_helpers import (
     DB,
@@ -31,24 +26,6 @@ from .capture_helpers import (
 pytestmark = pytest.mark.both_backends
 
 DAY_S = 24 * 3600
-
-
-@pytest.fixture
-def make_worker(standin, real_redis, prefix, backend):
-    made = []
-
-    def make(batch_size=1000, **kwargs):
-        settings = Settings(store=StoreSettings(key_prefix=prefix, cluster=backend == "cluster"), mongo_url=standin.url,
-                            batch_size=batch_size, rules=Rules())
-        mongo = MongoClient(standin.url, serverSelectionTimeoutMS=3000)
-        worker = Worker(settings, real_redis, mongo, progress=False, **kwargs)
-        made.append((worker, mongo))
-        return worker
-
-    yield make
-    for worker, mongo in made:
-        worker.close()
-        mongo.close()
 
 
 def test_a_users_balance_and_live_tasks_are_written_in_one_script_call(standin, make_worker, real_redis, layout):

@@ -17,11 +17,9 @@ from projector.checkpoint import CheckpointStore
 from projector.deadletters import DeadLetters
 from projector.normalize import Rules
 from projector.projection import event_projection
-from projector.settings import Settings
-from projector.worker import LeaseLost, Worker
+from projector.worker import LeaseLost
 from readmodel import Partition
 from readmodel.health import read as read_health
-from readmodel.settings import StoreSettings
 
 from .capture_helpers import (
     DB,
@@ -39,24 +37,6 @@ from .capture_helpers import (
 )
 
 pytestmark = pytest.mark.both_backends  # Every real-Redis test here runs on a single Redis and on a Redis Cluster.
-
-
-@pytest.fixture
-def make_worker(standin, real_redis, prefix, backend):
-    made = []
-
-    def make(batch_size=1000, rules=None, holder=None, partition=Partition(), **kwargs):
-        settings = Settings(store=StoreSettings(key_prefix=prefix, cluster=backend == "cluster"), mongo_url=standin.url,
-                            batch_size=batch_size, rules=rules or Rules(), partition=partition)
-        mongo = MongoClient(standin.url, serverSelectionTimeoutMS=3000)
-        worker = Worker(settings, real_redis, mongo, holder=holder, progress=False, **kwargs)
-        made.append((worker, mongo))
-        return worker
-
-    yield make
-    for worker, mongo in made:
-        worker.close()
-        mongo.close()
 
 
 def seed(standin, tasks=3, users=("u1", "u2")):

@@ -21,7 +21,7 @@ from readmodel.reader import read_snapshot
 from readmodel.records import View
 
 from .capture_helpers import DB, ECONOMY, TASKS, drive, settle, snapshot, task_doc
-from .test_worker_capture import converged, make_worker, seed  # noqa: F401 - make_worker is a fixture
+from .test_worker_capture import converged, seed
 
 
 @pytest.fixture
