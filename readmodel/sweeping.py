@@ -116,10 +116,10 @@ def _offer_again(model: ReadModel, removed: list[str], now_ms: int) -> None:
 
     Another writer (a partition's leader: every partition writes the one deadlines set with a fence
     of its own) may have put a task between the two rounds: its ``ZADD ... LT`` kept the older,
-    earlier deadline, which the second round then removed. The task is written before this look
-    whenever its deadline was offered before the removal (a batch offers deadlines before its
-    scripts: only a batch cut between the two can still lose it). The deadline given back is the
-    sweep's time: the next sweep looks and sets the real one."""
+    earlier deadline, which the second round then removed. A batch offers its deadlines after its
+    scripts have run (:meth:`ReadModel.plan`), so an offer that landed before the removal had its
+    task written before this look. The deadline given back is the sweep's time: the next sweep
+    looks and sets the real one."""
     if not removed:
         return
     pipe = model.redis.pipeline(transaction=False)

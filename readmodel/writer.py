@@ -9,7 +9,7 @@ reflects is ignored, which makes applying idempotent and replaying an older stre
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -17,7 +17,7 @@ from redis.exceptions import ResponseError
 
 from . import scripts, sweeping
 from .changes import FINISHED, LIVE, Change, TaskChange
-from .fences import Fences, fenced_error, token_arg
+from .fences import Fences, fenced_error, is_cluster, token_arg
 from .keys import Layout
 from .text import text
 
@@ -44,12 +44,14 @@ def _owner_entry(entry: str | None) -> tuple[str, str, list[str]]:
 @dataclass(frozen=True)
 class Plan:
     """A batch's writes: ``steps`` each queue one command; user scripts start at ``first_script``,
-    one per group of users (``groups``: indexes into ``users``)."""
+    one per group of users (``groups``: indexes into ``users``). ``after``: the deadlines, when
+    they cannot share the scripts' pipeline and land after them (a cluster: another node)."""
 
     users: list[str]
     steps: list[Callable[[Any], Any]]
     first_script: int
     groups: list[list[int]]
+    after: list[Callable[[Any], Any]] = field(default_factory=list)
 
 
 class _Draft:
@@ -111,6 +113,8 @@ class ReadModel:
         if not plan.steps:
             return {}
         results = self.run(plan.steps)
+        if plan.after:
+            self.run(plan.after)
         versions: dict[str, int] = {}
         for group, replies in zip(plan.groups, results[plan.first_script :]):
             for i, version in zip(group, replies):
@@ -119,13 +123,17 @@ class ReadModel:
         return versions
 
     def plan(self, changes: Iterable[Change], now_iso: str, fence: int | None = None) -> Plan:
-        """The writes of a batch, in order: deadlines, owner entries (``own.lua`` takes a group),
-        one script per user (many users per script run: :class:`readmodel.scripts.Many`).
+        """The writes of a batch, in order: owner entries (``own.lua`` takes a group), one script
+        per user (many users per script run: :class:`readmodel.scripts.Many`), the deadlines.
 
         Looks up the owners first (one round trip). Returns the users in the order of their
         scripts and the steps, each queueing one command on a pipeline. The order makes a batch
         cut short by a crash harmless: a replay writes whatever an owner entry does not show as
-        done, and a deadline or entry ahead of its user's snapshot only costs a needless look.
+        done and offers every deadline again, and an entry ahead of its user's snapshot only costs
+        a needless look. Deadlines go last so that a sweep of another writer that removes a
+        user's deadline either comes after the offer or finds the task already written
+        (:func:`readmodel.sweeping.settle` gives such a user a deadline back): one writes them
+        after the other on one connection; on a cluster they are sent once the scripts answered.
         """
         latest = _coalesce(changes)
         if not latest:
@@ -161,9 +169,6 @@ class ReadModel:
 
         users = list(per_user)
         steps: list[Callable[[Any], Any]] = []
-        deadlines = [(uid, ops.earliest_stale_at) for uid, ops in per_user.items() if ops.earliest_stale_at is not None]
-        for i in range(0, len(deadlines), GROUP):
-            steps.append(partial(_move_deadlines_earlier, key=self.layout.deadlines, deadlines=deadlines[i : i + GROUP]))
         for group in scripts.slot_groups(self.redis, (key for key, _ in entries), GROUP):
             keys, args = [entries[i][0] for i in group], [token, *(a for i in group for a in entries[i][1])]
             steps.append(partial(scripts.OWN.queue, keys=keys + self.fences.keys(keys[0]), args=args))
@@ -177,7 +182,13 @@ class ReadModel:
                 calls.append((self.layout.user_keys(uid) + fence_keys,
                               [self.layout.channel(uid), now_iso, self.tombstone_cap, token, *per_user[uid].args]))
             steps.append(partial(scripts.APPLY_MANY.queue_calls, calls=calls))
-        return Plan(users, steps, first_script, groups)
+        deadlines = [(uid, ops.earliest_stale_at) for uid, ops in per_user.items() if ops.earliest_stale_at is not None]
+        offers: list[Callable[[Any], Any]] = [
+            partial(_move_deadlines_earlier, key=self.layout.deadlines, deadlines=deadlines[i : i + GROUP])
+            for i in range(0, len(deadlines), GROUP)]
+        if is_cluster(self.redis):
+            return Plan(users, steps, first_script, groups, offers)
+        return Plan(users, steps + offers, first_script, groups)
 
     def run(self, steps: list[Callable[[Any], Any]]) -> list[Any]:
         """Execute ``steps`` (each queues one command) in one pipelined round trip per node;

@@ -153,7 +153,7 @@ def run(client, history, batches):
                 model.apply(changes, "2026-11-25T09:00:00.000Z")
                 continue
             plan = model.plan(changes, "2026-11-25T09:00:00.000Z")
-            model.run(plan.steps[:cut])
+            model.run([*plan.steps, *plan.after][:cut])
         assert_every_live_task_has_a_deadline(client, layout)
         return observed_state(client, layout, moved_times(history))
     finally:

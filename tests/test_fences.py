@@ -290,3 +290,35 @@ def test_a_put_of_another_partition_between_a_sweeps_two_rounds_keeps_a_deadline
     assert real_redis.zscore(first.layout.deadlines, "u1") == g2_stale_at
     second.sweep(g2_stale_at, NOW_ISO, fence=tokens[1])
     assert real_redis.hlen(first.layout.tasks("u1")) == 0
+
+
+def test_a_batch_of_another_partition_cut_anywhere_by_a_sweeps_second_round_keeps_a_deadline(real_redis, prefix):
+    """As above, with partition 1's batch cut at every point of its writes by partition 0's whole
+    second round (a pause of that writer longer than the sweep's round trips): u1 ends with a
+    deadline no later than g2's stale time in every case. A batch used to offer its deadlines
+    before its scripts: cut between the two, the removal then found the score it had read and the
+    look no task, and g2 never had a deadline (docs/two-writers.md)."""
+    cuts = None
+    for cut in range(100):
+        models, tokens = [], []
+        for index in (0, 1):
+            layout = Layout(f"{prefix}c{cut}", Partition(index, 2))
+            lease = Lease(real_redis, layout, holder=f"p{index}")
+            assert lease.acquire()
+            models.append(ReadModel(real_redis, layout))
+            tokens.append(lease.token)
+        first, second = models
+        first.apply([put("g1", 1, owner="u1", updatedAt="2026-11-25T09:00:00Z")], NOW_ISO, tokens[0])
+        swept_at = _stale_at(first, "u1", "g1")
+        swept = sweeping.remove(first, swept_at, NOW_ISO, fence=tokens[0])
+        plan = second.plan([put("g2", 2, owner="u1", updatedAt="2026-11-25T09:30:00Z")], NOW_ISO, tokens[1])
+        writes = [*plan.steps, *plan.after]
+        cuts = len(writes) + 1
+        second.run(writes[:cut])
+        sweeping.settle(first, swept)
+        second.run(writes[cut:])
+        deadline = real_redis.zscore(first.layout.deadlines, "u1")
+        assert deadline is not None and deadline <= _stale_at(second, "u1", "g2"), (cut, writes)
+        if cut + 1 == cuts:
+            break
+    assert cuts == 4  # the owner entry, the user's script, the deadline
