@@ -124,27 +124,45 @@ def slot_groups(redis: Any, keys: Iterable[str], size: int) -> list[list[int]]:
     return [chunk for chunks in groups.values() for chunk in chunks]
 
 
+class _Attempts:
+    """What :func:`run` and :func:`arun` decide after each execution, without I/O: the first run
+    tolerates errors among the replies so that ``NOSCRIPT`` can be told apart (any other error is
+    raised); after a ``NOSCRIPT`` the scripts are loaded and the pipeline runs once more, raising
+    any error, and keeps the first run's replies of the commands that ran then."""
+
+    def __init__(self) -> None:
+        self.first: list[Any] | None = None
+
+    @property
+    def last(self) -> bool:
+        return self.first is not None
+
+    def outcome(self, replies: list[Any]) -> list[Any] | None:
+        """The replies to return, or None: load the scripts and run again."""
+        if self.first is not None:
+            return _kept(self.first, replies)
+        if not _missing_script(replies):
+            return replies
+        self.first = replies
+        return None
+
+
 def run(redis: Any, build: Callable[[Any], object]) -> list[Any]:
     """Queue commands with ``build`` on a pipeline (not a transaction) and execute it; on
     ``NOSCRIPT``, load the scripts (every master of a cluster) and run it again once."""
-    first: list[Any] = []
-    for attempt in (1, 2):
+    attempts = _Attempts()
+    while True:
         pipe = redis.pipeline(transaction=False)
         build(pipe)
         try:
-            replies: list[Any] = pipe.execute(raise_on_error=attempt == 2)
-            missing = _missing_script(replies)
+            replies = attempts.outcome(pipe.execute(raise_on_error=attempts.last))
         except _UNREACHABLE:
             _read_slot_map(redis)
             raise
-        if attempt == 2:
-            return _kept(first, replies)
-        if not missing:
+        if replies is not None:
             return replies
-        first = replies
         for script in ALL:
             redis.script_load(script.source)
-    raise AssertionError("unreachable")
 
 
 def _missing_script(replies: list[Any]) -> bool:
@@ -173,24 +191,19 @@ def call(redis: Any, script: Lua, keys: list[str], args: list[Any]) -> Any:
 
 async def arun(redis: Any, build: Callable[[Any], object]) -> list[Any]:
     """:func:`run` for a ``redis.asyncio`` client."""
-    first: list[Any] = []
-    for attempt in (1, 2):
+    attempts = _Attempts()
+    while True:
         pipe = redis.pipeline(transaction=False)
         build(pipe)
         try:
-            areplies: list[Any] = await pipe.execute(raise_on_error=attempt == 2)
-            missing = _missing_script(areplies)
+            replies = attempts.outcome(await pipe.execute(raise_on_error=attempts.last))
         except _UNREACHABLE:
             await _aread_slot_map(redis)
             raise
-        if attempt == 2:
-            return _kept(first, areplies)
-        if not missing:
-            return areplies
-        first = areplies
+        if replies is not None:
+            return replies
         for script in ALL:
             await redis.script_load(script.source)
-    raise AssertionError("unreachable")
 
 
 # A cluster pipeline that cannot reach a node refreshes the slot map only every fifth failure of
