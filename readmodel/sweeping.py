@@ -33,13 +33,15 @@ SETTLE_GROUP = 100  # owner entries or deadlines per script call of the second r
 class Swept:
     """What :func:`remove` did, for :func:`settle`: ``seen`` the deadline of each user read before
     the first round ('' when none), ``next_deadlines`` per swept user (-1: no live task left),
-    ``gone`` (user, generation id) per removed task."""
+    ``left`` how many tasks the first round left each, ``gone`` (user, generation id) per removed
+    task."""
 
     token: str
     now_ms: int
     seen: dict[str, str]
     versions: dict[str, int] = field(default_factory=dict)
     next_deadlines: dict[str, int] = field(default_factory=dict)
+    left: dict[str, int] = field(default_factory=dict)
     gone: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -74,12 +76,13 @@ def remove(model: ReadModel, now_ms: int, now_iso: str, users: list[str] | None 
     for group, reply in zip(groups, replies):
         at = 0
         for i in group:
-            version, next_deadline, count = int(reply[at]), int(reply[at + 1]), int(reply[at + 2])
+            version, next_deadline, left, count = (int(n) for n in reply[at : at + 4])
             if version:
                 swept.versions[users[i]] = version
             swept.next_deadlines[users[i]] = next_deadline
-            swept.gone.extend((users[i], text(gid)) for gid in reply[at + 3 : at + 3 + count])
-            at += 3 + count
+            swept.left[users[i]] = left
+            swept.gone.extend((users[i], text(gid)) for gid in reply[at + 4 : at + 4 + count])
+            at += 4 + count
     return swept
 
 
@@ -107,24 +110,24 @@ def settle(model: ReadModel, swept: Swept) -> None:
     if not steps:
         return
     replies = model.run(steps)
-    removed = [text(uid) for reply in replies[first_deadlines:] for uid in reply]
-    _offer_again(model, removed, swept.now_ms)
+    _offer_again(model, [text(uid) for reply in replies[first_deadlines:] for uid in reply], swept)
 
 
-def _offer_again(model: ReadModel, removed: list[str], now_ms: int) -> None:
-    """Give a deadline back to each user whose deadline was removed but who shows a task now.
+def _offer_again(model: ReadModel, users: list[str], swept: Swept) -> None:
+    """Give a deadline back to each user whose deadline the second round removed or moved later
+    but who shows more tasks now than the first round left.
 
     Another writer (a partition's leader: every partition writes the one deadlines set with a fence
     of its own) may have put a task between the two rounds: its ``ZADD ... LT`` kept the older,
-    earlier deadline, which the second round then removed. A batch offers its deadlines after its
-    scripts have run (:meth:`ReadModel.plan`), so an offer that landed before the removal had its
-    task written before this look. The deadline given back is the sweep's time: the next sweep
-    looks and sets the real one."""
-    if not removed:
+    earlier deadline, which the second round then removed or moved past the new task's stale time.
+    A batch offers its deadlines after its scripts have run (:meth:`ReadModel.plan`), so an offer
+    that landed before the second round had its task written before this look. The deadline given
+    back is the sweep's time (``LT``): the next sweep looks and sets the real one."""
+    if not users:
         return
     pipe = model.redis.pipeline(transaction=False)
-    for uid in removed:
+    for uid in users:
         pipe.hlen(model.layout.tasks(uid))
-    back = {uid: now_ms for uid, count in zip(removed, pipe.execute()) if count}
+    back = {uid: swept.now_ms for uid, count in zip(users, pipe.execute()) if count > swept.left[uid]}
     if back:
         model.redis.zadd(model.layout.deadlines, back, lt=True)

@@ -292,12 +292,16 @@ def test_a_put_of_another_partition_between_a_sweeps_two_rounds_keeps_a_deadline
     assert real_redis.hlen(first.layout.tasks("u1")) == 0
 
 
-def test_a_batch_of_another_partition_cut_anywhere_by_a_sweeps_second_round_keeps_a_deadline(real_redis, prefix):
-    """As above, with partition 1's batch cut at every point of its writes by partition 0's whole
-    second round (a pause of that writer longer than the sweep's round trips): u1 ends with a
-    deadline no later than g2's stale time in every case. A batch used to offer its deadlines
-    before its scripts: cut between the two, the removal then found the score it had read and the
-    look no task, and g2 never had a deadline (docs/two-writers.md)."""
+@pytest.mark.parametrize("kept", [False, True], ids=["no-task-left", "a-later-task-left"])
+def test_a_batch_of_another_partition_cut_anywhere_by_a_sweeps_second_round_keeps_a_deadline(
+        real_redis, prefix, kept):
+    """As above, with partition 1's batch cut at each of its writes by partition 0's whole second
+    round (a pause of that writer longer than the sweep's round trips): u1 ends with a deadline no
+    later than g2's stale time in every case. The sweep either removes u1's deadline (no task
+    left) or moves it later, to g0's stale time, past g2's. A batch used to offer its deadlines
+    before its scripts: cut between the two, the removal found the score it had read and the look
+    no task, and g2 had no deadline; a deadline moved later was not looked at (g2 put before the
+    second round: swept only at g0's time). docs/two-writers.md."""
     cuts = None
     for cut in range(100):
         models, tokens = [], []
@@ -309,9 +313,12 @@ def test_a_batch_of_another_partition_cut_anywhere_by_a_sweeps_second_round_keep
             tokens.append(lease.token)
         first, second = models
         first.apply([put("g1", 1, owner="u1", updatedAt="2026-11-25T09:00:00Z")], NOW_ISO, tokens[0])
+        if kept:
+            first.apply([put("g0", 2, owner="u1", updatedAt="2026-11-25T10:00:00Z")], NOW_ISO, tokens[0])
         swept_at = _stale_at(first, "u1", "g1")
         swept = sweeping.remove(first, swept_at, NOW_ISO, fence=tokens[0])
-        plan = second.plan([put("g2", 2, owner="u1", updatedAt="2026-11-25T09:30:00Z")], NOW_ISO, tokens[1])
+        assert swept.next_deadlines == {"u1": _stale_at(first, "u1", "g0") if kept else -1}
+        plan = second.plan([put("g2", 3, owner="u1", updatedAt="2026-11-25T09:30:00Z")], NOW_ISO, tokens[1])
         writes = [*plan.steps, *plan.after]
         cuts = len(writes) + 1
         second.run(writes[:cut])

@@ -11,8 +11,8 @@
 -- ARGV: updatedAt, now (ms), min seq ('' for none), version jump (0 for none), partition index,
 -- partition count, fencing token ('' for an unfenced caller), then each user's channel, in the
 -- order of KEYS.
--- Returns, for each user in turn: version or 0, next deadline or -1, how many tasks were removed,
--- then their ids; or the error "FENCED <newer>" (nothing written) when a leader with a newer token
+-- Returns, for each user in turn: version or 0, next deadline or -1, how many tasks are left, how
+-- many were removed, then their ids; or the error "FENCED <newer>" (nothing written) when a leader with a newer token
 -- has written to this slot.
 local users = math.floor(#KEYS / 3)
 local refused = fence_check(KEYS[3 * users + 1], KEYS[3 * users + 2], ARGV[7], 'sweep')
@@ -73,6 +73,7 @@ for u = 1, users do
   end
   result[#result + 1] = version
   result[#result + 1] = next_deadline
+  result[#result + 1] = #tasks / 2 - #removed
   result[#result + 1] = #removed
   for i = 1, #removed do result[#result + 1] = removed[i] end
 end

@@ -7,11 +7,12 @@
 -- readmodel.fences).
 -- ARGV: fencing token ('' for an unfenced caller), then three per user: the user, its next deadline
 -- (-1: no live task left), its deadline as read before the sweep ('' for none).
--- Returns the users whose deadline was removed; or the error "FENCED <newer>" (nothing written) when
--- a leader with a newer token has written to this slot.
+-- Returns the users whose deadline was removed or moved later (readmodel.sweeping looks at them);
+-- or the error "FENCED <newer>" (nothing written) when a leader with a newer token has written to
+-- this slot.
 local refused = fence_check(KEYS[2], KEYS[3], ARGV[1], 'deadline')
 if refused then return refused end
-local removed = {}
+local moved = {}
 for i = 2, #ARGV, 3 do
   local user, next_deadline, seen = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local current = tonumber(redis.call('ZSCORE', KEYS[1], user) or '')
@@ -19,12 +20,15 @@ for i = 2, #ARGV, 3 do
   if tonumber(next_deadline) < 0 then
     if unchanged and current then
       redis.call('ZREM', KEYS[1], user)
-      removed[#removed + 1] = user
+      moved[#moved + 1] = user
     end
   elseif unchanged then
-    redis.call('ZADD', KEYS[1], next_deadline, user)
+    if current ~= tonumber(next_deadline) then
+      redis.call('ZADD', KEYS[1], next_deadline, user)
+      moved[#moved + 1] = user
+    end
   else
     redis.call('ZADD', KEYS[1], 'LT', next_deadline, user)
   end
 end
-return removed
+return moved
