@@ -12,8 +12,8 @@
 -- partition count, fencing token ('' for an unfenced caller), then each user's channel, in the
 -- order of KEYS.
 -- Returns, for each user in turn: version or 0, next deadline or -1, how many tasks are left, how
--- many were removed, then their ids; or the error "FENCED <newer>" (nothing written) when a leader with a newer token
--- has written to this slot.
+-- many were removed, then their ids; or the error "FENCED <newer>" (nothing written) when a leader
+-- with a newer token has written to this slot.
 local users = math.floor(#KEYS / 3)
 local refused = fence_check(KEYS[3 * users + 1], KEYS[3 * users + 2], ARGV[7], 'sweep')
 if refused then return refused end

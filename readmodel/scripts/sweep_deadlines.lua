@@ -7,7 +7,7 @@
 -- readmodel.fences).
 -- ARGV: fencing token ('' for an unfenced caller), then three per user: the user, its next deadline
 -- (-1: no live task left), its deadline as read before the sweep ('' for none).
--- Returns the users whose deadline was removed or moved later (readmodel.sweeping looks at them);
+-- Returns the users whose deadline it removed or moved (readmodel.sweeping looks at them again);
 -- or the error "FENCED <newer>" (nothing written) when a leader with a newer token has written to
 -- this slot.
 local refused = fence_check(KEYS[2], KEYS[3], ARGV[1], 'deadline')
