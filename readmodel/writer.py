@@ -9,7 +9,7 @@ reflects is ignored, which makes applying idempotent and replaying an older stre
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -44,14 +44,14 @@ def _owner_entry(entry: str | None) -> tuple[str, str, list[str]]:
 @dataclass(frozen=True)
 class Plan:
     """A batch's writes: ``steps`` each queue one command; user scripts start at ``first_script``,
-    one per group of users (``groups``: indexes into ``users``). ``after``: the deadlines, when
-    they cannot share the scripts' pipeline and land after them (a cluster: another node)."""
+    one per group of users (``groups``: indexes into ``users``); ``after``, the deadlines, land
+    after all of them."""
 
     users: list[str]
     steps: list[Callable[[Any], Any]]
     first_script: int
     groups: list[list[int]]
-    after: list[Callable[[Any], Any]] = field(default_factory=list)
+    after: list[Callable[[Any], Any]]
 
 
 class _Draft:
@@ -112,9 +112,11 @@ class ReadModel:
         plan = self.plan(changes, now_iso, fence)
         if not plan.steps:
             return {}
-        results = self.run(plan.steps)
-        if plan.after:
+        if plan.after and is_cluster(self.redis):  # on another node: sent once the scripts answered
+            results = self.run(plan.steps)
             self.run(plan.after)
+        else:  # one connection runs its commands in order
+            results = self.run(plan.steps + plan.after)
         versions: dict[str, int] = {}
         for group, replies in zip(plan.groups, results[plan.first_script :]):
             for i, version in zip(group, replies):
@@ -137,7 +139,7 @@ class ReadModel:
         """
         latest = _coalesce(changes)
         if not latest:
-            return Plan([], [], 0, [])
+            return Plan([], [], 0, [], [])
         token = token_arg(fence)
         owner_keys = [self._owner_key(change) for change in latest]
         drafts = [_Draft(change, key, entry) for change, key, entry in zip(latest, owner_keys, self._get_many(owner_keys))]
@@ -186,9 +188,7 @@ class ReadModel:
         offers: list[Callable[[Any], Any]] = [
             partial(_move_deadlines_earlier, key=self.layout.deadlines, deadlines=deadlines[i : i + GROUP])
             for i in range(0, len(deadlines), GROUP)]
-        if is_cluster(self.redis):
-            return Plan(users, steps, first_script, groups, offers)
-        return Plan(users, steps + offers, first_script, groups)
+        return Plan(users, steps, first_script, groups, offers)
 
     def run(self, steps: list[Callable[[Any], Any]]) -> list[Any]:
         """Execute ``steps`` (each queues one command) in one pipelined round trip per node;

@@ -137,6 +137,19 @@ def _stale_at(model, uid, gid):
     return json.loads(model.redis.hget(model.layout.tasks(uid), gid))["staleAt"]
 
 
+def _two_partitions(real_redis, prefix):
+    """Models of partitions 0 and 1 of two, each leading under a lease of its own, and their
+    fencing tokens."""
+    models, tokens = [], []
+    for index in (0, 1):
+        layout = Layout(prefix, Partition(index, 2))
+        lease = Lease(real_redis, layout, holder=f"p{index}")
+        assert lease.acquire()
+        models.append(ReadModel(real_redis, layout))
+        tokens.append(lease.token)
+    return models, tokens
+
+
 def _two_leaders(real_redis, layout, *users):
     """A model and an old leader that has applied one task to each of ``users`` (g1 to u1, g3 to
     u3, ...), all stale at the same time; the lease key then lost."""
@@ -267,14 +280,7 @@ def test_a_put_of_another_partition_between_a_sweeps_two_rounds_keeps_a_deadline
     sweep removed u1's only task, partition 1 put g2 to u1 before partition 0's second round (its
     ZADD LT kept the older deadline), which removes the deadline, accepted. The look after it
     finds g2 and gives u1 a deadline back: g2 is swept once stale."""
-    models, tokens = [], []
-    for index in (0, 1):
-        layout = Layout(prefix, Partition(index, 2))
-        lease = Lease(real_redis, layout, holder=f"p{index}")
-        assert lease.acquire()
-        models.append(ReadModel(real_redis, layout))
-        tokens.append(lease.token)
-    first, second = models
+    (first, second), tokens = _two_partitions(real_redis, prefix)
     first.apply([put("g1", 1, owner="u1", updatedAt="2026-11-25T09:00:00Z")], NOW_ISO, tokens[0])
     swept_at = _stale_at(first, "u1", "g1")
     swept = sweeping.remove(first, swept_at, NOW_ISO, fence=tokens[0])
@@ -302,16 +308,8 @@ def test_a_batch_of_another_partition_cut_anywhere_by_a_sweeps_second_round_keep
     before its scripts: cut between the two, the removal found the score it had read and the look
     no task, and g2 had no deadline; a deadline moved later was not looked at (g2 put before the
     second round: swept only at g0's time). docs/two-writers.md."""
-    cuts = None
-    for cut in range(100):
-        models, tokens = [], []
-        for index in (0, 1):
-            layout = Layout(f"{prefix}c{cut}", Partition(index, 2))
-            lease = Lease(real_redis, layout, holder=f"p{index}")
-            assert lease.acquire()
-            models.append(ReadModel(real_redis, layout))
-            tokens.append(lease.token)
-        first, second = models
+    for cut in range(4):  # before the owner entry, the user's script, the deadline; after all three
+        (first, second), tokens = _two_partitions(real_redis, f"{prefix}c{cut}")
         first.apply([put("g1", 1, owner="u1", updatedAt="2026-11-25T09:00:00Z")], NOW_ISO, tokens[0])
         if kept:
             first.apply([put("g0", 2, owner="u1", updatedAt="2026-11-25T10:00:00Z")], NOW_ISO, tokens[0])
@@ -320,12 +318,9 @@ def test_a_batch_of_another_partition_cut_anywhere_by_a_sweeps_second_round_keep
         assert swept.next_deadlines == {"u1": _stale_at(first, "u1", "g0") if kept else -1}
         plan = second.plan([put("g2", 3, owner="u1", updatedAt="2026-11-25T09:30:00Z")], NOW_ISO, tokens[1])
         writes = [*plan.steps, *plan.after]
-        cuts = len(writes) + 1
+        assert len(writes) == 3
         second.run(writes[:cut])
         sweeping.settle(first, swept)
         second.run(writes[cut:])
         deadline = real_redis.zscore(first.layout.deadlines, "u1")
         assert deadline is not None and deadline <= _stale_at(second, "u1", "g2"), (cut, writes)
-        if cut + 1 == cuts:
-            break
-    assert cuts == 4  # the owner entry, the user's script, the deadline
