@@ -80,8 +80,11 @@ def test_a_burst_is_paced_and_coalesced_and_the_finish_ends_the_stream(server, r
     assert kinds[-1] == "final" and set(kinds[:-1]) == {"text"}
     assert reader.events[-1][2]["liveTasks"] == 0 and "Nothing running" in reader.texts()[-1]
     assert len(reader.events) < 30  # coalesced, not one per change
-    gaps = [b[0] - a[0] for a, b in zip(reader.events, reader.events[1:])]
-    assert min(gaps) >= INTERVAL_S - 0.1, gaps  # at most one event per interval (client-side clock)
+    # At most one event per interval, seen through a socket: the k-th event no earlier than k
+    # intervals after the first (one late delivery shortens the gap after it; the gap between sends
+    # is checked exactly in tests/test_api_textpacing.py).
+    since_first = [at - reader.events[0][0] for at, _, _ in reader.events]
+    assert all(elapsed >= k * INTERVAL_S - 0.1 for k, elapsed in enumerate(since_first)), since_first
     assert len(set(reader.texts())) == len(reader.texts())  # an event only when the text changed
     assert reader.rest == [] and reader.error is None
 

@@ -82,26 +82,40 @@ def test_the_bot_example_runs_against_the_real_api_projector_and_standin(standin
     assert re.search(r"ℹ pass 9\b", report) and re.search(r"ℹ fail 0\b", report), report
 
 
-def generate_types(document: dict, folder: Path) -> None:
-    """openapi-typescript over ``document`` into the example's (git-ignored) types/livestatus.d.ts."""
-    schema = folder / "openapi.json"
+def private_copy(folder: Path) -> Path:
+    """The example's sources and tsconfig in ``folder``, its node_modules linked: the types a run
+    generates stay its own (`make test-clock` runs two suites from one checkout side by side, and the
+    shared examples/node/types once held one suite's broken types while the other type-checked)."""
+    folder.mkdir()
+    for part in ("src", "test"):
+        shutil.copytree(EXAMPLE / part, folder / part)
+    for part in ("tsconfig.json", "package.json"):
+        shutil.copy(EXAMPLE / part, folder / part)
+    (folder / "node_modules").symlink_to(EXAMPLE / "node_modules", target_is_directory=True)
+    return folder
+
+
+def generate_types(document: dict, example: Path) -> None:
+    """openapi-typescript over ``document`` into ``example``/types/livestatus.d.ts."""
+    schema = example / "openapi.json"
     schema.write_text(json.dumps(document))
-    subprocess.run([str(BIN / "openapi-typescript"), str(schema), "-o", str(EXAMPLE / "types" / "livestatus.d.ts")],
-                   cwd=EXAMPLE, capture_output=True, text=True, timeout=120, check=True)
+    subprocess.run([str(BIN / "openapi-typescript"), str(schema), "-o", str(example / "types" / "livestatus.d.ts")],
+                   cwd=example, capture_output=True, text=True, timeout=120, check=True)
 
 
-def type_check() -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "tsc"), "-p", "."], cwd=EXAMPLE, capture_output=True, text=True, timeout=180)
+def type_check(example: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "tsc"), "-p", "."], cwd=example, capture_output=True, text=True, timeout=180)
 
 
 def test_the_example_type_checks_against_types_generated_from_the_running_apis_openapi(api, tmp_path):
     document = httpx.get(api.url + "/openapi.json", timeout=5).json()
+    example = private_copy(tmp_path / "example")
     # First a document without Balance.usdCredit, which src/bot.js reads: tsc must notice.
     broken = json.loads(json.dumps(document))
     del broken["components"]["schemas"]["Balance"]["properties"]["usdCredit"]
-    generate_types(broken, tmp_path)
-    refused = type_check()
+    generate_types(broken, example)
+    refused = type_check(example)
     assert refused.returncode != 0 and "usdCredit" in refused.stdout, refused.stdout + refused.stderr
-    generate_types(document, tmp_path)
-    result = type_check()
+    generate_types(document, example)
+    result = type_check(example)
     assert result.returncode == 0, result.stdout + result.stderr
