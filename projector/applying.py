@@ -4,21 +4,25 @@ Everything a job needs from the worker's thread is captured when the job is queu
 over in a frozen :class:`Grant` (the lease's fencing token and how long it is known to be held,
 the Redis masters the writes go to): the writer never reads the worker's mutable state. What a job
 did comes back as a frozen :class:`Applied`, which ``WriteBehind`` hands to the worker's thread
-(``collect()``); only that thread changes the counters. :class:`BatchWriter` itself holds nothing
-mutable: the read model, the dead letters and the checkpoint store are Redis calls.
+(``collect()``); only that thread changes the counters. A resync plans its batches on the
+worker's thread (:meth:`BatchWriter.prepare`: reads only) while the writer thread writes the ones
+before, and hands each over as a frozen :class:`Prepared`. :class:`BatchWriter` itself holds
+nothing mutable: the read model, the dead letters and the checkpoint store are Redis calls.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from readmodel import Layout, ReadModel
 from readmodel.connect import masters
 from readmodel.fences import Fenced
+from readmodel.writer import Plan
 
 from .batching import Batch
 from .checkpoint import Checkpoint, CheckpointStore
@@ -54,6 +58,23 @@ class Applied:
     checkpoint: Checkpoint | None = None
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A batch planned (:meth:`BatchWriter.prepare`), ready to be written."""
+
+    batch: Batch
+    plan: Plan | None  # None: no change to write
+    now_iso: str
+
+
+@contextmanager
+def _fenced_off() -> Iterator[None]:
+    try:
+        yield
+    except Fenced as exc:
+        raise LeaseLost(f"a batch was fenced off ({exc})") from exc
+
+
 class BatchWriter:
     """The writer thread's jobs over one Redis: apply a batch; store a checkpoint."""
 
@@ -80,14 +101,37 @@ class BatchWriter:
         """Write the batch's changes, dead letters and durations (nothing when it has none)."""
         if not batch:
             return Applied(events=batch.events)
-        if grant.fence is None or self.monotonic() >= grant.held_until:
-            raise LeaseLost("the lease lapsed before the batch could be applied")
+        self._check(grant)
         now_iso = iso_at(self.clock())
         if batch.changes:
-            try:
+            with _fenced_off():
                 self.model.apply(batch.changes, now_iso, grant.fence)
-            except Fenced as exc:
-                raise LeaseLost(f"a batch was fenced off ({exc})") from exc
+        return self._after_changes(batch, now_iso)
+
+    def prepare(self, batch: Batch, grant: Grant) -> Prepared:
+        """:meth:`apply`'s reads and planning, without a write: on another thread than
+        :meth:`commit`'s, while the writer thread writes earlier batches, as long as none of
+        them covers a document of this one (the plan read their owner entries)."""
+        now_iso = iso_at(self.clock())
+        plan = self.model.plan(batch.changes, now_iso, grant.fence) if batch.changes else None
+        return Prepared(batch, plan, now_iso)
+
+    def commit(self, prepared: Prepared, grant: Grant) -> Applied:
+        """The writes of a :meth:`prepare`: what :meth:`apply` writes."""
+        batch = prepared.batch
+        if not batch:
+            return Applied(events=batch.events)
+        self._check(grant)
+        if prepared.plan is not None:
+            with _fenced_off():
+                self.model.execute(prepared.plan)
+        return self._after_changes(batch, prepared.now_iso)
+
+    def _check(self, grant: Grant) -> None:
+        if grant.fence is None or self.monotonic() >= grant.held_until:
+            raise LeaseLost("the lease lapsed before the batch could be applied")
+
+    def _after_changes(self, batch: Batch, now_iso: str) -> Applied:
         Durations.save(self.redis, self.layout, batch.learned)
         dead = 0
         if batch.rejected:

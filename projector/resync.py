@@ -5,7 +5,9 @@ written at P (behind the scan, by the writer thread); whatever was not written a
 swept; tailing then continues from P, replaying whatever changed during the scan.
 
 Runs on the worker's thread and owns nothing between calls: the stream it opens is handed back
-to the worker (or closed when the resync fails); batches go to the writer thread whole.
+to the worker (or closed when the resync fails). Each batch is planned on the worker's thread
+(its reads of the read model) while the writer thread writes the ones before, and goes to the
+writer planned and whole.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import gc
 import logging
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -114,6 +117,7 @@ class Resync:
         total = self.source.estimated_total()
         done = 0
         held = _Held(self.batch_size)
+        ahead = _Ahead(self.writer.model, self.writes)
         with tqdm(total=total, desc="resync", unit="doc", file=sys.stderr,
                   disable=None if self.progress else True,  # None: off when stderr is no terminal
                   mininterval=0.5, dynamic_ncols=True) as bar:
@@ -130,18 +134,20 @@ class Resync:
                         batch.changes = held.hold(batch.changes)
                     else:
                         batch.changes += held.release([change.owner for change in batch.changes])
-                    done += self._write(batch, bar)
+                    done += self._write(batch, bar, ahead)
             for changes in held.rest():
-                self._write(Batch(changes=changes), bar)
+                self._write(Batch(changes=changes), bar, ahead)
         return done
 
-    def _write(self, batch: Batch, bar: tqdm) -> int:
+    def _write(self, batch: Batch, bar: tqdm, ahead: _Ahead) -> int:
         self.keep_going()
         grant = self.grant()
         scanned, batch.events = batch.events, 0  # documents are not change events
         if batch.rejected:  # the scan read trimmed documents: a dead letter carries the whole one
             batch.rejected = with_full_documents(batch.rejected, self.source.full_documents)
-        self.writes.submit(lambda: self.writer.apply(batch, grant))
+        ahead.wait_for_overlap(batch.changes)
+        prepared = self.writer.prepare(batch, grant)  # while the writer thread writes the batches before
+        self.writes.submit(lambda: self.writer.commit(prepared, grant))
         bar.update(scanned)
         self.chores()
         return scanned
@@ -164,6 +170,27 @@ def _resync_runtime() -> Iterator[None]:
     finally:
         sys.setswitchinterval(switch)
         gc.set_threshold(*thresholds)
+
+
+class _Ahead:
+    """The documents of the batches that may still be in the writer's queue or being written
+    (owned by the worker's thread, for one scan). A batch is planned on the worker's thread while
+    the writer writes the ones before; its plan reads its documents' owner entries and positions,
+    so a batch that shares a document with one of those (the scan met a document twice) waits
+    until they are written."""
+
+    def __init__(self, model: ReadModel, writes: WriteBehind) -> None:
+        self.model, self.writes = model, writes
+        self.recent: deque[set[str]] = deque(maxlen=writes.depth + 1)  # queued, and the one being written
+
+    def wait_for_overlap(self, changes: list[Change]) -> None:
+        documents = {self.model.owner_key(change) for change in changes}
+        if not self.writes.busy:
+            self.recent.clear()
+        elif any(not documents.isdisjoint(earlier) for earlier in self.recent):
+            self.writes.flush()
+            self.recent.clear()
+        self.recent.append(documents)
 
 
 class _Held:

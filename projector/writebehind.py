@@ -29,6 +29,7 @@ class WriteBehind:
     """One writer thread with at most ``depth`` jobs waiting (the reader blocks beyond that)."""
 
     def __init__(self, depth: int = 2, name: str = "projector-writer") -> None:
+        self.depth = depth
         self._jobs: queue.Queue[Job | None] = queue.Queue(maxsize=depth)
         self._name = name
         self._error: BaseException | None = None

@@ -109,7 +109,11 @@ class ReadModel:
         """Apply a batch; returns {user: new version} for users whose snapshot changed. With a
         ``fence`` (the lease's token) every script checks it where its data lives and the batch
         raises :class:`~readmodel.fences.Fenced` when a newer leader has written there."""
-        plan = self.plan(changes, now_iso, fence)
+        return self.execute(self.plan(changes, now_iso, fence))
+
+    def execute(self, plan: Plan) -> dict[str, int]:
+        """Write a :meth:`plan`; returns what :meth:`apply` returns. Nothing may have written to
+        the plan's documents since it was made: it read their owner entries and positions."""
         if not plan.steps:
             return {}
         if plan.after and is_cluster(self.redis):  # on another node: sent once the scripts answered
@@ -141,7 +145,7 @@ class ReadModel:
         if not latest:
             return Plan([], [], 0, [], [])
         token = token_arg(fence)
-        owner_keys = [self._owner_key(change) for change in latest]
+        owner_keys = [self.owner_key(change) for change in latest]
         drafts = [_Draft(change, key, entry) for change, key, entry in zip(latest, owner_keys, self._get_many(owner_keys))]
         self._check_with_current_owner([d for d in drafts if d.needs_owner_check])
 
@@ -242,7 +246,8 @@ class ReadModel:
         for key in self.redis.scan_iter(match=self.layout.user_pattern(), count=batch):
             yield self.layout.user_of_key(text(key))
 
-    def _owner_key(self, change: Change) -> str:
+    def owner_key(self, change: Change) -> str:
+        """The owner entry :meth:`plan` reads for ``change``'s document."""
         if isinstance(change, TaskChange):
             return self.layout.task_owner(change.generation_id)
         return self.layout.balance_owner(change.doc_id)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import gc
 import sys
+import threading
 
 import pytest
 
 from projector import resync as resync_module
+from projector.projection import TASKS as TASK_KIND
 
 from .capture_helpers import (
     DB,
@@ -102,3 +104,43 @@ def test_the_lease_is_renewed_between_the_chunks_of_a_full_models_sweep(standin,
     worker.resync("requested by a test")
     swept = [i for i, call in enumerate(calls) if call == "sweep"]
     assert len(swept) == 3 and all(calls[i - 1] == "keep" for i in swept)
+
+
+def test_a_document_met_twice_is_planned_only_after_its_first_write(standin, make_worker, real_redis, layout,
+                                                                     monkeypatch):
+    """The worker plans a batch while the writer writes the one before; a plan reads its documents'
+    owner entries. The scan meets g1 twice (it moved from u1 to u2 between the two reads): the
+    second batch must be planned after the first is written, or u1 keeps showing g1. The first
+    write is held until the worker either waits for it or has planned the second batch."""
+    worker = make_worker(batch_size=1)  # every scanned task goes out in a batch of its own
+    reads = iter([[task_doc("g1", "u1")], [task_doc("g1", "u2")]])
+    monkeypatch.setattr(worker.resyncer.source, "scan_ahead", lambda kind: reads if kind == TASK_KIND else iter([]))
+    planned_or_waited = threading.Event()
+    writes, writer = worker.resyncer.writes, worker.resyncer.writer
+    prepare, commit, flush, prepared = writer.prepare, writer.commit, writes.flush, []
+
+    def flush_after_saying_so():
+        if prepared:  # not the flushes before the scan
+            planned_or_waited.set()
+        flush()
+
+    def prepare_and_count(batch, grant):
+        out = prepare(batch, grant)
+        prepared.append(out)
+        if len(prepared) == 2:
+            planned_or_waited.set()
+        return out
+
+    def commit_the_first_late(out, grant):
+        if out is prepared[0]:
+            assert planned_or_waited.wait(30)
+        return commit(out, grant)
+
+    monkeypatch.setattr(writes, "flush", flush_after_saying_so)
+    monkeypatch.setattr(worker.resyncer, "chores", lambda: None)  # the worker's report flushes the writes too
+    monkeypatch.setattr(writer, "prepare", prepare_and_count)
+    monkeypatch.setattr(writer, "commit", commit_the_first_late)
+    worker.step()
+    assert len(prepared) == 2
+    assert snapshot(real_redis, layout, "u1")["liveTasks"] == []
+    assert [t["generationId"] for t in snapshot(real_redis, layout, "u2")["liveTasks"]] == ["g1"]
