@@ -337,11 +337,11 @@ def test_two_partitions_split_the_documents_and_one_resyncing_leaves_the_others_
     seed(standin, tasks=12, users=("u1", "u2", "u3"))
     first, second = make_worker(partition=Partition(0, 2)), make_worker(partition=Partition(1, 2))
     applied: dict[int, set[str]] = {0: set(), 1: set()}
-    for index, worker in enumerate((first, second)):
-        def spy(changes, now_iso, fence=None, apply=worker.model.apply, index=index):
+    for index, worker in enumerate((first, second)):  # every batch, tailed or scanned, is planned
+        def spy(changes, now_iso, fence=None, plan=worker.model.plan, index=index):
             applied[index].update(c.generation_id for c in changes if hasattr(c, "generation_id"))
-            return apply(changes, now_iso, fence)
-        worker.model.apply = spy
+            return plan(changes, now_iso, fence)
+        worker.model.plan = spy
     settle(first)
     settle(second)
     assert converged(standin, real_redis, layout)
