@@ -110,8 +110,8 @@ class BatchWriter:
 
     def prepare(self, batch: Batch, grant: Grant) -> Prepared:
         """:meth:`apply`'s reads and planning, without a write: on another thread than
-        :meth:`commit`'s, while the writer thread writes earlier batches, as long as none of
-        them covers a document of this one (the plan read their owner entries)."""
+        :meth:`commit`'s, while the writer thread writes earlier batches under the condition
+        :meth:`readmodel.ReadModel.execute` states (a resync's: ``projector.resync._Ahead``)."""
         now_iso = iso_at(self.clock())
         plan = self.model.plan(batch.changes, now_iso, grant.fence) if batch.changes else None
         return Prepared(batch, plan, now_iso)

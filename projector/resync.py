@@ -175,9 +175,13 @@ def _resync_runtime() -> Iterator[None]:
 class _Ahead:
     """The documents of the batches that may still be in the writer's queue or being written
     (owned by the worker's thread, for one scan). A batch is planned on the worker's thread while
-    the writer writes the ones before; its plan reads its documents' owner entries and positions,
-    so a batch that shares a document with one of those (the scan met a document twice) waits
-    until they are written."""
+    the writer writes the ones before. Its plan reads its documents' owner entries, so a batch
+    that shares a document with one of those (the scan met a document twice) waits until they are
+    written. It also reads owners' positions that writes to other documents of the same user move
+    (``balanceSeq``, pruned task positions); they only decide whether a change is older than what
+    is applied, and every change a resync writes is at the stream's start, where every such
+    position is at or below it before and after: the decision cannot flip. The tail does not plan
+    ahead (its changes have positions of their own)."""
 
     def __init__(self, model: ReadModel, writes: WriteBehind) -> None:
         self.model, self.writes = model, writes

@@ -112,8 +112,12 @@ class ReadModel:
         return self.execute(self.plan(changes, now_iso, fence))
 
     def execute(self, plan: Plan) -> dict[str, int]:
-        """Write a :meth:`plan`; returns what :meth:`apply` returns. Nothing may have written to
-        the plan's documents since it was made: it read their owner entries and positions."""
+        """Write a :meth:`plan`; returns what :meth:`apply` returns. The plan read its documents'
+        owner entries and, for those that move or leave, the position their owner holds (a user's
+        ``balanceSeq``, a task's field in its owner's positions, which writes to *other* documents
+        of that user change too): what was written since it was made must not change whether a
+        change is obsolete. A resync's plans meet that when no earlier batch still being written
+        shares a document (every change of a resync is at one position; see projector.resync)."""
         if not plan.steps:
             return {}
         if plan.after and is_cluster(self.redis):  # on another node: sent once the scripts answered

@@ -106,17 +106,21 @@ def test_the_lease_is_renewed_between_the_chunks_of_a_full_models_sweep(standin,
     assert len(swept) == 3 and all(calls[i - 1] == "keep" for i in swept)
 
 
+@pytest.mark.parametrize("between", [0, 2], ids=["next-batch", "depth-batches-later"])
 def test_a_document_met_twice_is_planned_only_after_its_first_write(standin, make_worker, real_redis, layout,
-                                                                     monkeypatch):
-    """The worker plans a batch while the writer writes the one before; a plan reads its documents'
-    owner entries. The scan meets g1 twice (it moved from u1 to u2 between the two reads): the
-    second batch must be planned after the first is written, or u1 keeps showing g1. The first
-    write is held until the worker either waits for it or has planned the second batch."""
+                                                                     monkeypatch, between):
+    """The worker plans a batch while the writer writes the ones before; a plan reads its documents'
+    owner entries. The scan meets g1 twice (it moved from u1 to u2 between the two reads), the
+    second time in the next batch or as late as the writer's queue reaches (its depth, 2, batches in
+    between): that batch must be planned after the first is written, or u1 keeps showing g1. The
+    first write is held until the worker either waits for it or has planned g1's second batch."""
     worker = make_worker(batch_size=1)  # every scanned task goes out in a batch of its own
-    reads = iter([[task_doc("g1", "u1")], [task_doc("g1", "u2")]])
+    writes, writer = worker.resyncer.writes, worker.resyncer.writer
+    assert between <= writes.depth
+    others = [[task_doc(f"other{n}", "u3")] for n in range(between)]
+    reads = iter([[task_doc("g1", "u1")], *others, [task_doc("g1", "u2")]])
     monkeypatch.setattr(worker.resyncer.source, "scan_ahead", lambda kind: reads if kind == TASK_KIND else iter([]))
     planned_or_waited = threading.Event()
-    writes, writer = worker.resyncer.writes, worker.resyncer.writer
     prepare, commit, flush, prepared = writer.prepare, writer.commit, writes.flush, []
 
     def flush_after_saying_so():
@@ -127,7 +131,7 @@ def test_a_document_met_twice_is_planned_only_after_its_first_write(standin, mak
     def prepare_and_count(batch, grant):
         out = prepare(batch, grant)
         prepared.append(out)
-        if len(prepared) == 2:
+        if len(prepared) == between + 2:
             planned_or_waited.set()
         return out
 
@@ -141,6 +145,6 @@ def test_a_document_met_twice_is_planned_only_after_its_first_write(standin, mak
     monkeypatch.setattr(writer, "prepare", prepare_and_count)
     monkeypatch.setattr(writer, "commit", commit_the_first_late)
     worker.step()
-    assert len(prepared) == 2
+    assert len(prepared) == between + 2
     assert snapshot(real_redis, layout, "u1")["liveTasks"] == []
     assert [t["generationId"] for t in snapshot(real_redis, layout, "u2")["liveTasks"]] == ["g1"]
