@@ -23,14 +23,9 @@ def spawn(prefix, tmp_path, store_env):
     started: list[subprocess.Popen] = []
 
     def start(*args: str, command: str = "run") -> subprocess.Popen:
-        log = open(tmp_path / f"projector-{len(started)}.log", "w+")
         extra = ["--key-prefix", prefix] if "--key-prefix" not in args else []
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "projector", command, *extra, *args],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True,
-            env=dict(os.environ, PYTHONUNBUFFERED="1", **store_env),
-        )
-        proc.log = log  # type: ignore[attr-defined]
+        proc = logged([sys.executable, "-m", "projector", command, *extra, *args],
+                      tmp_path / f"projector-{len(started)}.log", store_env)
         started.append(proc)
         return proc
 
@@ -42,10 +37,24 @@ def spawn(prefix, tmp_path, store_env):
         proc.log.close()
 
 
+def logged(command: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``command`` started in the checkout with its stdout and stderr in ``log_path`` (``proc.log``).
+
+    The log is opened for appending (O_APPEND): the child's writes land at its end whatever the
+    file's offset, which the child shares with this process. A reader that seeked that file to 0
+    while the child wrote (as output() once did, every 50 ms of a wait) had the child's line written
+    over the start of the log: a "resync done" line was lost and a test waited for it in vain.
+    """
+    log = open(log_path, "a")
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})))
+    proc.log = log  # type: ignore[attr-defined]
+    return proc
+
+
 def output(proc) -> str:
-    proc.log.flush()
-    proc.log.seek(0)
-    return proc.log.read()
+    """The process's log so far, read through a handle of its own (never moving the child's offset)."""
+    return Path(proc.log.name).read_text()
 
 
 def leader_pid(redis, layout) -> int | None:

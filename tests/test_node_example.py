@@ -43,13 +43,12 @@ def _node_example_installed():
 @pytest.fixture
 def standin_process(tmp_path):
     """`python -m standin` on a free port; its URL."""
-    log = open(tmp_path / "standin.log", "w+")
+    log = open(tmp_path / "standin.log", "a")  # appending, read apart: see tests/procs.py's spawn
     proc = subprocess.Popen([sys.executable, "-m", "standin", "--port", str(free_port())], cwd=ROOT,
                             stdout=log, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
     def url() -> str | None:
-        log.seek(0)
-        found = re.search(r"serving (mongodb://\S+)", log.read())
+        found = re.search(r"serving (mongodb://\S+)", Path(log.name).read_text())
         return found.group(1) if found else None
 
     try:
