@@ -63,7 +63,7 @@ class Prepared:
     """A batch planned (:meth:`BatchWriter.prepare`), ready to be written."""
 
     batch: Batch
-    plan: Plan | None  # None: no change to write
+    plan: Plan
     now_iso: str
 
 
@@ -113,8 +113,7 @@ class BatchWriter:
         :meth:`commit`'s, while the writer thread writes earlier batches under the condition
         :meth:`readmodel.ReadModel.execute` states (a resync's: ``projector.resync._Ahead``)."""
         now_iso = iso_at(self.clock())
-        plan = self.model.plan(batch.changes, now_iso, grant.fence) if batch.changes else None
-        return Prepared(batch, plan, now_iso)
+        return Prepared(batch, self.model.plan(batch.changes, now_iso, grant.fence), now_iso)
 
     def commit(self, prepared: Prepared, grant: Grant) -> Applied:
         """The writes of a :meth:`prepare`: what :meth:`apply` writes."""
@@ -122,9 +121,8 @@ class BatchWriter:
         if not batch:
             return Applied(events=batch.events)
         self._check(grant)
-        if prepared.plan is not None:
-            with _fenced_off():
-                self.model.execute(prepared.plan)
+        with _fenced_off():  # a plan with no change writes nothing
+            self.model.execute(prepared.plan)
         return self._after_changes(batch, prepared.now_iso)
 
     def _check(self, grant: Grant) -> None:

@@ -21,7 +21,7 @@ from devkit.ports import free_port
 from devkit.waits import wait_for
 
 from .apiserver import KEY, Server
-from .procs import output
+from .procs import logged, output
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "node"
@@ -43,12 +43,10 @@ def _node_example_installed():
 @pytest.fixture
 def standin_process(tmp_path):
     """`python -m standin` on a free port; its URL."""
-    log = open(tmp_path / "standin.log", "a")  # appending, read apart: see tests/procs.py's spawn
-    proc = subprocess.Popen([sys.executable, "-m", "standin", "--port", str(free_port())], cwd=ROOT,
-                            stdout=log, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    proc = logged([sys.executable, "-m", "standin", "--port", str(free_port())], tmp_path / "standin.log")
 
     def url() -> str | None:
-        found = re.search(r"serving (mongodb://\S+)", Path(log.name).read_text())
+        found = re.search(r"serving (mongodb://\S+)", output(proc))
         return found.group(1) if found else None
 
     try:
@@ -58,7 +56,7 @@ def standin_process(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
-        log.close()
+        proc.log.close()
 
 
 @pytest.fixture
