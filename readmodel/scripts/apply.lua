@@ -29,12 +29,13 @@ local function keep_moved_at(old, new)
   if at_old == nil or at_new == nil then return new end
   return string.sub(new, 1, at_new - 1) .. string.sub(old, at_old)
 end
-local changed = false
+local changed, positions_grew = false, false
 for i = 5, #ARGV do
   local kind, id, seq, payload = string.match(ARGV[i], '^(%a)\31([^\31]*)\31([^\31]*)\31(.*)$')
   if kind == 't' or kind == 'x' then
     local cur = redis.call('HGET', KEYS[3], id)
     if (not cur) or cur <= seq then
+      if not cur then positions_grew = true end
       redis.call('HSET', KEYS[3], id, seq)
       if kind == 't' then
         local old = redis.call('HGET', KEYS[2], id)
@@ -53,25 +54,22 @@ for i = 5, #ARGV do
         end
       end
     end
-  else
-    local cur = redis.call('HGET', KEYS[1], 'balanceSeq')
-    if (not cur) or cur <= seq then
-      redis.call('HSET', KEYS[1], 'balanceSeq', seq, 'balanceDoc', id)
+  else  -- one read and at most one write of the user's hash per balance change
+    local cur = redis.call('HMGET', KEYS[1], 'balanceSeq', 'usdCredit', 'points', 'exp')
+    if (not cur[1]) or cur[1] <= seq then
       if kind == 'b' then
         local usd, points, exp = string.match(payload, '^(%S+) (%S+) (%S+)$')
-        local old = redis.call('HMGET', KEYS[1], 'usdCredit', 'points', 'exp')
-        if old[1] ~= usd or old[2] ~= points or old[3] ~= exp then
-          redis.call('HSET', KEYS[1], 'usdCredit', usd, 'points', points, 'exp', exp)
-          changed = true
-        end
-      elseif redis.call('HDEL', KEYS[1], 'usdCredit', 'points', 'exp') > 0 then
-        changed = true
+        redis.call('HSET', KEYS[1], 'balanceSeq', seq, 'balanceDoc', id, 'usdCredit', usd, 'points', points, 'exp', exp)
+        if cur[2] ~= usd or cur[3] ~= points or cur[4] ~= exp then changed = true end
+      else
+        redis.call('HSET', KEYS[1], 'balanceSeq', seq, 'balanceDoc', id)
+        if redis.call('HDEL', KEYS[1], 'usdCredit', 'points', 'exp') > 0 then changed = true end
       end
     end
   end
 end
 local cap = tonumber(ARGV[3])
-if redis.call('HLEN', KEYS[3]) > cap then
+if positions_grew and redis.call('HLEN', KEYS[3]) > cap then
   local all = redis.call('HGETALL', KEYS[3])
   local gone = {}
   for i = 1, #all, 2 do
