@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -108,12 +108,13 @@ class BatchWriter:
                 self.model.apply(batch.changes, now_iso, grant.fence)
         return self._after_changes(batch, now_iso)
 
-    def prepare(self, batch: Batch, grant: Grant) -> Prepared:
+    def prepare(self, batch: Batch, grant: Grant, unread: Container[str] = ()) -> Prepared:
         """:meth:`apply`'s reads and planning, without a write: on another thread than
         :meth:`commit`'s, while the writer thread writes earlier batches under the condition
-        :meth:`readmodel.ReadModel.execute` states (a resync's: ``projector.resync._Ahead``)."""
+        :meth:`readmodel.ReadModel.execute` states (a resync's: ``projector.resync._Ahead``).
+        ``unread``: owner entries not to read (:meth:`readmodel.ReadModel.plan`)."""
         now_iso = iso_at(self.clock())
-        return Prepared(batch, self.model.plan(batch.changes, now_iso, grant.fence), now_iso)
+        return Prepared(batch, self.model.plan(batch.changes, now_iso, grant.fence, unread), now_iso)
 
     def commit(self, prepared: Prepared, grant: Grant) -> Applied:
         """The writes of a :meth:`prepare`: what :meth:`apply` writes."""

@@ -38,6 +38,8 @@ from .writebehind import WriteBehind
 log = logging.getLogger(__name__)
 
 SWEEP_CHUNK = 1000
+# Owner entries a fresh scan remembers having planned (their hashes, ~60 bytes each): see _Ahead.
+MET_CAP = 5_000_000
 # Live task changes held back, across all users, until their owner's balance is scanned: beyond
 # this many they are written at once (each user then costs two script calls instead of one).
 HELD_CAP = 100_000
@@ -93,7 +95,7 @@ class Resync:
             # is this scan's, another partition's, or refused by the fence (raised when the lease
             # was taken).
             fresh = version_jump == 0 and next(iter(self.model.known_users()), None) is None
-            scanned = self._scan(stream.start, durations)
+            scanned = self._scan(stream.start, durations, fresh)
             self.writes.flush()  # every scanned document is in Redis before the sweep looks
             self.keep_going()
             users = [] if fresh else list(self.model.known_users())
@@ -111,13 +113,14 @@ class Resync:
             raise
         return Rebuilt(stream, applied, scanned, len(users))
 
-    def _scan(self, seq: str, durations: Durations) -> int:
+    def _scan(self, seq: str, durations: Durations, fresh: bool) -> int:
         """Tasks first, then balances. A user's live tasks are held back until its balance is
-        scanned and written with it: one script call per user instead of two (:class:`_Held`)."""
+        scanned and written with it: one script call per user instead of two (:class:`_Held`).
+        ``fresh``: no user had state when the resync began (:class:`_Ahead`)."""
         total = self.source.estimated_total()
         done = 0
         held = _Held(self.batch_size)
-        ahead = _Ahead(self.writer.model, self.writes)
+        ahead = _Ahead(self.writer.model, self.writes, fresh)
         with tqdm(total=total, desc="resync", unit="doc", file=sys.stderr,
                   disable=None if self.progress else True,  # None: off when stderr is no terminal
                   mininterval=0.5, dynamic_ncols=True) as bar:
@@ -145,8 +148,8 @@ class Resync:
         scanned, batch.events = batch.events, 0  # documents are not change events
         if batch.rejected:  # the scan read trimmed documents: a dead letter carries the whole one
             batch.rejected = with_full_documents(batch.rejected, self.source.full_documents)
-        ahead.wait_for_overlap(batch.changes)
-        prepared = self.writer.prepare(batch, grant)  # while the writer thread writes the batches before
+        unread = ahead.before_planning(batch.changes)
+        prepared = self.writer.prepare(batch, grant, unread)  # while the writer thread writes the batches before
         self.writes.submit(lambda: self.writer.commit(prepared, grant))
         bar.update(scanned)
         self.chores()
@@ -181,13 +184,24 @@ class _Ahead:
     (``balanceSeq``, pruned task positions); they only decide whether a change is older than what
     is applied, and every change a resync writes is at the stream's start, where every such
     position is at or below it before and after: the decision cannot flip. The tail does not plan
-    ahead (its changes have positions of their own)."""
+    ahead (its changes have positions of their own).
 
-    def __init__(self, model: ReadModel, writes: WriteBehind) -> None:
+    A *fresh* scan (no user had state when it began) need not read the entry of a document it has
+    not met yet: no user shows that document, and an entry left from before (a document that left,
+    kept for its position) is at or before the stream's start, as every position written before
+    the resync is, so the change is not obsolete and the entry's past owners show nothing. The
+    hashes of the entries planned so far are kept (a collision only costs a read) up to
+    ``MET_CAP``; beyond it every entry is read again. Skipping those reads saves a round trip per
+    batch that waits behind the writer's scripts in Redis."""
+
+    def __init__(self, model: ReadModel, writes: WriteBehind, fresh: bool = False) -> None:
         self.model, self.writes = model, writes
         self.recent: deque[set[str]] = deque(maxlen=writes.depth + 1)  # queued, and the one being written
+        self.met: set[int] | None = set() if fresh else None  # hashes of the entries planned (a fresh scan)
 
-    def wait_for_overlap(self, changes: list[Change]) -> None:
+    def before_planning(self, changes: list[Change]) -> set[str]:
+        """Wait for the writes a plan of ``changes`` must read; returns the owner entries it need
+        not read."""
         documents = {self.model.owner_key(change) for change in changes}
         if not self.writes.busy:
             self.recent.clear()
@@ -195,6 +209,12 @@ class _Ahead:
             self.writes.flush()
             self.recent.clear()
         self.recent.append(documents)
+        if self.met is None or len(self.met) > MET_CAP:
+            self.met = None
+            return set()
+        unread = {key for key in documents if hash(key) not in self.met}
+        self.met.update(hash(key) for key in documents)
+        return unread
 
 
 class _Held:

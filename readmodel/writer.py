@@ -8,7 +8,7 @@ reflects is ignored, which makes applying idempotent and replaying an older stre
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -132,11 +132,14 @@ class ReadModel:
                     versions[plan.users[i]] = int(version)
         return versions
 
-    def plan(self, changes: Iterable[Change], now_iso: str, fence: int | None = None) -> Plan:
+    def plan(self, changes: Iterable[Change], now_iso: str, fence: int | None = None,
+             unread: Container[str] = ()) -> Plan:
         """The writes of a batch, in order: owner entries (``own.lua`` takes a group), one script
         per user (many users per script run: :class:`readmodel.scripts.Many`), the deadlines.
 
-        Looks up the owners first (one round trip). Returns the users in the order of their
+        Looks up the owners first (one round trip), but for the owner entries in ``unread``: the
+        caller knows each is absent, or one that no user shows, at a position no later than its
+        change's (a resync into an empty read model: ``projector.resync``). Returns the users in the order of their
         scripts and the steps, each queueing one command on a pipeline. The order makes a batch
         cut short by a crash harmless: a replay writes whatever an owner entry does not show as
         done and offers every deadline again, and an entry ahead of its user's snapshot only costs
@@ -150,7 +153,8 @@ class ReadModel:
             return Plan([], [], 0, [], [])
         token = token_arg(fence)
         owner_keys = [self.owner_key(change) for change in latest]
-        drafts = [_Draft(change, key, entry) for change, key, entry in zip(latest, owner_keys, self._get_many(owner_keys))]
+        entries = self._get_many(owner_keys, unread)
+        drafts = [_Draft(change, key, entry) for change, key, entry in zip(latest, owner_keys, entries)]
         self._check_with_current_owner([d for d in drafts if d.needs_owner_check])
 
         per_user: dict[str, _UserOps] = {}
@@ -256,10 +260,15 @@ class ReadModel:
             return self.layout.task_owner(change.generation_id)
         return self.layout.balance_owner(change.doc_id)
 
-    def _get_many(self, keys: list[str]) -> list[str | None]:
+    def _get_many(self, keys: list[str], unread: Container[str] = ()) -> list[str | None]:
+        """The values of ``keys``, None for those in ``unread`` (not read) or absent."""
         # The keys live in different cluster slots: a cluster client splits the MGET by slot.
         mget = getattr(self.redis, "mget_nonatomic", self.redis.mget)
-        return [None if v is None else text(v) for v in mget(keys)]
+        if not unread:
+            return [None if v is None else text(v) for v in mget(keys)]
+        wanted = [key for key in keys if key not in unread]
+        found = {key: text(v) for key, v in zip(wanted, mget(wanted) if wanted else []) if v is not None}
+        return [found.get(key) for key in keys]
 
     @staticmethod
     def _add_op(per_user: dict[str, _UserOps], uid: str, op: tuple[str, str, str, str]) -> None:

@@ -106,14 +106,18 @@ def test_the_lease_is_renewed_between_the_chunks_of_a_full_models_sweep(standin,
     assert len(swept) == 3 and all(calls[i - 1] == "keep" for i in swept)
 
 
+@pytest.mark.parametrize("met_cap", [resync_module.MET_CAP, 0], ids=["remembered", "beyond-the-cap"])
 @pytest.mark.parametrize("between", [0, 2], ids=["next-batch", "depth-batches-later"])
 def test_a_document_met_twice_is_planned_only_after_its_first_write(standin, make_worker, real_redis, layout,
-                                                                     monkeypatch, between):
+                                                                     monkeypatch, between, met_cap):
     """The worker plans a batch while the writer writes the ones before; a plan reads its documents'
     owner entries. The scan meets g1 twice (it moved from u1 to u2 between the two reads), the
     second time in the next batch or as late as the writer's queue reaches (its depth, 2, batches in
-    between): that batch must be planned after the first is written, or u1 keeps showing g1. The
-    first write is held until the worker either waits for it or has planned g1's second batch."""
+    between): that batch must be planned after the first is written, and must read g1's entry
+    although the read model was empty when the resync began, or u1 keeps showing g1. The first
+    write is held until the worker either waits for it or has planned g1's second batch. Beyond
+    the cap of entries a fresh scan remembers, it reads every entry."""
+    monkeypatch.setattr(resync_module, "MET_CAP", met_cap)
     worker = make_worker(batch_size=1)  # every scanned task goes out in a batch of its own
     writes, writer = worker.resyncer.writes, worker.resyncer.writer
     assert between <= writes.depth
@@ -128,8 +132,8 @@ def test_a_document_met_twice_is_planned_only_after_its_first_write(standin, mak
             planned_or_waited.set()
         flush()
 
-    def prepare_and_count(batch, grant):
-        out = prepare(batch, grant)
+    def prepare_and_count(batch, grant, *unread):
+        out = prepare(batch, grant, *unread)
         prepared.append(out)
         if len(prepared) == between + 2:
             planned_or_waited.set()
@@ -148,3 +152,27 @@ def test_a_document_met_twice_is_planned_only_after_its_first_write(standin, mak
     assert len(prepared) == between + 2
     assert snapshot(real_redis, layout, "u1")["liveTasks"] == []
     assert [t["generationId"] for t in snapshot(real_redis, layout, "u2")["liveTasks"]] == ["g1"]
+
+
+def test_a_resync_into_an_empty_model_reads_only_the_owner_entries_it_wrote(standin, make_worker, real_redis,
+                                                                           layout, monkeypatch):
+    """No user shows anything when a resync begins on an empty read model: a document met for the
+    first time needs no look at its owner entry. One left from before (g0 left u9 at an earlier
+    position) is overwritten; a resync over a model with users reads every entry again."""
+    real_redis.set(layout.task_owner("g0"), "0000000001:00000001||u9")
+    for uid in ("u1", "u2"):
+        standin.insert(DB, TASKS, task_doc(f"{uid}-g1", uid))
+        standin.insert(DB, ECONOMY, economy_doc(f"e-{uid}", uid))
+    standin.insert(DB, TASKS, task_doc("g0", "u1"))
+    worker = make_worker()
+    name = "mget_nonatomic" if hasattr(real_redis, "mget_nonatomic") else "mget"  # a cluster client's MGET by slot
+    mget, read = getattr(real_redis, name), []
+    monkeypatch.setattr(real_redis, name, lambda keys, *args: (read.extend(keys), mget(keys, *args))[1])
+    settle(worker)
+    assert read == []
+    assert actual_state(real_redis, layout) == without_empty(expected_state(standin))
+    assert real_redis.get(layout.task_owner("g0")).decode().split("|")[1] == "u1"
+    worker.resync("requested by a test")
+    entries = {layout.task_owner(g) for g in ("u1-g1", "u2-g1", "g0")} | {layout.balance_owner(f"e-{u}") for u in ("u1", "u2")}
+    assert set(read) == entries
+    assert actual_state(real_redis, layout) == without_empty(expected_state(standin))
