@@ -153,8 +153,8 @@ class ReadModel:
             return Plan([], [], 0, [], [])
         token = token_arg(fence)
         owner_keys = [self.owner_key(change) for change in latest]
-        entries = self._get_many(owner_keys, unread)
-        drafts = [_Draft(change, key, entry) for change, key, entry in zip(latest, owner_keys, entries)]
+        read = self._get_many(owner_keys, unread)
+        drafts = [_Draft(change, key, entry) for change, key, entry in zip(latest, owner_keys, read)]
         self._check_with_current_owner([d for d in drafts if d.needs_owner_check])
 
         per_user: dict[str, _UserOps] = {}

@@ -338,9 +338,9 @@ def test_two_partitions_split_the_documents_and_one_resyncing_leaves_the_others_
     first, second = make_worker(partition=Partition(0, 2)), make_worker(partition=Partition(1, 2))
     applied: dict[int, set[str]] = {0: set(), 1: set()}
     for index, worker in enumerate((first, second)):  # every batch, tailed or scanned, is planned
-        def spy(changes, now_iso, fence=None, plan=worker.model.plan, index=index):
+        def spy(changes, now_iso, fence=None, unread=(), plan=worker.model.plan, index=index):
             applied[index].update(c.generation_id for c in changes if hasattr(c, "generation_id"))
-            return plan(changes, now_iso, fence)
+            return plan(changes, now_iso, fence, unread)
         worker.model.plan = spy
     settle(first)
     settle(second)
