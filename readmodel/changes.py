@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 LIVE, FINISHED, GONE = "live", "finished", "gone"
@@ -35,3 +36,14 @@ class BalanceChange:
 
 
 Change = TaskChange | BalanceChange
+
+
+def latest_per_document(changes: Iterable[Change]) -> list[Change]:
+    """Keep the latest change per document (ties: the later one), in first-seen order."""
+    latest: dict[tuple[str, str], Change] = {}
+    for change in changes:
+        key = ("t", change.generation_id) if isinstance(change, TaskChange) else ("b", change.doc_id)
+        kept = latest.get(key)
+        if kept is None or kept.seq <= change.seq:
+            latest[key] = change
+    return list(latest.values())

@@ -16,7 +16,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from . import scripts, sweeping
-from .changes import FINISHED, LIVE, Change, TaskChange
+from .changes import FINISHED, LIVE, Change, TaskChange, latest_per_document
 from .fences import Fences, fenced_error, is_cluster, token_arg
 from .keys import Layout
 from .text import text
@@ -148,7 +148,7 @@ class ReadModel:
         (:func:`readmodel.sweeping.settle` gives such a user a deadline back): one writes them
         after the other on one connection; on a cluster they are sent once the scripts answered.
         """
-        latest = _coalesce(changes)
+        latest = latest_per_document(changes)
         if not latest:
             return Plan([], [], 0, [], [])
         token = token_arg(fence)
@@ -276,17 +276,6 @@ class ReadModel:
         if ops is None:
             ops = per_user[uid] = _UserOps(args=[])
         ops.args.append("\x1f".join(op))
-
-
-def _coalesce(changes: Iterable[Change]) -> list[Change]:
-    """Keep the latest change per document (ties: the later one), in first-seen order."""
-    latest: dict[tuple[str, str], Change] = {}
-    for change in changes:
-        key = ("t", change.generation_id) if isinstance(change, TaskChange) else ("b", change.doc_id)
-        kept = latest.get(key)
-        if kept is None or kept.seq <= change.seq:
-            latest[key] = change
-    return list(latest.values())
 
 
 def _op(change: Change) -> tuple[str, str, str, str]:
