@@ -40,16 +40,16 @@ AGAIN = os.environ.get("BENCH_RESYNC_AGAIN") == "1"  # also time a resync over t
 RESYNC = """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
-from redis import Redis
 from projector.settings import Settings
 from projector.source import connect
 from projector.worker import Worker
+from readmodel.connect import connect as connect_redis
 mongo_url, db, redis_url, prefix = sys.argv[2:6]
-redis = Redis.from_url(redis_url)
+settings = Settings.from_env({"MONGO_URL": mongo_url, "MONGO_DB": db, "REDIS_URL": redis_url, "KEY_PREFIX": prefix})
+redis = connect_redis(settings.store)  # as `projector run` builds it (its command packer included)
 def redis_cpu():
     info = redis.info("cpu")
     return info["used_cpu_sys"] + info["used_cpu_user"]
-settings = Settings.from_env({"MONGO_URL": mongo_url, "MONGO_DB": db, "REDIS_URL": redis_url, "KEY_PREFIX": prefix})
 mongo = connect(mongo_url)
 worker = Worker(settings, redis, mongo, progress=False)
 started, cpu, redis_started = time.perf_counter(), time.process_time(), redis_cpu()
