@@ -8,8 +8,9 @@
 -- remembered in the finished list once: when it leaves the snapshot, or when it was never seen live.
 -- Tombstones (seq entries of tasks no longer live) are pruned to half the cap, oldest first, once
 -- the cap is exceeded (looked at when a call adds a position: only then can the count pass it).
--- Returns the new version, or 0 when nothing visible changed (the version only moves on a visible change), or the error "FENCED <newer>"
--- (nothing written) when a leader with a newer token has written to this slot.
+-- Returns the new version, or 0 when nothing visible changed (the version only moves on a visible
+-- change), or the error "FENCED <newer>" (nothing written) when a leader with a newer token has
+-- written to this slot.
 -- A live task's record ends with "progressMovedAt" (readmodel.records.live_task_record): a put
 -- that moves neither its status nor its progress keeps the stored one (a heartbeat that only
 -- bumps updatedAt must not look like progress: api/stalled.py flags a task from this time).
