@@ -139,14 +139,15 @@ class ReadModel:
 
         Looks up the owners first (one round trip), but for the owner entries in ``unread``: the
         caller knows each is absent, or one that no user shows, at a position no later than its
-        change's (a resync into an empty read model: ``projector.resync``). Returns the users in the order of their
-        scripts and the steps, each queueing one command on a pipeline. The order makes a batch
-        cut short by a crash harmless: a replay writes whatever an owner entry does not show as
-        done and offers every deadline again, and an entry ahead of its user's snapshot only costs
-        a needless look. Deadlines go last so that a sweep of another writer that removes a
-        user's deadline either comes after the offer or finds the task already written
-        (:func:`readmodel.sweeping.settle` gives such a user a deadline back): one writes them
-        after the other on one connection; on a cluster they are sent once the scripts answered.
+        change's (a resync into an empty read model: ``projector.resync``). Returns the users in
+        the order of their scripts and the steps, each queueing one command on a pipeline. The
+        order makes a batch cut short by a crash harmless: a replay writes whatever an owner entry
+        does not show as done and offers every deadline again, and an entry ahead of its user's
+        snapshot only costs a needless look. Deadlines go last so that a sweep of another writer
+        that removes a user's deadline either comes after the offer or finds the task already
+        written (:func:`readmodel.sweeping.settle` gives such a user a deadline back): one writes
+        them after the other on one connection; on a cluster they are sent once the scripts
+        answered.
         """
         latest = latest_per_document(changes)
         if not latest:
