@@ -33,6 +33,9 @@ class Metrics:
         Gauge("livestatus_api_build_info", "always 1; the labels say which build runs", ["version", "python"],
               registry=r).labels(package_version(), platform.python_version()).set(1)
         self.open_streams = Gauge("livestatus_api_open_streams", "SSE streams open now", registry=r)
+        self.waiting_polls = Gauge(
+            "livestatus_api_waiting_polls", "long-polls (newerThan) waiting now, each holding a stream slot", registry=r
+        )
         self.subscribed_users = Gauge(
             "livestatus_api_subscribed_users", "users this process is subscribed to in Redis", registry=r
         )

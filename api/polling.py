@@ -102,6 +102,8 @@ class ReadConditions:
             return await read(uid)
         gate = StreamGate(uid, self.request.state.principal, state.limiter, self.settings.token_leeway_s)
         listener = gate.listen(state.fanout)  # before the read: a change right after it is not missed
+        waiting = state.metrics.waiting_polls
+        waiting.inc()
         try:
             snap = await read(uid)
             loop = asyncio.get_running_loop()
@@ -116,6 +118,7 @@ class ReadConditions:
             return snap
         finally:
             listener.close()
+            waiting.dec()
 
     def answer(self, snapshot: dict[str, Any], view: str, response: Response) -> Response | None:
         """A 304 when the long-poll saw nothing newer or the ETag matches; else None after setting

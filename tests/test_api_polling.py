@@ -98,18 +98,19 @@ def test_a_waiting_long_poll_counts_against_the_users_stream_limit(server, readm
                                                                  waitS="20"))) for _ in range(2)]
     for poll in polls:
         poll.start()
-    wait_for(lambda: server.metric("livestatus_api_subscribed_users") >= 1, 10, "the polls' subscription")
+    # Both waiting, so both hold a slot: a probe sent earlier could take the second slot itself.
+    wait_for(lambda: server.metric("livestatus_api_waiting_polls") == 2, 10, "both polls waiting")
     # Two slots taken (STREAMS_PER_USER=2): a third poll, or a stream, is refused; both are told when to retry.
-    def refused() -> bool:
-        third = get(server, "/users/p6/status", newerThan=str(version), waitS="0.2")
-        return third.status_code == 429
-    wait_for(refused, 10, "the third poll's refusal")
+    third = get(server, "/users/p6/status", newerThan=str(version), waitS="0.2")
+    assert third.status_code == 429 and third.json()["error"]["code"] == "too_many_streams" and third.headers["Retry-After"]
+    assert server.metric("livestatus_api_waiting_polls") == 2
     stream = httpx.get(server.url + "/users/p6/status/stream", headers=auth(), timeout=10)
     assert stream.status_code == 429 and stream.json()["error"]["code"] == "too_many_streams"
     apply(readmodel, task_change("p6", "g1", progress=99.0))
     for poll in polls:
         poll.join(30)
     assert [a.status_code for a in answers] == [200, 200]
+    assert server.metric("livestatus_api_waiting_polls") == 0
     assert get(server, "/users/p6/status", newerThan=str(version + 1), waitS="0.1").status_code == 304  # slots back
 
 
