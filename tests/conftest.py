@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 
@@ -22,6 +23,18 @@ settings.register_profile("livestatus", deadline=None)
 settings.load_profile("livestatus")
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    """A command run in-process (tests/test_cli.py) points the root logger at the stderr pytest
+    captures for the test's call; put the root's handlers and level back when the call ends, so
+    what its teardown logs (or a later test's) is not a "Logging error" about a closed file."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def delete_prefix(client: redis.Redis, prefix: str) -> None:
