@@ -102,23 +102,21 @@ class ReadConditions:
             return await read(uid)
         gate = StreamGate(uid, self.request.state.principal, state.limiter, self.settings.token_leeway_s)
         listener = gate.listen(state.fanout)  # before the read: a change right after it is not missed
-        waiting = state.metrics.waiting_polls
-        waiting.inc()
         try:
-            snap = await read(uid)
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.wait_s
-            while snap["version"] <= self.newer_than and not listener.closed:
-                left = deadline - loop.time()
-                if left <= 0 or not await listener.wait(left):
-                    break
-                offered = listener.take()
-                if offered is not None:
-                    snap = offered.data
-            return snap
+            with state.metrics.waiting_polls.track_inprogress():
+                snap = await read(uid)
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + self.wait_s
+                while snap["version"] <= self.newer_than and not listener.closed:
+                    left = deadline - loop.time()
+                    if left <= 0 or not await listener.wait(left):
+                        break
+                    offered = listener.take()
+                    if offered is not None:
+                        snap = offered.data
+                return snap
         finally:
             listener.close()
-            waiting.dec()
 
     def answer(self, snapshot: dict[str, Any], view: str, response: Response) -> Response | None:
         """A 304 when the long-poll saw nothing newer or the ETag matches; else None after setting
